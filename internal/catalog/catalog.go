@@ -1,0 +1,352 @@
+// Package catalog defines what Ringmaster publishes and deploys (products,
+// updates, payloads, deployments) and validates them; it holds no storage or
+// transport code.
+package catalog
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/version"
+)
+
+// Product is a thing devices run, such as "windows-11" or "contoso-agent".
+type Product struct {
+	Name        string    `json:"name"`
+	Title       string    `json:"title,omitempty"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Kind is what an update is.
+type Kind string
+
+const (
+	KindSecurity Kind = "security"
+	KindQuality  Kind = "quality"
+	KindFeature  Kind = "feature"
+	KindDriver   Kind = "driver"
+	KindApp      Kind = "app"
+	KindModel    Kind = "model"
+)
+
+// Kinds lists every valid Kind.
+var Kinds = []Kind{KindSecurity, KindQuality, KindFeature, KindDriver, KindApp, KindModel}
+
+// Severity ranks how urgent an update is (security-bulletin style).
+type Severity string
+
+const (
+	SeverityNone      Severity = "none"
+	SeverityLow       Severity = "low"
+	SeverityModerate  Severity = "moderate"
+	SeverityImportant Severity = "important"
+	SeverityCritical  Severity = "critical"
+)
+
+// Severities lists every valid Severity.
+var Severities = []Severity{SeverityNone, SeverityLow, SeverityModerate, SeverityImportant, SeverityCritical}
+
+// UpdateState is where an update is in the publishing pipeline.
+type UpdateState string
+
+const (
+	// StateAwaitingUpload: created, payload bytes not all received.
+	StateAwaitingUpload UpdateState = "awaiting_upload"
+	// StatePublishing: all bytes received, pipeline jobs running.
+	StatePublishing UpdateState = "publishing"
+	// StatePublished: verified, stored, visible to deployments.
+	StatePublished UpdateState = "published"
+	// StateFailed: the pipeline rejected it; FailureReason says why.
+	StateFailed UpdateState = "failed"
+)
+
+// Update is one version of a product.
+type Update struct {
+	ID             string      `json:"id"`
+	Product        string      `json:"product"`
+	Version        string      `json:"version"`
+	Kind           Kind        `json:"kind"`
+	Classification string      `json:"classification,omitempty"`
+	Severity       Severity    `json:"severity"`
+	Title          string      `json:"title,omitempty"`
+	ReleaseNotes   string      `json:"release_notes,omitempty"`
+	Applicability  string      `json:"applicability,omitempty"`
+	State          UpdateState `json:"state"`
+	FailureReason  string      `json:"failure_reason,omitempty"`
+	Payloads       []Payload   `json:"payloads"`
+	CreatedAt      time.Time   `json:"created_at"`
+	PublishedAt    *time.Time  `json:"published_at,omitempty"`
+}
+
+// PayloadState is where one payload is in the pipeline.
+type PayloadState string
+
+const (
+	PayloadPending  PayloadState = "pending"  // bytes not all received
+	PayloadUploaded PayloadState = "uploaded" // bytes received and hash checked
+	PayloadStored   PayloadState = "stored"   // verified again and in the content store
+)
+
+// Payload is one file of an update, addressed by its SHA-256.
+type Payload struct {
+	Name   string       `json:"name"`
+	SHA256 string       `json:"sha256"`
+	Size   int64        `json:"size"`
+	State  PayloadState `json:"state"`
+}
+
+// DeploymentState is where a deployment is in its life.
+type DeploymentState string
+
+const (
+	DeploymentRunning   DeploymentState = "running"
+	DeploymentCancelled DeploymentState = "cancelled"
+)
+
+// Deployment makes a published update available to devices.
+type Deployment struct {
+	ID          string          `json:"id"`
+	UpdateID    string          `json:"update_id"`
+	Product     string          `json:"product"`
+	Version     string          `json:"version"`
+	State       DeploymentState `json:"state"`
+	CreatedBy   string          `json:"created_by"`
+	CreatedAt   time.Time       `json:"created_at"`
+	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+}
+
+// Limits on publisher input.
+const (
+	MaxNameLen         = 64
+	MaxTitleLen        = 200
+	MaxDescriptionLen  = 4096
+	MaxReleaseNotesLen = 64 << 10
+	MaxRuleLen         = 4096
+	MaxPayloads        = 64
+	MaxFileNameLen     = 255
+	MaxReasonLen       = 1024
+)
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$`)
+	sha256RE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	idRE       = regexp.MustCompile(`^[a-z]{2,4}_[0-9a-z]{26}$`)
+)
+
+// ValidateProductName reports whether name is a valid product name:
+// lower-case letters, digits, '.', '_' and '-', starting with a letter or
+// digit, at most 64 characters.
+func ValidateProductName(field, name string) error {
+	if !nameRE.MatchString(name) {
+		return fault.Field(field, "%q is not a valid product name (1-%d of a-z 0-9 . _ -, starting with a letter or digit)", clip(name), MaxNameLen)
+	}
+	return nil
+}
+
+// ValidateSHA256 reports whether s is a lower-case hex SHA-256 digest.
+func ValidateSHA256(field, s string) error {
+	if !sha256RE.MatchString(s) {
+		return fault.Field(field, "%q is not a SHA-256 digest (64 lower-case hex digits)", clip(s))
+	}
+	return nil
+}
+
+// ValidateID reports whether s has the shape of an id with the given prefix.
+func ValidateID(field, prefix, s string) error {
+	if !idRE.MatchString(s) || !strings.HasPrefix(s, prefix+"_") {
+		return fault.Field(field, "%q is not a valid %s id", clip(s), prefix)
+	}
+	return nil
+}
+
+// ValidateVersion parses s and wraps a parse error as Invalid.
+func ValidateVersion(field, s string) (version.Version, error) {
+	v, err := version.Parse(s)
+	if err != nil {
+		return v, fault.Field(field, "%s", err.Error())
+	}
+	return v, nil
+}
+
+// ValidateReason checks a free-text reason given for an action.
+func ValidateReason(field, s string) error {
+	if len(s) > MaxReasonLen {
+		return fault.Field(field, "longer than %d bytes", MaxReasonLen)
+	}
+	return nil
+}
+
+// NewProduct is what a publisher sends to create a product.
+type NewProduct struct {
+	Name        string `json:"name"`
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Validate checks a NewProduct.
+func (p NewProduct) Validate() error {
+	if err := ValidateProductName("name", p.Name); err != nil {
+		return err
+	}
+	if len(p.Title) > MaxTitleLen {
+		return fault.Field("title", "longer than %d bytes", MaxTitleLen)
+	}
+	if len(p.Description) > MaxDescriptionLen {
+		return fault.Field("description", "longer than %d bytes", MaxDescriptionLen)
+	}
+	return nil
+}
+
+// NewPayload declares one file of a NewUpdate before its bytes are sent.
+type NewPayload struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// NewUpdate is what a publisher sends to create an update.
+type NewUpdate struct {
+	Product        string       `json:"product"`
+	Version        string       `json:"version"`
+	Kind           Kind         `json:"kind,omitempty"`
+	Classification string       `json:"classification,omitempty"`
+	Severity       Severity     `json:"severity,omitempty"`
+	Title          string       `json:"title,omitempty"`
+	ReleaseNotes   string       `json:"release_notes,omitempty"`
+	Applicability  string       `json:"applicability,omitempty"`
+	Payloads       []NewPayload `json:"payloads"`
+}
+
+// Normalize fills defaults: kind "quality", severity "none".
+func (u *NewUpdate) Normalize() {
+	if u.Kind == "" {
+		u.Kind = KindQuality
+	}
+	if u.Severity == "" {
+		u.Severity = SeverityNone
+	}
+	for i := range u.Payloads {
+		u.Payloads[i].SHA256 = strings.ToLower(u.Payloads[i].SHA256)
+	}
+}
+
+// Validate checks a normalized NewUpdate against the limits, including the
+// per-payload size limit maxPayload (bytes).
+func (u NewUpdate) Validate(maxPayload int64) (version.Version, error) {
+	if err := ValidateProductName("product", u.Product); err != nil {
+		return version.Version{}, err
+	}
+	v, err := ValidateVersion("version", u.Version)
+	if err != nil {
+		return v, err
+	}
+	if !oneOf(u.Kind, Kinds) {
+		return v, fault.Field("kind", "%q is not one of %v", clip(string(u.Kind)), Kinds)
+	}
+	if !oneOf(u.Severity, Severities) {
+		return v, fault.Field("severity", "%q is not one of %v", clip(string(u.Severity)), Severities)
+	}
+	switch {
+	case len(u.Classification) > MaxNameLen:
+		return v, fault.Field("classification", "longer than %d bytes", MaxNameLen)
+	case len(u.Title) > MaxTitleLen:
+		return v, fault.Field("title", "longer than %d bytes", MaxTitleLen)
+	case len(u.ReleaseNotes) > MaxReleaseNotesLen:
+		return v, fault.Field("release_notes", "longer than %d bytes", MaxReleaseNotesLen)
+	case len(u.Applicability) > MaxRuleLen:
+		return v, fault.Field("applicability", "longer than %d bytes", MaxRuleLen)
+	case len(u.Payloads) == 0:
+		return v, fault.Field("payloads", "an update needs at least one payload")
+	case len(u.Payloads) > MaxPayloads:
+		return v, fault.Field("payloads", "at most %d payloads per update", MaxPayloads)
+	}
+	names, hashes := map[string]bool{}, map[string]bool{}
+	for i, p := range u.Payloads {
+		f := fmt.Sprintf("payloads[%d]", i)
+		if !fileNameRE.MatchString(p.Name) {
+			return v, fault.Field(f+".name", "%q is not a valid file name (letters, digits, . _ + -, no path)", clip(p.Name))
+		}
+		if err := ValidateSHA256(f+".sha256", p.SHA256); err != nil {
+			return v, err
+		}
+		if p.Size <= 0 || p.Size > maxPayload {
+			return v, fault.Field(f+".size", "%d is outside 1..%d bytes", p.Size, maxPayload)
+		}
+		if names[p.Name] {
+			return v, fault.Field(f+".name", "%q appears twice", p.Name)
+		}
+		if hashes[p.SHA256] {
+			return v, fault.Field(f+".sha256", "the same content appears twice")
+		}
+		names[p.Name], hashes[p.SHA256] = true, true
+	}
+	return v, nil
+}
+
+// SameContent reports whether an existing update declares exactly what u
+// declares, so that creating u again is an idempotent repeat.
+func (u NewUpdate) SameContent(x Update) bool {
+	if x.Product != u.Product || x.Kind != u.Kind || x.Severity != u.Severity ||
+		x.Classification != u.Classification || x.Title != u.Title ||
+		x.ReleaseNotes != u.ReleaseNotes || x.Applicability != u.Applicability ||
+		len(x.Payloads) != len(u.Payloads) {
+		return false
+	}
+	if a, err := version.Parse(x.Version); err != nil || a.Key() != version.MustParse(u.Version).Key() {
+		return false
+	}
+	byName := map[string]Payload{}
+	for _, p := range x.Payloads {
+		byName[p.Name] = p
+	}
+	for _, p := range u.Payloads {
+		q, ok := byName[p.Name]
+		if !ok || q.SHA256 != p.SHA256 || q.Size != p.Size {
+			return false
+		}
+	}
+	return true
+}
+
+func oneOf[T comparable](v T, all []T) bool {
+	for _, a := range all {
+		if a == v {
+			return true
+		}
+	}
+	return false
+}
+
+// clip shortens s for inclusion in an error message.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewID returns a new id "<prefix>_<26 chars>": 48 bits of milliseconds then
+// 80 random bits, so ids sort by creation time and never collide in practice.
+func NewID(prefix string, now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return prefix + "_" + idEncoding.EncodeToString(b[:])[:26]
+}
+
+// HexDigest formats a SHA-256 sum.
+func HexDigest(sum []byte) string { return hex.EncodeToString(sum) }

@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/version"
+)
+
+// PutProduct creates the product, or updates its title and description if it
+// exists. created reports which.
+func (q *queries) PutProduct(ctx context.Context, p catalog.NewProduct) (_ catalog.Product, created bool, _ error) {
+	now := q.now()
+	res, err := q.db.ExecContext(ctx, `
+		INSERT INTO products (name, title, description, created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, now)
+	if err != nil {
+		return catalog.Product{}, false, unavailable(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, CreatedAt: now}, true, nil
+	}
+	if _, err := q.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3 WHERE name = $1`,
+		p.Name, p.Title, p.Description); err != nil {
+		return catalog.Product{}, false, unavailable(err)
+	}
+	got, err := q.Product(ctx, p.Name)
+	return got, false, err
+}
+
+// Product returns the named product, or a NotFound error.
+func (q *queries) Product(ctx context.Context, name string) (catalog.Product, error) {
+	var p catalog.Product
+	err := q.db.QueryRowContext(ctx, `SELECT name, title, description, created_at FROM products WHERE name = $1`, name).
+		Scan(&p.Name, &p.Title, &p.Description, &p.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fault.E(fault.NotFound, "product %q not found", name)
+	}
+	p.CreatedAt = p.CreatedAt.UTC()
+	return p, unavailable(err)
+}
+
+// Products lists all products by name.
+func (q *queries) Products(ctx context.Context) ([]catalog.Product, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT name, title, description, created_at FROM products ORDER BY name`)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := []catalog.Product{}
+	for rows.Next() {
+		var p catalog.Product
+		if err := rows.Scan(&p.Name, &p.Title, &p.Description, &p.CreatedAt); err != nil {
+			return nil, unavailable(err)
+		}
+		p.CreatedAt = p.CreatedAt.UTC()
+		out = append(out, p)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// CreateUpdate stores a new update with its declared payloads, all pending.
+// If the product already has an update of an equal version that declares
+// exactly the same content, it returns that one with created false (a repeat
+// publish is idempotent); any other equal version is a Conflict. An unknown
+// product is NotFound. The payloads whose content the caller already holds
+// (stored(sha256) true) start as uploaded, so they need not be sent again.
+func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v version.Version, stored func(sha256 string) bool) (u catalog.Update, created bool, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		if _, err := tx.Product(ctx, nu.Product); err != nil {
+			return err
+		}
+		existing, err := tx.updateByVersion(ctx, nu.Product, v)
+		switch {
+		case err == nil && nu.SameContent(existing):
+			u = existing
+			return nil
+		case err == nil:
+			return fault.E(fault.Conflict, "product %q already has version %s (update %s) with different content; publish a new version", nu.Product, existing.Version, existing.ID)
+		case !fault.Is(err, fault.NotFound):
+			return err
+		}
+		now := tx.now()
+		u = catalog.Update{
+			ID: catalog.NewID("upd", now), Product: nu.Product, Version: nu.Version, Kind: nu.Kind,
+			Classification: nu.Classification, Severity: nu.Severity, Title: nu.Title,
+			ReleaseNotes: nu.ReleaseNotes, Applicability: nu.Applicability,
+			State: catalog.StateAwaitingUpload, CreatedAt: now,
+		}
+		if _, err := tx.db.ExecContext(ctx, `
+			INSERT INTO updates (id, product, version, version_key, kind, classification, severity, title,
+			                     release_notes, applicability, state, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			u.ID, u.Product, u.Version, v.Key(), u.Kind, u.Classification, u.Severity, u.Title,
+			u.ReleaseNotes, u.Applicability, u.State, now); err != nil {
+			if isUniqueViolation(err) {
+				return fault.E(fault.Conflict, "product %q already has version %s", nu.Product, nu.Version)
+			}
+			return unavailable(err)
+		}
+		for i, p := range nu.Payloads {
+			state := catalog.PayloadPending
+			if stored != nil && stored(p.SHA256) {
+				state = catalog.PayloadUploaded
+			}
+			if _, err := tx.db.ExecContext(ctx, `
+				INSERT INTO payloads (update_id, position, name, sha256, size, state) VALUES ($1, $2, $3, $4, $5, $6)`,
+				u.ID, i, p.Name, p.SHA256, p.Size, state); err != nil {
+				return unavailable(err)
+			}
+			u.Payloads = append(u.Payloads, catalog.Payload{Name: p.Name, SHA256: p.SHA256, Size: p.Size, State: state})
+		}
+		created = true
+		return nil
+	})
+	return u, created, err
+}
+
+const updateColumns = `id, product, version, kind, classification, severity, title, release_notes,
+	applicability, state, failure_reason, created_at, published_at`
+
+func scanUpdate(row interface{ Scan(...any) error }) (catalog.Update, error) {
+	var u catalog.Update
+	var published sql.NullTime
+	err := row.Scan(&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
+		&u.ReleaseNotes, &u.Applicability, &u.State, &u.FailureReason, &u.CreatedAt, &published)
+	u.CreatedAt = u.CreatedAt.UTC()
+	u.PublishedAt = timePtr(published)
+	return u, err
+}
+
+// Update returns the update with its payloads, or NotFound.
+func (q *queries) Update(ctx context.Context, id string) (catalog.Update, error) {
+	u, err := scanUpdate(q.db.QueryRowContext(ctx, `SELECT `+updateColumns+` FROM updates WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, fault.E(fault.NotFound, "update %q not found", id)
+	}
+	if err != nil {
+		return u, unavailable(err)
+	}
+	u.Payloads, err = q.payloads(ctx, id)
+	return u, err
+}
+
+// UpdateByVersion returns the product's update whose version equals v.
+func (q *queries) UpdateByVersion(ctx context.Context, product string, v version.Version) (catalog.Update, error) {
+	return q.updateByVersion(ctx, product, v)
+}
+
+func (q *queries) updateByVersion(ctx context.Context, product string, v version.Version) (catalog.Update, error) {
+	var id string
+	err := q.db.QueryRowContext(ctx, `SELECT id FROM updates WHERE product = $1 AND version_key = $2`, product, v.Key()).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return catalog.Update{}, fault.E(fault.NotFound, "product %q has no version %s", product, v)
+	}
+	if err != nil {
+		return catalog.Update{}, unavailable(err)
+	}
+	return q.Update(ctx, id)
+}
+
+func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payload, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT name, sha256, size, state FROM payloads WHERE update_id = $1 ORDER BY position`, updateID)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []catalog.Payload
+	for rows.Next() {
+		var p catalog.Payload
+		if err := rows.Scan(&p.Name, &p.SHA256, &p.Size, &p.State); err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, p)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// UpdateFilter narrows Updates.
+type UpdateFilter struct {
+	Product string
+	State   catalog.UpdateState
+	// After is an update id: list updates created after it (pagination).
+	After string
+	Limit int
+}
+
+// Updates lists updates (without payloads) oldest first.
+func (q *queries) Updates(ctx context.Context, f UpdateFilter) ([]catalog.Update, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Product != "" {
+		add("product = $%d", f.Product)
+	}
+	if f.State != "" {
+		add("state = $%d", f.State)
+	}
+	if f.After != "" {
+		add("id > $%d", f.After)
+	}
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 1000
+	}
+	args = append(args, f.Limit)
+	rows, err := q.db.QueryContext(ctx, `SELECT `+updateColumns+` FROM updates WHERE `+strings.Join(where, " AND ")+
+		fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args)), args...)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := []catalog.Update{}
+	for rows.Next() {
+		u, err := scanUpdate(rows)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, u)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// SetPayloadState moves a payload from one state to another. It returns
+// Conflict if the payload is not in state from, NotFound if it does not exist.
+func (q *queries) SetPayloadState(ctx context.Context, updateID, sha256 string, from, to catalog.PayloadState) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE payloads SET state = $4 WHERE update_id = $1 AND sha256 = $2 AND state = $3`,
+		updateID, sha256, from, to)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	var state catalog.PayloadState
+	err = q.db.QueryRowContext(ctx, `SELECT state FROM payloads WHERE update_id = $1 AND sha256 = $2`, updateID, sha256).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fault.E(fault.NotFound, "update %q has no payload %s", updateID, sha256)
+	}
+	if err != nil {
+		return unavailable(err)
+	}
+	return fault.E(fault.Conflict, "payload %s is %s, not %s", sha256, state, from)
+}
+
+// SetUpdateState moves an update from one state to another, recording a
+// failure reason for StateFailed and the time for StatePublished. It returns
+// Conflict if the update is not in state from.
+func (q *queries) SetUpdateState(ctx context.Context, id string, from, to catalog.UpdateState, reason string) error {
+	var published any
+	if to == catalog.StatePublished {
+		published = q.now()
+	}
+	res, err := q.db.ExecContext(ctx, `
+		UPDATE updates SET state = $3, failure_reason = $4, published_at = COALESCE($5, published_at)
+		WHERE id = $1 AND state = $2`, id, from, to, reason, published)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		u, err := q.Update(ctx, id)
+		if err != nil {
+			return err
+		}
+		return fault.E(fault.Conflict, "update %s is %s, not %s", id, u.State, from)
+	}
+	if to == catalog.StatePublished {
+		return q.BumpGeneration(ctx)
+	}
+	return nil
+}
+
+// PayloadReferenced reports whether any payload row names sha256.
+func (q *queries) PayloadReferenced(ctx context.Context, sha256 string) (bool, error) {
+	var n int
+	err := q.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM payloads WHERE sha256 = $1`, sha256).Scan(&n)
+	return n > 0, unavailable(err)
+}
+
+// PayloadStored reports whether a stored payload has this content, so the
+// content store holds it and devices may fetch it.
+func (q *queries) PayloadStored(ctx context.Context, sha256 string) (bool, error) {
+	var n int
+	err := q.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM payloads WHERE sha256 = $1 AND state = 'stored'`, sha256).Scan(&n)
+	return n > 0, unavailable(err)
+}
+
+// BumpGeneration marks the device-visible catalog as changed.
+func (q *queries) BumpGeneration(ctx context.Context) error {
+	_, err := q.db.ExecContext(ctx, `UPDATE catalog_generation SET generation = generation + 1 WHERE id = 1`)
+	return unavailable(err)
+}
+
+// Generation returns the catalog generation.
+func (q *queries) Generation(ctx context.Context) (int64, error) {
+	var g int64
+	err := q.db.QueryRowContext(ctx, `SELECT generation FROM catalog_generation WHERE id = 1`).Scan(&g)
+	return g, unavailable(err)
+}
+

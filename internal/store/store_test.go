@@ -1,0 +1,367 @@
+package store_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/dbtest"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/version"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// clock is a settable test clock.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+// TestConformance is the one suite every backend must pass.
+func TestConformance(t *testing.T) {
+	for _, b := range dbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range []struct {
+				name string
+				fn   func(t *testing.T, s *store.Store, c *clock)
+			}{
+				{"products", testProducts},
+				{"create update", testCreateUpdate},
+				{"no partial writes", testNoPartialWrites},
+				{"pipeline states", testPipelineStates},
+				{"deployments", testDeployments},
+				{"tokens", testTokens},
+				{"devices", testDevices},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := &clock{t: time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)}
+					s, err := store.Open(context.Background(), b.DSN(t), store.Options{Now: c.now})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { s.Close() })
+					tc.fn(t, s, c)
+				})
+			}
+		})
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	for _, b := range dbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := b.DSN(t)
+			s, err := store.Open(ctx, dsn, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "p"}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			s, err = store.Open(ctx, dsn, store.Options{}) // migrations run again: a no-op
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Product(ctx, "p"); err != nil {
+				t.Fatalf("product lost across reopen: %v", err)
+			}
+		})
+	}
+}
+
+func wantKind(t *testing.T, err error, k fault.Kind) {
+	t.Helper()
+	if fault.KindOf(err) != k {
+		t.Fatalf("error %v has kind %q, want %q", err, fault.KindOf(err), k)
+	}
+}
+
+func testProducts(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	_, err := s.Product(ctx, "nope")
+	wantKind(t, err, fault.NotFound)
+	p, created, err := s.PutProduct(ctx, catalog.NewProduct{Name: "windows-11", Title: "Windows 11"})
+	if err != nil || !created {
+		t.Fatalf("PutProduct = %v, %v", created, err)
+	}
+	if !p.CreatedAt.Equal(c.t) {
+		t.Errorf("created_at %v, want %v", p.CreatedAt, c.t)
+	}
+	p, created, err = s.PutProduct(ctx, catalog.NewProduct{Name: "windows-11", Title: "Windows 11 (renamed)"})
+	if err != nil || created || p.Title != "Windows 11 (renamed)" || !p.CreatedAt.Equal(c.t) {
+		t.Fatalf("second PutProduct = %+v, %v, %v", p, created, err)
+	}
+	if _, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.Products(ctx)
+	if err != nil || len(ps) != 2 || ps[0].Name != "agent" || ps[1].Name != "windows-11" {
+		t.Fatalf("Products = %+v, %v", ps, err)
+	}
+}
+
+func newUpdate(product, ver string, payloads ...catalog.NewPayload) catalog.NewUpdate {
+	u := catalog.NewUpdate{Product: product, Version: ver, Payloads: payloads}
+	u.Normalize()
+	return u
+}
+
+var (
+	payA = catalog.NewPayload{Name: "a.bin", SHA256: "aa00000000000000000000000000000000000000000000000000000000000000", Size: 10}
+	payB = catalog.NewPayload{Name: "b.bin", SHA256: "bb00000000000000000000000000000000000000000000000000000000000000", Size: 20}
+)
+
+func mustCreate(t *testing.T, s *store.Store, nu catalog.NewUpdate) catalog.Update {
+	t.Helper()
+	u, _, err := s.CreateUpdate(context.Background(), nu, version.MustParse(nu.Version), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func testCreateUpdate(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	nu := newUpdate("agent", "1.2", payA, payB)
+	_, _, err := s.CreateUpdate(ctx, nu, version.MustParse("1.2"), nil)
+	wantKind(t, err, fault.NotFound)
+
+	s.PutProduct(ctx, catalog.NewProduct{Name: "agent"})
+	u, created, err := s.CreateUpdate(ctx, nu, version.MustParse("1.2"), func(sha string) bool { return sha == payB.SHA256 })
+	if err != nil || !created {
+		t.Fatalf("CreateUpdate = %v, %v", created, err)
+	}
+	if u.State != catalog.StateAwaitingUpload || len(u.Payloads) != 2 ||
+		u.Payloads[0].State != catalog.PayloadPending || u.Payloads[1].State != catalog.PayloadUploaded {
+		t.Fatalf("new update = %+v", u)
+	}
+	got, err := s.Update(ctx, u.ID)
+	if err != nil || got.Version != "1.2" || len(got.Payloads) != 2 || got.Payloads[1].Name != "b.bin" || !got.CreatedAt.Equal(c.t) {
+		t.Fatalf("Update = %+v, %v", got, err)
+	}
+
+	// Same content, equal version written differently: the same update.
+	again := newUpdate("agent", "1.2.0", payA, payB)
+	u2, created, err := s.CreateUpdate(ctx, again, version.MustParse("1.2.0"), nil)
+	if err != nil || created || u2.ID != u.ID {
+		t.Fatalf("repeat CreateUpdate = %s, %v, %v; want %s, false, nil", u2.ID, created, err, u.ID)
+	}
+	// Different content under an equal version: conflict.
+	_, _, err = s.CreateUpdate(ctx, newUpdate("agent", "1.2", payA), version.MustParse("1.2"), nil)
+	wantKind(t, err, fault.Conflict)
+
+	byVer, err := s.UpdateByVersion(ctx, "agent", version.MustParse("1.2.0.0"))
+	if err != nil || byVer.ID != u.ID {
+		t.Fatalf("UpdateByVersion = %v, %v", byVer.ID, err)
+	}
+	_, err = s.Update(ctx, "upd_00000000000000000000000000")
+	wantKind(t, err, fault.NotFound)
+
+	c.t = c.t.Add(time.Millisecond) // ids order by creation time
+	mustCreate(t, s, newUpdate("agent", "1.3", payA))
+	list, err := s.Updates(ctx, store.UpdateFilter{Product: "agent"})
+	if err != nil || len(list) != 2 || list[0].Version != "1.2" || list[1].Version != "1.3" {
+		t.Fatalf("Updates = %+v, %v", list, err)
+	}
+	page, err := s.Updates(ctx, store.UpdateFilter{After: list[0].ID, Limit: 1})
+	if err != nil || len(page) != 1 || page[0].ID != list[1].ID {
+		t.Fatalf("Updates page = %+v, %v", page, err)
+	}
+}
+
+func testNoPartialWrites(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	s.PutProduct(ctx, catalog.NewProduct{Name: "agent"})
+	// The same content twice violates the payload key after the update row
+	// is written: the whole creation must roll back.
+	dup := newUpdate("agent", "2.0", payA, catalog.NewPayload{Name: "other.bin", SHA256: payA.SHA256, Size: payA.Size})
+	if _, _, err := s.CreateUpdate(ctx, dup, version.MustParse("2.0"), nil); err == nil {
+		t.Fatal("CreateUpdate with a duplicate payload succeeded")
+	}
+	list, err := s.Updates(ctx, store.UpdateFilter{})
+	if err != nil || len(list) != 0 {
+		t.Fatalf("after a failed create, Updates = %+v, %v; want none", list, err)
+	}
+	if ref, _ := s.PayloadReferenced(ctx, payA.SHA256); ref {
+		t.Fatal("a payload row survived the rolled-back creation")
+	}
+}
+
+func testPipelineStates(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	s.PutProduct(ctx, catalog.NewProduct{Name: "agent"})
+	u := mustCreate(t, s, newUpdate("agent", "1.0", payA))
+	wantKind(t, s.SetPayloadState(ctx, u.ID, payA.SHA256, catalog.PayloadUploaded, catalog.PayloadStored), fault.Conflict)
+	wantKind(t, s.SetPayloadState(ctx, u.ID, payB.SHA256, catalog.PayloadPending, catalog.PayloadUploaded), fault.NotFound)
+	if err := s.SetPayloadState(ctx, u.ID, payA.SHA256, catalog.PayloadPending, catalog.PayloadUploaded); err != nil {
+		t.Fatal(err)
+	}
+	gen0, _ := s.Generation(ctx)
+	if err := s.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublishing, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, s.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublishing, ""), fault.Conflict)
+	if stored, _ := s.PayloadStored(ctx, payA.SHA256); stored {
+		t.Fatal("PayloadStored true before the payload was stored")
+	}
+	err := s.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetPayloadState(ctx, u.ID, payA.SHA256, catalog.PayloadUploaded, catalog.PayloadStored); err != nil {
+			return err
+		}
+		return tx.SetUpdateState(ctx, u.ID, catalog.StatePublishing, catalog.StatePublished, "")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Update(ctx, u.ID)
+	if got.State != catalog.StatePublished || got.PublishedAt == nil || !got.PublishedAt.Equal(c.t) {
+		t.Fatalf("published update = %+v", got)
+	}
+	if gen1, _ := s.Generation(ctx); gen1 != gen0+1 {
+		t.Fatalf("generation %d after publish, want %d", gen1, gen0+1)
+	}
+	if stored, _ := s.PayloadStored(ctx, payA.SHA256); !stored {
+		t.Fatal("PayloadStored false after the payload was stored")
+	}
+
+	// A failing transaction changes nothing.
+	u2 := mustCreate(t, s, newUpdate("agent", "1.1", payB))
+	_ = s.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetUpdateState(ctx, u2.ID, catalog.StateAwaitingUpload, catalog.StateFailed, "boom"); err != nil {
+			return err
+		}
+		return fault.E(fault.Invalid, "abort")
+	})
+	if got, _ := s.Update(ctx, u2.ID); got.State != catalog.StateAwaitingUpload || got.FailureReason != "" {
+		t.Fatalf("rolled-back state change is visible: %+v", got)
+	}
+}
+
+func publish(t *testing.T, s *store.Store, product, ver string, p catalog.NewPayload) catalog.Update {
+	t.Helper()
+	ctx := context.Background()
+	s.PutProduct(ctx, catalog.NewProduct{Name: product})
+	u := mustCreate(t, s, newUpdate(product, ver, p))
+	for _, step := range []func() error{
+		func() error {
+			return s.SetPayloadState(ctx, u.ID, p.SHA256, catalog.PayloadPending, catalog.PayloadUploaded)
+		},
+		func() error {
+			return s.SetPayloadState(ctx, u.ID, p.SHA256, catalog.PayloadUploaded, catalog.PayloadStored)
+		},
+		func() error {
+			return s.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublished, "")
+		},
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return u
+}
+
+func testDeployments(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	s.PutProduct(ctx, catalog.NewProduct{Name: "agent"})
+	draft := mustCreate(t, s, newUpdate("agent", "0.9", payA))
+	_, _, err := s.CreateDeployment(ctx, draft.ID, "test")
+	wantKind(t, err, fault.Conflict)
+	_, _, err = s.CreateDeployment(ctx, "upd_00000000000000000000000000", "test")
+	wantKind(t, err, fault.NotFound)
+
+	u := publish(t, s, "agent", "1.0", payB)
+	gen0, _ := s.Generation(ctx)
+	d, created, err := s.CreateDeployment(ctx, u.ID, "token:x")
+	if err != nil || !created || d.State != catalog.DeploymentRunning || d.Product != "agent" || d.Version != "1.0" || d.CreatedBy != "token:x" {
+		t.Fatalf("CreateDeployment = %+v, %v, %v", d, created, err)
+	}
+	d2, created, err := s.CreateDeployment(ctx, u.ID, "token:y")
+	if err != nil || created || d2.ID != d.ID {
+		t.Fatalf("repeat CreateDeployment = %+v, %v, %v", d2, created, err)
+	}
+	gen, active, err := s.CatalogView(ctx)
+	if err != nil || gen != gen0+1 || len(active) != 1 || active[0].Update.ID != u.ID || len(active[0].Update.Payloads) != 1 {
+		t.Fatalf("CatalogView = %d, %+v, %v", gen, active, err)
+	}
+	c.t = c.t.Add(time.Hour)
+	cd, err := s.CancelDeployment(ctx, d.ID, "token:x", "bad build")
+	if err != nil || cd.State != catalog.DeploymentCancelled || cd.Reason != "bad build" || cd.CancelledAt == nil || !cd.CancelledAt.Equal(c.t) {
+		t.Fatalf("CancelDeployment = %+v, %v", cd, err)
+	}
+	if again, err := s.CancelDeployment(ctx, d.ID, "token:x", "other"); err != nil || again.Reason != "bad build" {
+		t.Fatalf("repeat CancelDeployment = %+v, %v", again, err)
+	}
+	_, err = s.CancelDeployment(ctx, "dep_00000000000000000000000000", "x", "")
+	wantKind(t, err, fault.NotFound)
+	gen, active, _ = s.CatalogView(ctx)
+	if gen != gen0+2 || len(active) != 0 {
+		t.Fatalf("after cancel CatalogView = %d, %d active", gen, len(active))
+	}
+	// A cancelled update can be deployed again.
+	c.t = c.t.Add(time.Millisecond)
+	d3, created, err := s.CreateDeployment(ctx, u.ID, "token:x")
+	if err != nil || !created || d3.ID == d.ID {
+		t.Fatalf("redeploy = %+v, %v, %v", d3, created, err)
+	}
+	list, err := s.Deployments(ctx, "agent", 0)
+	if err != nil || len(list) != 2 || list[0].ID != d3.ID {
+		t.Fatalf("Deployments = %+v, %v", list, err)
+	}
+	if other, _ := s.Deployments(ctx, "nothing", 0); len(other) != 0 {
+		t.Fatalf("Deployments for another product = %+v", other)
+	}
+}
+
+func testTokens(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	secret, tok := access.NewToken("admin", access.RoleAdmin, c.t, time.Hour)
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, s.CreateToken(ctx, tok), fault.Conflict)
+	got, err := s.TokenByHash(ctx, access.Hash(secret))
+	if err != nil || got.ID != tok.ID || got.Role != access.RoleAdmin || got.ExpiresAt == nil || !got.ExpiresAt.Equal(*tok.ExpiresAt) {
+		t.Fatalf("TokenByHash = %+v, %v", got, err)
+	}
+	_, err = s.TokenByHash(ctx, access.Hash(secret+"x"))
+	wantKind(t, err, fault.NotFound)
+	if n, _ := s.CountTokens(ctx); n != 1 {
+		t.Fatalf("CountTokens = %d", n)
+	}
+}
+
+func testDevices(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	t0 := c.t
+	err := s.RecordSightings(ctx, []registry.Seen{
+		{DeviceID: "d1", Attributes: map[string]string{"arch": "x64"}, Installed: map[string]string{"agent": "1.0"}, At: t0, CheckIns: 2},
+		{DeviceID: "d2", At: t0, CheckIns: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A later sighting replaces attributes; an older one only adds its count.
+	s.RecordSightings(ctx, []registry.Seen{{DeviceID: "d1", Attributes: map[string]string{"arch": "arm64"}, At: t0.Add(time.Minute), CheckIns: 1}})
+	s.RecordSightings(ctx, []registry.Seen{{DeviceID: "d1", Attributes: map[string]string{"arch": "old"}, At: t0.Add(-time.Minute), CheckIns: 1}})
+	d, err := s.Device(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Attributes["arch"] != "arm64" || d.CheckIns != 4 || !d.FirstSeen.Equal(t0) || !d.LastSeen.Equal(t0.Add(time.Minute)) || len(d.Installed) != 0 {
+		t.Fatalf("device = %+v", d)
+	}
+	if n, _ := s.CountDevices(ctx); n != 2 {
+		t.Fatalf("CountDevices = %d", n)
+	}
+	_, err = s.Device(ctx, "nope")
+	wantKind(t, err, fault.NotFound)
+}
