@@ -303,4 +303,3 @@ func (q *queries) Generation(ctx context.Context) (int64, error) {
 	err := q.db.QueryRowContext(ctx, `SELECT generation FROM catalog_generation WHERE id = 1`).Scan(&g)
 	return g, unavailable(err)
 }
-

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 )
 
@@ -118,46 +120,65 @@ func (s *Store) CancelDeployment(ctx context.Context, id, actor, reason string) 
 	return d, err
 }
 
-// ActiveRelease is one running deployment with its update and payloads:
-// what the device plane's snapshot is built from.
-type ActiveRelease struct {
-	Deployment catalog.Deployment
-	Update     catalog.Update
-}
-
-// CatalogView returns the generation and every running deployment, read in
-// one transaction so they agree.
-func (s *Store) CatalogView(ctx context.Context) (gen int64, active []ActiveRelease, err error) {
+// Releases returns the catalog generation and every running deployment with
+// its update and payloads, read in one transaction so they agree. It is the
+// device plane's snapshot source.
+func (s *Store) Releases(ctx context.Context) (gen int64, rels []delivery.Release, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
+		rels = nil
 		if gen, err = tx.Generation(ctx); err != nil {
 			return err
 		}
-		rows, err := tx.db.QueryContext(ctx, `SELECT `+deploymentColumns+`
+		rows, err := tx.db.QueryContext(ctx, `SELECT `+deploymentColumns+`, `+prefixed("u.", updateColumns)+`
 			FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.state = 'running' ORDER BY d.id`)
 		if err != nil {
 			return unavailable(err)
 		}
-		var deps []catalog.Deployment
+		defer rows.Close()
+		index := map[string][]int{} // update id -> positions in rels
 		for rows.Next() {
-			d, err := scanDeployment(rows)
+			var r delivery.Release
+			var cancelled, published sql.NullTime
+			u := &r.Update
+			err := rows.Scan(&r.Deployment.ID, &r.Deployment.UpdateID, &r.Deployment.Product, &r.Deployment.Version,
+				&r.Deployment.State, &r.Deployment.CreatedBy, &r.Deployment.CreatedAt, &cancelled, &r.Deployment.Reason,
+				&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
+				&u.ReleaseNotes, &u.Applicability, &u.State, &u.FailureReason, &u.CreatedAt, &published)
 			if err != nil {
-				rows.Close()
 				return unavailable(err)
 			}
-			deps = append(deps, d)
+			index[u.ID] = append(index[u.ID], len(rels))
+			rels = append(rels, r)
 		}
-		rows.Close()
 		if err := rows.Err(); err != nil {
 			return unavailable(err)
 		}
-		for _, d := range deps {
-			u, err := tx.Update(ctx, d.UpdateID)
-			if err != nil {
-				return err
-			}
-			active = append(active, ActiveRelease{Deployment: d, Update: u})
+		prows, err := tx.db.QueryContext(ctx, `SELECT p.update_id, p.name, p.sha256, p.size, p.state
+			FROM payloads p JOIN deployments d ON d.update_id = p.update_id AND d.state = 'running'
+			ORDER BY p.update_id, p.position`)
+		if err != nil {
+			return unavailable(err)
 		}
-		return nil
+		defer prows.Close()
+		for prows.Next() {
+			var id string
+			var p catalog.Payload
+			if err := prows.Scan(&id, &p.Name, &p.SHA256, &p.Size, &p.State); err != nil {
+				return unavailable(err)
+			}
+			for _, i := range index[id] {
+				rels[i].Update.Payloads = append(rels[i].Update.Payloads, p)
+			}
+		}
+		return unavailable(prows.Err())
 	})
-	return gen, active, err
+	return gen, rels, err
+}
+
+func prefixed(prefix, columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, c := range parts {
+		parts[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }

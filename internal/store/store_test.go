@@ -288,9 +288,9 @@ func testDeployments(t *testing.T, s *store.Store, c *clock) {
 	if err != nil || created || d2.ID != d.ID {
 		t.Fatalf("repeat CreateDeployment = %+v, %v, %v", d2, created, err)
 	}
-	gen, active, err := s.CatalogView(ctx)
+	gen, active, err := s.Releases(ctx)
 	if err != nil || gen != gen0+1 || len(active) != 1 || active[0].Update.ID != u.ID || len(active[0].Update.Payloads) != 1 {
-		t.Fatalf("CatalogView = %d, %+v, %v", gen, active, err)
+		t.Fatalf("Releases = %d, %+v, %v", gen, active, err)
 	}
 	c.t = c.t.Add(time.Hour)
 	cd, err := s.CancelDeployment(ctx, d.ID, "token:x", "bad build")
@@ -302,9 +302,9 @@ func testDeployments(t *testing.T, s *store.Store, c *clock) {
 	}
 	_, err = s.CancelDeployment(ctx, "dep_00000000000000000000000000", "x", "")
 	wantKind(t, err, fault.NotFound)
-	gen, active, _ = s.CatalogView(ctx)
+	gen, active, _ = s.Releases(ctx)
 	if gen != gen0+2 || len(active) != 0 {
-		t.Fatalf("after cancel CatalogView = %d, %d active", gen, len(active))
+		t.Fatalf("after cancel Releases = %d, %d active", gen, len(active))
 	}
 	// A cancelled update can be deployed again.
 	c.t = c.t.Add(time.Millisecond)

@@ -1,0 +1,311 @@
+// Package client is the Go SDK for Ringmaster's HTTP API: publishing and
+// deploying updates (with a bearer token) and the device side (check-in and
+// verified, resumable downloads). The CLI and the tests use it too.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one Ringmaster server. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the server at baseURL ("http://127.0.0.1:8080"),
+// authenticating admin calls with token (may be empty for device calls).
+func New(baseURL, token string) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q must be http(s)://host[:port]", baseURL)
+	}
+	return &Client{base: u, token: token, http: &http.Client{}}, nil
+}
+
+// WithHTTPClient returns a copy of c that uses hc for requests.
+func (c *Client) WithHTTPClient(hc *http.Client) *Client {
+	cp := *c
+	cp.http = hc
+	return &cp
+}
+
+// Error is a problem document returned by the server.
+type Error struct {
+	Status    int    `json:"status"`
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Detail    string `json:"detail"`
+	Field     string `json:"field,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("%s (HTTP %d)", e.Detail, e.Status)
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.Title, e.Status)
+}
+
+// Kind returns the problem kind ("not-found", "invalid", "conflict", …).
+func (e *Error) Kind() string { return strings.TrimPrefix(e.Type, "urn:ringmaster:problem:") }
+
+// IsKind reports whether err is a server problem of the given kind.
+func IsKind(err error, kind string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind() == kind
+}
+
+func (c *Client) url(path string, q url.Values) string {
+	u := *c.base
+	u.Path += path
+	if len(q) > 0 {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send adds the token and turns problem answers into *Error.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		e := &Error{Status: resp.StatusCode, Title: resp.Status}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(b, e)
+		e.Status = resp.StatusCode
+		return nil, e
+	}
+	return resp, nil
+}
+
+// Product is a thing devices run.
+type Product struct {
+	Name        string    `json:"name"`
+	Title       string    `json:"title,omitempty"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// PutProduct creates a product or updates its title and description.
+func (c *Client) PutProduct(ctx context.Context, p Product) (Product, error) {
+	var out Product
+	err := c.do(ctx, http.MethodPut, "/v1/products/"+url.PathEscape(p.Name), nil,
+		map[string]string{"title": p.Title, "description": p.Description}, &out)
+	return out, err
+}
+
+// Product fetches a product.
+func (c *Client) Product(ctx context.Context, name string) (Product, error) {
+	var out Product
+	err := c.do(ctx, http.MethodGet, "/v1/products/"+url.PathEscape(name), nil, nil, &out)
+	return out, err
+}
+
+// Products lists products.
+func (c *Client) Products(ctx context.Context) ([]Product, error) {
+	var out struct {
+		Products []Product `json:"products"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/products", nil, nil, &out)
+	return out.Products, err
+}
+
+// NewPayload declares a payload of a new update.
+type NewPayload struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// NewUpdate is what CreateUpdate sends.
+type NewUpdate struct {
+	Product        string       `json:"product"`
+	Version        string       `json:"version"`
+	Kind           string       `json:"kind,omitempty"`
+	Classification string       `json:"classification,omitempty"`
+	Severity       string       `json:"severity,omitempty"`
+	Title          string       `json:"title,omitempty"`
+	ReleaseNotes   string       `json:"release_notes,omitempty"`
+	Applicability  string       `json:"applicability,omitempty"`
+	Payloads       []NewPayload `json:"payloads"`
+}
+
+// Payload is a payload of an update as the server reports it.
+type Payload struct {
+	Name          string `json:"name"`
+	SHA256        string `json:"sha256"`
+	Size          int64  `json:"size"`
+	State         string `json:"state"`
+	UploadURL     string `json:"upload_url,omitempty"`
+	ReceivedBytes int64  `json:"received_bytes"`
+}
+
+// Update is one version of a product.
+type Update struct {
+	ID             string     `json:"id"`
+	Product        string     `json:"product"`
+	Version        string     `json:"version"`
+	Kind           string     `json:"kind"`
+	Classification string     `json:"classification,omitempty"`
+	Severity       string     `json:"severity"`
+	Title          string     `json:"title,omitempty"`
+	ReleaseNotes   string     `json:"release_notes,omitempty"`
+	State          string     `json:"state"`
+	FailureReason  string     `json:"failure_reason,omitempty"`
+	Payloads       []Payload  `json:"payloads"`
+	CreatedAt      time.Time  `json:"created_at"`
+	PublishedAt    *time.Time `json:"published_at,omitempty"`
+}
+
+// CreateUpdate declares a new update. Creating the same update again (same
+// version and content) returns the existing one.
+func (c *Client) CreateUpdate(ctx context.Context, u NewUpdate) (Update, error) {
+	var out Update
+	err := c.do(ctx, http.MethodPost, "/v1/updates", nil, u, &out)
+	return out, err
+}
+
+// Update fetches an update.
+func (c *Client) Update(ctx context.Context, id string) (Update, error) {
+	var out Update
+	err := c.do(ctx, http.MethodGet, "/v1/updates/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
+// Updates lists a product's updates (all products when product is empty).
+func (c *Client) Updates(ctx context.Context, product string) ([]Update, error) {
+	var out struct {
+		Updates []Update `json:"updates"`
+	}
+	q := url.Values{}
+	if product != "" {
+		q.Set("product", product)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/updates", q, nil, &out)
+	return out.Updates, err
+}
+
+// Publish starts the publishing pipeline for an update whose payloads have
+// all been uploaded. Use WaitPublished to wait for it.
+func (c *Client) Publish(ctx context.Context, updateID string) (Update, error) {
+	var out Update
+	err := c.do(ctx, http.MethodPost, "/v1/updates/"+url.PathEscape(updateID)+"/publish", nil, nil, &out)
+	return out, err
+}
+
+// WaitPublished polls until the update is published (or failed, which is
+// an error), or ctx ends.
+func (c *Client) WaitPublished(ctx context.Context, updateID string, every time.Duration) (Update, error) {
+	for {
+		u, err := c.Update(ctx, updateID)
+		if err != nil {
+			return u, err
+		}
+		switch u.State {
+		case "published":
+			return u, nil
+		case "failed":
+			return u, fmt.Errorf("publishing %s %s failed: %s", u.Product, u.Version, u.FailureReason)
+		}
+		select {
+		case <-ctx.Done():
+			return u, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// Deployment makes an update available to devices.
+type Deployment struct {
+	ID          string     `json:"id"`
+	UpdateID    string     `json:"update_id"`
+	Product     string     `json:"product"`
+	Version     string     `json:"version"`
+	State       string     `json:"state"`
+	CreatedBy   string     `json:"created_by"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	Reason      string     `json:"reason,omitempty"`
+}
+
+// Deploy makes a published version available to all devices of its product.
+// Deploying an update that already has a running deployment returns it.
+func (c *Client) Deploy(ctx context.Context, product, version string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments", nil, map[string]string{"product": product, "version": version}, &out)
+	return out, err
+}
+
+// Deployment fetches a deployment.
+func (c *Client) Deployment(ctx context.Context, id string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodGet, "/v1/deployments/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
+// Deployments lists deployments, newest first (all products when product
+// is empty).
+func (c *Client) Deployments(ctx context.Context, product string) ([]Deployment, error) {
+	var out struct {
+		Deployments []Deployment `json:"deployments"`
+	}
+	q := url.Values{}
+	if product != "" {
+		q.Set("product", product)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/deployments", q, nil, &out)
+	return out.Deployments, err
+}
+
+// CancelDeployment stops offering a deployment's update.
+func (c *Client) CancelDeployment(ctx context.Context, id, reason string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/cancel", nil, map[string]string{"reason": reason}, &out)
+	return out, err
+}

@@ -1,0 +1,523 @@
+// Package adminapi serves the publisher and admin REST API: products,
+// updates and their resumable payload uploads, publishing, deployments and
+// the device registry. Every route requires a bearer token.
+package adminapi
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/pipeline"
+	"github.com/ringmaster/ringmaster/internal/store"
+)
+
+// MaxRequestBytes bounds every JSON request body of this API.
+const MaxRequestBytes = 256 << 10
+
+// Config configures the admin API.
+type Config struct {
+	Store    *store.Store
+	Content  *content.Store
+	Pipeline *pipeline.Pipeline
+	// Refresh rebuilds the device snapshot after a change, so the change is
+	// visible to the next check-in when the call returns.
+	Refresh func(ctx context.Context) error
+	// MaxPayloadBytes bounds one payload.
+	MaxPayloadBytes int64
+	Now             func() time.Time
+}
+
+// API is the admin HTTP surface. Safe for concurrent use.
+type API struct {
+	cfg     Config
+	uploads sync.Map // "update/sha" -> *sync.Mutex: one upload per payload at a time
+	routes  []string
+}
+
+// New returns the admin API.
+func New(cfg Config) *API { return &API{cfg: cfg} }
+
+// Register adds the admin routes to mux, each behind token authentication.
+func (a *API) Register(mux *http.ServeMux) {
+	for _, r := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET /v1/products", a.listProducts},
+		{"GET /v1/products/{name}", a.getProduct},
+		{"PUT /v1/products/{name}", a.putProduct},
+		{"POST /v1/updates", a.createUpdate},
+		{"GET /v1/updates", a.listUpdates},
+		{"GET /v1/updates/{id}", a.getUpdate},
+		{"PUT /v1/updates/{id}/payloads/{sha256}", a.upload},
+		{"HEAD /v1/updates/{id}/payloads/{sha256}", a.uploadStatus},
+		{"POST /v1/updates/{id}/publish", a.publish},
+		{"POST /v1/deployments", a.createDeployment},
+		{"GET /v1/deployments", a.listDeployments},
+		{"GET /v1/deployments/{id}", a.getDeployment},
+		{"POST /v1/deployments/{id}/cancel", a.cancelDeployment},
+		{"GET /v1/devices/{id}", a.getDevice},
+	} {
+		mux.Handle(r.pattern, a.authenticated(r.h))
+		a.routes = append(a.routes, r.pattern)
+	}
+}
+
+// Routes lists the registered patterns (for tests that check every route
+// is protected).
+func (a *API) Routes() []string { return a.routes }
+
+type principalKey struct{}
+
+func principal(ctx context.Context) access.Principal {
+	p, _ := ctx.Value(principalKey{}).(access.Principal)
+	return p
+}
+
+func (a *API) authenticated(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		secret, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || !access.WellFormed(strings.TrimSpace(secret)) {
+			httpapi.WriteError(w, r, fault.E(fault.Unauthorized, "a bearer token is required (Authorization: Bearer rmt_…)"))
+			return
+		}
+		t, err := a.cfg.Store.TokenByHash(r.Context(), access.Hash(strings.TrimSpace(secret)))
+		if fault.Is(err, fault.NotFound) {
+			err = fault.E(fault.Unauthorized, "unknown token")
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		p, err := access.Check(t, a.cfg.Now())
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
+	ps, err := a.cfg.Store.Products(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"products": ps})
+}
+
+func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := catalog.ValidateProductName("name", name); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	p, err := a.cfg.Store.Product(r.Context(), name)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, p)
+}
+
+func (a *API) putProduct(w http.ResponseWriter, r *http.Request) {
+	var np catalog.NewProduct
+	if r.ContentLength != 0 {
+		if err := httpapi.DecodeJSON(r, &np, MaxRequestBytes, true); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	if np.Name != "" && np.Name != r.PathValue("name") {
+		httpapi.WriteError(w, r, fault.Field("name", "does not match the name in the path"))
+		return
+	}
+	np.Name = r.PathValue("name")
+	if err := np.Validate(); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	p, created, err := a.cfg.Store.PutProduct(r.Context(), np)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, statusFor(created), p)
+}
+
+func statusFor(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+// updateView is an update as the API shows it: each payload with where to
+// upload it and how much has arrived.
+type updateView struct {
+	catalog.Update
+	Payloads []payloadView `json:"payloads"`
+}
+
+type payloadView struct {
+	catalog.Payload
+	UploadURL     string `json:"upload_url,omitempty"`
+	ReceivedBytes int64  `json:"received_bytes"`
+}
+
+func (a *API) view(u catalog.Update) updateView {
+	v := updateView{Update: u, Payloads: make([]payloadView, 0, len(u.Payloads))}
+	for _, p := range u.Payloads {
+		pv := payloadView{Payload: p, ReceivedBytes: p.Size}
+		if p.State == catalog.PayloadPending {
+			pv.UploadURL = "/v1/updates/" + u.ID + "/payloads/" + p.SHA256
+			pv.ReceivedBytes = a.cfg.Content.UploadOffset(u.ID, p.SHA256)
+		}
+		v.Payloads = append(v.Payloads, pv)
+	}
+	return v
+}
+
+func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
+	var nu catalog.NewUpdate
+	if err := httpapi.DecodeJSON(r, &nu, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	nu.Normalize()
+	v, err := nu.Validate(a.cfg.MaxPayloadBytes)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	u, created, err := a.cfg.Store.CreateUpdate(r.Context(), nu, v, a.cfg.Content.Has)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(r.Context()).Info("update created", "update", u.ID, "product", u.Product, "version", u.Version,
+		"created", created, "actor", principal(r.Context()).Actor())
+	httpapi.WriteJSON(w, statusFor(created), a.view(u))
+}
+
+func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.UpdateFilter{Product: q.Get("product"), State: catalog.UpdateState(q.Get("state")), After: q.Get("after")}
+	if f.Product != "" {
+		if err := catalog.ValidateProductName("product", f.Product); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	switch f.State {
+	case "", catalog.StateAwaitingUpload, catalog.StatePublishing, catalog.StatePublished, catalog.StateFailed:
+	default:
+		httpapi.WriteError(w, r, fault.Field("state", "%q is not an update state", q.Get("state")))
+		return
+	}
+	if f.After != "" {
+		if err := catalog.ValidateID("after", "upd", f.After); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			httpapi.WriteError(w, r, fault.Field("limit", "must be a number from 1 to 1000"))
+			return
+		}
+		f.Limit = n
+	}
+	us, err := a.cfg.Store.Updates(r.Context(), f)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"updates": us})
+}
+
+func (a *API) getUpdate(w http.ResponseWriter, r *http.Request) {
+	u, err := a.update(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+}
+
+func (a *API) update(r *http.Request) (catalog.Update, error) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "upd", id); err != nil {
+		return catalog.Update{}, err
+	}
+	return a.cfg.Store.Update(r.Context(), id)
+}
+
+// payload finds the payload named by the path in the path's update.
+func (a *API) payload(r *http.Request) (catalog.Update, catalog.Payload, error) {
+	u, err := a.update(r)
+	if err != nil {
+		return u, catalog.Payload{}, err
+	}
+	sha := r.PathValue("sha256")
+	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
+		return u, catalog.Payload{}, err
+	}
+	for _, p := range u.Payloads {
+		if p.SHA256 == sha {
+			return u, p, nil
+		}
+	}
+	return u, catalog.Payload{}, fault.E(fault.NotFound, "update %s declares no payload with sha256 %s", u.ID, sha)
+}
+
+var contentRangeRE = regexp.MustCompile(`^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$`)
+
+// upload receives payload bytes: the whole file, or (with Content-Range)
+// the next chunk after what has arrived, so an interrupted upload resumes.
+func (a *API) upload(w http.ResponseWriter, r *http.Request) {
+	u, p, err := a.payload(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if p.State != catalog.PayloadPending {
+		a.uploadAnswer(w, p, p.Size) // already here: nothing to send
+		return
+	}
+	if u.State != catalog.StateAwaitingUpload {
+		httpapi.WriteError(w, r, fault.E(fault.Conflict, "update %s is %s and takes no uploads", u.ID, u.State))
+		return
+	}
+	offset := int64(0)
+	if cr := r.Header.Get("Content-Range"); cr != "" {
+		m := contentRangeRE.FindStringSubmatch(cr)
+		if m == nil {
+			httpapi.WriteError(w, r, fault.Field("Content-Range", "must be \"bytes START-END/TOTAL\", not %q", cr))
+			return
+		}
+		start, _ := strconv.ParseInt(m[1], 10, 64)
+		end, _ := strconv.ParseInt(m[2], 10, 64)
+		total, _ := strconv.ParseInt(m[3], 10, 64)
+		switch {
+		case total != p.Size:
+			httpapi.WriteError(w, r, fault.Field("Content-Range", "total %d differs from the declared size %d", total, p.Size))
+			return
+		case end < start || end >= total:
+			httpapi.WriteError(w, r, fault.Field("Content-Range", "range %d-%d is not within 0-%d", start, end, total-1))
+			return
+		case r.ContentLength >= 0 && r.ContentLength != end-start+1:
+			httpapi.WriteError(w, r, fault.Field("Content-Range", "range covers %d bytes but the body has %d", end-start+1, r.ContentLength))
+			return
+		}
+		offset = start
+	}
+	if r.ContentLength > p.Size-offset {
+		httpapi.WriteError(w, r, fault.E(fault.TooLarge, "body of %d bytes would exceed the declared size of %d bytes", r.ContentLength, p.Size))
+		return
+	}
+	lock, _ := a.uploads.LoadOrStore(u.ID+"/"+p.SHA256, &sync.Mutex{})
+	if !lock.(*sync.Mutex).TryLock() {
+		httpapi.WriteError(w, r, fault.E(fault.Conflict, "another upload of this payload is in progress"))
+		return
+	}
+	defer lock.(*sync.Mutex).Unlock()
+	got, err := a.cfg.Content.Append(u.ID, p.SHA256, offset, p.Size, r.Body)
+	w.Header().Set("Upload-Offset", strconv.FormatInt(got, 10))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if got == p.Size {
+		err := a.cfg.Store.SetPayloadState(r.Context(), u.ID, p.SHA256, catalog.PayloadPending, catalog.PayloadUploaded)
+		if err != nil && !fault.Is(err, fault.Conflict) {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	a.uploadAnswer(w, p, got)
+}
+
+func (a *API) uploadAnswer(w http.ResponseWriter, p catalog.Payload, received int64) {
+	w.Header().Set("Upload-Offset", strconv.FormatInt(received, 10))
+	w.Header().Set("Upload-Length", strconv.FormatInt(p.Size, 10))
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"name": p.Name, "sha256": p.SHA256, "size": p.Size, "received_bytes": received, "complete": received == p.Size,
+	})
+}
+
+// uploadStatus answers HEAD with Upload-Offset: how many bytes have arrived.
+func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request) {
+	u, p, err := a.payload(r)
+	if err != nil {
+		w.WriteHeader(httpapi.Status(err))
+		return
+	}
+	got := p.Size
+	if p.State == catalog.PayloadPending {
+		got = a.cfg.Content.UploadOffset(u.ID, p.SHA256)
+	}
+	w.Header().Set("Upload-Offset", strconv.FormatInt(got, 10))
+	w.Header().Set("Upload-Length", strconv.FormatInt(p.Size, 10))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	u, err := a.update(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	u, err = a.cfg.Pipeline.Submit(r.Context(), u.ID)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(r.Context()).Info("publish submitted", "update", u.ID, "state", u.State, "actor", principal(r.Context()).Actor())
+	httpapi.WriteJSON(w, http.StatusAccepted, a.view(u))
+}
+
+type deployRequest struct {
+	UpdateID string `json:"update_id,omitempty"`
+	Product  string `json:"product,omitempty"`
+	Version  string `json:"version,omitempty"`
+}
+
+func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
+	var req deployRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	id, err := a.resolveUpdate(ctx, req)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d, created, err := a.cfg.Store.CreateDeployment(ctx, id, principal(ctx).Actor())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.cfg.Refresh(ctx); err != nil {
+		httpapi.Logger(ctx).Warn("snapshot refresh after deploy failed; the poller will retry", "err", err)
+	}
+	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", principal(ctx).Actor())
+	httpapi.WriteJSON(w, statusFor(created), d)
+}
+
+func (a *API) resolveUpdate(ctx context.Context, req deployRequest) (string, error) {
+	switch {
+	case req.UpdateID != "" && (req.Product != "" || req.Version != ""):
+		return "", fault.Field("update_id", "give either update_id or product and version, not both")
+	case req.UpdateID != "":
+		return req.UpdateID, catalog.ValidateID("update_id", "upd", req.UpdateID)
+	case req.Product == "" || req.Version == "":
+		return "", fault.E(fault.Invalid, "give update_id, or product and version")
+	}
+	if err := catalog.ValidateProductName("product", req.Product); err != nil {
+		return "", err
+	}
+	v, err := catalog.ValidateVersion("version", req.Version)
+	if err != nil {
+		return "", err
+	}
+	if _, err := a.cfg.Store.Product(ctx, req.Product); err != nil {
+		return "", err
+	}
+	u, err := a.cfg.Store.UpdateByVersion(ctx, req.Product, v)
+	return u.ID, err
+}
+
+func (a *API) listDeployments(w http.ResponseWriter, r *http.Request) {
+	product := r.URL.Query().Get("product")
+	if product != "" {
+		if err := catalog.ValidateProductName("product", product); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	ds, err := a.cfg.Store.Deployments(r.Context(), product, 0)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"deployments": ds})
+}
+
+func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "dep", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d, err := a.cfg.Store.Deployment(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
+type cancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) cancelDeployment(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "dep", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	var req cancelRequest
+	if r.ContentLength != 0 {
+		if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	if err := catalog.ValidateReason("reason", req.Reason); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	d, err := a.cfg.Store.CancelDeployment(ctx, id, principal(ctx).Actor(), req.Reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.cfg.Refresh(ctx); err != nil {
+		httpapi.Logger(ctx).Warn("snapshot refresh after cancel failed; the poller will retry", "err", err)
+	}
+	httpapi.Logger(ctx).Info("deployment cancelled", "deployment", d.ID, "actor", principal(ctx).Actor(), "reason", req.Reason)
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if len(id) == 0 || len(id) > 128 {
+		httpapi.WriteError(w, r, fault.Field("id", "device ids are 1-128 characters"))
+		return
+	}
+	d, err := a.cfg.Store.Device(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+

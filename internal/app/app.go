@@ -1,0 +1,255 @@
+// Package app is the composition root: it builds every part of a Ringmaster
+// server from its Config and runs them until the context ends.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ringmaster/ringmaster/api"
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/adminapi"
+	"github.com/ringmaster/ringmaster/internal/config"
+	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/deviceapi"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/pipeline"
+	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/store"
+)
+
+// AdminTokenFile is the name, inside the data directory, of the file that
+// receives the first admin token.
+const AdminTokenFile = "admin.token"
+
+// App is a running Ringmaster server.
+type App struct {
+	cfg       config.Config
+	log       *slog.Logger
+	lock      *os.File
+	Store     *store.Store
+	Content   *content.Store
+	Pipeline  *pipeline.Pipeline
+	Snapshots *delivery.Refresher
+	Recorder  *registry.Recorder
+	Admin     *adminapi.API
+	handler   http.Handler
+	listener  net.Listener
+}
+
+// New builds a server: it locks the data directory, opens and migrates the
+// database, creates the first admin token if there is none, loads the
+// device snapshot and binds the listener. Run starts serving.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if a.lock, err = lockDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if a.Store, err = store.Open(ctx, cfg.DatabaseURL(), store.Options{}); err != nil {
+		return nil, err
+	}
+	if a.Content, err = content.Open(filepath.Join(cfg.DataDir, "content")); err != nil {
+		return nil, err
+	}
+	if err := a.bootstrapAdmin(ctx); err != nil {
+		return nil, err
+	}
+	a.Snapshots = delivery.NewRefresher(a.Store, log.With("component", "snapshot"), cfg.SnapshotPoll, time.Now)
+	if err := a.Snapshots.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("load device snapshot: %w", err)
+	}
+	a.Recorder = registry.NewRecorder(a.Store, log.With("component", "registry"), cfg.RegistryBuffer, cfg.RegistryFlush)
+	a.Pipeline, err = pipeline.New(pipeline.Config{
+		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
+		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, IngestTimeout: cfg.IngestTimeout,
+		PollInterval: cfg.JobPoll,
+		Failpoint: cfg.Failpoint, FailpointDir: cfg.DataDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.handler = a.routes()
+	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	return a, nil
+}
+
+func (a *App) routes() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ringmaster_snapshot_generation", Help: "Catalog generation of the device snapshot being served.",
+	}, func() float64 { return float64(a.Snapshots.Snapshot().Generation) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ringmaster_registry_dropped_total", Help: "Device sightings dropped because the write buffer was full.",
+	}, func() float64 { return float64(a.Recorder.Dropped()) }))
+	publishes := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ringmaster_publishes_total", Help: "Updates published.",
+	})
+	reg.MustRegister(publishes)
+	mux := http.NewServeMux()
+	deviceapi.New(deviceapi.Config{
+		Snapshots: a.Snapshots, Content: a.Content, Recorder: a.Recorder, NextCheck: a.cfg.NextCheck,
+		Now: time.Now, Metrics: reg,
+	}).Register(mux)
+	a.Admin = adminapi.New(adminapi.Config{
+		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Refresh: a.Snapshots.Refresh,
+		MaxPayloadBytes: a.cfg.MaxPayloadBytes, Now: time.Now,
+	})
+	a.Admin.Register(mux)
+	a.Pipeline.OnPublished(func(string) { publishes.Inc(); a.Snapshots.Kick() })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(api.OpenAPI)
+	})
+	mux.HandleFunc("/", httpapi.NotFound)
+	return httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
+}
+
+func (a *App) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"database": "ok", "snapshot": "ok"}
+	status := http.StatusOK
+	if err := a.Store.Ping(ctx); err != nil {
+		checks["database"], status = "unavailable", http.StatusServiceUnavailable
+	}
+	if a.Snapshots.Snapshot().Generation < 0 {
+		checks["snapshot"], status = "not loaded", http.StatusServiceUnavailable
+	}
+	httpapi.WriteJSON(w, status, checks)
+}
+
+// Addr returns the address the server listens on.
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// Handler returns the server's HTTP handler (for in-process benchmarks).
+func (a *App) Handler() http.Handler { return a.handler }
+
+// Run serves until ctx ends, then shuts down gracefully: it stops taking
+// requests, lets in-flight ones and running jobs finish (up to
+// ShutdownTimeout), writes pending device sightings and closes the database.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = a.Snapshots.Run(bg) })
+	wg.Go(func() { _ = a.Recorder.Run(bg) })
+	if err := a.Pipeline.Start(bg); err != nil {
+		stopBG()
+		wg.Wait()
+		return fmt.Errorf("start job workers: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(a.listener) }()
+	a.log.Info("ringmaster serving", "addr", "http://"+a.Addr(), "data", a.cfg.DataDir, "database", a.Store.Dialect())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if e := srv.Shutdown(sctx); e != nil {
+		a.log.Warn("http shutdown", "err", e)
+	}
+	if e := a.Pipeline.Stop(sctx); e != nil {
+		a.log.Warn("job workers shutdown", "err", e)
+	}
+	stopBG()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (a *App) close() {
+	if a.listener != nil {
+		a.listener.Close()
+	}
+	if a.Store != nil {
+		a.Store.Close()
+	}
+	if a.lock != nil {
+		a.lock.Close() // releases the flock
+	}
+}
+
+// bootstrapAdmin creates the first admin token when there is no token at
+// all, and writes it (only there, never to the log) to DATA/admin.token.
+func (a *App) bootstrapAdmin(ctx context.Context) error {
+	n, err := a.Store.CountTokens(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	secret, tok := access.NewToken("bootstrap-admin", access.RoleAdmin, time.Now().UTC(), 0)
+	path := filepath.Join(a.cfg.DataDir, AdminTokenFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	if err := a.Store.CreateToken(ctx, tok); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	a.log.Info("created the first admin token; it is in this file only (mode 0600)", "path", path, "token_id", tok.ID)
+	return nil
+}
+
+// lockDir takes an exclusive lock on the data directory so two servers
+// never share one.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data directory %s is in use by another ringmaster process", dir)
+	}
+	return f, nil
+}

@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/ringmaster/ringmaster/client"
+)
+
+func publishCmd(g *globals) *cobra.Command {
+	var u client.NewUpdate
+	var notesFile string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "publish --product P --version V [flags] FILE...",
+		Short: "Publish files as a new update and wait until it is published; prints the update id",
+		Long: `Publish files as a new version of a product.
+
+The product is created if it does not exist. Each file is hashed, declared,
+uploaded (resuming and retrying in chunks; files the server already holds are
+not sent again) and verified by the server's publishing pipeline. The command
+waits until the update is published and prints its id. Publishing the same
+files as the same version again is harmless and prints the same id.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if notesFile != "" {
+				b, err := os.ReadFile(notesFile)
+				if err != nil {
+					return err
+				}
+				u.ReleaseNotes = string(b)
+			}
+			showBars := !quiet && isTerminal(g.stderr)
+			var bar *progressbar.ProgressBar
+			opts := client.PublishOptions{
+				OnFile: func(name string, size int64) {
+					if !quiet && !showBars {
+						fmt.Fprintf(g.stderr, "uploading %s (%d bytes)\n", name, size)
+					}
+					bar = progressbar.NewOptions64(size,
+						progressbar.OptionSetDescription(name), progressbar.OptionShowBytes(true),
+						progressbar.OptionSetWriter(g.stderr), progressbar.OptionSetVisibility(showBars),
+						progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+				},
+				UploadOptions: client.UploadOptions{Progress: func(n int64) {
+					if bar != nil {
+						_ = bar.Set64(n)
+					}
+				}},
+			}
+			pub, err := c.PublishFiles(cmd.Context(), u, files, opts)
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			if err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Fprintf(g.stderr, "published %s %s\n", pub.Product, pub.Version)
+			}
+			fmt.Fprintln(g.stdout, pub.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&u.Product, "product", "", "product name (required)")
+	f.StringVar(&u.Version, "version", "", "version, dotted numbers or semver (required)")
+	f.StringVar(&u.Kind, "kind", "quality", "security, quality, feature, driver, app or model")
+	f.StringVar(&u.Severity, "severity", "none", "none, low, moderate, important or critical")
+	f.StringVar(&u.Classification, "classification", "", "free-form classification")
+	f.StringVar(&u.Title, "title", "", "title")
+	f.StringVar(&notesFile, "release-notes-file", "", "file with release notes")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print only the update id")
+	_ = cmd.MarkFlagRequired("product")
+	_ = cmd.MarkFlagRequired("version")
+	return cmd
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func deployCmd(g *globals) *cobra.Command {
+	var product, version string
+	cmd := &cobra.Command{
+		Use:   "deploy --product P --version V",
+		Short: "Make a published version available to all devices of its product; prints the deployment id",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Deploy(cmd.Context(), product, version)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, d.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&product, "product", "", "product name (required)")
+	cmd.Flags().StringVar(&version, "version", "", "version (required)")
+	_ = cmd.MarkFlagRequired("product")
+	_ = cmd.MarkFlagRequired("version")
+	return cmd
+}
+
+func deploymentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "deployment", Short: "Show, list and cancel deployments"}
+	var reason, product string
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show a deployment as JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Deployment(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.printJSON(d)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List deployments, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ds, err := c.Deployments(cmd.Context(), product)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tSTATE\tCREATED")
+			for _, d := range ds {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, d.Product, d.Version, d.State, d.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&product, "product", "", "only this product")
+	cancel := &cobra.Command{
+		Use: "cancel ID --reason TEXT", Short: "Cancel a deployment: devices are no longer offered its update", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.CancelDeployment(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", d.ID, d.State)
+			return nil
+		},
+	}
+	cancel.Flags().StringVar(&reason, "reason", "", "why (recorded with the deployment)")
+	cmd.AddCommand(show, list, cancel)
+	return cmd
+}
+
+func updateCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "update", Short: "Show and list updates"}
+	var product string
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show an update as JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			u, err := c.Update(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.printJSON(u)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List updates", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			us, err := c.Updates(cmd.Context(), product)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tKIND\tSTATE")
+			for _, u := range us {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.ID, u.Product, u.Version, u.Kind, u.State)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&product, "product", "", "only this product")
+	cmd.AddCommand(show, list)
+	return cmd
+}
+
+func productCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "product", Short: "Create and list products"}
+	var title, description string
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a product (or update its title and description)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.PutProduct(cmd.Context(), client.Product{Name: args[0], Title: title, Description: description})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, p.Name)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&title, "title", "", "title")
+	create.Flags().StringVar(&description, "description", "", "description")
+	list := &cobra.Command{
+		Use: "list", Short: "List products", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Products(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tTITLE")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\n", p.Name, p.Title)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(create, list)
+	return cmd
+}

@@ -1,0 +1,174 @@
+// Package config loads the server's settings: built-in defaults, then a YAML
+// file, then RINGMASTER_* environment variables; command-line flags are
+// applied last by the CLI.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is every server setting. The yaml names are the config file keys.
+type Config struct {
+	// DataDir holds the SQLite database, content store, admin token and
+	// job state.
+	DataDir string `yaml:"data_dir"`
+	// Listen is the HTTP address.
+	Listen string `yaml:"listen"`
+	// Database is "postgres://…" for PostgreSQL; empty means SQLite at
+	// DATA_DIR/ringmaster.db.
+	Database string `yaml:"database"`
+	// LogFormat is "text" or "json"; LogLevel is debug, info, warn or error.
+	LogFormat string `yaml:"log_format"`
+	LogLevel  string `yaml:"log_level"`
+	// MaxPayloadBytes bounds one uploaded payload.
+	MaxPayloadBytes int64 `yaml:"max_payload_bytes"`
+	// NextCheck is how long devices wait between check-ins.
+	NextCheck time.Duration `yaml:"next_check"`
+	// SnapshotPoll is how often the device snapshot checks for changes made
+	// by other replicas.
+	SnapshotPoll time.Duration `yaml:"snapshot_poll"`
+	// RegistryFlush is how often device sightings are written.
+	RegistryFlush time.Duration `yaml:"registry_flush"`
+	// RegistryBuffer bounds sightings waiting to be written.
+	RegistryBuffer int `yaml:"registry_buffer"`
+	// JobWorkers, JobRescueAfter, JobPoll and IngestTimeout tune the
+	// publishing pipeline's durable jobs.
+	JobWorkers     int           `yaml:"job_workers"`
+	JobRescueAfter time.Duration `yaml:"job_rescue_after"`
+	JobPoll        time.Duration `yaml:"job_poll"`
+	IngestTimeout  time.Duration `yaml:"ingest_timeout"`
+	// ShutdownTimeout bounds a graceful shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Failpoint stops a pipeline step for crash tests; never set it in
+	// production. Only RINGMASTER_FAILPOINT sets it.
+	Failpoint string `yaml:"-"`
+}
+
+// Default returns the built-in settings.
+func Default() Config {
+	return Config{
+		DataDir:         "./ringmaster-data",
+		Listen:          "127.0.0.1:8080",
+		LogFormat:       "text",
+		LogLevel:        "info",
+		MaxPayloadBytes: 16 << 30,
+		NextCheck:       time.Hour,
+		SnapshotPoll:    2 * time.Second,
+		RegistryFlush:   time.Second,
+		RegistryBuffer:  100_000,
+		JobWorkers:      4,
+		JobRescueAfter:  15 * time.Minute,
+		JobPoll:         250 * time.Millisecond,
+		IngestTimeout:   10 * time.Minute,
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// Load returns the defaults overlaid with the YAML file at path (if path is
+// not empty) and then with the environment (read through getenv).
+func Load(path string, getenv func(string) string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil {
+			return c, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	strs := map[string]*string{
+		"RINGMASTER_DATA": &c.DataDir, "RINGMASTER_LISTEN": &c.Listen, "RINGMASTER_DATABASE": &c.Database,
+		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
+	}
+	for k, p := range strs {
+		if v := getenv(k); v != "" {
+			*p = v
+		}
+	}
+	durs := map[string]*time.Duration{
+		"RINGMASTER_NEXT_CHECK": &c.NextCheck, "RINGMASTER_SNAPSHOT_POLL": &c.SnapshotPoll,
+		"RINGMASTER_REGISTRY_FLUSH": &c.RegistryFlush, "RINGMASTER_JOB_RESCUE_AFTER": &c.JobRescueAfter,
+		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
+		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout,
+	}
+	for k, p := range durs {
+		if v := getenv(k); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			*p = d
+		}
+	}
+	ints := map[string]*int{"RINGMASTER_REGISTRY_BUFFER": &c.RegistryBuffer, "RINGMASTER_JOB_WORKERS": &c.JobWorkers}
+	for k, p := range ints {
+		if v := getenv(k); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			*p = n
+		}
+	}
+	if v := getenv("RINGMASTER_MAX_PAYLOAD_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("RINGMASTER_MAX_PAYLOAD_BYTES: %w", err)
+		}
+		c.MaxPayloadBytes = n
+	}
+	return nil
+}
+
+// Validate checks the settings, naming the first bad one.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("data_dir must be set")
+	case c.Listen == "":
+		return fmt.Errorf("listen must be set")
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("log_format must be text or json, not %q", c.LogFormat)
+	case c.MaxPayloadBytes <= 0:
+		return fmt.Errorf("max_payload_bytes must be positive")
+	case c.NextCheck < time.Second:
+		return fmt.Errorf("next_check must be at least 1s")
+	case c.SnapshotPoll <= 0 || c.RegistryFlush <= 0 || c.JobPoll <= 0:
+		return fmt.Errorf("snapshot_poll, registry_flush and job_poll must be positive")
+	case c.RegistryBuffer <= 0 || c.JobWorkers <= 0:
+		return fmt.Errorf("registry_buffer and job_workers must be positive")
+	case c.JobRescueAfter < time.Second:
+		return fmt.Errorf("job_rescue_after must be at least 1s")
+	case c.IngestTimeout <= 0 || c.ShutdownTimeout <= 0:
+		return fmt.Errorf("ingest_timeout and shutdown_timeout must be positive")
+	}
+	if _, err := c.Level(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// DatabaseURL returns the database to open.
+func (c Config) DatabaseURL() string {
+	if c.Database != "" {
+		return c.Database
+	}
+	return filepath.Join(c.DataDir, "ringmaster.db")
+}

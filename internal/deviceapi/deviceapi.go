@@ -1,0 +1,119 @@
+// Package deviceapi serves the device plane: check-ins answered from the
+// in-memory snapshot, and payload downloads with ranges and validators.
+package deviceapi
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/registry"
+)
+
+// Snapshots gives the current snapshot without blocking.
+type Snapshots interface {
+	Snapshot() *delivery.Snapshot
+}
+
+// Config configures the device API.
+type Config struct {
+	Snapshots Snapshots
+	Content   *content.Store
+	Recorder  *registry.Recorder
+	// NextCheck is how long devices are asked to wait before checking in again.
+	NextCheck time.Duration
+	Now       func() time.Time
+	Metrics   prometheus.Registerer
+}
+
+// API is the device plane's HTTP surface. Safe for concurrent use.
+type API struct {
+	cfg      Config
+	checkins prometheus.Counter
+	offers   prometheus.Counter
+	bufs     sync.Pool // *bytes.Buffer for request bodies
+	outs     sync.Pool // *[]byte for responses
+}
+
+// New returns the device API.
+func New(cfg Config) *API {
+	a := &API{
+		cfg: cfg,
+		checkins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringmaster_checkins_total", Help: "Device check-ins answered.",
+		}),
+		offers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringmaster_offers_total", Help: "Update offers made to devices.",
+		}),
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		outs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+	}
+	cfg.Metrics.MustRegister(a.checkins, a.offers)
+	return a
+}
+
+// Register adds the device routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/device/check", a.checkIn)
+	mux.HandleFunc("GET /v1/content/{sha256}", a.content)
+}
+
+// QuietRoute reports whether a route is too hot for per-request access logs.
+func QuietRoute(pattern string) bool {
+	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}"
+}
+
+func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
+	in := a.bufs.Get().(*bytes.Buffer)
+	defer a.bufs.Put(in)
+	in.Reset()
+	if _, err := in.ReadFrom(io.LimitReader(r.Body, delivery.MaxCheckInBytes+1)); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	c, err := delivery.ParseCheckIn(in.Bytes())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	out := a.outs.Get().(*[]byte)
+	defer a.outs.Put(out)
+	body, n := a.cfg.Snapshots.Snapshot().AppendResponse((*out)[:0], c, a.cfg.NextCheck)
+	*out = body // keep the grown buffer for reuse
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	_, _ = w.Write(body)
+
+	installed := make(map[string]string, len(c.Installed))
+	for p, v := range c.Installed {
+		installed[p] = v.String()
+	}
+	a.cfg.Recorder.Record(registry.Seen{DeviceID: c.DeviceID, Attributes: c.Attributes, Installed: installed, At: a.cfg.Now()})
+	a.checkins.Inc()
+	a.offers.Add(float64(n))
+}
+
+func (a *API) content(w http.ResponseWriter, r *http.Request) {
+	sha := r.PathValue("sha256")
+	f, err := a.cfg.Content.Open(sha)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("ETag", `"`+sha+`"`)
+	h.Set("Content-Type", "application/octet-stream")
+	// Content-addressed bytes never change under their name.
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, "", time.Time{}, f)
+}

@@ -1,0 +1,268 @@
+// Package httpapi holds what every Ringmaster HTTP surface shares: RFC 9457
+// problem responses with a stable type per error kind, size-limited JSON
+// decoding, request ids, access logs, Prometheus metrics and panic recovery.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+)
+
+// ProblemTypePrefix starts every problem type; the kind follows
+// ("urn:ringmaster:problem:not-found").
+const ProblemTypePrefix = "urn:ringmaster:problem:"
+
+// Problem is an RFC 9457 problem document.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+	Field     string `json:"field,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+var statusOf = map[fault.Kind]int{
+	fault.Invalid:      http.StatusBadRequest,
+	fault.NotFound:     http.StatusNotFound,
+	fault.Conflict:     http.StatusConflict,
+	fault.Forbidden:    http.StatusForbidden,
+	fault.Unauthorized: http.StatusUnauthorized,
+	fault.TooLarge:     http.StatusRequestEntityTooLarge,
+	fault.Unavailable:  http.StatusServiceUnavailable,
+	fault.Internal:     http.StatusInternalServerError,
+}
+
+// Status returns the HTTP status for an error's kind.
+func Status(err error) int { return statusOf[fault.KindOf(err)] }
+
+// WriteError answers with a problem document for err. Internal causes are
+// logged (with the request id), never shown.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	kind := fault.KindOf(err)
+	if errors.Is(err, context.Canceled) {
+		kind = fault.Unavailable
+	}
+	status := statusOf[kind]
+	p := Problem{
+		Type: ProblemTypePrefix + string(kind), Title: http.StatusText(status), Status: status,
+		Detail: fault.Message(err), Instance: r.URL.Path, RequestID: RequestID(r.Context()),
+	}
+	var fe *fault.Error
+	if errors.As(err, &fe) {
+		p.Field = fe.Field
+	}
+	if status >= 500 {
+		Logger(r.Context()).Error("request failed", "status", status, "err", err)
+	} else {
+		Logger(r.Context()).Info("request refused", "status", status, "err", err)
+	}
+	if kind == fault.Unauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ringmaster"`)
+	}
+	body, _ := json.Marshal(p)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encoding failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// DecodeJSON reads a JSON request body of at most limit bytes into dst.
+// Strict decoding (for admin requests) rejects unknown fields, so a typo is
+// an error rather than a silently ignored setting; device requests are
+// lenient so older servers accept newer devices.
+func DecodeJSON(r *http.Request, dst any, limit int64, strict bool) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && mt != "text/json") {
+			return fault.E(fault.Invalid, "Content-Type must be application/json, not %q", ct)
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return fault.Wrap(err, fault.Invalid, "could not read the request body")
+	}
+	if int64(len(body)) > limit {
+		return fault.E(fault.TooLarge, "request body is larger than %d bytes", limit)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return fault.E(fault.Invalid, "request body is empty; expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(dst); err != nil {
+		return fault.E(fault.Invalid, "request body is not valid: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return fault.E(fault.Invalid, "request body has data after the JSON object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("JSON syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "JSON ends too early"
+	}
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg // "json: unknown field \"x\"" and the like
+}
+
+type ctxKey int
+
+const (
+	requestIDKey ctxKey = iota
+	loggerKey
+)
+
+// RequestID returns the request's id.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// Logger returns the request-scoped logger (with the request id).
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Metrics are the per-route request metrics.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics registers request metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringmaster_http_requests_total", Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ringmaster_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60},
+		}, []string{"route", "method"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Middleware wraps a ServeMux: request ids, panic recovery, access logs and
+// metrics labelled by the matched route pattern. Check-ins are not
+// access-logged one by one (they are counted); set quiet for such routes.
+func Middleware(next http.Handler, log *slog.Logger, m *Metrics, quiet func(pattern string) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !requestIDRE.MatchString(id) {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		l := log.With("request_id", id)
+		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), loggerKey, l)
+		r = r.WithContext(ctx)
+		rec := &recorder{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				l.Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				if rec.status == 0 {
+					WriteError(rec, r, errors.New("panic"))
+				}
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			code := strconv.Itoa(rec.status)
+			m.requests.WithLabelValues(route, r.Method, code).Inc()
+			m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+			if quiet == nil || !quiet(r.Pattern) || rec.status >= 500 {
+				l.Info("request", "method", r.Method, "path", r.URL.Path, "route", route, "status", rec.status,
+					"bytes", rec.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+			}
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// NotFound answers unmatched paths with a problem document.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, r, fault.E(fault.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+}

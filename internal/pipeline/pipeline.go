@@ -1,0 +1,268 @@
+// Package pipeline runs publishing as durable jobs on River, in the same
+// database as the catalog: each step commits its effect together with its
+// job's completion and the next step's enqueue, so a crash at any point
+// resumes where it stopped and does nothing twice.
+//
+// Steps: submit (all bytes received) → ingest each payload (verify size and
+// SHA-256 again, move into the content store) → finalize (mark published).
+// Scanning, signing and delta generation slot in as further steps.
+package pipeline
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/store"
+)
+
+// IngestArgs asks for one payload to be verified and stored.
+type IngestArgs struct {
+	UpdateID string `json:"update_id"`
+	SHA256   string `json:"sha256"`
+	Size     int64  `json:"size"`
+}
+
+func (IngestArgs) Kind() string { return "publish_ingest" }
+
+func (IngestArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 10, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// FinalizeArgs asks for an update whose payloads are all stored to be
+// marked published.
+type FinalizeArgs struct {
+	UpdateID string `json:"update_id"`
+}
+
+func (FinalizeArgs) Kind() string { return "publish_finalize" }
+
+func (FinalizeArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 25, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	Store   *store.Store
+	Content *content.Store
+	Log     *slog.Logger
+	// Workers is how many jobs run at once.
+	Workers int
+	// RescueAfter is how long a job may run before it is presumed lost (its
+	// process died) and run again.
+	RescueAfter time.Duration
+	// IngestTimeout bounds one payload's verification.
+	IngestTimeout time.Duration
+	// PollInterval is how often idle workers look for jobs where the
+	// database cannot notify them (SQLite).
+	PollInterval time.Duration
+	// Failpoint, with FailpointDir, makes the named step stop and wait (for
+	// crash tests): "ingest-stored" (blob moved, not committed) or
+	// "finalize" (payloads stored, not yet published).
+	Failpoint    string
+	FailpointDir string
+}
+
+// Pipeline submits updates for publishing and works the jobs. Safe for
+// concurrent use.
+type Pipeline struct {
+	cfg         Config
+	client      *river.Client[*sql.Tx]
+	onPublished func(updateID string)
+}
+
+// OnPublished sets a function called after each update is published. Call it
+// before Start.
+func (p *Pipeline) OnPublished(fn func(updateID string)) { p.onPublished = fn }
+
+// New returns a Pipeline; Start begins working jobs.
+func New(cfg Config) (*Pipeline, error) {
+	p := &Pipeline{cfg: cfg}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &ingestWorker{p: p})
+	river.AddWorker(workers, &finalizeWorker{p: p})
+	client, err := river.NewClient(cfg.Store.RiverDriver(), &river.Config{
+		Logger:               cfg.Log.With("component", "jobs"),
+		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
+		Workers:              workers,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		FetchPollInterval:    cfg.PollInterval,
+		FetchCooldown:        min(cfg.PollInterval, 100*time.Millisecond),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create job client: %w", err)
+	}
+	p.client = client
+	return p, nil
+}
+
+// Start begins working jobs in the background.
+func (p *Pipeline) Start(ctx context.Context) error { return p.client.Start(ctx) }
+
+// Stop waits for running jobs to finish, up to ctx's deadline.
+func (p *Pipeline) Stop(ctx context.Context) error { return p.client.Stop(ctx) }
+
+// Submit starts publishing an update whose payloads have all been received.
+// It is idempotent: an update already publishing or published is returned
+// as it is. Missing payloads are a Conflict that names them.
+func (p *Pipeline) Submit(ctx context.Context, updateID string) (u catalog.Update, err error) {
+	err = p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		if u, err = tx.Update(ctx, updateID); err != nil {
+			return err
+		}
+		switch u.State {
+		case catalog.StatePublishing, catalog.StatePublished:
+			return nil
+		case catalog.StateFailed:
+			return fault.E(fault.Conflict, "update %s failed to publish (%s); publish a new version", u.ID, u.FailureReason)
+		}
+		var missing []string
+		for _, pl := range u.Payloads {
+			if pl.State == catalog.PayloadPending {
+				missing = append(missing, pl.Name)
+			}
+		}
+		if len(missing) > 0 {
+			return fault.E(fault.Conflict, "payloads not fully uploaded: %s", strings.Join(missing, ", "))
+		}
+		if err := tx.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublishing, ""); err != nil {
+			return err
+		}
+		u.State = catalog.StatePublishing
+		return p.enqueueNext(ctx, tx, u)
+	})
+	return u, err
+}
+
+// enqueueNext enqueues, in tx, ingest jobs for payloads not yet stored, or
+// the finalize job when all are.
+func (p *Pipeline) enqueueNext(ctx context.Context, tx *store.Tx, u catalog.Update) error {
+	var jobs []river.InsertManyParams
+	for _, pl := range u.Payloads {
+		if pl.State != catalog.PayloadStored {
+			jobs = append(jobs, river.InsertManyParams{Args: IngestArgs{UpdateID: u.ID, SHA256: pl.SHA256, Size: pl.Size}})
+		}
+	}
+	if len(jobs) == 0 {
+		jobs = append(jobs, river.InsertManyParams{Args: FinalizeArgs{UpdateID: u.ID}})
+	}
+	_, err := p.client.InsertManyTx(ctx, tx.SQL(), jobs)
+	return err
+}
+
+// failpoint stops the step named name, if configured, until ctx ends.
+func (p *Pipeline) failpoint(ctx context.Context, name string) error {
+	if p.cfg.Failpoint != name {
+		return nil
+	}
+	p.cfg.Log.Warn("failpoint reached; waiting to be killed", "failpoint", name)
+	_ = os.WriteFile(filepath.Join(p.cfg.FailpointDir, "failpoint-"+name), nil, 0o600)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func complete[T river.JobArgs](ctx context.Context, tx *store.Tx, job *river.Job[T]) error {
+	_, err := river.JobCompleteTx[riverdriver.Driver[*sql.Tx]](ctx, tx.SQL(), job)
+	return err
+}
+
+type ingestWorker struct {
+	river.WorkerDefaults[IngestArgs]
+	p *Pipeline
+}
+
+func (w *ingestWorker) Timeout(*river.Job[IngestArgs]) time.Duration { return w.p.cfg.IngestTimeout }
+
+func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) error {
+	p, a := w.p, job.Args
+	u, err := p.cfg.Store.Update(ctx, a.UpdateID)
+	if err != nil {
+		return err
+	}
+	if u.State != catalog.StatePublishing {
+		return nil // failed meanwhile, or already done: nothing to do
+	}
+	if err := p.cfg.Content.Ingest(a.UpdateID, a.SHA256, a.Size); err != nil {
+		if fault.Is(err, fault.Invalid) || fault.Is(err, fault.NotFound) {
+			return p.fail(ctx, job, u, fmt.Sprintf("payload %s: %s", a.SHA256, fault.Message(err)))
+		}
+		return err // transient: retried with backoff
+	}
+	if err := p.failpoint(ctx, "ingest-stored"); err != nil {
+		return err
+	}
+	return p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		err := tx.SetPayloadState(ctx, a.UpdateID, a.SHA256, catalog.PayloadUploaded, catalog.PayloadStored)
+		if err != nil && !fault.Is(err, fault.Conflict) {
+			return err
+		}
+		u, err := tx.Update(ctx, a.UpdateID)
+		if err != nil {
+			return err
+		}
+		done := true
+		for _, pl := range u.Payloads {
+			done = done && pl.State == catalog.PayloadStored
+		}
+		if done {
+			if _, err := p.client.InsertTx(ctx, tx.SQL(), FinalizeArgs{UpdateID: u.ID}, nil); err != nil {
+				return err
+			}
+		}
+		return complete(ctx, tx, job)
+	})
+}
+
+// fail marks the update failed and completes the job: the failure is
+// deterministic, so retrying would not help.
+func (p *Pipeline) fail(ctx context.Context, job *river.Job[IngestArgs], u catalog.Update, reason string) error {
+	p.cfg.Log.Warn("publish failed", "update", u.ID, "product", u.Product, "version", u.Version, "reason", reason)
+	return p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetUpdateState(ctx, u.ID, catalog.StatePublishing, catalog.StateFailed, reason); err != nil {
+			return err
+		}
+		return complete(ctx, tx, job)
+	})
+}
+
+type finalizeWorker struct {
+	river.WorkerDefaults[FinalizeArgs]
+	p *Pipeline
+}
+
+func (w *finalizeWorker) Work(ctx context.Context, job *river.Job[FinalizeArgs]) error {
+	p := w.p
+	if err := p.failpoint(ctx, "finalize"); err != nil {
+		return err
+	}
+	err := p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		err := tx.SetUpdateState(ctx, job.Args.UpdateID, catalog.StatePublishing, catalog.StatePublished, "")
+		if err != nil && !fault.Is(err, fault.Conflict) {
+			return err
+		}
+		return complete(ctx, tx, job)
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.cfg.Content.Discard(job.Args.UpdateID); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.cfg.Log.Warn("could not remove staged uploads", "update", job.Args.UpdateID, "err", err)
+	}
+	p.cfg.Log.Info("update published", "update", job.Args.UpdateID)
+	if p.onPublished != nil {
+		p.onPublished(job.Args.UpdateID)
+	}
+	return nil
+}
