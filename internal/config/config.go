@@ -39,7 +39,9 @@ type Config struct {
 	// RegistryBuffer bounds sightings waiting to be written.
 	RegistryBuffer int `yaml:"registry_buffer"`
 	// JobWorkers, JobRescueAfter, JobPoll and IngestTimeout tune the
-	// publishing pipeline's durable jobs.
+	// publishing pipeline's durable jobs. A job whose process died is run
+	// again after JobRescueAfter (ingest jobs: after IngestTimeout plus one
+	// second per 20 MB of payload).
 	JobWorkers     int           `yaml:"job_workers"`
 	JobRescueAfter time.Duration `yaml:"job_rescue_after"`
 	JobPoll        time.Duration `yaml:"job_poll"`
@@ -64,9 +66,9 @@ func Default() Config {
 		RegistryFlush:   time.Second,
 		RegistryBuffer:  100_000,
 		JobWorkers:      4,
-		JobRescueAfter:  15 * time.Minute,
+		JobRescueAfter:  time.Minute,
 		JobPoll:         250 * time.Millisecond,
-		IngestTimeout:   10 * time.Minute,
+		IngestTimeout:   time.Minute,
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

@@ -81,7 +81,7 @@ func (s *Store) UploadOffset(updateID, sha string) int64 {
 // checks the SHA-256 of the whole file, computed while streaming: on a
 // mismatch the staged bytes are deleted and Invalid is returned. It returns
 // the new offset.
-func (s *Store) Append(updateID, sha string, offset, size int64, r io.Reader) (int64, error) {
+func (s *Store) Append(updateID, sha string, offset, size int64, r io.Reader) (got int64, err error) {
 	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
 		return 0, err
 	}
@@ -96,7 +96,12 @@ func (s *Store) Append(updateID, sha string, offset, size int64, r io.Reader) (i
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
+	defer func() {
+		f.Close()
+		if got == 0 { // a refused first chunk leaves nothing behind
+			_ = os.Remove(path)
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
 		return 0, err

@@ -63,7 +63,10 @@ type Config struct {
 	// RescueAfter is how long a job may run before it is presumed lost (its
 	// process died) and run again.
 	RescueAfter time.Duration
-	// IngestTimeout bounds one payload's verification.
+	// IngestTimeout bounds one payload's verification, plus one second per
+	// 20 MB. A job of a process that died is run again once this has passed
+	// (River's rescuer honours per-kind timeouts), so it also sets how soon
+	// an interrupted publish resumes.
 	IngestTimeout time.Duration
 	// PollInterval is how often idle workers look for jobs where the
 	// database cannot notify them (SQLite).
@@ -98,6 +101,7 @@ func New(cfg Config) (*Pipeline, error) {
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
 		Workers:              workers,
 		RescueStuckJobsAfter: cfg.RescueAfter,
+		JobTimeout:           min(time.Minute, cfg.RescueAfter),
 		FetchPollInterval:    cfg.PollInterval,
 		FetchCooldown:        min(cfg.PollInterval, 100*time.Millisecond),
 	})
@@ -183,7 +187,9 @@ type ingestWorker struct {
 	p *Pipeline
 }
 
-func (w *ingestWorker) Timeout(*river.Job[IngestArgs]) time.Duration { return w.p.cfg.IngestTimeout }
+func (w *ingestWorker) Timeout(job *river.Job[IngestArgs]) time.Duration {
+	return w.p.cfg.IngestTimeout + time.Duration(job.Args.Size/(20<<20))*time.Second
+}
 
 func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) error {
 	p, a := w.p, job.Args

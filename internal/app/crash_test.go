@@ -1,0 +1,224 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+
+	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/dbtest"
+)
+
+// child is a ringmaster server in another process (this test binary, see
+// TestMain), so it can be killed with SIGKILL.
+type child struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{}
+}
+
+var servingRE = regexp.MustCompile(`msg="ringmaster serving" addr=(\S+)`)
+
+func startChild(t *testing.T, data, dsn string, env ...string) *child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"serve", "--data", data, "--listen", "127.0.0.1:0"}
+	if dsn != "" {
+		args = append(args, "--database", dsn)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), append([]string{"RINGMASTER_TEST_CHILD=serve",
+		"RINGMASTER_JOB_RESCUE_AFTER=2s", "RINGMASTER_INGEST_TIMEOUT=2s", "RINGMASTER_JOB_POLL=100ms"}, env...)...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			t.Log("child:", line)
+			if m := servingRE.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+		cmd.Wait()
+		close(c.done)
+	}()
+	select {
+	case c.url = <-addr:
+	case <-c.done:
+		t.Fatal("server child exited before serving")
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("server child did not start")
+	}
+	t.Cleanup(func() { c.cmd.Process.Kill(); <-c.done })
+	return c
+}
+
+func (c *child) kill9(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.done
+}
+
+func (c *child) stop(t *testing.T) {
+	t.Helper()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("server child did not shut down on SIGTERM")
+	}
+}
+
+// TestKillDuringPublish kills the server with SIGKILL in the middle of the
+// publishing pipeline; after a restart the publish completes exactly once,
+// with no orphaned or duplicated rows or blobs.
+func TestKillDuringPublish(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: skipped with -short")
+	}
+	cases := []struct{ backend, failpoint string }{
+		{"sqlite", "ingest-stored"}, // blob moved into the store, not committed
+		{"sqlite", "finalize"},      // payload committed, update not yet published
+		{"postgres", "ingest-stored"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.backend+"/"+tc.failpoint, func(t *testing.T) {
+			t.Parallel()
+			data := t.TempDir()
+			dsn := ""
+			if tc.backend == "postgres" {
+				dsn = dbtest.Postgres(t)
+			}
+			ctx := context.Background()
+			c := startChild(t, data, dsn, "RINGMASTER_FAILPOINT="+tc.failpoint)
+			admin := adminClient(t, c.url, data)
+			path, sum := writeRandomFile(t, 3<<20)
+			u, err := admin.CreateUpdate(ctx, client.NewUpdate{Product: "agent", Version: "2.0",
+				Payloads: []client.NewPayload{{Name: "agent.bin", SHA256: sum, Size: 3 << 20}}})
+			if !client.IsKind(err, "not-found") {
+				t.Fatalf("create update before product: %v", err)
+			}
+			admin.PutProduct(ctx, client.Product{Name: "agent"})
+			u, err = admin.CreateUpdate(ctx, client.NewUpdate{Product: "agent", Version: "2.0",
+				Payloads: []client.NewPayload{{Name: "agent.bin", SHA256: sum, Size: 3 << 20}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := os.Open(path)
+			defer f.Close()
+			if err := admin.Upload(ctx, u.ID, u.Payloads[0], f, client.UploadOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.Publish(ctx, u.ID); err != nil {
+				t.Fatal(err)
+			}
+			waitFile(t, filepath.Join(data, "failpoint-"+tc.failpoint))
+			c.kill9(t)
+			os.Remove(filepath.Join(data, "failpoint-"+tc.failpoint))
+
+			c = startChild(t, data, dsn)
+			admin = adminClient(t, c.url, data)
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			pub, err := admin.WaitPublished(wctx, u.ID, 100*time.Millisecond)
+			if err != nil {
+				t.Fatalf("after restart: %v", err)
+			}
+			if pub.Payloads[0].State != "stored" {
+				t.Fatalf("payload %+v", pub.Payloads[0])
+			}
+			// Published once: the device plane sees it after a deploy.
+			if _, err := admin.Deploy(ctx, "agent", "2.0"); err != nil {
+				t.Fatal(err)
+			}
+			dev, _ := client.New(c.url, "")
+			resp, err := dev.CheckIn(ctx, client.CheckInRequest{DeviceID: "d1", Installed: []client.Installed{{Product: "agent", Version: "1"}}})
+			if err != nil || len(resp.Offers) != 1 {
+				t.Fatalf("check-in after recovery: %+v, %v", resp, err)
+			}
+			c.stop(t)
+
+			if blobs, staged := countBlobs(t, data); blobs != 1 || staged != 0 {
+				t.Fatalf("content store: %d blobs, %d staged files; want 1 and 0", blobs, staged)
+			}
+			db := openDB(t, data, dsn)
+			for query, want := range map[string]int{
+				`SELECT COUNT(*) FROM updates`:  1,
+				`SELECT COUNT(*) FROM payloads`: 1,
+				`SELECT COUNT(*) FROM river_job WHERE kind = 'publish_ingest' AND state = 'completed'`:   1,
+				`SELECT COUNT(*) FROM river_job WHERE kind = 'publish_finalize' AND state = 'completed'`: 1,
+				`SELECT COUNT(*) FROM river_job WHERE state <> 'completed'`:                              0,
+				// Publishing and the deployment each changed the catalog exactly once.
+				`SELECT generation FROM catalog_generation`: 2,
+			} {
+				var n int
+				if err := db.QueryRow(query).Scan(&n); err != nil || n != want {
+					t.Errorf("%s = %d (%v), want %d", query, n, err, want)
+				}
+			}
+		})
+	}
+}
+
+func adminClient(t *testing.T, url, data string) *client.Client {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(url, strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func openDB(t *testing.T, data, dsn string) *sql.DB {
+	t.Helper()
+	driver := "pgx"
+	if dsn == "" {
+		driver, dsn = "sqlite", filepath.Join(data, "ringmaster.db")
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
