@@ -520,4 +520,3 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }
-

@@ -88,7 +88,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
 		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, IngestTimeout: cfg.IngestTimeout,
 		PollInterval: cfg.JobPoll,
-		Failpoint: cfg.Failpoint, FailpointDir: cfg.DataDir,
+		Failpoint:    cfg.Failpoint, FailpointDir: cfg.DataDir,
 	})
 	if err != nil {
 		return nil, err

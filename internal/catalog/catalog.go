@@ -137,7 +137,6 @@ const (
 )
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 	fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$`)
 	sha256RE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	idRE       = regexp.MustCompile(`^[a-z]{2,4}_[0-9a-z]{26}$`)
@@ -147,10 +146,28 @@ var (
 // lower-case letters, digits, '.', '_' and '-', starting with a letter or
 // digit, at most 64 characters.
 func ValidateProductName(field, name string) error {
-	if !nameRE.MatchString(name) {
+	if !ValidProductName(name) {
 		return fault.Field(field, "%q is not a valid product name (1-%d of a-z 0-9 . _ -, starting with a letter or digit)", clip(name), MaxNameLen)
 	}
 	return nil
+}
+
+// ValidProductName is the product-name rule as a predicate, without a
+// regexp: it runs for every installed product of every check-in.
+func ValidProductName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateSHA256 reports whether s is a lower-case hex SHA-256 digest.

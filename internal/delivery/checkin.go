@@ -10,9 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -29,11 +30,6 @@ const (
 	MaxInstalled    = 128
 )
 
-var (
-	deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
-	attrKeyRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
-)
-
 // CheckIn is a device's report: who it is, what it is, what it runs.
 type CheckIn struct {
 	DeviceID   string
@@ -42,41 +38,8 @@ type CheckIn struct {
 	Installed map[string]version.Version
 }
 
-type wireCheckIn struct {
-	DeviceID   string               `json:"device_id"`
-	Attributes map[string]attrValue `json:"attributes"`
-	Installed  []wireInstalled      `json:"installed"`
-}
-
-type wireInstalled struct {
-	Product string `json:"product"`
-	Version string `json:"version"`
-}
-
-// attrValue accepts a JSON string, number or boolean, kept as text, so
-// devices may send {"ram_gb": 16}.
-type attrValue string
-
-func (a *attrValue) UnmarshalJSON(b []byte) error {
-	switch {
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*a = attrValue(s)
-	case bytes.Equal(b, []byte("true")), bytes.Equal(b, []byte("false")):
-		*a = attrValue(b)
-	case len(b) > 0 && (b[0] == '-' || b[0] >= '0' && b[0] <= '9'):
-		if _, err := strconv.ParseFloat(string(b), 64); err != nil {
-			return err
-		}
-		*a = attrValue(b)
-	default:
-		return errors.New("attribute values must be strings, numbers or booleans")
-	}
-	return nil
-}
+// parsers are reused: a check-in parses without allocating a tree.
+var parsers fastjson.ParserPool
 
 // DecodeCheckIn parses and validates a check-in body of at most
 // MaxCheckInBytes. Unknown fields are ignored so older servers accept newer
@@ -89,7 +52,12 @@ func DecodeCheckIn(r io.Reader) (CheckIn, error) {
 	return ParseCheckIn(body)
 }
 
-// ParseCheckIn is DecodeCheckIn for a body already in memory.
+// ParseCheckIn is DecodeCheckIn for a body already in memory:
+//
+//	{"device_id": "…", "attributes": {"arch": "x64", "ram_gb": 16},
+//	 "installed": [{"product": "…", "version": "…"}]}
+//
+// Attribute values may be strings, numbers or booleans (kept as text).
 func ParseCheckIn(body []byte) (CheckIn, error) {
 	if len(body) > MaxCheckInBytes {
 		return CheckIn{}, fault.E(fault.TooLarge, "check-in is larger than %d bytes", MaxCheckInBytes)
@@ -97,62 +65,161 @@ func ParseCheckIn(body []byte) (CheckIn, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return CheckIn{}, fault.E(fault.Invalid, "check-in body is empty")
 	}
-	var w wireCheckIn
-	if err := json.Unmarshal(body, &w); err != nil {
-		return CheckIn{}, fault.E(fault.Invalid, "check-in is not valid JSON: %s", jsonError(err))
+	// fastjson is lenient in places (raw control characters in strings);
+	// the standard library's allocation-free validator decides what is JSON.
+	if !json.Valid(body) {
+		return CheckIn{}, fault.E(fault.Invalid, "check-in is not valid JSON%s", syntaxHint(body))
 	}
-	return w.validate()
-}
-
-func (w wireCheckIn) validate() (CheckIn, error) {
-	if !deviceIDRE.MatchString(w.DeviceID) {
-		return CheckIn{}, fault.Field("device_id", "%q is not a valid device id (1-%d of A-Z a-z 0-9 . _ : @ -)", clip(w.DeviceID), MaxDeviceIDLen)
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return CheckIn{}, fault.E(fault.Invalid, "check-in is not valid JSON: %s", clip(err.Error()))
 	}
-	if len(w.Attributes) > MaxAttributes {
-		return CheckIn{}, fault.Field("attributes", "more than %d attributes", MaxAttributes)
+	if v.Type() != fastjson.TypeObject {
+		return CheckIn{}, fault.E(fault.Invalid, "check-in is not valid JSON: expected an object, got %s", v.Type())
 	}
-	c := CheckIn{DeviceID: w.DeviceID, Attributes: make(map[string]string, len(w.Attributes)),
-		Installed: make(map[string]version.Version, len(w.Installed))}
-	for k, v := range w.Attributes {
-		if !attrKeyRE.MatchString(k) {
-			return CheckIn{}, fault.Field("attributes", "key %q is not valid (1-%d of A-Z a-z 0-9 _ . -, starting with a letter or _)", clip(k), MaxAttrKeyLen)
-		}
-		if len(v) > MaxAttrValueLen || !utf8.ValidString(string(v)) {
-			return CheckIn{}, fault.Field("attributes."+k, "value must be valid UTF-8 of at most %d bytes", MaxAttrValueLen)
-		}
-		c.Attributes[k] = string(v)
+	var c CheckIn
+	id := v.Get("device_id")
+	if id == nil || id.Type() != fastjson.TypeString || !validDeviceID(id.GetStringBytes()) {
+		return CheckIn{}, fault.Field("device_id", "%s is not a valid device id (1-%d of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit)", describe(id), MaxDeviceIDLen)
 	}
-	if len(w.Installed) > MaxInstalled {
-		return CheckIn{}, fault.Field("installed", "more than %d entries", MaxInstalled)
+	c.DeviceID = string(id.GetStringBytes())
+	if err := parseAttributes(v.Get("attributes"), &c); err != nil {
+		return CheckIn{}, err
 	}
-	for i, in := range w.Installed {
-		f := fmt.Sprintf("installed[%d]", i)
-		if err := catalog.ValidateProductName(f+".product", in.Product); err != nil {
-			return CheckIn{}, err
-		}
-		v, err := catalog.ValidateVersion(f+".version", in.Version)
-		if err != nil {
-			return CheckIn{}, err
-		}
-		if _, dup := c.Installed[in.Product]; dup {
-			return CheckIn{}, fault.Field(f+".product", "%q is listed twice", in.Product)
-		}
-		c.Installed[in.Product] = v
+	if err := parseInstalled(v.Get("installed"), &c); err != nil {
+		return CheckIn{}, err
 	}
 	return c, nil
 }
 
-func jsonError(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+func parseAttributes(v *fastjson.Value, c *CheckIn) error {
+	if v == nil || v.Type() == fastjson.TypeNull {
+		c.Attributes = map[string]string{}
+		return nil
 	}
-	return clip(err.Error())
+	o, err := v.Object()
+	if err != nil {
+		return fault.Field("attributes", "must be an object, not %s", v.Type())
+	}
+	if o.Len() > MaxAttributes {
+		return fault.Field("attributes", "more than %d attributes", MaxAttributes)
+	}
+	c.Attributes = make(map[string]string, o.Len())
+	o.Visit(func(k []byte, val *fastjson.Value) {
+		if err != nil {
+			return
+		}
+		if !validAttrKey(k) {
+			err = fault.Field("attributes", "key %q is not valid (1-%d of A-Z a-z 0-9 _ . -, starting with a letter or _)", clip(string(k)), MaxAttrKeyLen)
+			return
+		}
+		var s string
+		switch val.Type() {
+		case fastjson.TypeString:
+			b := val.GetStringBytes()
+			if len(b) > MaxAttrValueLen || !utf8.Valid(b) {
+				err = fault.Field("attributes."+string(k), "value must be valid UTF-8 of at most %d bytes", MaxAttrValueLen)
+				return
+			}
+			s = string(b)
+		case fastjson.TypeNumber, fastjson.TypeTrue, fastjson.TypeFalse:
+			s = val.String()
+			if len(s) > MaxAttrValueLen {
+				err = fault.Field("attributes."+string(k), "value must be at most %d bytes", MaxAttrValueLen)
+				return
+			}
+		default:
+			err = fault.Field("attributes."+string(k), "values must be strings, numbers or booleans, not %s", val.Type())
+			return
+		}
+		c.Attributes[string(k)] = s
+	})
+	return err
 }
+
+func parseInstalled(v *fastjson.Value, c *CheckIn) error {
+	c.Installed = map[string]version.Version{}
+	if v == nil || v.Type() == fastjson.TypeNull {
+		return nil
+	}
+	items, err := v.Array()
+	if err != nil {
+		return fault.Field("installed", "must be an array, not %s", v.Type())
+	}
+	if len(items) > MaxInstalled {
+		return fault.Field("installed", "more than %d entries", MaxInstalled)
+	}
+	field := func(i int, sub string) string { return "installed[" + strconv.Itoa(i) + "]" + sub }
+	for i, it := range items {
+		if it.Type() != fastjson.TypeObject {
+			return fault.Field(field(i, ""), "must be an object with product and version, not %s", it.Type())
+		}
+		product := string(it.GetStringBytes("product"))
+		if !catalog.ValidProductName(product) {
+			return catalog.ValidateProductName(field(i, ".product"), product)
+		}
+		ver, err := version.Parse(string(it.GetStringBytes("version")))
+		if err != nil {
+			return fault.Field(field(i, ".version"), "%s", err.Error())
+		}
+		if _, dup := c.Installed[product]; dup {
+			return fault.Field(field(i, ".product"), "%q is listed twice", product)
+		}
+		c.Installed[product] = ver
+	}
+	return nil
+}
+
+// syntaxHint says where invalid JSON goes wrong (only computed on errors).
+func syntaxHint(body []byte) string {
+	var x any
+	var se *json.SyntaxError
+	if err := json.Unmarshal(body, &x); errors.As(err, &se) {
+		return fmt.Sprintf(": syntax error at byte %d (%s)", se.Offset, clip(se.Error()))
+	}
+	return ""
+}
+
+func describe(v *fastjson.Value) string {
+	switch {
+	case v == nil:
+		return "missing value"
+	case v.Type() == fastjson.TypeString:
+		return strconv.Quote(clip(string(v.GetStringBytes())))
+	}
+	return v.Type().String()
+}
+
+// validDeviceID: 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit.
+func validDeviceID(b []byte) bool {
+	if len(b) == 0 || len(b) > MaxDeviceIDLen || !alnum(b[0]) {
+		return false
+	}
+	for _, c := range b {
+		if !alnum(c) && c != '.' && c != '_' && c != ':' && c != '@' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validAttrKey: 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or _.
+func validAttrKey(b []byte) bool {
+	if len(b) == 0 || len(b) > MaxAttrKeyLen || !(b[0] == '_' || alnum(b[0]) && !digit(b[0])) {
+		return false
+	}
+	for _, c := range b {
+		if !alnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func digit(c byte) bool { return c >= '0' && c <= '9' }
+func alnum(c byte) bool { return digit(c) || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 func clip(s string) string {
 	if len(s) > 80 {

@@ -96,7 +96,11 @@ func TestDecodeCheckIn(t *testing.T) {
 		{`{"device_id":"d"} {}`, "not valid JSON"},
 		{`{"device_id":""}`, "device_id"},
 		{`{"device_id":"../../etc"}`, "device_id"},
-		{`{"device_id":"d","attributes":{"k":{"x":1}}}`, "not valid JSON"},
+		{`{"device_id":"d","attributes":{"k":{"x":1}}}`, "strings, numbers or booleans"},
+		{`{"device_id":"d","attributes":[1]}`, "must be an object"},
+		{`{"device_id":"d","installed":{}}`, "must be an array"},
+		{`{"device_id":"d","installed":[7]}`, "installed[0]"},
+		{`"just a string"`, "expected an object"},
 		{`{"device_id":"d","attributes":{"bad key":"v"}}`, "attributes"},
 		{`{"device_id":"d","installed":[{"product":"Bad Name","version":"1"}]}`, "installed[0].product"},
 		{`{"device_id":"d","installed":[{"product":"os","version":"1..2"}]}`, "installed[0].version"},
@@ -128,8 +132,18 @@ func FuzzDecodeCheckIn(f *testing.F) {
 			}
 			return
 		}
-		if !deviceIDRE.MatchString(c.DeviceID) || len(c.Attributes) > MaxAttributes || len(c.Installed) > MaxInstalled {
+		if !validDeviceID([]byte(c.DeviceID)) || len(c.Attributes) > MaxAttributes || len(c.Installed) > MaxInstalled {
 			t.Fatalf("accepted invalid check-in %+v", c)
+		}
+		// Whatever we accept is valid JSON by the standard library too.
+		if !json.Valid(body) {
+			t.Fatalf("accepted %q, which encoding/json says is not JSON", body)
+		}
+		// Every accepted value survives a round trip.
+		for k, v := range c.Attributes {
+			if !validAttrKey([]byte(k)) || len(v) > MaxAttrValueLen {
+				t.Fatalf("accepted attribute %q=%q", k, v)
+			}
 		}
 		buf, _ := snap.AppendResponse(nil, c, time.Hour)
 		if !json.Valid(buf) {

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,25 +151,64 @@ func describeJSONError(err error) string {
 	return msg // "json: unknown field \"x\"" and the like
 }
 
-type ctxKey int
+type ctxKey struct{}
 
-const (
-	requestIDKey ctxKey = iota
-	loggerKey
-)
+// requestInfo travels in the request context. The request-scoped logger is
+// made only when something is logged: most check-ins log nothing.
+type requestInfo struct {
+	id  string
+	log *slog.Logger
+}
 
 // RequestID returns the request's id.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if ri, ok := ctx.Value(ctxKey{}).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
 }
 
 // Logger returns the request-scoped logger (with the request id).
 func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
-		return l
+	if ri, ok := ctx.Value(ctxKey{}).(*requestInfo); ok {
+		return ri.log.With("request_id", ri.id)
 	}
 	return slog.Default()
+}
+
+// requestIDs makes request ids: a random per-process prefix and a counter,
+// unique without a random read per request.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (g *requestIDs) next() string {
+	var buf [32]byte
+	b := append(buf[:0], g.prefix...)
+	return string(strconv.AppendUint(b, g.n.Add(1), 10))
+}
+
+// statusCodes holds the text of every HTTP status code, so metrics labels
+// cost no allocation.
+var statusCodes = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func codeLabel(status int) string {
+	if status >= 0 && status < len(statusCodes) {
+		return statusCodes[status]
+	}
+	return strconv.Itoa(status)
 }
 
 var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -223,25 +263,23 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // metrics labelled by the matched route pattern. Check-ins are not
 // access-logged one by one (they are counted); set quiet for such routes.
 func Middleware(next http.Handler, log *slog.Logger, m *Metrics, quiet func(pattern string) bool) http.Handler {
+	ids := newRequestIDs()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
-		if !requestIDRE.MatchString(id) {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+		if id == "" || !requestIDRE.MatchString(id) {
+			id = ids.next()
 		}
-		w.Header().Set("X-Request-Id", id)
-		l := log.With("request_id", id)
-		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), loggerKey, l)
-		r = r.WithContext(ctx)
+		w.Header()["X-Request-Id"] = []string{id}
+		ri := &requestInfo{id: id, log: log}
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 		rec := &recorder{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				l.Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				Logger(r.Context()).Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if rec.status == 0 {
 					WriteError(rec, r, errors.New("panic"))
 				}
@@ -250,11 +288,10 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, quiet func(patt
 			if route == "" {
 				route = "unmatched"
 			}
-			code := strconv.Itoa(rec.status)
-			m.requests.WithLabelValues(route, r.Method, code).Inc()
+			m.requests.WithLabelValues(route, r.Method, codeLabel(rec.status)).Inc()
 			m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 			if quiet == nil || !quiet(r.Pattern) || rec.status >= 500 {
-				l.Info("request", "method", r.Method, "path", r.URL.Path, "route", route, "status", rec.status,
+				Logger(r.Context()).Info("request", "method", r.Method, "path", r.URL.Path, "route", route, "status", rec.status,
 					"bytes", rec.bytes, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 			}
 		}()

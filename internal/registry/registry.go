@@ -85,14 +85,14 @@ func (r *Recorder) Flushed() <-chan struct{} { return r.flushed }
 func (r *Recorder) Run(ctx context.Context) error {
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
-	pending := map[string]*Seen{}
+	pending := map[string]Seen{}
 	flush := func(ctx context.Context) {
 		if len(pending) == 0 {
 			return
 		}
 		batch := make([]Seen, 0, len(pending))
 		for _, s := range pending {
-			batch = append(batch, *s)
+			batch = append(batch, s)
 		}
 		clear(pending)
 		if err := r.w.RecordSightings(ctx, batch); err != nil {
@@ -113,7 +113,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		if p, ok := pending[s.DeviceID]; ok {
 			s.CheckIns += p.CheckIns
 		}
-		pending[s.DeviceID] = &s
+		pending[s.DeviceID] = s
 	}
 	for {
 		select {

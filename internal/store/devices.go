@@ -5,38 +5,62 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/registry"
 )
 
-// RecordSightings upserts a batch of device sightings in one transaction.
+// sightingsPerStatement rows go in one multi-row upsert (6 parameters
+// each, well under both engines' limits).
+const sightingsPerStatement = 200
+
+// RecordSightings upserts a batch of device sightings in one transaction,
+// many rows per statement. A sighting older than what is stored only adds
+// its check-in count.
 func (s *Store) RecordSightings(ctx context.Context, batch []registry.Seen) error {
 	return s.InTx(ctx, func(tx *Tx) error {
-		for _, d := range batch {
-			attrs, err := json.Marshal(orEmpty(d.Attributes))
-			if err != nil {
+		for len(batch) > 0 {
+			n := min(len(batch), sightingsPerStatement)
+			if err := tx.upsertDevices(ctx, batch[:n]); err != nil {
 				return err
 			}
-			inst, err := json.Marshal(orEmpty(d.Installed))
-			if err != nil {
-				return err
-			}
-			at := d.At.UTC()
-			if _, err := tx.db.ExecContext(ctx, `
-				INSERT INTO devices (id, attributes, installed, first_seen, last_seen, checkins)
-				VALUES ($1, $2, $3, $4, $4, $5)
-				ON CONFLICT (id) DO UPDATE SET
-					attributes = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.attributes ELSE devices.attributes END,
-					installed  = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.installed ELSE devices.installed END,
-					last_seen  = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END,
-					checkins   = devices.checkins + excluded.checkins`,
-				d.DeviceID, string(attrs), string(inst), at, d.CheckIns); err != nil {
-				return unavailable(err)
-			}
+			batch = batch[n:]
 		}
 		return nil
 	})
+}
+
+func (q *queries) upsertDevices(ctx context.Context, rows []registry.Seen) error {
+	var sb strings.Builder
+	sb.WriteString(`INSERT INTO devices (id, attributes, installed, first_seen, last_seen, checkins) VALUES `)
+	args := make([]any, 0, len(rows)*6)
+	for i, d := range rows {
+		attrs, err := json.Marshal(orEmpty(d.Attributes))
+		if err != nil {
+			return err
+		}
+		inst, err := json.Marshal(orEmpty(d.Installed))
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('(')
+		q.placeholders(&sb, len(args), 6)
+		sb.WriteByte(')')
+		at := d.At.UTC()
+		args = append(args, d.DeviceID, string(attrs), string(inst), at, at, d.CheckIns)
+	}
+	sb.WriteString(`
+		ON CONFLICT (id) DO UPDATE SET
+			attributes = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.attributes ELSE devices.attributes END,
+			installed  = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.installed ELSE devices.installed END,
+			last_seen  = CASE WHEN excluded.last_seen >= devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END,
+			checkins   = devices.checkins + excluded.checkins`)
+	_, err := q.db.ExecContext(ctx, sb.String(), args...)
+	return unavailable(err)
 }
 
 func orEmpty(m map[string]string) map[string]string {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.queries = queries{db: s.db, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
+	s.queries = queries{db: s.db, dialect: s.dialect, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -197,7 +198,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	if err := fn(&Tx{queries: queries{db: tx, now: s.now}, tx: tx}); err != nil {
+	if err := fn(&Tx{queries: queries{db: tx, dialect: s.dialect, now: s.now}, tx: tx}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -217,8 +218,26 @@ type dbtx interface {
 // queries holds every statement; Store runs them on the pool, Tx in a
 // transaction.
 type queries struct {
-	db  dbtx
-	now func() time.Time
+	db      dbtx
+	dialect Dialect
+	now     func() time.Time
+}
+
+// placeholders writes n parameter markers for a row starting at parameter
+// first+1: "$1, $2" on PostgreSQL, "?, ?" on SQLite (which looks "$N" names
+// up linearly, quadratic in a long multi-row statement).
+func (q *queries) placeholders(sb *strings.Builder, first, n int) {
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			sb.WriteString(", ")
+		}
+		if q.dialect == Postgres {
+			sb.WriteByte('$')
+			sb.WriteString(strconv.Itoa(first + i))
+		} else {
+			sb.WriteByte('?')
+		}
+	}
 }
 
 // isUniqueViolation reports whether err is a unique-constraint violation on

@@ -49,20 +49,24 @@ func Parse(s string) (Version, error) {
 		pre = strings.Split(rest[i+1:], ".")
 		rest = rest[:i]
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts) > maxComponents {
-		return Version{}, fmt.Errorf("version %q has more than %d numeric components", s, maxComponents)
-	}
-	core := make([]uint64, len(parts))
-	for i, p := range parts {
+	core := make([]uint64, 0, strings.Count(rest, ".")+1)
+	for i := 1; ; i++ {
+		p, tail, more := strings.Cut(rest, ".")
+		if i > maxComponents {
+			return Version{}, fmt.Errorf("version %q has more than %d numeric components", s, maxComponents)
+		}
 		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
-			return Version{}, fmt.Errorf("version %q: component %d (%q) is not a decimal number", s, i+1, p)
+			return Version{}, fmt.Errorf("version %q: component %d (%q) is not a decimal number", s, i, p)
 		}
 		n, err := strconv.ParseUint(p, 10, 64)
 		if err != nil {
-			return Version{}, fmt.Errorf("version %q: component %d is too large", s, i+1)
+			return Version{}, fmt.Errorf("version %q: component %d is too large", s, i)
 		}
-		core[i] = n
+		core = append(core, n)
+		if !more {
+			break
+		}
+		rest = tail
 	}
 	return Version{raw: s, core: core, pre: pre, valid: true}, nil
 }

@@ -1,0 +1,343 @@
+// Package bench measures Ringmaster's hot paths against a baseline measured
+// in the same run, so numbers from a noisy shared machine still compare.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/app"
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/config"
+	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/version"
+)
+
+// CheckinConfig configures RunCheckin.
+type CheckinConfig struct {
+	// URL of a running server; empty starts one in-process (SQLite, in a
+	// temporary directory) seeded with Products × Versions published and
+	// deployed updates.
+	URL         string
+	Devices     int
+	Concurrency int
+	// Duration of each measured phase; phases alternate baseline and
+	// Ringmaster Rounds times.
+	Duration time.Duration
+	Rounds   int
+	Products int
+	Versions int
+	Seed     uint64
+}
+
+// Result is one measured phase (summed over rounds).
+type Result struct {
+	Name         string        `json:"name"`
+	Requests     int64         `json:"requests"`
+	Errors       int64         `json:"errors"`
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	PerSecond    float64       `json:"per_second"`
+	P50          time.Duration `json:"p50_ns"`
+	P99          time.Duration `json:"p99_ns"`
+	P999         time.Duration `json:"p999_ns"`
+	AllocsPerReq float64       `json:"allocs_per_request"`
+	BytesPerResp float64       `json:"response_bytes"`
+	OffersPerReq float64       `json:"offers_per_request,omitempty"`
+	FirstError   string        `json:"first_error,omitempty"`
+	latencies    []time.Duration
+}
+
+// CheckinReport is RunCheckin's outcome.
+type CheckinReport struct {
+	Config     CheckinConfig `json:"config"`
+	Baseline   Result        `json:"baseline"`
+	Ringmaster Result        `json:"ringmaster"`
+	// Ratio is Ringmaster's throughput over the baseline's.
+	Ratio float64 `json:"ratio"`
+}
+
+// RunCheckin drives simulated devices' check-ins against Ringmaster and
+// against a bare net/http handler that returns a fixed JSON body of the
+// same average size through the same HTTP stack and client.
+func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
+	target := cfg.URL
+	if target == "" {
+		url, stop, err := startSeeded(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		target = url
+	}
+	bodies := deviceBodies(cfg)
+	client := &http.Client{Transport: &http.Transport{
+		MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2, IdleConnTimeout: time.Minute,
+	}}
+	defer client.CloseIdleConnections()
+
+	// Probe the real responses for the baseline's body size.
+	var total, offers int
+	for i := 0; i < min(len(bodies), 500); i++ {
+		b, err := post(ctx, client, target+"/v1/device/check", bodies[i])
+		if err != nil {
+			return nil, fmt.Errorf("probe check-in: %w", err)
+		}
+		total += len(b)
+		var r struct{ Offers []json.RawMessage }
+		_ = json.Unmarshal(b, &r)
+		offers += len(r.Offers)
+	}
+	probes := min(len(bodies), 500)
+	fixed := baselineBody(total / probes)
+	baseURL, stopBase, err := startBaseline(fixed)
+	if err != nil {
+		return nil, err
+	}
+	defer stopBase()
+
+	rep := &CheckinReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster check-in"}}
+	for round := 0; round < cfg.Rounds; round++ {
+		if err := drive(ctx, client, baseURL+"/v1/device/check", bodies, cfg, &rep.Baseline); err != nil {
+			return nil, err
+		}
+		if err := drive(ctx, client, target+"/v1/device/check", bodies, cfg, &rep.Ringmaster); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []*Result{&rep.Baseline, &rep.Ringmaster} {
+		r.finish()
+	}
+	rep.Ringmaster.OffersPerReq = float64(offers) / float64(probes)
+	rep.Ratio = rep.Ringmaster.PerSecond / rep.Baseline.PerSecond
+	return rep, nil
+}
+
+func post(ctx context.Context, c *http.Client, url string, body []byte) ([]byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return b, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return b, err
+}
+
+// drive runs cfg.Concurrency workers posting check-ins for cfg.Duration and
+// adds what it measured to r.
+func drive(ctx context.Context, c *http.Client, url string, bodies [][]byte, cfg CheckinConfig, r *Result) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	var reqs, errs, bytesIn atomic.Int64
+	var firstErr sync.Once
+	fail := func(err string) {
+		errs.Add(1)
+		firstErr.Do(func() {
+			if r.FirstError == "" {
+				r.FirstError = err
+			}
+		})
+	}
+	lat := make([][]time.Duration, cfg.Concurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Go(func() {
+			mine := make([]time.Duration, 0, 1<<16)
+			buf := make([]byte, 32<<10)
+			for i := w; ctx.Err() == nil; i += cfg.Concurrency {
+				body := bodies[i%len(bodies)]
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				t0 := time.Now()
+				resp, err := c.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						fail(err.Error())
+					}
+					continue
+				}
+				n, err := io.CopyBuffer(io.Discard, resp.Body, buf)
+				resp.Body.Close()
+				if err != nil && ctx.Err() != nil {
+					continue // cut off by the end of the phase
+				}
+				if resp.StatusCode != http.StatusOK || err != nil {
+					fail(fmt.Sprintf("status %d, %v", resp.StatusCode, err))
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				bytesIn.Add(n)
+				reqs.Add(1)
+			}
+			lat[w] = mine
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&ms1)
+	n := reqs.Load()
+	if n == 0 {
+		return fmt.Errorf("%s: no successful requests (%d errors)", url, errs.Load())
+	}
+	prev := float64(r.Requests)
+	r.Requests += n
+	r.Errors += errs.Load()
+	r.Elapsed += elapsed
+	// Weighted means across rounds.
+	r.AllocsPerReq = (r.AllocsPerReq*prev + float64(ms1.Mallocs-ms0.Mallocs)) / float64(r.Requests)
+	r.BytesPerResp = (r.BytesPerResp*prev + float64(bytesIn.Load())) / float64(r.Requests)
+	for _, l := range lat {
+		r.latencies = append(r.latencies, l...)
+	}
+	return nil
+}
+
+func (r *Result) finish() {
+	r.PerSecond = float64(r.Requests) / r.Elapsed.Seconds()
+	slices.Sort(r.latencies)
+	q := func(p float64) time.Duration {
+		if len(r.latencies) == 0 {
+			return 0
+		}
+		return r.latencies[min(len(r.latencies)-1, int(p*float64(len(r.latencies))))]
+	}
+	r.P50, r.P99, r.P999 = q(0.50), q(0.99), q(0.999)
+	r.latencies = nil
+}
+
+// baselineBody returns a JSON object of exactly n bytes (at least 16).
+func baselineBody(n int) []byte {
+	const head, tail = `{"offers":[],"pad":"`, `"}`
+	pad := max(n-len(head)-len(tail), 0)
+	return []byte(head + strings.Repeat("x", pad) + tail)
+}
+
+func startBaseline(body []byte) (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	length := fmt.Sprint(len(body))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Content-Length"] = []string{length}
+		_, _ = w.Write(body)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	return "http://" + l.Addr().String(), func() { srv.Close() }, nil
+}
+
+// deviceBodies returns one check-in body per simulated device: each reports
+// a few of the products at random versions (some current, some behind).
+func deviceBodies(cfg CheckinConfig) [][]byte {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	arch := []string{"x64", "arm64"}
+	out := make([][]byte, cfg.Devices)
+	for i := range out {
+		type inst struct {
+			Product string `json:"product"`
+			Version string `json:"version"`
+		}
+		body := struct {
+			DeviceID   string            `json:"device_id"`
+			Attributes map[string]string `json:"attributes"`
+			Installed  []inst            `json:"installed"`
+		}{
+			DeviceID: fmt.Sprintf("bench-device-%07d", i),
+			Attributes: map[string]string{"arch": arch[rng.IntN(2)], "oem": fmt.Sprintf("oem-%d", rng.IntN(20)),
+				"region": fmt.Sprintf("region-%d", rng.IntN(8)), "ram_gb": fmt.Sprint(4 << rng.IntN(4))},
+		}
+		for _, p := range rng.Perm(cfg.Products)[:min(5, cfg.Products)] {
+			body.Installed = append(body.Installed, inst{Product: productName(p), Version: fmt.Sprintf("1.%d.0", rng.IntN(cfg.Versions+1))})
+		}
+		out[i], _ = json.Marshal(body)
+	}
+	return out
+}
+
+func productName(i int) string { return fmt.Sprintf("bench-product-%03d", i) }
+
+// startSeeded starts an in-process server whose catalog holds
+// Products × Versions published updates, each under a running deployment.
+func startSeeded(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "ringmaster-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	c := config.Default()
+	c.DataDir, c.Listen, c.LogLevel = dir, "127.0.0.1:0", "warn"
+	a, err := app.New(ctx, c, log)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	if err := seed(ctx, a.Store, cfg.Products, cfg.Versions); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	if err := a.Snapshots.Refresh(ctx); err != nil {
+		return "", nil, err
+	}
+	log.Info("benchmark catalog seeded", "updates", a.Snapshots.Snapshot().Releases())
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { _ = a.Run(runCtx); close(done) }()
+	return "http://" + a.Addr(), func() { cancel(); <-done; os.RemoveAll(dir) }, nil
+}
+
+// seed writes published, deployed updates straight into the store: the
+// benchmark measures check-ins, not the publishing pipeline.
+func seed(ctx context.Context, s *store.Store, products, versions int) error {
+	for p := 0; p < products; p++ {
+		name := productName(p)
+		if _, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: name}); err != nil {
+			return err
+		}
+		for v := 1; v <= versions; v++ {
+			nu := catalog.NewUpdate{Product: name, Version: fmt.Sprintf("1.%d.0", v), Payloads: []catalog.NewPayload{{
+				Name: name + ".bin", SHA256: fmt.Sprintf("%064x", p*100000+v), Size: int64(1 << 20)}}}
+			nu.Normalize()
+			u, _, err := s.CreateUpdate(ctx, nu, version.MustParse(nu.Version), func(string) bool { return true })
+			if err != nil {
+				return err
+			}
+			err = s.InTx(ctx, func(tx *store.Tx) error {
+				if err := tx.SetPayloadState(ctx, u.ID, nu.Payloads[0].SHA256, catalog.PayloadUploaded, catalog.PayloadStored); err != nil {
+					return err
+				}
+				return tx.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublished, "")
+			})
+			if err != nil {
+				return err
+			}
+			if _, _, err := s.CreateDeployment(ctx, u.ID, "bench"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
