@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +29,8 @@ import (
 func TestMain(m *testing.M) {
 	// The kill -9 test runs this binary as a server child process.
 	if os.Getenv("RINGMASTER_TEST_CHILD") == "serve" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+		ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		os.Exit(cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(dbtest.Main(m))
 }

@@ -1,0 +1,31 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// TestRunCheckinSmoke runs a tiny benchmark so the command keeps working; it
+// asserts that both sides were measured, never how fast they were.
+func TestRunCheckinSmoke(t *testing.T) {
+	rep, err := RunCheckin(context.Background(), CheckinConfig{
+		Devices: 200, Concurrency: 4, Duration: 300 * time.Millisecond, Rounds: 1, Products: 5, Versions: 4, Seed: 1,
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
+		if r.Requests == 0 || r.Errors != 0 || r.P50 <= 0 || r.P99 < r.P50 || r.P999 < r.P99 {
+			t.Fatalf("%s: %+v", r.Name, r)
+		}
+	}
+	if rep.Ringmaster.OffersPerReq <= 0 {
+		t.Fatalf("devices were offered nothing: %+v", rep.Ringmaster)
+	}
+	// The baseline answers with a body of the same size.
+	if d := rep.Baseline.BytesPerResp - rep.Ringmaster.BytesPerResp; d > 50 || d < -50 {
+		t.Fatalf("baseline body %.0f bytes vs ringmaster %.0f", rep.Baseline.BytesPerResp, rep.Ringmaster.BytesPerResp)
+	}
+}

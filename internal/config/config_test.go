@@ -1,0 +1,59 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ringmaster.yaml")
+	os.WriteFile(file, []byte("listen: 0.0.0.0:9000\nnext_check: 30m\njob_workers: 8\nlog_format: json\n"), 0o600)
+	env := map[string]string{"RINGMASTER_LISTEN": "127.0.0.1:9100", "RINGMASTER_JOB_RESCUE_AFTER": "2m"}
+	c, err := Load(file, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:9100" || c.NextCheck != 30*time.Minute || c.JobWorkers != 8 || c.LogFormat != "json" ||
+		c.JobRescueAfter != 2*time.Minute || c.DataDir != "./ringmaster-data" {
+		t.Fatalf("config = %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.DatabaseURL(); got != filepath.Join("ringmaster-data", "ringmaster.db") {
+		t.Fatalf("DatabaseURL = %q", got)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"unknown key": "listne: x\n",
+		"bad type":    "job_workers: many\n",
+	} {
+		f := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
+		os.WriteFile(f, []byte(body), 0o600)
+		if _, err := Load(f, func(string) string { return "" }); err == nil {
+			t.Errorf("%s: loaded", name)
+		}
+	}
+	if _, err := Load("", func(k string) string { return map[string]string{"RINGMASTER_NEXT_CHECK": "soon"}[k] }); err == nil {
+		t.Error("bad duration in the environment: loaded")
+	}
+	for _, mut := range []func(*Config){
+		func(c *Config) { c.LogFormat = "xml" },
+		func(c *Config) { c.LogLevel = "loud" },
+		func(c *Config) { c.NextCheck = 0 },
+		func(c *Config) { c.JobRescueAfter = time.Millisecond },
+		func(c *Config) { c.MaxPayloadBytes = -1 },
+	} {
+		c := Default()
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("Validate accepted %+v", c)
+		}
+	}
+}
