@@ -39,13 +39,31 @@ type Config struct {
 
 // API is the admin HTTP surface. Safe for concurrent use.
 type API struct {
-	cfg     Config
-	uploads sync.Map // "update/sha" -> *sync.Mutex: one upload per payload at a time
-	routes  []string
+	cfg    Config
+	routes []string
+
+	mu        sync.Mutex
+	uploading map[string]bool // "update/sha256": one upload per payload at a time
 }
 
 // New returns the admin API.
-func New(cfg Config) *API { return &API{cfg: cfg} }
+func New(cfg Config) *API { return &API{cfg: cfg, uploading: map[string]bool{}} }
+
+// claimUpload marks a payload as being uploaded; it reports false if an
+// upload of it is already in progress. release undoes it.
+func (a *API) claimUpload(key string) (release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.uploading[key] {
+		return nil, false
+	}
+	a.uploading[key] = true
+	return func() {
+		a.mu.Lock()
+		delete(a.uploading, key)
+		a.mu.Unlock()
+	}, true
+}
 
 // Register adds the admin routes to mux, each behind token authentication.
 func (a *API) Register(mux *http.ServeMux) {
@@ -329,12 +347,12 @@ func (a *API) upload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, fault.E(fault.TooLarge, "body of %d bytes would exceed the declared size of %d bytes", r.ContentLength, p.Size))
 		return
 	}
-	lock, _ := a.uploads.LoadOrStore(u.ID+"/"+p.SHA256, &sync.Mutex{})
-	if !lock.(*sync.Mutex).TryLock() {
+	release, ok := a.claimUpload(u.ID + "/" + p.SHA256)
+	if !ok {
 		httpapi.WriteError(w, r, fault.E(fault.Conflict, "another upload of this payload is in progress"))
 		return
 	}
-	defer lock.(*sync.Mutex).Unlock()
+	defer release()
 	got, err := a.cfg.Content.Append(u.ID, p.SHA256, offset, p.Size, r.Body)
 	w.Header().Set("Upload-Offset", strconv.FormatInt(got, 10))
 	if err != nil {
