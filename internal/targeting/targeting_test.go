@@ -62,7 +62,7 @@ func TestCompileRejects(t *testing.T) {
 		`device.attributes.arch`:      "must be a boolean",
 		`version("1") > "1"`:          "does not compile",
 		`device.attributes.all(a, device.attributes.all(b, device.attributes.all(c, a + b + c != "")))`: "too expensive",
-		strings.Repeat("true && ", 600) + "true": "longer than",
+		strings.Repeat("true && ", 600) + "true":                                                        "longer than",
 	} {
 		_, err := env.Compile(rule)
 		if !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), want) {

@@ -1,0 +1,370 @@
+// Package rollout is the rollout policy: a deployment's plan (waves, bake
+// times, schedule, deadline, approvals), its status, and the pure functions
+// that move it — Step for the passage of time and Apply for operators'
+// commands. The controller, the tests and simulations all call these.
+package rollout
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+)
+
+// State is where a deployment is in its life.
+type State string
+
+const (
+	Scheduled State = "scheduled" // waiting for its start time or first approval
+	Running   State = "running"   // exposing devices wave by wave
+	Paused    State = "paused"    // no offers until resumed
+	Completed State = "completed" // every wave done: offered to the whole audience
+	Halted    State = "halted"    // stopped for good (emergency stop); no offers
+	Cancelled State = "cancelled" // withdrawn; no offers
+)
+
+// Terminal reports whether nothing can move the deployment any more.
+func (s State) Terminal() bool { return s == Halted || s == Cancelled }
+
+// Offering reports whether devices in the exposed waves are offered.
+func (s State) Offering() bool { return s == Running || s == Completed }
+
+// Duration is a time.Duration that reads and writes as "24h" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("durations are strings like \"24h\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Wave is one step of a rollout. Percent is cumulative: the share of the
+// audience exposed once the wave has started. A paced wave instead grows by
+// DevicesPerPeriod devices every Period, up to Percent (100 if unset).
+type Wave struct {
+	Percent          float64  `json:"percent,omitempty"`
+	DevicesPerPeriod int64    `json:"devices_per_period,omitempty"`
+	Period           Duration `json:"period,omitempty"`
+	// Bake is how long the wave runs before the next starts (the plan's
+	// Bake when zero).
+	Bake Duration `json:"bake,omitempty"`
+}
+
+// Window is a daily maintenance window in the device's local time, from
+// Start to End minutes after midnight (it may wrap past midnight). The
+// device's time zone comes from its "tz" attribute (an IANA name such as
+// "Europe/Berlin" or an offset such as "+02:00"); UTC without one.
+type Window struct {
+	Start int `json:"start_minute"`
+	End   int `json:"end_minute"`
+}
+
+// Plan is how a deployment rolls out.
+type Plan struct {
+	// Ring names the ring the deployment targets; empty means every device
+	// of the product.
+	Ring string `json:"ring,omitempty"`
+	// Audience is a CEL rule further narrowing the devices.
+	Audience string `json:"audience,omitempty"`
+	Waves    []Wave `json:"waves"`
+	// Bake is the default time each wave runs before the next.
+	Bake Duration `json:"bake,omitempty"`
+	// Start, when set, is when the first wave may start.
+	Start *time.Time `json:"start,omitempty"`
+	// Deadline, when set, is when the whole audience is offered regardless
+	// of bake times (approvals are still required); devices are told it.
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Expedite offers at once outside maintenance windows and asks devices
+	// to check back soon.
+	Expedite bool `json:"expedite,omitempty"`
+	// RequireApproval makes every wave wait for a human's approval.
+	RequireApproval bool `json:"require_approval,omitempty"`
+	// Window limits offers to a daily maintenance window.
+	Window *Window `json:"maintenance_window,omitempty"`
+}
+
+// AllAtOnce is the plan of a deployment without options: one wave at 100%.
+func AllAtOnce() Plan { return Plan{Waves: []Wave{{Percent: 100}}} }
+
+// ParseWaves reads "1,10,50,100" into percentage waves.
+func ParseWaves(s string) ([]Wave, error) {
+	var ws []Wave
+	for _, f := range strings.Split(s, ",") {
+		var p float64
+		if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(f), "%")), "%g", &p); err != nil {
+			return nil, fault.Field("waves", "%q is not a percentage", f)
+		}
+		ws = append(ws, Wave{Percent: p})
+	}
+	return ws, nil
+}
+
+// Validate checks a plan.
+func (p *Plan) Validate() error {
+	if len(p.Waves) == 0 {
+		p.Waves = []Wave{{Percent: 100}}
+	}
+	if len(p.Waves) > 50 {
+		return fault.Field("waves", "at most 50 waves")
+	}
+	prev := 0.0
+	for i, w := range p.Waves {
+		f := fmt.Sprintf("waves[%d]", i)
+		target := w.target()
+		switch {
+		case w.Percent < 0 || w.Percent > 100:
+			return fault.Field(f+".percent", "%g is outside 0-100", w.Percent)
+		case w.DevicesPerPeriod < 0:
+			return fault.Field(f+".devices_per_period", "must not be negative")
+		case w.DevicesPerPeriod > 0 && w.Period <= 0:
+			return fault.Field(f+".period", "a paced wave needs a period")
+		case w.DevicesPerPeriod == 0 && w.Percent == 0:
+			return fault.Field(f, "give a percent or devices_per_period")
+		case target < prev:
+			return fault.Field(f+".percent", "%g%% is below the previous wave's %g%%: waves only add devices", target, prev)
+		case w.Bake < 0:
+			return fault.Field(f+".bake", "must not be negative")
+		}
+		prev = target
+	}
+	if last := p.Waves[len(p.Waves)-1]; last.target() != 100 {
+		return fault.Field("waves", "the last wave must reach 100%%, not %g%%", last.target())
+	}
+	if p.Bake < 0 {
+		return fault.Field("bake", "must not be negative")
+	}
+	if p.Window != nil && (p.Window.Start < 0 || p.Window.Start >= 1440 || p.Window.End < 0 || p.Window.End > 1440 || p.Window.Start == p.Window.End) {
+		return fault.Field("maintenance_window", "minutes must be within a day and start must differ from end")
+	}
+	if p.Start != nil && p.Deadline != nil && !p.Deadline.After(*p.Start) {
+		return fault.Field("deadline", "must be after the start")
+	}
+	return nil
+}
+
+func (w Wave) target() float64 {
+	if w.DevicesPerPeriod > 0 && w.Percent == 0 {
+		return 100
+	}
+	return w.Percent
+}
+
+func (p Plan) bake(i int) time.Duration {
+	if b := p.Waves[i].Bake; b > 0 {
+		return time.Duration(b)
+	}
+	return time.Duration(p.Bake)
+}
+
+// Status is what the controller keeps for a deployment.
+type Status struct {
+	State State `json:"state"`
+	// Wave is the index of the current wave; -1 before the first.
+	Wave int `json:"wave"`
+	// WaveStarted is when the current wave started (moved forward by
+	// pauses, so bake time counts only running time).
+	WaveStarted time.Time `json:"wave_started,omitzero"`
+	// Percent is the share of the audience currently exposed.
+	Percent float64 `json:"percent"`
+	// Approved is the highest wave index a human approved; -1 for none.
+	Approved int `json:"approved"`
+	// AwaitingApproval is set while the next wave waits for a human.
+	AwaitingApproval bool `json:"awaiting_approval,omitempty"`
+	// PausedFrom is the state a pause interrupted; PausedAt when.
+	PausedFrom State     `json:"paused_from,omitempty"`
+	PausedAt   time.Time `json:"paused_at,omitzero"`
+	// By and Reason say who or what made the last manual change and why.
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Initial is the status of a new deployment.
+func Initial() Status { return Status{State: Scheduled, Wave: -1, Approved: -1} }
+
+// Observations are facts the controller gathers for Step.
+type Observations struct {
+	// AudienceSize estimates how many devices the deployment targets (for
+	// paced waves); zero when unknown.
+	AudienceSize int64
+}
+
+// Action is something Step or Apply did, for the event log.
+type Action struct {
+	Kind    string  `json:"kind"` // wave_started, exposure_raised, approval_requested, completed, paused, resumed, halted, cancelled, approved, advanced
+	Wave    int     `json:"wave"`
+	Percent float64 `json:"percent"`
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// Step advances a deployment for the passage of time: it starts the first
+// wave at the start time, raises paced waves, starts the next wave when the
+// current one has baked (or the deadline has come), asks for approval where
+// the plan requires it, and completes the rollout. It is a pure function.
+func Step(p Plan, s Status, obs Observations, now time.Time) (Status, []Action) {
+	var acts []Action
+	switch s.State {
+	case Scheduled:
+		if p.Start != nil && now.Before(*p.Start) {
+			return s, nil
+		}
+		return startWave(p, s, 0, now, acts)
+	case Running:
+	default:
+		return s, nil
+	}
+	w := p.Waves[s.Wave]
+	if w.DevicesPerPeriod > 0 {
+		if pct := pacedPercent(p, s, obs, now); pct > s.Percent {
+			s.Percent = pct
+			acts = append(acts, Action{Kind: "exposure_raised", Wave: s.Wave, Percent: pct})
+		}
+		if s.Percent < w.target() && !pastDeadline(p, now) {
+			return s, acts
+		}
+	}
+	if !pastDeadline(p, now) && now.Sub(s.WaveStarted) < p.bake(s.Wave) {
+		return s, acts
+	}
+	if s.Wave == len(p.Waves)-1 {
+		s.State, s.Percent = Completed, 100
+		return s, append(acts, Action{Kind: "completed", Wave: s.Wave, Percent: 100})
+	}
+	return startWave(p, s, s.Wave+1, now, acts)
+}
+
+func startWave(p Plan, s Status, i int, now time.Time, acts []Action) (Status, []Action) {
+	if p.RequireApproval && s.Approved < i {
+		if !s.AwaitingApproval {
+			s.AwaitingApproval = true
+			acts = append(acts, Action{Kind: "approval_requested", Wave: i, Percent: s.Percent,
+				Detail: fmt.Sprintf("wave %d (%s) needs approval", i+1, describeWave(p.Waves[i]))})
+		}
+		return s, acts
+	}
+	s.State, s.Wave, s.WaveStarted, s.AwaitingApproval = Running, i, now, false
+	w := p.Waves[i]
+	if w.DevicesPerPeriod == 0 {
+		s.Percent = w.Percent
+	} // a paced wave grows from where the last one ended
+	return s, append(acts, Action{Kind: "wave_started", Wave: i, Percent: s.Percent, Detail: describeWave(w)})
+}
+
+func describeWave(w Wave) string {
+	if w.DevicesPerPeriod > 0 {
+		return fmt.Sprintf("%d devices per %s up to %g%%", w.DevicesPerPeriod, time.Duration(w.Period), w.target())
+	}
+	return fmt.Sprintf("%g%%", w.Percent)
+}
+
+// pacedPercent is the exposure a paced wave has reached: DevicesPerPeriod
+// more devices for every whole period since the wave started.
+func pacedPercent(p Plan, s Status, obs Observations, now time.Time) float64 {
+	w := p.Waves[s.Wave]
+	if pastDeadline(p, now) {
+		return w.target()
+	}
+	if obs.AudienceSize <= 0 {
+		return s.Percent
+	}
+	periods := int64(now.Sub(s.WaveStarted) / time.Duration(w.Period))
+	start := 0.0
+	if s.Wave > 0 {
+		start = p.Waves[s.Wave-1].target()
+	}
+	pct := start + float64(periods*w.DevicesPerPeriod)*100/float64(obs.AudienceSize)
+	return min(pct, w.target())
+}
+
+func pastDeadline(p Plan, now time.Time) bool { return p.Deadline != nil && !now.Before(*p.Deadline) }
+
+// Command is an operator's instruction.
+type Command string
+
+const (
+	Pause   Command = "pause"
+	Resume  Command = "resume"
+	Halt    Command = "halt"
+	Cancel  Command = "cancel"
+	Approve Command = "approve"
+	Advance Command = "advance"
+)
+
+// Commands lists every Command.
+var Commands = []Command{Pause, Resume, Halt, Cancel, Approve, Advance}
+
+// Apply carries out an operator's command, recording who and why. A command
+// that makes no sense in the current state is a Conflict that says why.
+func Apply(p Plan, s Status, cmd Command, actor, reason string, now time.Time) (Status, Action, error) {
+	conflict := func(format string, args ...any) (Status, Action, error) {
+		return s, Action{}, fault.E(fault.Conflict, format, args...)
+	}
+	if s.State.Terminal() {
+		return conflict("deployment is %s; nothing can change it", s.State)
+	}
+	act := Action{Wave: s.Wave, Percent: s.Percent, Detail: reason}
+	switch cmd {
+	case Pause:
+		if s.State == Paused {
+			return conflict("deployment is already paused (by %s)", s.By)
+		}
+		s.PausedFrom, s.PausedAt, s.State = s.State, now, Paused
+		act.Kind = "paused"
+	case Resume:
+		if s.State != Paused {
+			return conflict("deployment is %s, not paused", s.State)
+		}
+		if s.PausedFrom == Running && !s.WaveStarted.IsZero() {
+			s.WaveStarted = s.WaveStarted.Add(now.Sub(s.PausedAt)) // bake counts running time only
+		}
+		s.State, s.PausedFrom, s.PausedAt = s.PausedFrom, "", time.Time{}
+		act.Kind = "resumed"
+	case Halt:
+		s.State = Halted
+		act.Kind = "halted"
+	case Cancel:
+		s.State = Cancelled
+		act.Kind = "cancelled"
+	case Approve:
+		next := s.Wave + 1
+		if s.State == Completed || next >= len(p.Waves) {
+			return conflict("no wave is left to approve")
+		}
+		if !p.RequireApproval {
+			return conflict("this deployment's plan does not require approval")
+		}
+		if s.Approved >= next {
+			return conflict("wave %d is already approved", next+1)
+		}
+		s.Approved = next
+		act.Kind, act.Wave = "approved", next
+	case Advance:
+		if s.State != Running {
+			return conflict("only a running deployment can advance; it is %s", s.State)
+		}
+		next := s.Wave + 1
+		if next >= len(p.Waves) {
+			return conflict("deployment is in its last wave; it completes when that wave has baked")
+		}
+		if p.RequireApproval && s.Approved < next {
+			return conflict("wave %d needs approval first", next+1)
+		}
+		var acts []Action
+		s, acts = startWave(p, s, next, now, nil)
+		act = acts[0]
+		act.Kind, act.Detail = "advanced", reason
+	default:
+		return conflict("unknown command %q", cmd)
+	}
+	s.By, s.Reason = actor, reason
+	return s, act, nil
+}

@@ -1,0 +1,183 @@
+package rollout
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func at(h float64) time.Time { return t0.Add(time.Duration(h * float64(time.Hour))) }
+
+func waves(pcts ...float64) []Wave {
+	var ws []Wave
+	for _, p := range pcts {
+		ws = append(ws, Wave{Percent: p})
+	}
+	return ws
+}
+
+func TestStep(t *testing.T) {
+	start := at(2)
+	deadline := at(10)
+	basic := Plan{Waves: waves(1, 10, 50, 100), Bake: Duration(24 * time.Hour)}
+	tests := []struct {
+		name     string
+		plan     Plan
+		status   Status
+		obs      Observations
+		now      time.Time
+		want     Status
+		wantActs []string
+	}{
+		{"scheduled starts wave 1 at once", basic, Initial(), Observations{}, at(0),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, []string{"wave_started"}},
+		{"scheduled waits for its start", Plan{Waves: waves(100), Start: &start}, Initial(), Observations{}, at(1),
+			Initial(), nil},
+		{"scheduled starts at its start", Plan{Waves: waves(100), Start: &start}, Initial(), Observations{}, at(2),
+			Status{State: Running, Wave: 0, WaveStarted: at(2), Percent: 100, Approved: -1}, []string{"wave_started"}},
+		{"first wave waits for approval", Plan{Waves: waves(10, 100), RequireApproval: true}, Initial(), Observations{}, at(0),
+			Status{State: Scheduled, Wave: -1, Approved: -1, AwaitingApproval: true}, []string{"approval_requested"}},
+		{"asks for approval only once", Plan{Waves: waves(10, 100), RequireApproval: true},
+			Status{State: Scheduled, Wave: -1, Approved: -1, AwaitingApproval: true}, Observations{}, at(1),
+			Status{State: Scheduled, Wave: -1, Approved: -1, AwaitingApproval: true}, nil},
+		{"approved first wave starts", Plan{Waves: waves(10, 100), RequireApproval: true},
+			Status{State: Scheduled, Wave: -1, Approved: 0, AwaitingApproval: true}, Observations{}, at(1),
+			Status{State: Running, Wave: 0, WaveStarted: at(1), Percent: 10, Approved: 0}, []string{"wave_started"}},
+		{"wave bakes", basic, Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, Observations{}, at(23.9),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, nil},
+		{"baked wave gives way to the next", basic, Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, Observations{}, at(24),
+			Status{State: Running, Wave: 1, WaveStarted: at(24), Percent: 10, Approved: -1}, []string{"wave_started"}},
+		{"next wave waits for approval", Plan{Waves: waves(10, 100), RequireApproval: true},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 0}, Observations{}, at(1),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 0, AwaitingApproval: true}, []string{"approval_requested"}},
+		{"last wave completes after baking", basic, Status{State: Running, Wave: 3, WaveStarted: at(0), Percent: 100, Approved: -1}, Observations{}, at(24),
+			Status{State: Completed, Wave: 3, WaveStarted: at(0), Percent: 100, Approved: -1}, []string{"completed"}},
+		{"deadline skips bake", Plan{Waves: waves(1, 100), Bake: Duration(100 * time.Hour), Deadline: &deadline},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, Observations{}, at(10),
+			Status{State: Running, Wave: 1, WaveStarted: at(10), Percent: 100, Approved: -1}, []string{"wave_started"}},
+		{"deadline does not skip approval", Plan{Waves: waves(1, 100), RequireApproval: true, Deadline: &deadline},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: 0}, Observations{}, at(11),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: 0, AwaitingApproval: true}, []string{"approval_requested"}},
+		{"paced wave grows by whole periods", Plan{Waves: []Wave{{DevicesPerPeriod: 100, Period: Duration(time.Hour)}}},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 0, Approved: -1}, Observations{AudienceSize: 1000}, at(3.5),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 30, Approved: -1}, []string{"exposure_raised"}},
+		{"paced wave without an audience estimate holds still", Plan{Waves: []Wave{{DevicesPerPeriod: 100, Period: Duration(time.Hour)}}},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 0, Approved: -1}, Observations{}, at(3.5),
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 0, Approved: -1}, nil},
+		{"paced wave completes at its cap", Plan{Waves: []Wave{{DevicesPerPeriod: 500, Period: Duration(time.Hour)}}},
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 50, Approved: -1}, Observations{AudienceSize: 1000}, at(2),
+			Status{State: Completed, Wave: 0, WaveStarted: at(0), Percent: 100, Approved: -1}, []string{"exposure_raised", "completed"}},
+		{"paused does not move", basic, Status{State: Paused, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, Observations{}, at(100),
+			Status{State: Paused, Wave: 0, WaveStarted: at(0), Percent: 1, Approved: -1}, nil},
+		{"completed stays", basic, Status{State: Completed, Wave: 3, Percent: 100, Approved: -1}, Observations{}, at(100),
+			Status{State: Completed, Wave: 3, Percent: 100, Approved: -1}, nil},
+		{"halted stays", basic, Status{State: Halted, Wave: 1, Percent: 10, Approved: -1}, Observations{}, at(100),
+			Status{State: Halted, Wave: 1, Percent: 10, Approved: -1}, nil},
+		{"cancelled stays", basic, Status{State: Cancelled, Wave: 1, Percent: 10, Approved: -1}, Observations{}, at(100),
+			Status{State: Cancelled, Wave: 1, Percent: 10, Approved: -1}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.plan.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got, acts := Step(tt.plan, tt.status, tt.obs, tt.now)
+			if got != tt.want {
+				t.Fatalf("status\n got %+v\nwant %+v", got, tt.want)
+			}
+			var kinds []string
+			for _, a := range acts {
+				kinds = append(kinds, a.Kind)
+			}
+			if strings.Join(kinds, ",") != strings.Join(tt.wantActs, ",") {
+				t.Fatalf("actions %v, want %v", kinds, tt.wantActs)
+			}
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	approval := Plan{Waves: waves(10, 50, 100), Bake: Duration(time.Hour), RequireApproval: true}
+	plain := Plan{Waves: waves(10, 50, 100), Bake: Duration(time.Hour)}
+	running := Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1}
+	tests := []struct {
+		name     string
+		plan     Plan
+		status   Status
+		cmd      Command
+		want     Status
+		conflict string
+	}{
+		{"pause running", plain, running, Pause,
+			Status{State: Paused, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1, PausedFrom: Running, PausedAt: at(5), By: "alice", Reason: "why"}, ""},
+		{"pause scheduled", plain, Initial(), Pause,
+			Status{State: Paused, Wave: -1, Approved: -1, PausedFrom: Scheduled, PausedAt: at(5), By: "alice", Reason: "why"}, ""},
+		{"pause paused", plain, Status{State: Paused, By: "bob"}, Pause, Status{}, "already paused (by bob)"},
+		{"resume: bake excludes the pause", plain, Status{State: Paused, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1, PausedFrom: Running, PausedAt: at(1)}, Resume,
+			Status{State: Running, Wave: 0, WaveStarted: at(4), Percent: 10, Approved: -1, By: "alice", Reason: "why"}, ""},
+		{"resume running", plain, running, Resume, Status{}, "not paused"},
+		{"halt", plain, running, Halt, Status{State: Halted, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1, By: "alice", Reason: "why"}, ""},
+		{"cancel", plain, running, Cancel, Status{State: Cancelled, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1, By: "alice", Reason: "why"}, ""},
+		{"nothing after halt", plain, Status{State: Halted}, Resume, Status{}, "halted; nothing can change it"},
+		{"nothing after cancel", plain, Status{State: Cancelled}, Cancel, Status{}, "cancelled"},
+		{"approve next wave", approval, Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 0, AwaitingApproval: true}, Approve,
+			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 1, AwaitingApproval: true, By: "alice", Reason: "why"}, ""},
+		{"approve twice", approval, Status{State: Running, Wave: 0, Approved: 1}, Approve, Status{}, "already approved"},
+		{"approve without approvals", plain, running, Approve, Status{}, "does not require approval"},
+		{"approve after the last wave", approval, Status{State: Running, Wave: 2, Approved: 2}, Approve, Status{}, "no wave is left"},
+		{"advance skips bake", plain, running, Advance,
+			Status{State: Running, Wave: 1, WaveStarted: at(5), Percent: 50, Approved: -1, By: "alice", Reason: "why"}, ""},
+		{"advance needs approval", approval, Status{State: Running, Wave: 0, Approved: 0}, Advance, Status{}, "needs approval first"},
+		{"advance in the last wave", plain, Status{State: Running, Wave: 2}, Advance, Status{}, "last wave"},
+		{"advance paused", plain, Status{State: Paused, Wave: 0}, Advance, Status{}, "only a running deployment"},
+		{"unknown command", plain, running, "explode", Status{}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, act, err := Apply(tt.plan, tt.status, tt.cmd, "alice", "why", at(5))
+			if tt.conflict != "" {
+				if !fault.Is(err, fault.Conflict) || !strings.Contains(err.Error(), tt.conflict) {
+					t.Fatalf("err = %v, want a conflict mentioning %q", err, tt.conflict)
+				}
+				if got != tt.status {
+					t.Fatalf("a refused command changed the status: %+v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("status\n got %+v\nwant %+v", got, tt.want)
+			}
+			if act.Kind == "" {
+				t.Fatal("no action recorded")
+			}
+		})
+	}
+}
+
+func TestPlanValidate(t *testing.T) {
+	for name, p := range map[string]Plan{
+		"decreasing":          {Waves: waves(10, 5, 100)},
+		"not reaching 100":    {Waves: waves(10, 50)},
+		"over 100":            {Waves: waves(150)},
+		"pace without period": {Waves: []Wave{{DevicesPerPeriod: 5}}},
+		"bad window":          {Waves: waves(100), Window: &Window{Start: 60, End: 60}},
+	} {
+		if err := p.Validate(); !fault.Is(err, fault.Invalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	p := Plan{}
+	if err := p.Validate(); err != nil || len(p.Waves) != 1 || p.Waves[0].Percent != 100 {
+		t.Fatalf("empty plan: %v, %+v", err, p)
+	}
+	if ws, err := ParseWaves("1, 10,50%,100"); err != nil || len(ws) != 4 || ws[2].Percent != 50 {
+		t.Fatalf("ParseWaves = %+v, %v", ws, err)
+	}
+}
