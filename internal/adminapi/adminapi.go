@@ -15,10 +15,13 @@ import (
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/controller"
+	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
 // MaxRequestBytes bounds every JSON request body of this API.
@@ -28,7 +31,10 @@ const MaxRequestBytes = 256 << 10
 type Config struct {
 	Store    *store.Store
 	Content  *content.Store
-	Pipeline *pipeline.Pipeline
+	Pipeline   *pipeline.Pipeline
+	Controller *controller.Controller
+	Rules      *targeting.Env
+	Snapshots  interface{ Snapshot() *delivery.Snapshot }
 	// Refresh rebuilds the device snapshot after a change, so the change is
 	// visible to the next check-in when the call returns.
 	Refresh func(ctx context.Context) error
@@ -83,7 +89,16 @@ func (a *API) Register(mux *http.ServeMux) {
 		{"POST /v1/deployments", a.createDeployment},
 		{"GET /v1/deployments", a.listDeployments},
 		{"GET /v1/deployments/{id}", a.getDeployment},
-		{"POST /v1/deployments/{id}/cancel", a.cancelDeployment},
+		{"GET /v1/deployments/{id}/events", a.deploymentEvents},
+		{"POST /v1/deployments/{id}/{command}", a.commandDeployment},
+		{"POST /v1/holds", a.createHold},
+		{"GET /v1/holds", a.listHolds},
+		{"GET /v1/holds/{id}", a.getHold},
+		{"POST /v1/holds/{id}/release", a.releaseHold},
+		{"PUT /v1/rings/{name}", a.putRing},
+		{"GET /v1/rings", a.listRings},
+		{"GET /v1/rings/{name}", a.getRing},
+		{"POST /v1/explain", a.explain},
 		{"GET /v1/devices/{id}", a.getDevice},
 	} {
 		mux.Handle(r.pattern, a.authenticated(r.h))
@@ -216,6 +231,9 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	nu.Normalize()
 	v, err := nu.Validate(a.cfg.MaxPayloadBytes)
+	if err == nil {
+		err = a.checkRule("applicability", nu.Applicability)
+	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -406,123 +424,6 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.Logger(r.Context()).Info("publish submitted", "update", u.ID, "state", u.State, "actor", principal(r.Context()).Actor())
 	httpapi.WriteJSON(w, http.StatusAccepted, a.view(u))
-}
-
-type deployRequest struct {
-	UpdateID string `json:"update_id,omitempty"`
-	Product  string `json:"product,omitempty"`
-	Version  string `json:"version,omitempty"`
-}
-
-func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
-	var req deployRequest
-	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	ctx := r.Context()
-	id, err := a.resolveUpdate(ctx, req)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	d, created, err := a.cfg.Store.CreateDeployment(ctx, id, principal(ctx).Actor())
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	if err := a.cfg.Refresh(ctx); err != nil {
-		httpapi.Logger(ctx).Warn("snapshot refresh after deploy failed; the poller will retry", "err", err)
-	}
-	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", principal(ctx).Actor())
-	httpapi.WriteJSON(w, statusFor(created), d)
-}
-
-func (a *API) resolveUpdate(ctx context.Context, req deployRequest) (string, error) {
-	switch {
-	case req.UpdateID != "" && (req.Product != "" || req.Version != ""):
-		return "", fault.Field("update_id", "give either update_id or product and version, not both")
-	case req.UpdateID != "":
-		return req.UpdateID, catalog.ValidateID("update_id", "upd", req.UpdateID)
-	case req.Product == "" || req.Version == "":
-		return "", fault.E(fault.Invalid, "give update_id, or product and version")
-	}
-	if err := catalog.ValidateProductName("product", req.Product); err != nil {
-		return "", err
-	}
-	v, err := catalog.ValidateVersion("version", req.Version)
-	if err != nil {
-		return "", err
-	}
-	if _, err := a.cfg.Store.Product(ctx, req.Product); err != nil {
-		return "", err
-	}
-	u, err := a.cfg.Store.UpdateByVersion(ctx, req.Product, v)
-	return u.ID, err
-}
-
-func (a *API) listDeployments(w http.ResponseWriter, r *http.Request) {
-	product := r.URL.Query().Get("product")
-	if product != "" {
-		if err := catalog.ValidateProductName("product", product); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-	}
-	ds, err := a.cfg.Store.Deployments(r.Context(), product, 0)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"deployments": ds})
-}
-
-func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := catalog.ValidateID("id", "dep", id); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	d, err := a.cfg.Store.Deployment(r.Context(), id)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, d)
-}
-
-type cancelRequest struct {
-	Reason string `json:"reason"`
-}
-
-func (a *API) cancelDeployment(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := catalog.ValidateID("id", "dep", id); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	var req cancelRequest
-	if r.ContentLength != 0 {
-		if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-	}
-	if err := catalog.ValidateReason("reason", req.Reason); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	ctx := r.Context()
-	d, err := a.cfg.Store.CancelDeployment(ctx, id, principal(ctx).Actor(), req.Reason)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	if err := a.cfg.Refresh(ctx); err != nil {
-		httpapi.Logger(ctx).Warn("snapshot refresh after cancel failed; the poller will retry", "err", err)
-	}
-	httpapi.Logger(ctx).Info("deployment cancelled", "deployment", d.ID, "actor", principal(ctx).Actor(), "reason", req.Reason)
-	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
 func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,18 +19,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/riverqueue/river"
 
 	"github.com/ringmaster/ringmaster/api"
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/adminapi"
 	"github.com/ringmaster/ringmaster/internal/config"
 	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/controller"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/deviceapi"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/jobs"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
 // AdminTokenFile is the name, inside the data directory, of the file that
@@ -38,17 +43,20 @@ const AdminTokenFile = "admin.token"
 
 // App is a running Ringmaster server.
 type App struct {
-	cfg       config.Config
-	log       *slog.Logger
-	lock      *os.File
-	Store     *store.Store
-	Content   *content.Store
-	Pipeline  *pipeline.Pipeline
-	Snapshots *delivery.Refresher
-	Recorder  *registry.Recorder
-	Admin     *adminapi.API
-	handler   http.Handler
-	listener  net.Listener
+	cfg        config.Config
+	log        *slog.Logger
+	lock       *os.File
+	Store      *store.Store
+	Content    *content.Store
+	Pipeline   *pipeline.Pipeline
+	Controller *controller.Controller
+	Jobs       *river.Client[*sql.Tx]
+	Rules      *targeting.Env
+	Snapshots  *delivery.Refresher
+	Recorder   *registry.Recorder
+	Admin      *adminapi.API
+	handler    http.Handler
+	listener   net.Listener
 }
 
 // New builds a server: it locks the data directory, opens and migrates the
@@ -79,20 +87,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	if err := a.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}
-	a.Snapshots = delivery.NewRefresher(a.Store, log.With("component", "snapshot"), cfg.SnapshotPoll, time.Now)
+	if a.Rules, err = targeting.NewEnv(); err != nil {
+		return nil, err
+	}
+	a.Snapshots = delivery.NewRefresher(a.Store, delivery.NewRuleCache(a.Rules), log.With("component", "snapshot"), cfg.SnapshotPoll, time.Now)
 	if err := a.Snapshots.Refresh(ctx); err != nil {
 		return nil, fmt.Errorf("load device snapshot: %w", err)
 	}
 	a.Recorder = registry.NewRecorder(a.Store, log.With("component", "registry"), cfg.RegistryBuffer, cfg.RegistryFlush)
-	a.Pipeline, err = pipeline.New(pipeline.Config{
+	a.Pipeline = pipeline.New(pipeline.Config{
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
-		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, IngestTimeout: cfg.IngestTimeout,
-		PollInterval: cfg.JobPoll,
-		Failpoint:    cfg.Failpoint, FailpointDir: cfg.DataDir,
+		IngestTimeout: cfg.IngestTimeout, Failpoint: cfg.Failpoint, FailpointDir: cfg.DataDir,
 	})
+	a.Controller = controller.New(a.Store, a.Rules, log.With("component", "controller"), time.Now, cfg.RolloutTick, a.refresh)
+	workers := river.NewWorkers()
+	a.Pipeline.Register(workers)
+	a.Controller.Register(workers)
+	a.Jobs, err = jobs.NewClient(a.Store, log.With("component", "jobs"), jobs.Config{
+		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, PollInterval: cfg.JobPoll,
+	}, workers, a.Controller.PeriodicJobs())
 	if err != nil {
 		return nil, err
 	}
+	a.Pipeline.SetClient(a.Jobs)
 	a.handler = a.routes()
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -119,8 +136,8 @@ func (a *App) routes() http.Handler {
 		Now: time.Now, Metrics: reg,
 	}).Register(mux)
 	a.Admin = adminapi.New(adminapi.Config{
-		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Refresh: a.Snapshots.Refresh,
-		MaxPayloadBytes: a.cfg.MaxPayloadBytes, Now: time.Now,
+		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Controller: a.Controller, Rules: a.Rules,
+		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, MaxPayloadBytes: a.cfg.MaxPayloadBytes, Now: time.Now,
 	})
 	a.Admin.Register(mux)
 	a.Pipeline.OnPublished(func(string) { publishes.Inc(); a.Snapshots.Kick() })
@@ -166,7 +183,7 @@ func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.Snapshots.Run(bg) })
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
-	if err := a.Pipeline.Start(bg); err != nil {
+	if err := a.Jobs.Start(bg); err != nil {
 		stopBG()
 		wg.Wait()
 		return fmt.Errorf("start job workers: %w", err)
@@ -193,7 +210,7 @@ func (a *App) Run(ctx context.Context) error {
 	if e := srv.Shutdown(sctx); e != nil {
 		a.log.Warn("http shutdown", "err", e)
 	}
-	if e := a.Pipeline.Stop(sctx); e != nil {
+	if e := a.Jobs.Stop(sctx); e != nil {
 		a.log.Warn("job workers shutdown", "err", e)
 	}
 	stopBG()
@@ -202,6 +219,13 @@ func (a *App) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// refresh rebuilds the device snapshot after a change this process made.
+func (a *App) refresh(ctx context.Context) {
+	if err := a.Snapshots.Refresh(ctx); err != nil {
+		a.log.Warn("snapshot refresh failed; the poller will retry", "err", err)
+	}
 }
 
 func (a *App) close() {

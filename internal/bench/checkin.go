@@ -23,7 +23,9 @@ import (
 	"github.com/ringmaster/ringmaster/internal/app"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/config"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -41,7 +43,14 @@ type CheckinConfig struct {
 	Rounds   int
 	Products int
 	Versions int
-	Seed     uint64
+	// Deployments is how many of the newest versions (across products) get
+	// a deployment; each rolls out in two waves, the first at a random
+	// percentage, and a third of them have an audience rule.
+	Deployments int
+	// Holds is how many safeguard holds (two-attribute cohort rules) the
+	// catalog holds.
+	Holds int
+	Seed  uint64
 }
 
 // Result is one measured phase (summed over rounds).
@@ -295,29 +304,34 @@ func startSeeded(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (stri
 		os.RemoveAll(dir)
 		return "", nil, err
 	}
-	if err := seed(ctx, a.Store, cfg.Products, cfg.Versions); err != nil {
+	if err := seed(ctx, a, cfg); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, err
 	}
 	if err := a.Snapshots.Refresh(ctx); err != nil {
 		return "", nil, err
 	}
-	log.Info("benchmark catalog seeded", "updates", a.Snapshots.Snapshot().Releases())
+	log.Info("benchmark catalog seeded", "deployed_updates", a.Snapshots.Snapshot().Releases())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { _ = a.Run(runCtx); close(done) }()
 	return "http://" + a.Addr(), func() { cancel(); <-done; os.RemoveAll(dir) }, nil
 }
 
-// seed writes published, deployed updates straight into the store: the
-// benchmark measures check-ins, not the publishing pipeline.
-func seed(ctx context.Context, s *store.Store, products, versions int) error {
-	for p := 0; p < products; p++ {
+// seed writes published updates straight into the store (the benchmark
+// measures check-ins, not the publishing pipeline), then deploys the newest
+// through the controller and adds holds through the store.
+func seed(ctx context.Context, a *app.App, cfg CheckinConfig) error {
+	s := a.Store
+	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	perProduct := (cfg.Deployments + cfg.Products - 1) / max(cfg.Products, 1)
+	deployed := 0
+	for p := 0; p < cfg.Products; p++ {
 		name := productName(p)
 		if _, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: name}); err != nil {
 			return err
 		}
-		for v := 1; v <= versions; v++ {
+		for v := 1; v <= cfg.Versions; v++ {
 			nu := catalog.NewUpdate{Product: name, Version: fmt.Sprintf("1.%d.0", v), Payloads: []catalog.NewPayload{{
 				Name: name + ".bin", SHA256: fmt.Sprintf("%064x", p*100000+v), Size: int64(1 << 20)}}}
 			nu.Normalize()
@@ -334,9 +348,25 @@ func seed(ctx context.Context, s *store.Store, products, versions int) error {
 			if err != nil {
 				return err
 			}
-			if _, _, err := s.CreateDeployment(ctx, u.ID, "bench"); err != nil {
+			if v <= cfg.Versions-perProduct || deployed >= cfg.Deployments {
+				continue
+			}
+			plan := rollout.Plan{Waves: []rollout.Wave{{Percent: float64(1 + rng.IntN(99))}, {Percent: 100}}, Bake: rollout.Duration(1000 * time.Hour)}
+			if deployed%3 == 1 {
+				plan.Audience = fmt.Sprintf(`device.attributes.arch == %q`, []string{"x64", "arm64"}[rng.IntN(2)])
+			}
+			if _, _, err := a.Controller.Deploy(ctx, u.ID, plan, "bench"); err != nil {
 				return err
 			}
+			deployed++
+		}
+	}
+	for i := 0; i < cfg.Holds; i++ {
+		_, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", time.Now()), Product: productName(i % cfg.Products),
+			Rule:   fmt.Sprintf(`device.attributes.oem == "oem-%d" && device.attributes.region == "region-%d"`, rng.IntN(20), rng.IntN(8)),
+			Reason: "benchmark cohort", Source: targeting.HoldManual, CreatedBy: "bench"})
+		if err != nil {
+			return err
 		}
 	}
 	return nil

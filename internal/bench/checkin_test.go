@@ -11,7 +11,7 @@ import (
 // asserts that both sides were measured, never how fast they were.
 func TestRunCheckinSmoke(t *testing.T) {
 	rep, err := RunCheckin(context.Background(), CheckinConfig{
-		Devices: 200, Concurrency: 4, Duration: 300 * time.Millisecond, Rounds: 1, Products: 5, Versions: 4, Seed: 1,
+		Devices: 200, Concurrency: 4, Duration: 300 * time.Millisecond, Rounds: 1, Products: 5, Versions: 4, Deployments: 20, Holds: 3, Seed: 1,
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,10 +20,19 @@ import (
 
 // Product is a thing devices run, such as "windows-11" or "contoso-agent".
 type Product struct {
-	Name        string    `json:"name"`
-	Title       string    `json:"title,omitempty"`
-	Description string    `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string `json:"name"`
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Floors are mandatory intermediate versions: a device below a floor is
+	// offered nothing newer than that floor until it has installed it.
+	Floors    []string  `json:"floors,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Prerequisite is a product version a device must already run.
+type Prerequisite struct {
+	Product    string `json:"product"`
+	MinVersion string `json:"min_version"`
 }
 
 // Kind is what an update is.
@@ -70,20 +80,22 @@ const (
 
 // Update is one version of a product.
 type Update struct {
-	ID             string      `json:"id"`
-	Product        string      `json:"product"`
-	Version        string      `json:"version"`
-	Kind           Kind        `json:"kind"`
-	Classification string      `json:"classification,omitempty"`
-	Severity       Severity    `json:"severity"`
-	Title          string      `json:"title,omitempty"`
-	ReleaseNotes   string      `json:"release_notes,omitempty"`
-	Applicability  string      `json:"applicability,omitempty"`
-	State          UpdateState `json:"state"`
-	FailureReason  string      `json:"failure_reason,omitempty"`
-	Payloads       []Payload   `json:"payloads"`
-	CreatedAt      time.Time   `json:"created_at"`
-	PublishedAt    *time.Time  `json:"published_at,omitempty"`
+	ID             string   `json:"id"`
+	Product        string   `json:"product"`
+	Version        string   `json:"version"`
+	Kind           Kind     `json:"kind"`
+	Classification string   `json:"classification,omitempty"`
+	Severity       Severity `json:"severity"`
+	Title          string   `json:"title,omitempty"`
+	ReleaseNotes   string   `json:"release_notes,omitempty"`
+	Applicability  string   `json:"applicability,omitempty"`
+	// Prerequisites must be installed before the update is offered.
+	Prerequisites []Prerequisite `json:"prerequisites,omitempty"`
+	State         UpdateState    `json:"state"`
+	FailureReason string         `json:"failure_reason,omitempty"`
+	Payloads      []Payload      `json:"payloads"`
+	CreatedAt     time.Time      `json:"created_at"`
+	PublishedAt   *time.Time     `json:"published_at,omitempty"`
 }
 
 // PayloadState is where one payload is in the pipeline.
@@ -101,27 +113,6 @@ type Payload struct {
 	SHA256 string       `json:"sha256"`
 	Size   int64        `json:"size"`
 	State  PayloadState `json:"state"`
-}
-
-// DeploymentState is where a deployment is in its life.
-type DeploymentState string
-
-const (
-	DeploymentRunning   DeploymentState = "running"
-	DeploymentCancelled DeploymentState = "cancelled"
-)
-
-// Deployment makes a published update available to devices.
-type Deployment struct {
-	ID          string          `json:"id"`
-	UpdateID    string          `json:"update_id"`
-	Product     string          `json:"product"`
-	Version     string          `json:"version"`
-	State       DeploymentState `json:"state"`
-	CreatedBy   string          `json:"created_by"`
-	CreatedAt   time.Time       `json:"created_at"`
-	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
-	Reason      string          `json:"reason,omitempty"`
 }
 
 // Limits on publisher input.
@@ -205,9 +196,10 @@ func ValidateReason(field, s string) error {
 
 // NewProduct is what a publisher sends to create a product.
 type NewProduct struct {
-	Name        string `json:"name"`
-	Title       string `json:"title,omitempty"`
-	Description string `json:"description,omitempty"`
+	Name        string   `json:"name"`
+	Title       string   `json:"title,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Floors      []string `json:"floors,omitempty"`
 }
 
 // Validate checks a NewProduct.
@@ -221,6 +213,14 @@ func (p NewProduct) Validate() error {
 	if len(p.Description) > MaxDescriptionLen {
 		return fault.Field("description", "longer than %d bytes", MaxDescriptionLen)
 	}
+	if len(p.Floors) > 32 {
+		return fault.Field("floors", "at most 32 floors")
+	}
+	for i, f := range p.Floors {
+		if _, err := ValidateVersion(fmt.Sprintf("floors[%d]", i), f); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -233,15 +233,16 @@ type NewPayload struct {
 
 // NewUpdate is what a publisher sends to create an update.
 type NewUpdate struct {
-	Product        string       `json:"product"`
-	Version        string       `json:"version"`
-	Kind           Kind         `json:"kind,omitempty"`
-	Classification string       `json:"classification,omitempty"`
-	Severity       Severity     `json:"severity,omitempty"`
-	Title          string       `json:"title,omitempty"`
-	ReleaseNotes   string       `json:"release_notes,omitempty"`
-	Applicability  string       `json:"applicability,omitempty"`
-	Payloads       []NewPayload `json:"payloads"`
+	Product        string         `json:"product"`
+	Version        string         `json:"version"`
+	Kind           Kind           `json:"kind,omitempty"`
+	Classification string         `json:"classification,omitempty"`
+	Severity       Severity       `json:"severity,omitempty"`
+	Title          string         `json:"title,omitempty"`
+	ReleaseNotes   string         `json:"release_notes,omitempty"`
+	Applicability  string         `json:"applicability,omitempty"`
+	Prerequisites  []Prerequisite `json:"prerequisites,omitempty"`
+	Payloads       []NewPayload   `json:"payloads"`
 }
 
 // Normalize fills defaults: kind "quality", severity "none".
@@ -282,10 +283,21 @@ func (u NewUpdate) Validate(maxPayload int64) (version.Version, error) {
 		return v, fault.Field("release_notes", "longer than %d bytes", MaxReleaseNotesLen)
 	case len(u.Applicability) > MaxRuleLen:
 		return v, fault.Field("applicability", "longer than %d bytes", MaxRuleLen)
+	case len(u.Prerequisites) > 16:
+		return v, fault.Field("prerequisites", "at most 16 prerequisites")
 	case len(u.Payloads) == 0:
 		return v, fault.Field("payloads", "an update needs at least one payload")
 	case len(u.Payloads) > MaxPayloads:
 		return v, fault.Field("payloads", "at most %d payloads per update", MaxPayloads)
+	}
+	for i, p := range u.Prerequisites {
+		f := fmt.Sprintf("prerequisites[%d]", i)
+		if err := ValidateProductName(f+".product", p.Product); err != nil {
+			return v, err
+		}
+		if _, err := ValidateVersion(f+".min_version", p.MinVersion); err != nil {
+			return v, err
+		}
 	}
 	names, hashes := map[string]bool{}, map[string]bool{}
 	for i, p := range u.Payloads {
@@ -316,7 +328,7 @@ func (u NewUpdate) SameContent(x Update) bool {
 	if x.Product != u.Product || x.Kind != u.Kind || x.Severity != u.Severity ||
 		x.Classification != u.Classification || x.Title != u.Title ||
 		x.ReleaseNotes != u.ReleaseNotes || x.Applicability != u.Applicability ||
-		len(x.Payloads) != len(u.Payloads) {
+		len(x.Payloads) != len(u.Payloads) || !slices.Equal(x.Prerequisites, u.Prerequisites) {
 		return false
 	}
 	if a, err := version.Parse(x.Version); err != nil || a.Key() != version.MustParse(u.Version).Key() {

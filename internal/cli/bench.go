@@ -21,7 +21,9 @@ func benchCmd(g *globals) *cobra.Command {
 		Long: `Drive simulated device check-ins and compare with a baseline.
 
 Without --url it starts a server in-process (SQLite in a temporary directory)
-seeded with --products × --versions published, deployed updates. The
+seeded with --products × --versions published updates, --deployments of them
+deployed in two waves (the first at a random percentage; a third with an
+audience rule) and --holds safeguard holds. The
 baseline is a bare net/http handler returning a fixed JSON body of the same
 average size, measured through the same HTTP stack and client in the same
 run; phases alternate (--rounds). It reports check-ins per second,
@@ -66,7 +68,9 @@ included) and the throughput ratio.`,
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured phase (D)")
 	f.IntVar(&cfg.Rounds, "rounds", 2, "alternating baseline/ringmaster rounds")
 	f.IntVar(&cfg.Products, "products", 50, "products in the seeded catalog")
-	f.IntVar(&cfg.Versions, "versions", 20, "published, deployed versions per product")
+	f.IntVar(&cfg.Versions, "versions", 20, "published versions per product")
+	f.IntVar(&cfg.Deployments, "deployments", 1000, "deployments of the newest versions (two waves each)")
+	f.IntVar(&cfg.Holds, "holds", 0, "safeguard holds on two-attribute cohorts")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed for the device population")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.AddCommand(checkin)

@@ -46,6 +46,8 @@ type Config struct {
 	JobRescueAfter time.Duration `yaml:"job_rescue_after"`
 	JobPoll        time.Duration `yaml:"job_poll"`
 	IngestTimeout  time.Duration `yaml:"ingest_timeout"`
+	// RolloutTick is how often the controller moves rollouts forward.
+	RolloutTick time.Duration `yaml:"rollout_tick"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -69,6 +71,7 @@ func Default() Config {
 		JobRescueAfter:  time.Minute,
 		JobPoll:         250 * time.Millisecond,
 		IngestTimeout:   time.Minute,
+		RolloutTick:     10 * time.Second,
 		ShutdownTimeout: 20 * time.Second,
 	}
 }
@@ -108,7 +111,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_NEXT_CHECK": &c.NextCheck, "RINGMASTER_SNAPSHOT_POLL": &c.SnapshotPoll,
 		"RINGMASTER_REGISTRY_FLUSH": &c.RegistryFlush, "RINGMASTER_JOB_RESCUE_AFTER": &c.JobRescueAfter,
 		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
-		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout,
+		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
@@ -160,6 +163,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("job_rescue_after must be at least 1s")
 	case c.IngestTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("ingest_timeout and shutdown_timeout must be positive")
+	case c.RolloutTick < 100*time.Millisecond:
+		return fmt.Errorf("rollout_tick must be at least 100ms")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

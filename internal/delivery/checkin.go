@@ -227,3 +227,28 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// ValidDeviceID reports whether s is a valid device id.
+func ValidDeviceID(s string) bool { return validDeviceID([]byte(s)) }
+
+// FromParts builds and validates a check-in from its parts (for explain),
+// with the same rules as a device's own check-in.
+func FromParts(deviceID string, attributes, installed map[string]string) (CheckIn, error) {
+	type inst struct {
+		Product string `json:"product"`
+		Version string `json:"version"`
+	}
+	body := struct {
+		DeviceID   string            `json:"device_id"`
+		Attributes map[string]string `json:"attributes"`
+		Installed  []inst            `json:"installed"`
+	}{DeviceID: deviceID, Attributes: attributes}
+	for p, v := range installed {
+		body.Installed = append(body.Installed, inst{p, v})
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return CheckIn{}, err
+	}
+	return ParseCheckIn(b)
+}

@@ -8,56 +8,73 @@ import (
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
+var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
 func rel(product, ver string) Release {
 	return Release{
-		Deployment: catalog.Deployment{ID: "dep_" + product + ver},
+		Deployment: rollout.Deployment{ID: "dep_" + product + ver, Salt: "salt", Plan: rollout.AllAtOnce(),
+			Status: rollout.Status{State: rollout.Running, Percent: 100, Approved: -1}},
 		Update: catalog.Update{ID: "upd_" + product + ver, Product: product, Version: ver, Kind: catalog.KindQuality,
 			Payloads: []catalog.Payload{{Name: "f.bin", SHA256: strings.Repeat("a", 64), Size: 3}}},
 	}
 }
 
-func device(installed ...string) CheckIn {
-	c := CheckIn{DeviceID: "d1", Installed: map[string]version.Version{}}
+func snapshot(t testing.TB, v View) *Snapshot {
+	t.Helper()
+	env, err := targeting.NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSnapshot(v, testNow, NewRuleCache(env))
+	if len(s.Problems) > 0 {
+		t.Fatalf("snapshot problems: %v", s.Problems)
+	}
+	return s
+}
+
+func checkIn(installed ...string) CheckIn {
+	c := CheckIn{DeviceID: "d1", Attributes: map[string]string{}, Installed: map[string]version.Version{}}
 	for i := 0; i+1 < len(installed); i += 2 {
 		c.Installed[installed[i]] = version.MustParse(installed[i+1])
 	}
 	return c
 }
 
-func TestOffers(t *testing.T) {
-	snap := NewSnapshot(1, time.Now(), []Release{
+func TestOffersSupersedence(t *testing.T) {
+	snap := snapshot(t, View{Releases: []Release{
 		rel("os", "10.0.22631.4317"), rel("os", "10.0.22631.4460"), rel("os", "10.0.22621.9999"),
 		rel("agent", "1.2.0"), rel("agent", "1.10.0"), rel("agent", "2.0.0-rc.1"),
-	})
+	}})
 	tests := []struct {
 		name   string
 		device CheckIn
 		want   []string // product@version offered, in order
 	}{
-		{"nothing installed gets nothing", device(), nil},
-		{"older gets the newest", device("os", "10.0.22631.1"), []string{"os@10.0.22631.4460"}},
-		{"at the newest gets nothing", device("os", "10.0.22631.4460"), nil},
-		{"above the newest gets nothing", device("os", "10.0.26100.1"), nil},
-		{"numeric not lexical order", device("agent", "1.9"), []string{"agent@2.0.0-rc.1"}},
-		{"pre-release is newer than older releases", device("agent", "1.10.0"), []string{"agent@2.0.0-rc.1"}},
-		{"release is newer than its pre-release", device("agent", "2.0.0"), nil},
-		{"two products, sorted", device("os", "1", "agent", "1"), []string{"agent@2.0.0-rc.1", "os@10.0.22631.4460"}},
-		{"unknown product", device("other", "1"), nil},
+		{"nothing installed gets nothing", checkIn(), nil},
+		{"older gets the newest", checkIn("os", "10.0.22631.1"), []string{"os@10.0.22631.4460"}},
+		{"at the newest gets nothing", checkIn("os", "10.0.22631.4460"), nil},
+		{"above the newest gets nothing", checkIn("os", "10.0.26100.1"), nil},
+		{"numeric not lexical order", checkIn("agent", "1.9"), []string{"agent@2.0.0-rc.1"}},
+		{"release is newer than its pre-release", checkIn("agent", "2.0.0"), nil},
+		{"two products, sorted", checkIn("os", "1", "agent", "1"), []string{"agent@2.0.0-rc.1", "os@10.0.22631.4460"}},
+		{"unknown product", checkIn("other", "1"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			for _, o := range snap.Offers(tt.device) {
+			for _, o := range snap.Offers(tt.device, testNow) {
 				got = append(got, o.Product+"@"+o.Version)
 			}
 			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Fatalf("offers = %v, want %v", got, tt.want)
 			}
 			// The pre-encoded response says the same.
-			buf, n := snap.AppendResponse(nil, tt.device, time.Hour)
+			buf, n := snap.AppendResponse(nil, tt.device, testNow, time.Hour)
 			var resp struct {
 				Offers []Offer `json:"offers"`
 				Next   int     `json:"next_check_seconds"`
@@ -74,6 +91,123 @@ func TestOffers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecision covers every way a device can be not offered an update; each
+// case checks the offer and that explain names the failing step.
+func TestDecision(t *testing.T) {
+	with := func(mut func(r *Release)) Release {
+		r := rel("os", "2.0")
+		mut(&r)
+		return r
+	}
+	base := checkIn("os", "1.0", "fw", "5.0")
+	base.Attributes = map[string]string{"arch": "x64", "tz": "+02:00", "oem": "contoso"}
+	start := testNow.Add(time.Hour)
+	tests := []struct {
+		name   string
+		view   View
+		device CheckIn
+		failed string // "" = offered
+		detail string
+	}{
+		{"offered", View{Releases: []Release{rel("os", "2.0")}}, base, "", ""},
+		{"not newer", View{Releases: []Release{rel("os", "1.0")}}, base, "newer", "installed 1.0"},
+		{"floor", View{Releases: []Release{rel("os", "2.0")}, Floors: map[string][]string{"os": {"1.5"}}}, base, "floor", "1.5 must be installed first"},
+		{"floor at or below installed does not block", View{Releases: []Release{rel("os", "2.0")}, Floors: map[string][]string{"os": {"1.0", "2.0"}}}, base, "", ""},
+		{"applicability", View{Releases: []Release{with(func(r *Release) { r.Update.Applicability = `device.attributes.arch == "arm64"` })}}, base,
+			"applicability", `arch == "arm64"`},
+		{"applicability error fails closed", View{Releases: []Release{with(func(r *Release) { r.Update.Applicability = `version(device.installed["gpu"]) > version("1")` })}}, base,
+			"applicability", "evaluation failed"},
+		{"prerequisite missing", View{Releases: []Release{with(func(r *Release) { r.Update.Prerequisites = []catalog.Prerequisite{{Product: "bios", MinVersion: "3"}} })}}, base,
+			"prerequisites", "needs bios >= 3 (installed none)"},
+		{"prerequisite too old", View{Releases: []Release{with(func(r *Release) { r.Update.Prerequisites = []catalog.Prerequisite{{Product: "fw", MinVersion: "5.1"}} })}}, base,
+			"prerequisites", "installed 5.0"},
+		{"prerequisite met", View{Releases: []Release{with(func(r *Release) { r.Update.Prerequisites = []catalog.Prerequisite{{Product: "fw", MinVersion: "5"}} })}}, base, "", ""},
+		{"scheduled", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.Plan.Start, r.Deployment.Status = &start, rollout.Initial()
+		})}}, base, "deployment", "is scheduled (starts 2026-11-26T13:00:00Z)"},
+		{"paused", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.State, r.Deployment.By, r.Deployment.Reason = rollout.Paused, "token:alice", "crash reports"
+		})}}, base, "deployment", "paused (by token:alice; reason: crash reports)"},
+		{"halted", View{Releases: []Release{with(func(r *Release) { r.Deployment.State = rollout.Halted })}}, base, "deployment", "halted"},
+		{"awaiting approval", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.Status = rollout.Status{State: rollout.Scheduled, Wave: -1, Approved: -1, AwaitingApproval: true}
+		})}}, base, "deployment", "awaits approval"},
+		{"ring: not a member", View{Rings: []targeting.Ring{{Name: "canary", Members: []string{"other"}}},
+			Releases: []Release{with(func(r *Release) { r.Deployment.Plan.Ring = "canary" })}}, base, "ring", "ring canary: not a member"},
+		{"ring: member", View{Rings: []targeting.Ring{{Name: "canary", Members: []string{"d1"}}},
+			Releases: []Release{with(func(r *Release) { r.Deployment.Plan.Ring = "canary" })}}, base, "", ""},
+		{"ring: rule", View{Rings: []targeting.Ring{{Name: "insider", Rule: `device.attributes.oem == "fabrikam"`}},
+			Releases: []Release{with(func(r *Release) { r.Deployment.Plan.Ring = "insider" })}}, base, "ring", `oem == "fabrikam"`},
+		{"ring missing", View{Releases: []Release{with(func(r *Release) { r.Deployment.Plan.Ring = "gone" })}}, base, "ring", `ring "gone" does not exist`},
+		{"audience", View{Releases: []Release{with(func(r *Release) { r.Deployment.Plan.Audience = `device.id == "someone-else"` })}}, base,
+			"audience", "someone-else"},
+		{"wave bucket", View{Releases: []Release{with(func(r *Release) { r.Deployment.Percent = 0 })}}, base, "wave", "exposes 0%"},
+		{"maintenance window", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.Plan.Window = &rollout.Window{Start: 22 * 60, End: 5 * 60} // 12:00 UTC is 14:00 at +02:00
+		})}}, base, "maintenance_window", "window 22:00-05:00 local; device time 14:00"},
+		{"inside the maintenance window", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.Plan.Window = &rollout.Window{Start: 13 * 60, End: 15 * 60}
+		})}}, base, "", ""},
+		{"expedite ignores the window", View{Releases: []Release{with(func(r *Release) {
+			r.Deployment.Plan.Window, r.Deployment.Plan.Expedite = &rollout.Window{Start: 22 * 60, End: 5 * 60}, true
+		})}}, base, "", ""},
+		{"hold on the product", View{Releases: []Release{rel("os", "2.0")}, Holds: []targeting.Hold{{ID: "hld_1", Product: "os",
+			Rule: `device.attributes.oem == "contoso"`, Reason: "driver crash", Source: targeting.HoldManual}}}, base, "hold", "hld_1 (manual): driver crash"},
+		{"hold on another update", View{Releases: []Release{rel("os", "2.0")}, Holds: []targeting.Hold{{ID: "hld_1", Product: "os",
+			UpdateID: "upd_other", Rule: `true`, Reason: "x"}}}, base, "", ""},
+		{"hold on another cohort", View{Releases: []Release{rel("os", "2.0")}, Holds: []targeting.Hold{{ID: "hld_1", Product: "os",
+			Rule: `device.attributes.oem == "fabrikam"`, Reason: "x"}}}, base, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := snapshot(t, tt.view)
+			offers := snap.Offers(tt.device, testNow)
+			if (len(offers) == 1) != (tt.failed == "") {
+				t.Fatalf("offers = %d, want offered=%v", len(offers), tt.failed == "")
+			}
+			decs := snap.Explain(tt.device, "", testNow)
+			if len(decs) != 1 {
+				t.Fatalf("explain returned %d decisions", len(decs))
+			}
+			d := decs[0]
+			if d.Offered != (tt.failed == "") || d.FailedStep != tt.failed {
+				t.Fatalf("decision offered=%v failed=%q, want failed %q: %+v", d.Offered, d.FailedStep, tt.failed, d.Checks)
+			}
+			if tt.failed != "" && !strings.Contains(d.Checks[len(d.Checks)-1].Detail, tt.detail) {
+				t.Fatalf("failing check %+v does not mention %q", d.Checks[len(d.Checks)-1], tt.detail)
+			}
+		})
+	}
+}
+
+// TestHeldNewestFallsBackToOlder: a hold on the newest update lets the
+// device be offered the newest one it is not held from, and explain says
+// the newer one is held.
+func TestHeldNewestFallsBackToOlder(t *testing.T) {
+	newer := rel("os", "3.0")
+	snap := snapshot(t, View{Releases: []Release{rel("os", "2.0"), newer},
+		Holds: []targeting.Hold{{ID: "hld_1", Product: "os", UpdateID: newer.Update.ID, Rule: "true", Reason: "bad"}}})
+	c := checkIn("os", "1.0")
+	offers := snap.Offers(c, testNow)
+	if len(offers) != 1 || offers[0].Version != "2.0" {
+		t.Fatalf("offers = %+v", offers)
+	}
+	decs := snap.Explain(c, "", testNow)
+	if decs[0].Version != "3.0" || decs[0].FailedStep != "hold" || decs[1].Version != "2.0" || !decs[1].Offered {
+		t.Fatalf("explain = %+v", decs)
+	}
+}
+
+func TestExpediteShortensNextCheck(t *testing.T) {
+	r := rel("os", "2.0")
+	r.Deployment.Plan.Expedite = true
+	snap := snapshot(t, View{Releases: []Release{r}})
+	buf, _ := snap.AppendResponse(nil, checkIn("os", "1"), testNow, time.Hour)
+	if !strings.Contains(string(buf), `"next_check_seconds":900`) || !strings.Contains(string(buf), `"expedite":true`) {
+		t.Fatalf("response %s", buf)
 	}
 }
 
@@ -123,7 +257,7 @@ func FuzzDecodeCheckIn(f *testing.F) {
 	f.Add([]byte(`{"device_id":"dev-1","attributes":{"arch":"x64","n":1},"installed":[{"product":"os","version":"10.0.1"}]}`))
 	f.Add([]byte(`{"device_id":"d","installed":[{"product":"a","version":"1.0.0-rc.1+b"}]}`))
 	f.Add([]byte(`{"attributes":{"a":true,"b":-1.5e3}}`))
-	snap := NewSnapshot(1, time.Now(), []Release{rel("os", "10.0.2"), rel("a", "2")})
+	snap := snapshot(f, View{Releases: []Release{rel("os", "10.0.2"), rel("a", "2")}})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		c, err := DecodeCheckIn(strings.NewReader(string(body)))
 		if err != nil {
@@ -145,7 +279,7 @@ func FuzzDecodeCheckIn(f *testing.F) {
 				t.Fatalf("accepted attribute %q=%q", k, v)
 			}
 		}
-		buf, _ := snap.AppendResponse(nil, c, time.Hour)
+		buf, _ := snap.AppendResponse(nil, c, testNow, time.Hour)
 		if !json.Valid(buf) {
 			t.Fatalf("invalid response JSON %s", buf)
 		}

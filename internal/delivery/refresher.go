@@ -12,9 +12,8 @@ import (
 type Source interface {
 	// Generation changes whenever what devices are offered may change.
 	Generation(ctx context.Context) (int64, error)
-	// Releases returns the generation and every running release, read
-	// consistently.
-	Releases(ctx context.Context) (int64, []Release, error)
+	// View returns everything a snapshot is built from, read consistently.
+	View(ctx context.Context) (View, error)
 }
 
 // Refresher holds the current Snapshot and rebuilds it when the source's
@@ -22,6 +21,7 @@ type Source interface {
 // and by polling (another replica did). Safe for concurrent use.
 type Refresher struct {
 	src     Source
+	rules   Compiler
 	log     *slog.Logger
 	poll    time.Duration
 	now     func() time.Time
@@ -31,9 +31,9 @@ type Refresher struct {
 }
 
 // NewRefresher returns a Refresher polling src every poll.
-func NewRefresher(src Source, log *slog.Logger, poll time.Duration, now func() time.Time) *Refresher {
-	r := &Refresher{src: src, log: log, poll: poll, now: now, kick: make(chan struct{}, 1)}
-	r.current.Store(NewSnapshot(-1, now(), nil))
+func NewRefresher(src Source, rules Compiler, log *slog.Logger, poll time.Duration, now func() time.Time) *Refresher {
+	r := &Refresher{src: src, rules: rules, log: log, poll: poll, now: now, kick: make(chan struct{}, 1)}
+	r.current.Store(NewSnapshot(View{Generation: -1}, now(), rules))
 	return r
 }
 
@@ -61,14 +61,18 @@ func (r *Refresher) Refresh(ctx context.Context) error {
 	if gen == r.current.Load().Generation {
 		return nil
 	}
-	gen, rels, err := r.src.Releases(ctx)
+	v, err := r.src.View(ctx)
 	if err != nil {
 		return err
 	}
 	start := r.now()
-	s := NewSnapshot(gen, start, rels)
+	s := NewSnapshot(v, start, r.rules)
 	r.current.Store(s)
-	r.log.Info("device snapshot rebuilt", "generation", gen, "releases", s.Releases(), "took", r.now().Sub(start))
+	r.log.Info("device snapshot rebuilt", "generation", v.Generation, "releases", s.Releases(),
+		"holds", len(v.Holds), "rings", len(v.Rings), "took", r.now().Sub(start))
+	for _, p := range s.Problems {
+		r.log.Warn("rule in the catalog does not compile; it matches no device", "problem", p)
+	}
 	return nil
 }
 

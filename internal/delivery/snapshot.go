@@ -2,19 +2,32 @@ package delivery
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
-// Release is a published update under a running deployment: the input a
-// Snapshot is built from.
+// Release is a published update under an offering deployment.
 type Release struct {
-	Deployment catalog.Deployment
+	Deployment rollout.Deployment
 	Update     catalog.Update
+}
+
+// View is everything a Snapshot is built from.
+type View struct {
+	Generation int64
+	Releases   []Release
+	Holds      []targeting.Hold
+	Rings      []targeting.Ring
+	// Floors maps a product to its mandatory intermediate versions.
+	Floors map[string][]string
 }
 
 // Offer is what a device is told to install.
@@ -26,6 +39,8 @@ type Offer struct {
 	Kind         catalog.Kind  `json:"kind"`
 	Severity     string        `json:"severity"`
 	Title        string        `json:"title,omitempty"`
+	Deadline     *time.Time    `json:"deadline,omitempty"`
+	Expedite     bool          `json:"expedite,omitempty"`
 	Payloads     []PayloadLink `json:"payloads"`
 }
 
@@ -37,85 +52,479 @@ type PayloadLink struct {
 	Size   int64  `json:"size"`
 }
 
+// ExpediteNextCheck is how soon a device with an expedited offer is asked
+// to check in again.
+const ExpediteNextCheck = 15 * time.Minute
+
 type release struct {
-	version version.Version
-	offer   Offer
-	json    []byte // offer, pre-encoded once per snapshot
+	version       version.Version
+	dep           rollout.Deployment
+	upd           catalog.Update
+	applicability *targeting.Rule
+	audience      *targeting.Rule
+	ring          *ring
+	ringMissing   bool
+	prereqs       []prereq
+	threshold     uint32
+	offer         Offer
+	json          []byte // offer, encoded once per snapshot
 }
 
-// Snapshot is an immutable view of everything devices can be offered. Build
-// it with NewSnapshot; it is safe for concurrent use.
+type prereq struct {
+	product string
+	min     version.Version
+}
+
+type ring struct {
+	name    string
+	rule    *targeting.Rule
+	members map[string]struct{}
+}
+
+type hold struct {
+	targeting.Hold
+	rule *targeting.Rule
+}
+
+// Snapshot is an immutable view of everything devices can be offered,
+// with every rule compiled. Build it with NewSnapshot; it is safe for
+// concurrent use.
 type Snapshot struct {
 	Generation int64
 	BuiltAt    time.Time
-	// byProduct holds each product's releases, newest first.
-	byProduct map[string][]release
-	releases  int
+	byProduct  map[string][]*release // newest first
+	byUpdate   map[string]*release
+	holds      map[string][]*hold // by product
+	floors     map[string][]version.Version
+	releases   int
+	// Problems lists rules that did not compile (they match no device).
+	Problems []string
+	zones    zones
 }
 
-// NewSnapshot builds a snapshot from releases. Releases whose version does
-// not parse are skipped (the catalog validated them on the way in).
-func NewSnapshot(gen int64, builtAt time.Time, rels []Release) *Snapshot {
-	s := &Snapshot{Generation: gen, BuiltAt: builtAt, byProduct: map[string][]release{}}
-	for _, r := range rels {
-		v, err := version.Parse(r.Update.Version)
+// Compiler compiles rules, ideally caching them across snapshots.
+type Compiler interface {
+	Compile(src string) (*targeting.Rule, error)
+}
+
+// NewSnapshot builds a snapshot from a view, compiling every rule once.
+// A rule that does not compile (rules are checked when saved, so only an
+// older or foreign row can do this) matches no device and is listed in
+// Problems.
+func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
+	s := &Snapshot{Generation: v.Generation, BuiltAt: builtAt, byProduct: map[string][]*release{},
+		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}}
+	compile := func(what, src string) *targeting.Rule {
+		r, err := rules.Compile(src)
 		if err != nil {
+			s.Problems = append(s.Problems, what+": "+err.Error())
+			return nil
+		}
+		return r
+	}
+	rings := map[string]*ring{}
+	for _, r := range v.Rings {
+		rg := &ring{name: r.Name, members: map[string]struct{}{}}
+		if r.Rule != "" {
+			if rg.rule = compile("ring "+r.Name, r.Rule); rg.rule == nil {
+				rg.rule = neverRule
+			}
+		}
+		for _, m := range r.Members {
+			rg.members[m] = struct{}{}
+		}
+		rings[r.Name] = rg
+	}
+	for _, h := range v.Holds {
+		hh := &hold{Hold: h, rule: compile("hold "+h.ID, h.Rule)}
+		if hh.rule == nil {
 			continue
 		}
-		o := Offer{UpdateID: r.Update.ID, DeploymentID: r.Deployment.ID, Product: r.Update.Product,
-			Version: r.Update.Version, Kind: r.Update.Kind, Severity: string(r.Update.Severity), Title: r.Update.Title}
-		for _, p := range r.Update.Payloads {
+		s.holds[h.Product] = append(s.holds[h.Product], hh)
+	}
+	for p, fs := range v.Floors {
+		for _, f := range fs {
+			if fv, err := version.Parse(f); err == nil {
+				s.floors[p] = append(s.floors[p], fv)
+			}
+		}
+		slices.SortFunc(s.floors[p], version.Version.Compare)
+	}
+	for _, rel := range v.Releases {
+		ver, err := version.Parse(rel.Update.Version)
+		if err != nil {
+			s.Problems = append(s.Problems, "update "+rel.Update.ID+": "+err.Error())
+			continue
+		}
+		r := &release{version: ver, dep: rel.Deployment, upd: rel.Update, threshold: targeting.Threshold(rel.Deployment.Percent)}
+		r.applicability = orNever(compile("applicability of "+rel.Update.ID, rel.Update.Applicability), rel.Update.Applicability)
+		r.audience = orNever(compile("audience of "+rel.Deployment.ID, rel.Deployment.Plan.Audience), rel.Deployment.Plan.Audience)
+		if name := rel.Deployment.Plan.Ring; name != "" {
+			r.ring, r.ringMissing = rings[name], rings[name] == nil
+		}
+		for _, p := range rel.Update.Prerequisites {
+			if mv, err := version.Parse(p.MinVersion); err == nil {
+				r.prereqs = append(r.prereqs, prereq{product: p.Product, min: mv})
+			}
+		}
+		o := Offer{UpdateID: rel.Update.ID, DeploymentID: rel.Deployment.ID, Product: rel.Update.Product,
+			Version: rel.Update.Version, Kind: rel.Update.Kind, Severity: string(rel.Update.Severity), Title: rel.Update.Title,
+			Deadline: rel.Deployment.Plan.Deadline, Expedite: rel.Deployment.Plan.Expedite}
+		for _, p := range rel.Update.Payloads {
 			o.Payloads = append(o.Payloads, PayloadLink{Name: p.Name, URL: "/v1/content/" + p.SHA256, SHA256: p.SHA256, Size: p.Size})
 		}
-		b, _ := json.Marshal(o)
-		s.byProduct[o.Product] = append(s.byProduct[o.Product], release{version: v, offer: o, json: b})
+		r.offer = o
+		r.json, _ = json.Marshal(o)
+		s.byProduct[o.Product] = append(s.byProduct[o.Product], r)
+		s.byUpdate[o.UpdateID] = r
 		s.releases++
 	}
 	for _, rs := range s.byProduct {
-		slices.SortStableFunc(rs, func(a, b release) int { return b.version.Compare(a.version) })
+		slices.SortStableFunc(rs, func(a, b *release) int { return b.version.Compare(a.version) })
 	}
 	return s
+}
+
+// neverRule stands in for a rule that did not compile: it matches nothing.
+var neverRule = &targeting.Rule{Source: "false"}
+
+func orNever(r *targeting.Rule, src string) *targeting.Rule {
+	if r == nil && strings.TrimSpace(src) != "" {
+		return neverRule
+	}
+	return r
 }
 
 // Releases returns how many releases the snapshot holds.
 func (s *Snapshot) Releases() int { return s.releases }
 
-// Offers decides what c is offered: for each product the device reports
-// installed, the newest deployed release newer than the installed version.
-// A device is a device of a product when it reports the product installed;
-// nothing is offered for products it does not report. The result is sorted
-// by product.
-func (s *Snapshot) Offers(c CheckIn) []*Offer {
-	var out []*Offer
-	s.each(c, func(r *release) { out = append(out, &r.offer) })
-	return out
+// Check is one step of a decision: what was checked, whether it passed,
+// and the values used.
+type Check struct {
+	Step   string `json:"step"`
+	Pass   bool   `json:"pass"`
+	Detail string `json:"detail"`
 }
 
-func (s *Snapshot) each(c CheckIn, fn func(*release)) {
+// Decision explains whether a device is offered one update.
+type Decision struct {
+	UpdateID     string  `json:"update_id"`
+	DeploymentID string  `json:"deployment_id,omitempty"`
+	Product      string  `json:"product"`
+	Version      string  `json:"version"`
+	Offered      bool    `json:"offered"`
+	FailedStep   string  `json:"failed_step,omitempty"`
+	Checks       []Check `json:"checks"`
+}
+
+// tracer records checks when explaining; nil on the hot path, where no
+// detail string is ever formatted.
+type tracer struct{ checks []Check }
+
+func (t *tracer) add(step string, pass bool, format string, args ...any) bool {
+	if t != nil {
+		t.checks = append(t.checks, Check{Step: step, Pass: pass, Detail: fmt.Sprintf(format, args...)})
+	}
+	return pass
+}
+
+// device is the check-in as rules see it, built on first use, with each
+// rule's result remembered: the rule cache shares one compiled rule among
+// all deployments and holds with the same source, so a check-in evaluates
+// each distinct rule at most once.
+type device struct {
+	c    *CheckIn
+	dev  *targeting.Device
+	memo map[*targeting.Rule]ruleResult
+}
+
+type ruleResult struct {
+	ok  bool
+	err error
+}
+
+func (d *device) rules() *targeting.Device {
+	if d.dev == nil {
+		inst := make(map[string]string, len(d.c.Installed))
+		for p, v := range d.c.Installed {
+			inst[p] = v.String()
+		}
+		d.dev = &targeting.Device{ID: d.c.DeviceID, Attributes: d.c.Attributes, Installed: inst}
+	}
+	return d.dev
+}
+
+func match(r *targeting.Rule, d *device) (bool, string) {
+	if r == nil {
+		return true, "no rule"
+	}
+	if r == neverRule {
+		return false, "rule does not compile; it matches no device"
+	}
+	res, seen := d.memo[r]
+	if !seen {
+		res.ok, res.err = r.Match(d.rules())
+		if d.memo == nil {
+			d.memo = make(map[*targeting.Rule]ruleResult, 4)
+		}
+		d.memo[r] = res
+	}
+	ok, err := res.ok, res.err
+	if err != nil {
+		return false, fmt.Sprintf("%s: evaluation failed: %v", r.Source, err)
+	}
+	return ok, r.Source
+}
+
+// decide runs every check for one release, in order, stopping at the first
+// that fails. Without a tracer (the hot path) it first runs the checks that
+// cost no rule evaluation; the outcome is the same, since every check must
+// pass, and explain keeps the order.
+func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool {
+	c, dep := d.c, &r.dep
+	if t == nil && (!dep.State.Offering() || r.ringMissing || targeting.Bucket(dep.Salt, c.DeviceID) >= r.threshold) {
+		return false
+	}
+	installed := c.Installed[r.offer.Product]
+	if !t.add("newer", installed.Less(r.version), "installed %s, update %s", installed, r.version) {
+		return false
+	}
+	for _, f := range s.floors[r.offer.Product] {
+		if installed.Less(f) && f.Less(r.version) {
+			return t.add("floor", false, "%s must be installed first (installed %s)", f, installed)
+		}
+	}
+	t.add("floor", true, "no floor between %s and %s", installed, r.version)
+	if ok, detail := match(r.applicability, d); !t.add("applicability", ok, "%s", detail) {
+		return false
+	}
+	for _, p := range r.prereqs {
+		have, ok := c.Installed[p.product]
+		if !ok || have.Less(p.min) {
+			return t.add("prerequisites", false, "needs %s >= %s (installed %s)", p.product, p.min, orNone(have, ok))
+		}
+	}
+	t.add("prerequisites", true, "%d met", len(r.prereqs))
+	if !dep.State.Offering() {
+		return t.add("deployment", false, "deployment %s is %s%s", dep.ID, dep.State, stateDetail(dep))
+	}
+	t.add("deployment", true, "deployment %s is %s (wave %d of %d)", dep.ID, dep.State, dep.Wave+1, len(dep.Plan.Waves))
+	if r.ringMissing {
+		return t.add("ring", false, "ring %q does not exist", dep.Plan.Ring)
+	}
+	if r.ring != nil {
+		_, member := r.ring.members[c.DeviceID]
+		ok, detail := member, "explicit member"
+		if !member && r.ring.rule != nil {
+			ok, detail = match(r.ring.rule, d)
+		} else if !member {
+			detail = "not a member"
+		}
+		if !t.add("ring", ok, "ring %s: %s", r.ring.name, detail) {
+			return false
+		}
+	} else {
+		t.add("ring", true, "no ring: every device of %s", r.offer.Product)
+	}
+	if ok, detail := match(r.audience, d); !t.add("audience", ok, "%s", detail) {
+		return false
+	}
+	b := targeting.Bucket(dep.Salt, c.DeviceID)
+	if !t.add("wave", b < r.threshold, "bucket %d of %d; wave %d exposes %.4g%% (buckets below %d)%s",
+		b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep)) {
+		return false
+	}
+	if w := dep.Plan.Window; w != nil && !dep.Plan.Expedite {
+		local, ok := s.localMinute(c.Attributes["tz"], now)
+		if !t.add("maintenance_window", ok && inWindow(*w, local), "window %s-%s local; device time %s (tz %q)",
+			hm(w.Start), hm(w.End), hm(local), c.Attributes["tz"]) {
+			return false
+		}
+	} else {
+		t.add("maintenance_window", true, "none%s", map[bool]string{true: " (expedited)"}[dep.Plan.Expedite])
+	}
+	for _, h := range s.holds[r.offer.Product] {
+		if h.UpdateID != "" && h.UpdateID != r.offer.UpdateID {
+			continue
+		}
+		if ok, _ := match(h.rule, d); ok {
+			return t.add("hold", false, "hold %s (%s): %s; rule %s", h.ID, h.Source, h.Reason, h.Rule)
+		}
+	}
+	return t.add("hold", true, "no active hold matches")
+}
+
+func orNone(v version.Version, ok bool) string {
+	if !ok {
+		return "none"
+	}
+	return v.String()
+}
+
+func stateDetail(d *rollout.Deployment) string {
+	var parts []string
+	if d.State == rollout.Scheduled && d.Plan.Start != nil {
+		parts = append(parts, "starts "+d.Plan.Start.Format(time.RFC3339))
+	}
+	if d.AwaitingApproval {
+		parts = append(parts, fmt.Sprintf("wave %d awaits approval", d.Wave+2))
+	}
+	if d.By != "" && (d.State == rollout.Paused || d.State == rollout.Halted || d.State == rollout.Cancelled) {
+		parts = append(parts, "by "+d.By)
+		if d.Reason != "" {
+			parts = append(parts, "reason: "+d.Reason)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+func approvalNote(d *rollout.Deployment) string {
+	if d.AwaitingApproval {
+		return fmt.Sprintf("; wave %d awaits approval", d.Wave+2)
+	}
+	return ""
+}
+
+func hm(m int) string { return fmt.Sprintf("%02d:%02d", m/60, m%60) }
+
+func inWindow(w rollout.Window, m int) bool {
+	if w.Start < w.End {
+		return m >= w.Start && m < w.End
+	}
+	return m >= w.Start || m < w.End
+}
+
+// localMinute is the minute of the day at now in the device's time zone
+// ("Europe/Berlin", "+02:00", or UTC when empty).
+func (s *Snapshot) localMinute(tz string, now time.Time) (int, bool) {
+	loc, ok := s.location(tz)
+	if !ok {
+		return 0, false
+	}
+	t := now.In(loc)
+	return t.Hour()*60 + t.Minute(), true
+}
+
+func (s *Snapshot) location(tz string) (*time.Location, bool) {
+	if tz == "" || tz == "UTC" || tz == "Z" {
+		return time.UTC, true
+	}
+	if (tz[0] == '+' || tz[0] == '-') && len(tz) == 6 && tz[3] == ':' {
+		h, err1 := strconv.Atoi(tz[1:3])
+		m, err2 := strconv.Atoi(tz[4:])
+		if err1 != nil || err2 != nil || h > 14 || m > 59 {
+			return nil, false
+		}
+		off := h*3600 + m*60
+		if tz[0] == '-' {
+			off = -off
+		}
+		return time.FixedZone(tz, off), true
+	}
+	return s.zones.load(tz)
+}
+
+// each calls fn with the release offered for each product the device runs,
+// products in name order.
+func (s *Snapshot) each(c *CheckIn, now time.Time, fn func(*release)) {
 	products := make([]string, 0, len(c.Installed))
 	for p := range c.Installed {
-		products = append(products, p)
+		if len(s.byProduct[p]) > 0 {
+			products = append(products, p)
+		}
 	}
 	slices.Sort(products)
+	d := &device{c: c}
 	for _, p := range products {
-		rs := s.byProduct[p]
-		if len(rs) > 0 && c.Installed[p].Less(rs[0].version) {
-			fn(&rs[0])
+		installed := c.Installed[p]
+		for _, r := range s.byProduct[p] { // newest first: the first that passes supersedes the rest
+			if !installed.Less(r.version) {
+				break
+			}
+			if s.decide(d, r, now, nil) {
+				fn(r)
+				break
+			}
 		}
 	}
 }
 
-// AppendResponse appends the JSON check-in answer for c to buf:
-// {"offers":[...],"next_check_seconds":N}. It reuses the offers' JSON encoded
-// when the snapshot was built, and returns how many offers it wrote.
-func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, nextCheck time.Duration) ([]byte, int) {
+// Offers decides what c is offered at now: for each product it reports
+// installed, the newest release that passes every check. A device is a
+// device of a product when it reports the product installed.
+func (s *Snapshot) Offers(c CheckIn, now time.Time) []*Offer {
+	var out []*Offer
+	s.each(&c, now, func(r *release) { out = append(out, &r.offer) })
+	return out
+}
+
+// Explain returns the decision for every release of the products c runs,
+// or only for updateID when it is set, with every check and its values.
+func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision {
+	var rels []*release
+	if updateID != "" {
+		if r, ok := s.byUpdate[updateID]; ok {
+			rels = append(rels, r)
+		}
+	} else {
+		products := make([]string, 0, len(c.Installed))
+		for p := range c.Installed {
+			products = append(products, p)
+		}
+		slices.Sort(products)
+		for _, p := range products {
+			rels = append(rels, s.byProduct[p]...)
+		}
+	}
+	offered := map[string]bool{}
+	for _, o := range s.Offers(c, now) {
+		offered[o.UpdateID] = true
+	}
+	d := &device{c: &c}
+	out := make([]Decision, 0, len(rels))
+	for _, r := range rels {
+		dec := Decision{UpdateID: r.offer.UpdateID, DeploymentID: r.offer.DeploymentID, Product: r.offer.Product, Version: r.offer.Version}
+		if _, ok := c.Installed[r.offer.Product]; !ok {
+			dec.Checks = []Check{{Step: "installed", Pass: false, Detail: "device does not report " + r.offer.Product + " installed"}}
+			dec.FailedStep = "installed"
+			out = append(out, dec)
+			continue
+		}
+		t := &tracer{}
+		passed := s.decide(d, r, now, t)
+		dec.Checks = t.checks
+		switch {
+		case !passed:
+			dec.FailedStep = t.checks[len(t.checks)-1].Step
+		case offered[r.offer.UpdateID]:
+			dec.Offered = true
+		default:
+			dec.FailedStep = "superseded"
+			dec.Checks = append(dec.Checks, Check{Step: "superseded", Pass: false, Detail: "a newer release of " + r.offer.Product + " is offered instead"})
+		}
+		out = append(out, dec)
+	}
+	return out
+}
+
+// AppendResponse appends the JSON check-in answer for c at now to buf:
+// {"offers":[...],"next_check_seconds":N}, reusing the offers' JSON encoded
+// when the snapshot was built. Devices with an expedited offer are asked to
+// check back within ExpediteNextCheck. It returns how many offers it wrote.
+func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, now time.Time, nextCheck time.Duration) ([]byte, int) {
 	buf = append(buf, `{"offers":[`...)
 	n := 0
-	s.each(c, func(r *release) {
+	s.each(&c, now, func(r *release) {
 		if n > 0 {
 			buf = append(buf, ',')
 		}
 		buf = append(buf, r.json...)
+		if r.offer.Expedite {
+			nextCheck = min(nextCheck, ExpediteNextCheck)
+		}
 		n++
 	})
 	buf = append(buf, `],"next_check_seconds":`...)

@@ -86,7 +86,8 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 	}
 	out := a.outs.Get().(*[]byte)
 	defer a.outs.Put(out)
-	body, n := a.cfg.Snapshots.Snapshot().AppendResponse((*out)[:0], c, a.cfg.NextCheck)
+	now := a.cfg.Now()
+	body, n := a.cfg.Snapshots.Snapshot().AppendResponse((*out)[:0], c, now, a.cfg.NextCheck)
 	*out = body // keep the grown buffer for reuse
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
@@ -97,7 +98,7 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 	for p, v := range c.Installed {
 		installed[p] = v.String()
 	}
-	a.cfg.Recorder.Record(registry.Seen{DeviceID: c.DeviceID, Attributes: c.Attributes, Installed: installed, At: a.cfg.Now()})
+	a.cfg.Recorder.Record(registry.Seen{DeviceID: c.DeviceID, Attributes: c.Attributes, Installed: installed, At: now})
 	a.checkins.Inc()
 	a.offers.Add(float64(n))
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
 type fixedSnapshot struct{ s *delivery.Snapshot }
@@ -26,35 +28,59 @@ type discardWriter struct{}
 
 func (discardWriter) RecordSightings(context.Context, []registry.Seen) error { return nil }
 
-// benchSnapshot holds products × versions deployed releases.
-func benchSnapshot(products, versions int) *delivery.Snapshot {
-	var rels []delivery.Release
+// benchSnapshot holds products × versions deployed releases, each in two
+// waves with the first at a varying percentage, a third with an audience
+// rule, and holds two-attribute cohort holds spread over the products.
+func benchSnapshot(b *testing.B, products, versions, holds int) *delivery.Snapshot {
+	var v delivery.View
 	for p := 0; p < products; p++ {
-		for v := 1; v <= versions; v++ {
-			rels = append(rels, delivery.Release{
-				Deployment: catalog.Deployment{ID: fmt.Sprintf("dep_%d_%d", p, v)},
-				Update: catalog.Update{ID: fmt.Sprintf("upd_%d_%d", p, v), Product: fmt.Sprintf("product-%03d", p),
-					Version: fmt.Sprintf("1.%d.0", v), Kind: catalog.KindQuality, Severity: catalog.SeverityNone,
-					Payloads: []catalog.Payload{{Name: "x.bin", SHA256: fmt.Sprintf("%064x", p*1000+v), Size: 1 << 20}}},
+		for ver := 1; ver <= versions; ver++ {
+			i := p*versions + ver
+			plan := rollout.Plan{Waves: []rollout.Wave{{Percent: float64(1 + i%99)}, {Percent: 100}}}
+			if i%3 == 1 {
+				plan.Audience = `device.attributes.arch == "x64"`
+			}
+			v.Releases = append(v.Releases, delivery.Release{
+				Deployment: rollout.Deployment{ID: fmt.Sprintf("dep_%d_%d", p, ver), Salt: fmt.Sprint(i), Plan: plan,
+					Status: rollout.Status{State: rollout.Running, Wave: 0, Percent: float64(1 + i%99), Approved: -1}},
+				Update: catalog.Update{ID: fmt.Sprintf("upd_%d_%d", p, ver), Product: fmt.Sprintf("product-%03d", p),
+					Version: fmt.Sprintf("1.%d.0", ver), Kind: catalog.KindQuality, Severity: catalog.SeverityNone,
+					Payloads: []catalog.Payload{{Name: "x.bin", SHA256: fmt.Sprintf("%064x", i), Size: 1 << 20}}},
 			})
 		}
 	}
-	return delivery.NewSnapshot(1, time.Now(), rels)
+	for h := 0; h < holds; h++ {
+		v.Holds = append(v.Holds, targeting.Hold{ID: fmt.Sprintf("hld_%d", h), Product: fmt.Sprintf("product-%03d", h%products),
+			Rule: fmt.Sprintf(`device.attributes.oem == "oem-%d" && device.attributes.region == "region-%d"`, h%20, h%8)})
+	}
+	env, err := targeting.NewEnv()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return delivery.NewSnapshot(v, time.Now(), delivery.NewRuleCache(env))
 }
 
 var benchBody = []byte(`{"device_id":"bench-device-0000042","attributes":{"arch":"x64","oem":"oem-3","region":"region-5","ram_gb":"16"},
-"installed":[{"product":"product-001","version":"1.3.0"},{"product":"product-007","version":"1.20.0"},
+"installed":[{"product":"product-001","version":"1.3.0"},{"product":"product-007","version":"1.19.0"},
 {"product":"product-013","version":"1.0.0"},{"product":"product-021","version":"1.9.0"},{"product":"product-042","version":"1.1.0"}]}`)
 
 // BenchmarkCheckin measures one check-in through the full handler stack
-// (middleware, decode, offer, encode, registry) without the network.
+// (middleware, decode, offer decision, encode, registry) without the
+// network: with the foundation's catalog (1,000 deployed updates) and the
+// targeting release's (10,000 updates under 1,000-plus deployments with
+// waves and audience rules, and 200 holds).
 func BenchmarkCheckin(b *testing.B) {
+	b.Run("1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0)) })
+	b.Run("10k-updates-200-holds", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 200, 200)) })
+}
+
+func benchCheckin(b *testing.B, snap *delivery.Snapshot) {
 	reg := prometheus.NewRegistry()
 	rec := registry.NewRecorder(discardWriter{}, slog.New(slog.DiscardHandler), 1<<16, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go rec.Run(ctx)
-	a := New(Config{Snapshots: fixedSnapshot{benchSnapshot(50, 20)}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg})
+	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg})
 	mux := http.NewServeMux()
 	a.Register(mux)
 	h := httpapi.Middleware(mux, slog.New(slog.DiscardHandler), httpapi.NewMetrics(reg), QuietRoute)

@@ -58,19 +58,11 @@ type Config struct {
 	Store   *store.Store
 	Content *content.Store
 	Log     *slog.Logger
-	// Workers is how many jobs run at once.
-	Workers int
-	// RescueAfter is how long a job may run before it is presumed lost (its
-	// process died) and run again.
-	RescueAfter time.Duration
 	// IngestTimeout bounds one payload's verification, plus one second per
 	// 20 MB. A job of a process that died is run again once this has passed
 	// (River's rescuer honours per-kind timeouts), so it also sets how soon
 	// an interrupted publish resumes.
 	IngestTimeout time.Duration
-	// PollInterval is how often idle workers look for jobs where the
-	// database cannot notify them (SQLite).
-	PollInterval time.Duration
 	// Failpoint, with FailpointDir, makes the named step stop and wait (for
 	// crash tests): "ingest-stored" (blob moved, not committed) or
 	// "finalize" (payloads stored, not yet published).
@@ -90,33 +82,18 @@ type Pipeline struct {
 // before Start.
 func (p *Pipeline) OnPublished(fn func(updateID string)) { p.onPublished = fn }
 
-// New returns a Pipeline; Start begins working jobs.
-func New(cfg Config) (*Pipeline, error) {
-	p := &Pipeline{cfg: cfg}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &ingestWorker{p: p})
-	river.AddWorker(workers, &finalizeWorker{p: p})
-	client, err := river.NewClient(cfg.Store.RiverDriver(), &river.Config{
-		Logger:               cfg.Log.With("component", "jobs"),
-		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
-		Workers:              workers,
-		RescueStuckJobsAfter: cfg.RescueAfter,
-		JobTimeout:           min(time.Minute, cfg.RescueAfter),
-		FetchPollInterval:    cfg.PollInterval,
-		FetchCooldown:        min(cfg.PollInterval, 100*time.Millisecond),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create job client: %w", err)
-	}
-	p.client = client
-	return p, nil
+// New returns a Pipeline. Register its workers with the River client, then
+// hand it the client with SetClient before submitting.
+func New(cfg Config) *Pipeline { return &Pipeline{cfg: cfg} }
+
+// Register adds the pipeline's job workers.
+func (p *Pipeline) Register(w *river.Workers) {
+	river.AddWorker(w, &ingestWorker{p: p})
+	river.AddWorker(w, &finalizeWorker{p: p})
 }
 
-// Start begins working jobs in the background.
-func (p *Pipeline) Start(ctx context.Context) error { return p.client.Start(ctx) }
-
-// Stop waits for running jobs to finish, up to ctx's deadline.
-func (p *Pipeline) Stop(ctx context.Context) error { return p.client.Stop(ctx) }
+// SetClient gives the pipeline the River client that enqueues its jobs.
+func (p *Pipeline) SetClient(c *river.Client[*sql.Tx]) { p.client = c }
 
 // Submit starts publishing an update whose payloads have all been received.
 // It is idempotent: an update already publishing or published is returned

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -14,51 +15,77 @@ import (
 
 // PutProduct creates the product, or updates its title and description if it
 // exists. created reports which.
+// The product's floors change what devices are offered, so a change bumps
+// the catalog generation.
 func (q *queries) PutProduct(ctx context.Context, p catalog.NewProduct) (_ catalog.Product, created bool, _ error) {
 	now := q.now()
+	floors := jsonText(orEmptySlice(p.Floors))
 	res, err := q.db.ExecContext(ctx, `
-		INSERT INTO products (name, title, description, created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, now)
+		INSERT INTO products (name, title, description, floors, created_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, floors, now)
 	if err != nil {
 		return catalog.Product{}, false, unavailable(err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		return catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, CreatedAt: now}, true, nil
+		return catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, Floors: p.Floors, CreatedAt: now}, true,
+			q.bumpIf(ctx, len(p.Floors) > 0)
 	}
-	if _, err := q.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3 WHERE name = $1`,
-		p.Name, p.Title, p.Description); err != nil {
+	old, err := q.Product(ctx, p.Name)
+	if err != nil {
+		return old, false, err
+	}
+	if _, err := q.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3, floors = $4 WHERE name = $1`,
+		p.Name, p.Title, p.Description, floors); err != nil {
 		return catalog.Product{}, false, unavailable(err)
+	}
+	if err := q.bumpIf(ctx, !slices.Equal(old.Floors, p.Floors)); err != nil {
+		return old, false, err
 	}
 	got, err := q.Product(ctx, p.Name)
 	return got, false, err
 }
 
+func (q *queries) bumpIf(ctx context.Context, changed bool) error {
+	if !changed {
+		return nil
+	}
+	return q.BumpGeneration(ctx)
+}
+
+const productColumns = `name, title, description, floors, created_at`
+
+func scanProduct(row interface{ Scan(...any) error }) (catalog.Product, error) {
+	var p catalog.Product
+	var floors string
+	if err := row.Scan(&p.Name, &p.Title, &p.Description, &floors, &p.CreatedAt); err != nil {
+		return p, err
+	}
+	p.CreatedAt = p.CreatedAt.UTC()
+	return p, fromJSON(floors, &p.Floors)
+}
+
 // Product returns the named product, or a NotFound error.
 func (q *queries) Product(ctx context.Context, name string) (catalog.Product, error) {
-	var p catalog.Product
-	err := q.db.QueryRowContext(ctx, `SELECT name, title, description, created_at FROM products WHERE name = $1`, name).
-		Scan(&p.Name, &p.Title, &p.Description, &p.CreatedAt)
+	p, err := scanProduct(q.db.QueryRowContext(ctx, `SELECT `+productColumns+` FROM products WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fault.E(fault.NotFound, "product %q not found", name)
 	}
-	p.CreatedAt = p.CreatedAt.UTC()
 	return p, unavailable(err)
 }
 
 // Products lists all products by name.
 func (q *queries) Products(ctx context.Context) ([]catalog.Product, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT name, title, description, created_at FROM products ORDER BY name`)
+	rows, err := q.db.QueryContext(ctx, `SELECT `+productColumns+` FROM products ORDER BY name`)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
 	out := []catalog.Product{}
 	for rows.Next() {
-		var p catalog.Product
-		if err := rows.Scan(&p.Name, &p.Title, &p.Description, &p.CreatedAt); err != nil {
+		p, err := scanProduct(rows)
+		if err != nil {
 			return nil, unavailable(err)
 		}
-		p.CreatedAt = p.CreatedAt.UTC()
 		out = append(out, p)
 	}
 	return out, unavailable(rows.Err())
@@ -89,15 +116,15 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 		u = catalog.Update{
 			ID: catalog.NewID("upd", now), Product: nu.Product, Version: nu.Version, Kind: nu.Kind,
 			Classification: nu.Classification, Severity: nu.Severity, Title: nu.Title,
-			ReleaseNotes: nu.ReleaseNotes, Applicability: nu.Applicability,
+			ReleaseNotes: nu.ReleaseNotes, Applicability: nu.Applicability, Prerequisites: nu.Prerequisites,
 			State: catalog.StateAwaitingUpload, CreatedAt: now,
 		}
 		if _, err := tx.db.ExecContext(ctx, `
 			INSERT INTO updates (id, product, version, version_key, kind, classification, severity, title,
-			                     release_notes, applicability, state, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			                     release_notes, applicability, prerequisites, state, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			u.ID, u.Product, u.Version, v.Key(), u.Kind, u.Classification, u.Severity, u.Title,
-			u.ReleaseNotes, u.Applicability, u.State, now); err != nil {
+			u.ReleaseNotes, u.Applicability, jsonText(orEmptySlice(u.Prerequisites)), u.State, now); err != nil {
 			if isUniqueViolation(err) {
 				return fault.E(fault.Conflict, "product %q already has version %s", nu.Product, nu.Version)
 			}
@@ -122,16 +149,20 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 }
 
 const updateColumns = `id, product, version, kind, classification, severity, title, release_notes,
-	applicability, state, failure_reason, created_at, published_at`
+	applicability, prerequisites, state, failure_reason, created_at, published_at`
 
 func scanUpdate(row interface{ Scan(...any) error }) (catalog.Update, error) {
 	var u catalog.Update
 	var published sql.NullTime
+	var prereqs string
 	err := row.Scan(&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
-		&u.ReleaseNotes, &u.Applicability, &u.State, &u.FailureReason, &u.CreatedAt, &published)
+		&u.ReleaseNotes, &u.Applicability, &prereqs, &u.State, &u.FailureReason, &u.CreatedAt, &published)
+	if err != nil {
+		return u, err
+	}
 	u.CreatedAt = u.CreatedAt.UTC()
 	u.PublishedAt = timePtr(published)
-	return u, err
+	return u, fromJSON(prereqs, &u.Prerequisites)
 }
 
 // Update returns the update with its payloads, or NotFound.

@@ -4,90 +4,136 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
-	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 )
 
-const deploymentColumns = `d.id, d.update_id, u.product, u.version, d.state, d.created_by, d.created_at, d.cancelled_at, d.reason`
+const deploymentColumns = `d.id, d.update_id, u.product, u.version, d.plan, d.status, d.salt, d.created_by, d.created_at, d.updated_at`
 
-func scanDeployment(row interface{ Scan(...any) error }) (catalog.Deployment, error) {
-	var d catalog.Deployment
-	var cancelled sql.NullTime
-	err := row.Scan(&d.ID, &d.UpdateID, &d.Product, &d.Version, &d.State, &d.CreatedBy, &d.CreatedAt, &cancelled, &d.Reason)
-	d.CreatedAt = d.CreatedAt.UTC()
-	d.CancelledAt = timePtr(cancelled)
-	return d, err
+func scanDeployment(row interface{ Scan(...any) error }) (rollout.Deployment, error) {
+	var d rollout.Deployment
+	var plan, status string
+	err := row.Scan(&d.ID, &d.UpdateID, &d.Product, &d.Version, &plan, &status, &d.Salt, &d.CreatedBy, &d.CreatedAt, &d.UpdatedAt)
+	if err != nil {
+		return d, err
+	}
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	if err := fromJSON(plan, &d.Plan); err != nil {
+		return d, err
+	}
+	return d, fromJSON(status, &d.Status)
 }
 
-// CreateDeployment makes a published update available to all devices of its
-// product. If the update already has a running deployment, it returns that
-// one with created false. An unpublished update is a Conflict.
-func (s *Store) CreateDeployment(ctx context.Context, updateID, actor string) (d catalog.Deployment, created bool, err error) {
+// InsertDeployment stores a new deployment of a published update with the
+// actions its creation took (recorded as events by actor). If the update
+// already has a live (not halted or cancelled) deployment with the same
+// plan, that one is returned with created false; with another plan it is a
+// Conflict. An unpublished update is a Conflict.
+func (s *Store) InsertDeployment(ctx context.Context, d rollout.Deployment, acts []rollout.Action, actor string) (out rollout.Deployment, created bool, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
-		u, err := tx.Update(ctx, updateID)
+		u, err := tx.Update(ctx, d.UpdateID)
 		if err != nil {
 			return err
 		}
 		if u.State != catalog.StatePublished {
 			return fault.E(fault.Conflict, "update %s (%s %s) is %s; only published updates can be deployed", u.ID, u.Product, u.Version, u.State)
 		}
-		if d, err = tx.runningDeployment(ctx, updateID); err == nil {
+		live, err := tx.liveDeployment(ctx, d.UpdateID)
+		switch {
+		case err == nil && reflect.DeepEqual(live.Plan, d.Plan):
+			out = live
 			return nil
-		} else if !fault.Is(err, fault.NotFound) {
+		case err == nil:
+			return fault.E(fault.Conflict, "update %s already has deployment %s (%s) with a different plan; cancel it first", u.ID, live.ID, live.State)
+		case !fault.Is(err, fault.NotFound):
 			return err
 		}
 		now := tx.now()
-		d = catalog.Deployment{ID: catalog.NewID("dep", now), UpdateID: u.ID, Product: u.Product, Version: u.Version,
-			State: catalog.DeploymentRunning, CreatedBy: actor, CreatedAt: now}
+		d.Product, d.Version, d.CreatedAt, d.UpdatedAt = u.Product, u.Version, now, now
 		if _, err := tx.db.ExecContext(ctx, `
-			INSERT INTO deployments (id, update_id, state, created_by, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			d.ID, d.UpdateID, d.State, d.CreatedBy, now); err != nil {
+			INSERT INTO deployments (id, update_id, state, plan, status, salt, created_by, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+			d.ID, d.UpdateID, d.State, jsonText(d.Plan), jsonText(d.Status), d.Salt, d.CreatedBy, now); err != nil {
 			if isUniqueViolation(err) {
-				return fault.E(fault.Conflict, "update %s was deployed concurrently; retry", updateID)
+				return fault.E(fault.Conflict, "update %s was deployed concurrently; retry", d.UpdateID)
 			}
 			return unavailable(err)
 		}
-		created = true
-		return tx.BumpGeneration(ctx)
+		if err := tx.insertEvents(ctx, d.ID, actor, append([]rollout.Action{{Kind: "created", Wave: -1}}, acts...)); err != nil {
+			return err
+		}
+		out, created = d, true
+		return tx.bumpIf(ctx, d.State.Offering())
 	})
-	return d, created, err
+	return out, created, err
 }
 
-func (q *queries) runningDeployment(ctx context.Context, updateID string) (catalog.Deployment, error) {
+func (q *queries) liveDeployment(ctx context.Context, updateID string) (rollout.Deployment, error) {
 	d, err := scanDeployment(q.db.QueryRowContext(ctx, `SELECT `+deploymentColumns+`
-		FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.update_id = $1 AND d.state = 'running'`, updateID))
+		FROM deployments d JOIN updates u ON u.id = d.update_id
+		WHERE d.update_id = $1 AND d.state NOT IN ('halted', 'cancelled')`, updateID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return d, fault.E(fault.NotFound, "update %s has no running deployment", updateID)
+		return d, fault.E(fault.NotFound, "update %s has no live deployment", updateID)
 	}
 	return d, unavailable(err)
 }
 
 // Deployment returns the deployment, or NotFound.
-func (q *queries) Deployment(ctx context.Context, id string) (catalog.Deployment, error) {
-	d, err := scanDeployment(q.db.QueryRowContext(ctx, `SELECT `+deploymentColumns+`
-		FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.id = $1`, id))
+func (q *queries) Deployment(ctx context.Context, id string) (rollout.Deployment, error) {
+	return q.deployment(ctx, id, false)
+}
+
+func (q *queries) deployment(ctx context.Context, id string, forUpdate bool) (rollout.Deployment, error) {
+	query := `SELECT ` + deploymentColumns + ` FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.id = $1`
+	if forUpdate && q.dialect == Postgres {
+		query += ` FOR UPDATE OF d`
+	}
+	d, err := scanDeployment(q.db.QueryRowContext(ctx, query, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fault.E(fault.NotFound, "deployment %q not found", id)
 	}
 	return d, unavailable(err)
 }
 
-// Deployments lists deployments, newest first; product narrows when set.
-func (q *queries) Deployments(ctx context.Context, product string, limit int) ([]catalog.Deployment, error) {
-	if limit <= 0 || limit > 1000 {
-		limit = 1000
+// DeploymentFilter narrows Deployments.
+type DeploymentFilter struct {
+	Product string
+	States  []rollout.State
+	Limit   int
+}
+
+// Deployments lists deployments, newest first.
+func (q *queries) Deployments(ctx context.Context, f DeploymentFilter) ([]rollout.Deployment, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	if f.Product != "" {
+		args = append(args, f.Product)
+		where = append(where, fmt.Sprintf("u.product = $%d", len(args)))
 	}
+	if len(f.States) > 0 {
+		var ph []string
+		for _, st := range f.States {
+			args = append(args, st)
+			ph = append(ph, fmt.Sprintf("$%d", len(args)))
+		}
+		where = append(where, "d.state IN ("+strings.Join(ph, ", ")+")")
+	}
+	if f.Limit <= 0 || f.Limit > 10000 {
+		f.Limit = 10000
+	}
+	args = append(args, f.Limit)
 	rows, err := q.db.QueryContext(ctx, `SELECT `+deploymentColumns+`
 		FROM deployments d JOIN updates u ON u.id = d.update_id
-		WHERE $1 = '' OR u.product = $1 ORDER BY d.id DESC LIMIT $2`, product, limit)
+		WHERE `+strings.Join(where, " AND ")+fmt.Sprintf(` ORDER BY d.id DESC LIMIT $%d`, len(args)), args...)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
-	out := []catalog.Deployment{}
+	out := []rollout.Deployment{}
 	for rows.Next() {
 		d, err := scanDeployment(rows)
 		if err != nil {
@@ -98,87 +144,83 @@ func (q *queries) Deployments(ctx context.Context, product string, limit int) ([
 	return out, unavailable(rows.Err())
 }
 
-// CancelDeployment stops offering the deployment's update. Cancelling a
-// cancelled deployment returns it unchanged.
-func (s *Store) CancelDeployment(ctx context.Context, id, actor, reason string) (d catalog.Deployment, err error) {
+// MutateDeployment reads a deployment, lets fn change its status, and saves
+// the status with fn's actions (as events by actor) in one transaction,
+// bumping the catalog generation if what devices are offered changed. If fn
+// fails nothing is saved. extra, when not nil, runs in the same transaction
+// (to enqueue follow-up work).
+func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(d *rollout.Deployment) ([]rollout.Action, error), extra func(*Tx) error) (d rollout.Deployment, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
-		now := tx.now()
-		res, err := tx.db.ExecContext(ctx, `
-			UPDATE deployments SET state = 'cancelled', cancelled_at = $2, reason = $3
-			WHERE id = $1 AND state = 'running'`, id, now, reason)
+		if d, err = tx.deployment(ctx, id, true); err != nil {
+			return err
+		}
+		before := d.Status
+		acts, err := fn(&d)
 		if err != nil {
+			return err
+		}
+		if d.Status == before && len(acts) == 0 {
+			return nil
+		}
+		d.UpdatedAt = tx.now()
+		if _, err := tx.db.ExecContext(ctx, `UPDATE deployments SET state = $2, status = $3, updated_at = $4 WHERE id = $1`,
+			d.ID, d.State, jsonText(d.Status), d.UpdatedAt); err != nil {
 			return unavailable(err)
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			if err := tx.BumpGeneration(ctx); err != nil {
-				return err
-			}
+		if err := tx.insertEvents(ctx, d.ID, actor, acts); err != nil {
+			return err
 		}
-		d, err = tx.Deployment(ctx, id)
-		return err
+		offeringChanged := before.State.Offering() != d.State.Offering() || before.Percent != d.Percent
+		if err := tx.bumpIf(ctx, offeringChanged); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
 	})
 	return d, err
 }
 
-// Releases returns the catalog generation and every running deployment with
-// its update and payloads, read in one transaction so they agree. It is the
-// device plane's snapshot source.
-func (s *Store) Releases(ctx context.Context) (gen int64, rels []delivery.Release, err error) {
-	err = s.InTx(ctx, func(tx *Tx) error {
-		rels = nil
-		if gen, err = tx.Generation(ctx); err != nil {
-			return err
-		}
-		rows, err := tx.db.QueryContext(ctx, `SELECT `+deploymentColumns+`, `+prefixed("u.", updateColumns)+`
-			FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.state = 'running' ORDER BY d.id`)
-		if err != nil {
+func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, acts []rollout.Action) error {
+	now := q.now()
+	for i, a := range acts {
+		if _, err := q.db.ExecContext(ctx, `
+			INSERT INTO deployment_events (id, deployment_id, at, seq, actor, kind, wave, percent, detail)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			catalog.NewID("evt", now), deploymentID, now, i, actor, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
 			return unavailable(err)
 		}
-		defer rows.Close()
-		index := map[string][]int{} // update id -> positions in rels
-		for rows.Next() {
-			var r delivery.Release
-			var cancelled, published sql.NullTime
-			u := &r.Update
-			err := rows.Scan(&r.Deployment.ID, &r.Deployment.UpdateID, &r.Deployment.Product, &r.Deployment.Version,
-				&r.Deployment.State, &r.Deployment.CreatedBy, &r.Deployment.CreatedAt, &cancelled, &r.Deployment.Reason,
-				&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
-				&u.ReleaseNotes, &u.Applicability, &u.State, &u.FailureReason, &u.CreatedAt, &published)
-			if err != nil {
-				return unavailable(err)
-			}
-			index[u.ID] = append(index[u.ID], len(rels))
-			rels = append(rels, r)
-		}
-		if err := rows.Err(); err != nil {
-			return unavailable(err)
-		}
-		prows, err := tx.db.QueryContext(ctx, `SELECT p.update_id, p.name, p.sha256, p.size, p.state
-			FROM payloads p JOIN deployments d ON d.update_id = p.update_id AND d.state = 'running'
-			ORDER BY p.update_id, p.position`)
-		if err != nil {
-			return unavailable(err)
-		}
-		defer prows.Close()
-		for prows.Next() {
-			var id string
-			var p catalog.Payload
-			if err := prows.Scan(&id, &p.Name, &p.SHA256, &p.Size, &p.State); err != nil {
-				return unavailable(err)
-			}
-			for _, i := range index[id] {
-				rels[i].Update.Payloads = append(rels[i].Update.Payloads, p)
-			}
-		}
-		return unavailable(prows.Err())
-	})
-	return gen, rels, err
+	}
+	return nil
 }
 
-func prefixed(prefix, columns string) string {
-	parts := strings.Split(columns, ",")
-	for i, c := range parts {
-		parts[i] = prefix + strings.TrimSpace(c)
+// DeploymentEvents returns a deployment's events, oldest first.
+func (q *queries) DeploymentEvents(ctx context.Context, id string) ([]rollout.Event, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT id, deployment_id, at, actor, kind, wave, percent, detail
+		FROM deployment_events WHERE deployment_id = $1 ORDER BY at, seq, id`, id)
+	if err != nil {
+		return nil, unavailable(err)
 	}
-	return strings.Join(parts, ", ")
+	defer rows.Close()
+	out := []rollout.Event{}
+	for rows.Next() {
+		var e rollout.Event
+		if err := rows.Scan(&e.ID, &e.DeploymentID, &e.At, &e.Actor, &e.Kind, &e.Wave, &e.Percent, &e.Detail); err != nil {
+			return nil, unavailable(err)
+		}
+		e.At = e.At.UTC()
+		out = append(out, e)
+	}
+	return out, unavailable(rows.Err())
+}
+
+var offeringStates = []rollout.State{rollout.Running, rollout.Completed}
+
+// CountDevicesWithProduct estimates how many registered devices run a
+// product (for paced waves).
+func (q *queries) CountDevicesWithProduct(ctx context.Context, product string) (int64, error) {
+	var n int64
+	err := q.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE installed LIKE $1`, `%"`+product+`":%`).Scan(&n)
+	return n, unavailable(err)
 }

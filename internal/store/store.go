@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -278,4 +279,28 @@ func timePtr(nt sql.NullTime) *time.Time {
 	}
 	t := nt.Time.UTC()
 	return &t
+}
+
+// jsonText encodes v for a TEXT column holding JSON.
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only called with types that always encode
+	}
+	return string(b)
+}
+
+// fromJSON decodes a TEXT column holding JSON.
+func fromJSON(s string, v any) error {
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		return fmt.Errorf("stored JSON does not decode: %w", err)
+	}
+	return nil
+}
+
+func orEmptySlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

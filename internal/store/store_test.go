@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -11,7 +12,9 @@ import (
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -36,6 +39,7 @@ func TestConformance(t *testing.T) {
 				{"no partial writes", testNoPartialWrites},
 				{"pipeline states", testPipelineStates},
 				{"deployments", testDeployments},
+				{"holds and rings", testHoldsAndRings},
 				{"tokens", testTokens},
 				{"devices", testDevices},
 			} {
@@ -269,55 +273,159 @@ func publish(t *testing.T, s *store.Store, product, ver string, p catalog.NewPay
 	return u
 }
 
+func newDeployment(c *clock, updateID string, plan rollout.Plan) rollout.Deployment {
+	id := catalog.NewID("dep", c.t)
+	return rollout.Deployment{ID: id, UpdateID: updateID, Plan: plan, Salt: id, CreatedBy: "token:x",
+		Status: rollout.Status{State: rollout.Running, Wave: 0, Percent: 100, Approved: -1}}
+}
+
 func testDeployments(t *testing.T, s *store.Store, c *clock) {
 	ctx := context.Background()
 	s.PutProduct(ctx, catalog.NewProduct{Name: "agent"})
 	draft := mustCreate(t, s, newUpdate("agent", "0.9", payA))
-	_, _, err := s.CreateDeployment(ctx, draft.ID, "test")
+	_, _, err := s.InsertDeployment(ctx, newDeployment(c, draft.ID, rollout.AllAtOnce()), nil, "test")
 	wantKind(t, err, fault.Conflict)
-	_, _, err = s.CreateDeployment(ctx, "upd_00000000000000000000000000", "test")
+	_, _, err = s.InsertDeployment(ctx, newDeployment(c, "upd_00000000000000000000000000", rollout.AllAtOnce()), nil, "test")
 	wantKind(t, err, fault.NotFound)
 
 	u := publish(t, s, "agent", "1.0", payB)
 	gen0, _ := s.Generation(ctx)
-	d, created, err := s.CreateDeployment(ctx, u.ID, "token:x")
-	if err != nil || !created || d.State != catalog.DeploymentRunning || d.Product != "agent" || d.Version != "1.0" || d.CreatedBy != "token:x" {
-		t.Fatalf("CreateDeployment = %+v, %v, %v", d, created, err)
+	plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 10}, {Percent: 100}}, Bake: rollout.Duration(time.Hour), Ring: "canary"}
+	d, created, err := s.InsertDeployment(ctx, newDeployment(c, u.ID, plan), []rollout.Action{{Kind: "wave_started", Wave: 0, Percent: 10}}, "token:x")
+	if err != nil || !created || d.State != rollout.Running || d.Product != "agent" || d.Version != "1.0" || d.CreatedBy != "token:x" {
+		t.Fatalf("InsertDeployment = %+v, %v, %v", d, created, err)
 	}
-	d2, created, err := s.CreateDeployment(ctx, u.ID, "token:y")
-	if err != nil || created || d2.ID != d.ID {
-		t.Fatalf("repeat CreateDeployment = %+v, %v, %v", d2, created, err)
+	got, err := s.Deployment(ctx, d.ID)
+	if err != nil || !reflect.DeepEqual(got.Plan, plan) || got.Status != d.Status || got.Salt != d.ID || !got.CreatedAt.Equal(c.t) {
+		t.Fatalf("Deployment = %+v, %v", got, err)
 	}
-	gen, active, err := s.Releases(ctx)
-	if err != nil || gen != gen0+1 || len(active) != 1 || active[0].Update.ID != u.ID || len(active[0].Update.Payloads) != 1 {
-		t.Fatalf("Releases = %d, %+v, %v", gen, active, err)
+	// The same plan again: the same deployment; another plan: conflict.
+	again, created, err := s.InsertDeployment(ctx, newDeployment(c, u.ID, plan), nil, "token:y")
+	if err != nil || created || again.ID != d.ID {
+		t.Fatalf("repeat InsertDeployment = %+v, %v, %v", again, created, err)
 	}
+	_, _, err = s.InsertDeployment(ctx, newDeployment(c, u.ID, rollout.AllAtOnce()), nil, "token:y")
+	wantKind(t, err, fault.Conflict)
+	if gen, _ := s.Generation(ctx); gen != gen0+1 {
+		t.Fatalf("generation %d, want %d", gen, gen0+1)
+	}
+	v, err := s.View(ctx)
+	if err != nil || v.Generation != gen0+1 || len(v.Releases) != 1 || v.Releases[0].Update.ID != u.ID || len(v.Releases[0].Update.Payloads) != 1 {
+		t.Fatalf("View = %+v, %v", v, err)
+	}
+
+	// A mutation commits the status and its events; a failing one nothing.
 	c.t = c.t.Add(time.Hour)
-	cd, err := s.CancelDeployment(ctx, d.ID, "token:x", "bad build")
-	if err != nil || cd.State != catalog.DeploymentCancelled || cd.Reason != "bad build" || cd.CancelledAt == nil || !cd.CancelledAt.Equal(c.t) {
-		t.Fatalf("CancelDeployment = %+v, %v", cd, err)
+	d, err = s.MutateDeployment(ctx, d.ID, "token:alice", func(d *rollout.Deployment) ([]rollout.Action, error) {
+		d.State, d.By, d.Reason = rollout.Paused, "token:alice", "crashes"
+		return []rollout.Action{{Kind: "paused", Wave: 0, Percent: 10, Detail: "crashes"}}, nil
+	}, nil)
+	if err != nil || d.State != rollout.Paused || !d.UpdatedAt.Equal(c.t) {
+		t.Fatalf("MutateDeployment = %+v, %v", d, err)
 	}
-	if again, err := s.CancelDeployment(ctx, d.ID, "token:x", "other"); err != nil || again.Reason != "bad build" {
-		t.Fatalf("repeat CancelDeployment = %+v, %v", again, err)
+	_, err = s.MutateDeployment(ctx, d.ID, "x", func(d *rollout.Deployment) ([]rollout.Action, error) {
+		d.State = rollout.Cancelled
+		return nil, fault.E(fault.Conflict, "refused")
+	}, nil)
+	wantKind(t, err, fault.Conflict)
+	if got, _ := s.Deployment(ctx, d.ID); got.State != rollout.Paused {
+		t.Fatalf("a refused mutation was saved: %s", got.State)
 	}
-	_, err = s.CancelDeployment(ctx, "dep_00000000000000000000000000", "x", "")
+	if gen, _ := s.Generation(ctx); gen != gen0+2 {
+		t.Fatalf("pausing did not bump the generation: %d", gen)
+	}
+	if v, _ := s.View(ctx); len(v.Releases) != 0 {
+		t.Fatalf("a paused deployment is in the view: %+v", v.Releases)
+	}
+	evs, err := s.DeploymentEvents(ctx, d.ID)
+	if err != nil || len(evs) != 3 || evs[0].Kind != "created" || evs[1].Kind != "wave_started" || evs[2].Kind != "paused" ||
+		evs[2].Actor != "token:alice" || evs[2].Detail != "crashes" || !evs[2].At.Equal(c.t) {
+		t.Fatalf("events = %+v, %v", evs, err)
+	}
+	_, err = s.MutateDeployment(ctx, "dep_00000000000000000000000000", "x", func(*rollout.Deployment) ([]rollout.Action, error) { return nil, nil }, nil)
 	wantKind(t, err, fault.NotFound)
-	gen, active, _ = s.Releases(ctx)
-	if gen != gen0+2 || len(active) != 0 {
-		t.Fatalf("after cancel Releases = %d, %d active", gen, len(active))
-	}
-	// A cancelled update can be deployed again.
+
+	// A cancelled update can be deployed again, with any plan.
+	s.MutateDeployment(ctx, d.ID, "x", func(d *rollout.Deployment) ([]rollout.Action, error) {
+		d.State = rollout.Cancelled
+		return nil, nil
+	}, nil)
 	c.t = c.t.Add(time.Millisecond)
-	d3, created, err := s.CreateDeployment(ctx, u.ID, "token:x")
-	if err != nil || !created || d3.ID == d.ID {
-		t.Fatalf("redeploy = %+v, %v, %v", d3, created, err)
+	d2, created, err := s.InsertDeployment(ctx, newDeployment(c, u.ID, rollout.AllAtOnce()), nil, "token:x")
+	if err != nil || !created || d2.ID == d.ID {
+		t.Fatalf("redeploy = %+v, %v, %v", d2, created, err)
 	}
-	list, err := s.Deployments(ctx, "agent", 0)
-	if err != nil || len(list) != 2 || list[0].ID != d3.ID {
+	list, err := s.Deployments(ctx, store.DeploymentFilter{Product: "agent"})
+	if err != nil || len(list) != 2 || list[0].ID != d2.ID {
 		t.Fatalf("Deployments = %+v, %v", list, err)
 	}
-	if other, _ := s.Deployments(ctx, "nothing", 0); len(other) != 0 {
+	if live, _ := s.Deployments(ctx, store.DeploymentFilter{States: []rollout.State{rollout.Cancelled}}); len(live) != 1 || live[0].ID != d.ID {
+		t.Fatalf("Deployments by state = %+v", live)
+	}
+	if other, _ := s.Deployments(ctx, store.DeploymentFilter{Product: "nothing"}); len(other) != 0 {
 		t.Fatalf("Deployments for another product = %+v", other)
+	}
+}
+
+func testHoldsAndRings(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	_, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "nope", Rule: "true", Reason: "x", Source: targeting.HoldManual})
+	wantKind(t, err, fault.NotFound)
+	u := publish(t, s, "os", "2.0", payA)
+	s.PutProduct(ctx, catalog.NewProduct{Name: "other"})
+	_, err = s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "other", UpdateID: u.ID, Rule: "true", Reason: "x", Source: targeting.HoldManual})
+	wantKind(t, err, fault.Invalid)
+
+	gen0, _ := s.Generation(ctx)
+	h, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "os", UpdateID: u.ID,
+		Rule: `device.attributes.oem == "contoso"`, Reason: "driver crash", Source: targeting.HoldManual, CreatedBy: "token:x"})
+	if err != nil || h.Status != targeting.HoldActive || h.Version != "2.0" {
+		t.Fatalf("CreateHold = %+v, %v", h, err)
+	}
+	if v, _ := s.View(ctx); len(v.Holds) != 1 || v.Holds[0].ID != h.ID || v.Generation != gen0+1 {
+		t.Fatalf("View holds = %+v", v.Holds)
+	}
+	c.t = c.t.Add(time.Minute)
+	r, err := s.ReleaseHold(ctx, h.ID, "token:y")
+	if err != nil || r.Status != targeting.HoldReleased || r.ReleasedBy != "token:y" || r.ReleasedAt == nil || !r.ReleasedAt.Equal(c.t) {
+		t.Fatalf("ReleaseHold = %+v, %v", r, err)
+	}
+	if again, err := s.ReleaseHold(ctx, h.ID, "token:z"); err != nil || again.ReleasedBy != "token:y" {
+		t.Fatalf("second release = %+v, %v", again, err)
+	}
+	if v, _ := s.View(ctx); len(v.Holds) != 0 {
+		t.Fatalf("released hold still in the view")
+	}
+	if hs, _ := s.Holds(ctx, "os", ""); len(hs) != 1 {
+		t.Fatalf("Holds = %+v", hs)
+	}
+	_, err = s.ReleaseHold(ctx, "hld_00000000000000000000000000", "x")
+	wantKind(t, err, fault.NotFound)
+
+	ring, created, err := s.PutRing(ctx, targeting.Ring{Name: "canary", Rank: 0, Members: []string{"d2", "d1"}})
+	if err != nil || !created || len(ring.Members) != 2 || ring.Members[0] != "d1" {
+		t.Fatalf("PutRing = %+v, %v, %v", ring, created, err)
+	}
+	ring, created, err = s.PutRing(ctx, targeting.Ring{Name: "canary", Rank: 1, Rule: `device.id.startsWith("lab-")`, Members: []string{"d3"}})
+	if err != nil || created || ring.Rank != 1 || len(ring.Members) != 1 || ring.Members[0] != "d3" {
+		t.Fatalf("replace ring = %+v, %v, %v", ring, created, err)
+	}
+	s.PutRing(ctx, targeting.Ring{Name: "broad", Rank: 2, Rule: "true"})
+	rings, err := s.Rings(ctx)
+	if err != nil || len(rings) != 2 || rings[0].Name != "canary" || rings[1].Name != "broad" {
+		t.Fatalf("Rings = %+v, %v", rings, err)
+	}
+	_, err = s.Ring(ctx, "nope")
+	wantKind(t, err, fault.NotFound)
+
+	// Floors are part of the view and bump the generation when they change.
+	gen1, _ := s.Generation(ctx)
+	p, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "os", Floors: []string{"1.5"}})
+	if err != nil || len(p.Floors) != 1 {
+		t.Fatalf("PutProduct floors = %+v, %v", p, err)
+	}
+	if v, _ := s.View(ctx); v.Generation != gen1+1 || len(v.Floors["os"]) != 1 {
+		t.Fatalf("View floors = %+v (generation %d, was %d)", v.Floors, v.Generation, gen1)
 	}
 }
 

@@ -6,6 +6,8 @@ CREATE TABLE products (
     name        TEXT PRIMARY KEY,
     title       TEXT NOT NULL DEFAULT '',
     description TEXT NOT NULL DEFAULT '',
+    -- JSON array of mandatory intermediate versions, e.g. ["2.0", "3.0"].
+    floors      TEXT NOT NULL DEFAULT '[]',
     created_at  TIMESTAMP NOT NULL
 );
 
@@ -20,6 +22,8 @@ CREATE TABLE updates (
     title          TEXT NOT NULL DEFAULT '',
     release_notes  TEXT NOT NULL DEFAULT '',
     applicability  TEXT NOT NULL DEFAULT '',
+    -- JSON array of {"product", "min_version"} that must be installed.
+    prerequisites  TEXT NOT NULL DEFAULT '[]',
     state          TEXT NOT NULL CHECK (state IN ('awaiting_upload', 'publishing', 'published', 'failed')),
     failure_reason TEXT NOT NULL DEFAULT '',
     created_at     TIMESTAMP NOT NULL,
@@ -40,16 +44,64 @@ CREATE TABLE payloads (
 CREATE INDEX payloads_by_sha256 ON payloads (sha256);
 
 CREATE TABLE deployments (
-    id           TEXT PRIMARY KEY,
-    update_id    TEXT NOT NULL REFERENCES updates (id),
-    state        TEXT NOT NULL CHECK (state IN ('running', 'cancelled')),
-    created_by   TEXT NOT NULL,
-    created_at   TIMESTAMP NOT NULL,
-    cancelled_at TIMESTAMP,
-    reason       TEXT NOT NULL DEFAULT ''
+    id         TEXT PRIMARY KEY,
+    update_id  TEXT NOT NULL REFERENCES updates (id),
+    -- state repeats status.state for queries and the constraint below.
+    state      TEXT NOT NULL CHECK (state IN ('scheduled', 'running', 'paused', 'completed', 'halted', 'cancelled')),
+    plan       TEXT NOT NULL, -- JSON rollout.Plan
+    status     TEXT NOT NULL, -- JSON rollout.Status, owned by the controller and commands
+    salt       TEXT NOT NULL, -- seeds the device order of this deployment
+    created_by TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
 );
--- At most one running deployment per update: "deploy" twice is idempotent.
-CREATE UNIQUE INDEX deployments_one_running ON deployments (update_id) WHERE state = 'running';
+-- At most one live deployment per update: deploying it again is idempotent
+-- (same plan) or a conflict.
+CREATE UNIQUE INDEX deployments_one_live ON deployments (update_id) WHERE state NOT IN ('halted', 'cancelled');
+CREATE INDEX deployments_by_state ON deployments (state);
+
+-- What happened to each deployment, by whom and why.
+CREATE TABLE deployment_events (
+    id            TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL REFERENCES deployments (id),
+    at            TIMESTAMP NOT NULL,
+    seq           INTEGER NOT NULL, -- order within one transaction
+    actor         TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    wave          INTEGER NOT NULL,
+    percent       DOUBLE PRECISION NOT NULL,
+    detail        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, at, seq);
+
+CREATE TABLE rings (
+    name        TEXT PRIMARY KEY,
+    rank        INTEGER NOT NULL,
+    rule        TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    created_at  TIMESTAMP NOT NULL
+);
+
+CREATE TABLE ring_members (
+    ring      TEXT NOT NULL REFERENCES rings (name),
+    device_id TEXT NOT NULL,
+    PRIMARY KEY (ring, device_id)
+);
+
+CREATE TABLE holds (
+    id          TEXT PRIMARY KEY,
+    product     TEXT NOT NULL REFERENCES products (name),
+    update_id   TEXT NOT NULL DEFAULT '', -- empty: every update of the product
+    rule        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('manual', 'automatic')),
+    status      TEXT NOT NULL CHECK (status IN ('active', 'released')),
+    created_by  TEXT NOT NULL,
+    created_at  TIMESTAMP NOT NULL,
+    released_by TEXT NOT NULL DEFAULT '',
+    released_at TIMESTAMP
+);
+CREATE INDEX holds_by_status ON holds (status);
 
 CREATE TABLE tokens (
     id         TEXT PRIMARY KEY,
@@ -82,6 +134,10 @@ INSERT INTO catalog_generation (id, generation) VALUES (1, 0);
 DROP TABLE catalog_generation;
 DROP TABLE devices;
 DROP TABLE tokens;
+DROP TABLE holds;
+DROP TABLE ring_members;
+DROP TABLE rings;
+DROP TABLE deployment_events;
 DROP TABLE deployments;
 DROP TABLE payloads;
 DROP TABLE updates;

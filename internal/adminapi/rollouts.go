@@ -1,0 +1,402 @@
+package adminapi
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+)
+
+// checkRule type-checks and cost-checks a rule, naming the field.
+func (a *API) checkRule(field, src string) error {
+	if _, err := a.cfg.Rules.Compile(src); err != nil {
+		return fault.Field(field, "%s", fault.Message(err))
+	}
+	return nil
+}
+
+type deployRequest struct {
+	UpdateID string       `json:"update_id,omitempty"`
+	Product  string       `json:"product,omitempty"`
+	Version  string       `json:"version,omitempty"`
+	Plan     rollout.Plan `json:"plan"`
+}
+
+func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
+	var req deployRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	id, err := a.resolveUpdate(ctx, req.UpdateID, req.Product, req.Version)
+	if err == nil {
+		err = a.checkRule("plan.audience", req.Plan.Audience)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d, created, err := a.cfg.Controller.Deploy(ctx, id, req.Plan, principal(ctx).Actor())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", principal(ctx).Actor())
+	httpapi.WriteJSON(w, statusFor(created), d)
+}
+
+// resolveUpdate finds an update by id, or by product and version.
+func (a *API) resolveUpdate(ctx context.Context, updateID, product, ver string) (string, error) {
+	switch {
+	case updateID != "" && (product != "" || ver != ""):
+		return "", fault.Field("update_id", "give either update_id or product and version, not both")
+	case updateID != "":
+		return updateID, catalog.ValidateID("update_id", "upd", updateID)
+	case product == "" || ver == "":
+		return "", fault.E(fault.Invalid, "give update_id, or product and version")
+	}
+	if err := catalog.ValidateProductName("product", product); err != nil {
+		return "", err
+	}
+	v, err := catalog.ValidateVersion("version", ver)
+	if err != nil {
+		return "", err
+	}
+	if _, err := a.cfg.Store.Product(ctx, product); err != nil {
+		return "", err
+	}
+	u, err := a.cfg.Store.UpdateByVersion(ctx, product, v)
+	return u.ID, err
+}
+
+func (a *API) listDeployments(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.DeploymentFilter{Product: q.Get("product")}
+	if f.Product != "" {
+		if err := catalog.ValidateProductName("product", f.Product); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	if st := rollout.State(q.Get("state")); st != "" {
+		if !slices.Contains([]rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused, rollout.Completed, rollout.Halted, rollout.Cancelled}, st) {
+			httpapi.WriteError(w, r, fault.Field("state", "%q is not a deployment state", st))
+			return
+		}
+		f.States = []rollout.State{st}
+	}
+	ds, err := a.cfg.Store.Deployments(r.Context(), f)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"deployments": ds})
+}
+
+func (a *API) deployment(r *http.Request) (rollout.Deployment, error) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "dep", id); err != nil {
+		return rollout.Deployment{}, err
+	}
+	return a.cfg.Store.Deployment(r.Context(), id)
+}
+
+func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
+	d, err := a.deployment(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
+func (a *API) deploymentEvents(w http.ResponseWriter, r *http.Request) {
+	d, err := a.deployment(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	evs, err := a.cfg.Store.DeploymentEvents(r.Context(), d.ID)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+type reasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+// commandDeployment carries out pause, resume, halt, cancel, approve or
+// advance, with the caller as actor and the given reason.
+func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
+	cmd := rollout.Command(r.PathValue("command"))
+	if !slices.Contains(rollout.Commands, cmd) {
+		httpapi.WriteError(w, r, fault.E(fault.NotFound, "no such deployment command %q (one of %v)", cmd, rollout.Commands))
+		return
+	}
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "dep", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	var req reasonRequest
+	if r.ContentLength != 0 {
+		if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	if err := catalog.ValidateReason("reason", req.Reason); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	d, err := a.cfg.Controller.Command(ctx, id, cmd, principal(ctx).Actor(), req.Reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("deployment command", "deployment", d.ID, "command", cmd, "state", d.State,
+		"actor", principal(ctx).Actor(), "reason", req.Reason)
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
+type holdRequest struct {
+	Product  string `json:"product"`
+	UpdateID string `json:"update_id,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Rule     string `json:"rule"`
+	Reason   string `json:"reason"`
+}
+
+func (a *API) createHold(w http.ResponseWriter, r *http.Request) {
+	var req holdRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	err := catalog.ValidateProductName("product", req.Product)
+	switch {
+	case err != nil:
+	case req.Rule == "":
+		err = fault.Field("rule", "a hold needs a rule (\"true\" holds every device)")
+	case req.Reason == "":
+		err = fault.Field("reason", "say why the update is held")
+	default:
+		err = a.checkRule("rule", req.Rule)
+	}
+	if err == nil {
+		err = catalog.ValidateReason("reason", req.Reason)
+	}
+	if err == nil && (req.UpdateID != "" || req.Version != "") {
+		if req.UpdateID != "" && req.Version != "" {
+			err = fault.Field("update_id", "give update_id or version, not both")
+		} else if req.Version != "" {
+			req.UpdateID, err = a.resolveUpdate(ctx, "", req.Product, req.Version)
+		} else {
+			err = catalog.ValidateID("update_id", "upd", req.UpdateID)
+		}
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	h, err := a.cfg.Store.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", a.cfg.Now()), Product: req.Product,
+		UpdateID: req.UpdateID, Rule: req.Rule, Reason: req.Reason, Source: targeting.HoldManual, CreatedBy: principal(ctx).Actor()})
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.refresh(ctx)
+	httpapi.Logger(ctx).Info("hold created", "hold", h.ID, "product", h.Product, "update", h.UpdateID, "actor", principal(ctx).Actor())
+	httpapi.WriteJSON(w, http.StatusCreated, h)
+}
+
+func (a *API) refresh(ctx context.Context) {
+	if err := a.cfg.Refresh(ctx); err != nil {
+		httpapi.Logger(ctx).Warn("snapshot refresh failed; the poller will retry", "err", err)
+	}
+}
+
+func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	status := targeting.HoldStatus(q.Get("status"))
+	if status != "" && status != targeting.HoldActive && status != targeting.HoldReleased {
+		httpapi.WriteError(w, r, fault.Field("status", "must be active or released"))
+		return
+	}
+	if p := q.Get("product"); p != "" {
+		if err := catalog.ValidateProductName("product", p); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	hs, err := a.cfg.Store.Holds(r.Context(), q.Get("product"), status)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"holds": hs})
+}
+
+func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "hld", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	h, err := a.cfg.Store.Hold(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, h)
+}
+
+func (a *API) releaseHold(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "hld", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	h, err := a.cfg.Store.ReleaseHold(ctx, id, principal(ctx).Actor())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.refresh(ctx)
+	httpapi.Logger(ctx).Info("hold released", "hold", h.ID, "actor", principal(ctx).Actor())
+	httpapi.WriteJSON(w, http.StatusOK, h)
+}
+
+type ringRequest struct {
+	Rank        int      `json:"rank"`
+	Rule        string   `json:"rule,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Members     []string `json:"members,omitempty"`
+}
+
+// maxRingMembers bounds a ring's explicit membership in one request.
+const maxRingMembers = 10000
+
+func (a *API) putRing(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := catalog.ValidateProductName("name", name); err != nil {
+		httpapi.WriteError(w, r, fault.Field("name", "%q is not a valid ring name (same rules as product names)", name))
+		return
+	}
+	var req ringRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	err := a.checkRule("rule", req.Rule)
+	switch {
+	case err != nil:
+	case len(req.Members) > maxRingMembers:
+		err = fault.Field("members", "at most %d explicit members; use a rule for larger rings", maxRingMembers)
+	case req.Rule == "" && len(req.Members) == 0:
+		err = fault.E(fault.Invalid, "a ring needs a rule or members")
+	case len(req.Description) > catalog.MaxDescriptionLen:
+		err = fault.Field("description", "longer than %d bytes", catalog.MaxDescriptionLen)
+	}
+	for i, m := range req.Members {
+		if err == nil && !delivery.ValidDeviceID(m) {
+			err = fault.Field("members", "member %d (%q) is not a valid device id", i, m)
+		}
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	ring, created, err := a.cfg.Store.PutRing(ctx, targeting.Ring{Name: name, Rank: req.Rank, Rule: req.Rule, Description: req.Description, Members: req.Members})
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.refresh(ctx)
+	httpapi.WriteJSON(w, statusFor(created), ring)
+}
+
+func (a *API) listRings(w http.ResponseWriter, r *http.Request) {
+	rs, err := a.cfg.Store.Rings(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"rings": rs})
+}
+
+func (a *API) getRing(w http.ResponseWriter, r *http.Request) {
+	ring, err := a.cfg.Store.Ring(r.Context(), r.PathValue("name"))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, ring)
+}
+
+type explainRequest struct {
+	DeviceID   string            `json:"device_id"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	Installed  map[string]string `json:"installed,omitempty"`
+	UpdateID   string            `json:"update_id,omitempty"`
+	// At evaluates schedules and maintenance windows at another time.
+	At *time.Time `json:"at,omitempty"`
+}
+
+// explain answers why a device is or is not offered each update: the
+// device from the registry (by id), with any attributes and installed
+// versions given overriding what the registry knows.
+func (a *API) explain(w http.ResponseWriter, r *http.Request) {
+	var req explainRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	if req.UpdateID != "" {
+		if err := catalog.ValidateID("update_id", "upd", req.UpdateID); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	source := "described"
+	if req.Attributes == nil && req.Installed == nil {
+		d, err := a.cfg.Store.Device(ctx, req.DeviceID)
+		if err != nil {
+			httpapi.WriteError(w, r, fault.Wrap(err, fault.KindOf(err), fault.Message(err)+"; describe the device with attributes and installed instead"))
+			return
+		}
+		req.Attributes, req.Installed, source = d.Attributes, d.Installed, "registry"
+	}
+	c, err := delivery.FromParts(req.DeviceID, req.Attributes, req.Installed)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	now := a.cfg.Now()
+	if req.At != nil {
+		now = *req.At
+	}
+	snap := a.cfg.Snapshots.Snapshot()
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"device": map[string]any{"id": c.DeviceID, "attributes": req.Attributes, "installed": req.Installed, "source": source},
+		"at":     now, "snapshot_generation": snap.Generation,
+		"decisions": snap.Explain(c, req.UpdateID, now),
+	})
+}

@@ -1,0 +1,170 @@
+// Package controller applies the rollout policy to stored deployments: it
+// creates them, carries out operators' commands and, as a leader-elected
+// periodic job, moves every live rollout forward. Each change commits
+// together with its events in one transaction.
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+)
+
+// Controller moves deployments. Safe for concurrent use.
+type Controller struct {
+	store *store.Store
+	rules *targeting.Env
+	log   *slog.Logger
+	now   func() time.Time
+	tick  time.Duration
+	// changed is called after a commit that may change what devices are
+	// offered (to refresh the snapshot at once).
+	changed func(ctx context.Context)
+}
+
+// New returns a controller ticking every tick.
+func New(s *store.Store, rules *targeting.Env, log *slog.Logger, now func() time.Time, tick time.Duration, changed func(context.Context)) *Controller {
+	return &Controller{store: s, rules: rules, log: log, now: now, tick: tick, changed: changed}
+}
+
+// Deploy creates a deployment of a published update with plan, starting
+// its first wave at once when the plan allows. Deploying an update again
+// with the same plan returns the live deployment (created false).
+func (c *Controller) Deploy(ctx context.Context, updateID string, plan rollout.Plan, actor string) (rollout.Deployment, bool, error) {
+	if err := plan.Validate(); err != nil {
+		return rollout.Deployment{}, false, err
+	}
+	if _, err := c.rules.Compile(plan.Audience); err != nil {
+		return rollout.Deployment{}, false, fault.Wrap(err, fault.Invalid, "audience: "+fault.Message(err))
+	}
+	if plan.Ring != "" {
+		if _, err := c.store.Ring(ctx, plan.Ring); err != nil {
+			return rollout.Deployment{}, false, err
+		}
+	}
+	now := c.now()
+	id := catalog.NewID("dep", now)
+	d := rollout.Deployment{ID: id, UpdateID: updateID, Plan: plan, Status: rollout.Initial(), Salt: id, CreatedBy: actor}
+	var acts []rollout.Action
+	d.Status, acts = rollout.Step(plan, d.Status, rollout.Observations{}, now)
+	d, created, err := c.store.InsertDeployment(ctx, d, acts, actor)
+	if err == nil && created {
+		c.changed(ctx)
+	}
+	return d, created, err
+}
+
+// Command carries out an operator's command (pause, resume, halt, cancel,
+// approve, advance) and records it with actor and reason. An approval takes
+// effect at once (the approved wave starts if it was waiting).
+func (c *Controller) Command(ctx context.Context, id string, cmd rollout.Command, actor, reason string) (rollout.Deployment, error) {
+	d, err := c.store.MutateDeployment(ctx, id, actor, func(d *rollout.Deployment) ([]rollout.Action, error) {
+		now := c.now()
+		st, act, err := rollout.Apply(d.Plan, d.Status, cmd, actor, reason, now)
+		if err != nil {
+			return nil, err
+		}
+		acts := []rollout.Action{act}
+		if cmd == rollout.Approve || cmd == rollout.Resume {
+			var more []rollout.Action
+			st, more = rollout.Step(d.Plan, st, c.observe(ctx, d), now)
+			acts = append(acts, more...)
+		}
+		d.Status = st
+		return acts, nil
+	}, nil)
+	if err == nil {
+		c.changed(ctx)
+	}
+	return d, err
+}
+
+// Tick applies Step to every scheduled or running deployment at now. A
+// failure on one deployment is logged and does not stop the others.
+func (c *Controller) Tick(ctx context.Context, now time.Time) error {
+	deps, err := c.store.Deployments(ctx, store.DeploymentFilter{States: []rollout.State{rollout.Scheduled, rollout.Running}})
+	if err != nil {
+		return err
+	}
+	moved := false
+	for _, d := range deps {
+		obs := c.observe(ctx, &d)
+		before := d.Status
+		after, err := c.store.MutateDeployment(ctx, d.ID, rollout.ControllerActor, func(d *rollout.Deployment) ([]rollout.Action, error) {
+			var acts []rollout.Action
+			d.Status, acts = rollout.Step(d.Plan, d.Status, obs, now)
+			return acts, nil
+		}, nil)
+		if err != nil {
+			c.log.Warn("rollout step failed", "deployment", d.ID, "err", err)
+			continue
+		}
+		if after.Status != before {
+			moved = true
+			c.log.Info("rollout moved", "deployment", d.ID, "state", after.State, "wave", after.Wave+1, "percent", after.Percent)
+		}
+	}
+	if moved {
+		c.changed(ctx)
+	}
+	return nil
+}
+
+// observe gathers what Step needs; the audience estimate only for paced
+// waves (it counts registered devices of the product).
+func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout.Observations {
+	paced := false
+	for _, w := range d.Plan.Waves {
+		paced = paced || w.DevicesPerPeriod > 0
+	}
+	if !paced {
+		return rollout.Observations{}
+	}
+	n, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+	if err != nil {
+		c.log.Warn("audience estimate failed", "deployment", d.ID, "err", err)
+	}
+	return rollout.Observations{AudienceSize: n}
+}
+
+// TickArgs is the periodic job that moves rollouts.
+type TickArgs struct{}
+
+func (TickArgs) Kind() string { return "rollout_tick" }
+
+func (TickArgs) InsertOpts() river.InsertOpts {
+	// One tick at a time, across replicas.
+	return river.InsertOpts{MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true,
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
+}
+
+type tickWorker struct {
+	river.WorkerDefaults[TickArgs]
+	c *Controller
+}
+
+func (w *tickWorker) Work(ctx context.Context, _ *river.Job[TickArgs]) error {
+	return w.c.Tick(ctx, w.c.now())
+}
+
+func (w *tickWorker) Timeout(*river.Job[TickArgs]) time.Duration { return 5 * time.Minute }
+
+// Register adds the controller's worker.
+func (c *Controller) Register(w *river.Workers) { river.AddWorker(w, &tickWorker{c: c}) }
+
+// PeriodicJobs returns the controller's periodic job: a tick every interval,
+// enqueued by the leader only.
+func (c *Controller) PeriodicJobs() []*river.PeriodicJob {
+	return []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(c.tick),
+		func() (river.JobArgs, *river.InsertOpts) { return TickArgs{}, nil },
+		&river.PeriodicJobOpts{RunOnStart: true, ID: "rollout_tick"})}
+}

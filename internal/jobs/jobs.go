@@ -1,0 +1,46 @@
+// Package jobs builds the River client that runs every durable job kind
+// (publishing pipeline, rollout controller) on the store's database.
+package jobs
+
+import (
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/ringmaster/ringmaster/internal/store"
+)
+
+// Config tunes the job client.
+type Config struct {
+	// Workers is how many jobs run at once.
+	Workers int
+	// RescueAfter is how long a job may run before it is presumed lost (its
+	// process died) and run again; kinds with their own Timeout wait that.
+	RescueAfter time.Duration
+	// PollInterval is how often idle workers look for jobs where the
+	// database cannot notify them (SQLite).
+	PollInterval time.Duration
+}
+
+// NewClient returns a River client for workers and periodic jobs. Periodic
+// jobs are enqueued by the elected leader only, so they run once across
+// replicas.
+func NewClient(s *store.Store, log *slog.Logger, cfg Config, workers *river.Workers, periodic []*river.PeriodicJob) (*river.Client[*sql.Tx], error) {
+	c, err := river.NewClient(s.RiverDriver(), &river.Config{
+		Logger:               log,
+		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
+		Workers:              workers,
+		PeriodicJobs:         periodic,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		JobTimeout:           min(time.Minute, cfg.RescueAfter),
+		FetchPollInterval:    cfg.PollInterval,
+		FetchCooldown:        min(cfg.PollInterval, 100*time.Millisecond),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create job client: %w", err)
+	}
+	return c, nil
+}

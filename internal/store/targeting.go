@@ -1,0 +1,238 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+)
+
+// CreateHold stores a new active hold. Its product must exist, and its
+// update, if named, must be of that product.
+func (s *Store) CreateHold(ctx context.Context, h targeting.Hold) (targeting.Hold, error) {
+	err := s.InTx(ctx, func(tx *Tx) error {
+		if _, err := tx.Product(ctx, h.Product); err != nil {
+			return err
+		}
+		if h.UpdateID != "" {
+			u, err := tx.Update(ctx, h.UpdateID)
+			if err != nil {
+				return err
+			}
+			if u.Product != h.Product {
+				return fault.E(fault.Invalid, "update %s is of product %s, not %s", u.ID, u.Product, h.Product)
+			}
+			h.Version = u.Version
+		}
+		h.CreatedAt, h.Status = tx.now(), targeting.HoldActive
+		if _, err := tx.db.ExecContext(ctx, `
+			INSERT INTO holds (id, product, update_id, rule, reason, source, status, created_by, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			h.ID, h.Product, h.UpdateID, h.Rule, h.Reason, h.Source, h.Status, h.CreatedBy, h.CreatedAt); err != nil {
+			return unavailable(err)
+		}
+		return tx.BumpGeneration(ctx)
+	})
+	return h, err
+}
+
+// ReleaseHold lets the hold's devices be offered again. Releasing a
+// released hold returns it unchanged.
+func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.Hold, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		res, err := tx.db.ExecContext(ctx, `UPDATE holds SET status = 'released', released_by = $2, released_at = $3
+			WHERE id = $1 AND status = 'active'`, id, actor, tx.now())
+		if err != nil {
+			return unavailable(err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			if err := tx.BumpGeneration(ctx); err != nil {
+				return err
+			}
+		}
+		h, err = tx.Hold(ctx, id)
+		return err
+	})
+	return h, err
+}
+
+const holdColumns = `h.id, h.product, h.update_id, COALESCE(u.version, ''), h.rule, h.reason, h.source, h.status,
+	h.created_by, h.created_at, h.released_by, h.released_at`
+
+func scanHold(row interface{ Scan(...any) error }) (targeting.Hold, error) {
+	var h targeting.Hold
+	var released sql.NullTime
+	err := row.Scan(&h.ID, &h.Product, &h.UpdateID, &h.Version, &h.Rule, &h.Reason, &h.Source, &h.Status,
+		&h.CreatedBy, &h.CreatedAt, &h.ReleasedBy, &released)
+	h.CreatedAt = h.CreatedAt.UTC()
+	h.ReleasedAt = timePtr(released)
+	return h, err
+}
+
+// Hold returns a hold, or NotFound.
+func (q *queries) Hold(ctx context.Context, id string) (targeting.Hold, error) {
+	h, err := scanHold(q.db.QueryRowContext(ctx, `SELECT `+holdColumns+`
+		FROM holds h LEFT JOIN updates u ON u.id = h.update_id WHERE h.id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, fault.E(fault.NotFound, "hold %q not found", id)
+	}
+	return h, unavailable(err)
+}
+
+// Holds lists holds, newest first; product and status narrow when set.
+func (q *queries) Holds(ctx context.Context, product string, status targeting.HoldStatus) ([]targeting.Hold, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+holdColumns+`
+		FROM holds h LEFT JOIN updates u ON u.id = h.update_id
+		WHERE ($1 = '' OR h.product = $1) AND ($2 = '' OR h.status = $2) ORDER BY h.id DESC`, product, string(status))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := []targeting.Hold{}
+	for rows.Next() {
+		h, err := scanHold(rows)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, h)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// PutRing creates or replaces a ring (rule, rank, description and explicit
+// members).
+func (s *Store) PutRing(ctx context.Context, r targeting.Ring) (out targeting.Ring, created bool, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.Ring(ctx, r.Name)
+		if created = fault.Is(err, fault.NotFound); err != nil && !created {
+			return err
+		}
+		if _, err := tx.db.ExecContext(ctx, `INSERT INTO rings (name, rank, rule, description, created_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (name) DO UPDATE SET rank = excluded.rank, rule = excluded.rule, description = excluded.description`,
+			r.Name, r.Rank, r.Rule, r.Description, tx.now()); err != nil {
+			return unavailable(err)
+		}
+		if _, err := tx.db.ExecContext(ctx, `DELETE FROM ring_members WHERE ring = $1`, r.Name); err != nil {
+			return unavailable(err)
+		}
+		for _, m := range r.Members {
+			if _, err := tx.db.ExecContext(ctx, `INSERT INTO ring_members (ring, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, r.Name, m); err != nil {
+				return unavailable(err)
+			}
+		}
+		if err := tx.BumpGeneration(ctx); err != nil {
+			return err
+		}
+		out, err = tx.Ring(ctx, r.Name)
+		return err
+	})
+	return out, created, err
+}
+
+// Ring returns a ring with its members, or NotFound.
+func (q *queries) Ring(ctx context.Context, name string) (targeting.Ring, error) {
+	var r targeting.Ring
+	err := q.db.QueryRowContext(ctx, `SELECT name, rank, rule, description, created_at FROM rings WHERE name = $1`, name).
+		Scan(&r.Name, &r.Rank, &r.Rule, &r.Description, &r.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fault.E(fault.NotFound, "ring %q not found", name)
+	}
+	if err != nil {
+		return r, unavailable(err)
+	}
+	r.CreatedAt = r.CreatedAt.UTC()
+	r.Members, err = q.ringMembers(ctx, name)
+	return r, err
+}
+
+func (q *queries) ringMembers(ctx context.Context, name string) ([]string, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT device_id FROM ring_members WHERE ring = $1 ORDER BY device_id`, name)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var m string
+		if err := rows.Scan(&m); err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, m)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// Rings lists rings by rank, with their members.
+func (q *queries) Rings(ctx context.Context) ([]targeting.Ring, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT name FROM rings ORDER BY rank, name`)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, unavailable(err)
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	out := []targeting.Ring{}
+	for _, n := range names {
+		r, err := q.Ring(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// View returns everything the device snapshot is built from, read in one
+// transaction so it is consistent: the generation, every offering
+// deployment with its update and payloads, active holds, rings and floors.
+func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		v = delivery.View{Floors: map[string][]string{}}
+		if v.Generation, err = tx.Generation(ctx); err != nil {
+			return err
+		}
+		deps, err := tx.Deployments(ctx, DeploymentFilter{States: offeringStates})
+		if err != nil {
+			return err
+		}
+		updates := map[string]catalog.Update{}
+		for _, d := range deps {
+			u, ok := updates[d.UpdateID]
+			if !ok {
+				if u, err = tx.Update(ctx, d.UpdateID); err != nil {
+					return err
+				}
+				updates[d.UpdateID] = u
+			}
+			v.Releases = append(v.Releases, delivery.Release{Deployment: d, Update: u})
+		}
+		if v.Holds, err = tx.Holds(ctx, "", targeting.HoldActive); err != nil {
+			return err
+		}
+		if v.Rings, err = tx.Rings(ctx); err != nil {
+			return err
+		}
+		products, err := tx.Products(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range products {
+			if len(p.Floors) > 0 {
+				v.Floors[p.Name] = p.Floors
+			}
+		}
+		return nil
+	})
+	return v, err
+}
