@@ -261,25 +261,30 @@ func (c *Client) WaitPublished(ctx context.Context, updateID string, every time.
 	}
 }
 
-// Deployment makes an update available to devices.
+// Deployment rolls an update out to devices.
 type Deployment struct {
-	ID          string     `json:"id"`
-	UpdateID    string     `json:"update_id"`
-	Product     string     `json:"product"`
-	Version     string     `json:"version"`
-	State       string     `json:"state"`
-	CreatedBy   string     `json:"created_by"`
-	CreatedAt   time.Time  `json:"created_at"`
-	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
-	Reason      string     `json:"reason,omitempty"`
+	ID               string    `json:"id"`
+	UpdateID         string    `json:"update_id"`
+	Product          string    `json:"product"`
+	Version          string    `json:"version"`
+	State            string    `json:"state"`
+	Wave             int       `json:"wave"`
+	WaveStarted      time.Time `json:"wave_started"`
+	Percent          float64   `json:"percent"`
+	Approved         int       `json:"approved"`
+	AwaitingApproval bool      `json:"awaiting_approval"`
+	By               string    `json:"by,omitempty"`
+	Reason           string    `json:"reason,omitempty"`
+	Plan             Plan      `json:"plan"`
+	CreatedBy        string    `json:"created_by"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
 }
 
-// Deploy makes a published version available to all devices of its product.
-// Deploying an update that already has a running deployment returns it.
+// Deploy makes a published version available to all devices of its product
+// at once. Deploying it again returns the live deployment.
 func (c *Client) Deploy(ctx context.Context, product, version string) (Deployment, error) {
-	var out Deployment
-	err := c.do(ctx, http.MethodPost, "/v1/deployments", nil, map[string]string{"product": product, "version": version}, &out)
-	return out, err
+	return c.DeployPlan(ctx, product, version, Plan{})
 }
 
 // Deployment fetches a deployment.
@@ -303,9 +308,7 @@ func (c *Client) Deployments(ctx context.Context, product string) ([]Deployment,
 	return out.Deployments, err
 }
 
-// CancelDeployment stops offering a deployment's update.
+// CancelDeployment stops offering a deployment's update for good.
 func (c *Client) CancelDeployment(ctx context.Context, id, reason string) (Deployment, error) {
-	var out Deployment
-	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/cancel", nil, map[string]string{"reason": reason}, &out)
-	return out, err
+	return c.Command(ctx, id, "cancel", reason)
 }

@@ -29,8 +29,8 @@ const MaxRequestBytes = 256 << 10
 
 // Config configures the admin API.
 type Config struct {
-	Store    *store.Store
-	Content  *content.Store
+	Store      *store.Store
+	Content    *content.Store
 	Pipeline   *pipeline.Pipeline
 	Controller *controller.Controller
 	Rules      *targeting.Env

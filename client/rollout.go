@@ -1,0 +1,194 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Wave is one step of a rollout plan: a cumulative percentage of the
+// audience, or a paced wave of DevicesPerPeriod devices every Period.
+type Wave struct {
+	Percent          float64 `json:"percent,omitempty"`
+	DevicesPerPeriod int64   `json:"devices_per_period,omitempty"`
+	Period           string  `json:"period,omitempty"`
+	Bake             string  `json:"bake,omitempty"`
+}
+
+// Window is a daily maintenance window in the device's local time.
+type Window struct {
+	Start int `json:"start_minute"`
+	End   int `json:"end_minute"`
+}
+
+// Plan is how a deployment rolls out. The zero Plan is "all devices now".
+type Plan struct {
+	Ring            string     `json:"ring,omitempty"`
+	Audience        string     `json:"audience,omitempty"`
+	Waves           []Wave     `json:"waves,omitempty"`
+	Bake            string     `json:"bake,omitempty"`
+	Start           *time.Time `json:"start,omitempty"`
+	Deadline        *time.Time `json:"deadline,omitempty"`
+	Expedite        bool       `json:"expedite,omitempty"`
+	RequireApproval bool       `json:"require_approval,omitempty"`
+	Window          *Window    `json:"maintenance_window,omitempty"`
+}
+
+// DeployPlan deploys a published version by a plan. Deploying it again with
+// the same plan returns the live deployment.
+func (c *Client) DeployPlan(ctx context.Context, product, version string, plan Plan) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments", nil, map[string]any{"product": product, "version": version, "plan": plan}, &out)
+	return out, err
+}
+
+// Command sends pause, resume, halt, cancel, approve or advance with a
+// reason, and returns the deployment after it.
+func (c *Client) Command(ctx context.Context, id, command, reason string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/"+url.PathEscape(command), nil,
+		map[string]string{"reason": reason}, &out)
+	return out, err
+}
+
+// Event is something that happened to a deployment.
+type Event struct {
+	ID      string    `json:"id"`
+	At      time.Time `json:"at"`
+	Actor   string    `json:"actor"`
+	Kind    string    `json:"kind"`
+	Wave    int       `json:"wave"`
+	Percent float64   `json:"percent"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// DeploymentEvents lists a deployment's events, oldest first.
+func (c *Client) DeploymentEvents(ctx context.Context, id string) ([]Event, error) {
+	var out struct {
+		Events []Event `json:"events"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/deployments/"+url.PathEscape(id)+"/events", nil, nil, &out)
+	return out.Events, err
+}
+
+// Hold is a safeguard hold.
+type Hold struct {
+	ID         string     `json:"id"`
+	Product    string     `json:"product"`
+	UpdateID   string     `json:"update_id,omitempty"`
+	Version    string     `json:"version,omitempty"`
+	Rule       string     `json:"rule"`
+	Reason     string     `json:"reason"`
+	Source     string     `json:"source"`
+	Status     string     `json:"status"`
+	CreatedBy  string     `json:"created_by"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ReleasedBy string     `json:"released_by,omitempty"`
+	ReleasedAt *time.Time `json:"released_at,omitempty"`
+}
+
+// CreateHold holds a product's update (version, or every update when empty)
+// for the devices the rule matches.
+func (c *Client) CreateHold(ctx context.Context, product, version, rule, reason string) (Hold, error) {
+	var out Hold
+	err := c.do(ctx, http.MethodPost, "/v1/holds", nil,
+		map[string]string{"product": product, "version": version, "rule": rule, "reason": reason}, &out)
+	return out, err
+}
+
+// ReleaseHold releases a hold.
+func (c *Client) ReleaseHold(ctx context.Context, id string) (Hold, error) {
+	var out Hold
+	err := c.do(ctx, http.MethodPost, "/v1/holds/"+url.PathEscape(id)+"/release", nil, nil, &out)
+	return out, err
+}
+
+// Holds lists holds (status "active", "released" or "" for all).
+func (c *Client) Holds(ctx context.Context, product, status string) ([]Hold, error) {
+	var out struct {
+		Holds []Hold `json:"holds"`
+	}
+	q := url.Values{}
+	if product != "" {
+		q.Set("product", product)
+	}
+	if status != "" {
+		q.Set("status", status)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/holds", q, nil, &out)
+	return out.Holds, err
+}
+
+// Ring is an ordered, named population of devices.
+type Ring struct {
+	Name        string   `json:"name,omitempty"`
+	Rank        int      `json:"rank"`
+	Rule        string   `json:"rule,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Members     []string `json:"members,omitempty"`
+}
+
+// PutRing creates or replaces a ring.
+func (c *Client) PutRing(ctx context.Context, r Ring) (Ring, error) {
+	var out Ring
+	name := r.Name
+	r.Name = ""
+	err := c.do(ctx, http.MethodPut, "/v1/rings/"+url.PathEscape(name), nil, r, &out)
+	return out, err
+}
+
+// Rings lists rings by rank.
+func (c *Client) Rings(ctx context.Context) ([]Ring, error) {
+	var out struct {
+		Rings []Ring `json:"rings"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/rings", nil, nil, &out)
+	return out.Rings, err
+}
+
+// ExplainRequest names a device (from the registry) or describes one.
+type ExplainRequest struct {
+	DeviceID   string            `json:"device_id"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	Installed  map[string]string `json:"installed,omitempty"`
+	UpdateID   string            `json:"update_id,omitempty"`
+	At         *time.Time        `json:"at,omitempty"`
+}
+
+// Check is one step of a decision.
+type Check struct {
+	Step   string `json:"step"`
+	Pass   bool   `json:"pass"`
+	Detail string `json:"detail"`
+}
+
+// Decision explains whether a device is offered one update.
+type Decision struct {
+	UpdateID     string  `json:"update_id"`
+	DeploymentID string  `json:"deployment_id,omitempty"`
+	Product      string  `json:"product"`
+	Version      string  `json:"version"`
+	Offered      bool    `json:"offered"`
+	FailedStep   string  `json:"failed_step,omitempty"`
+	Checks       []Check `json:"checks"`
+}
+
+// Explanation is the answer to Explain.
+type Explanation struct {
+	Device struct {
+		ID         string            `json:"id"`
+		Attributes map[string]string `json:"attributes"`
+		Installed  map[string]string `json:"installed"`
+		Source     string            `json:"source"`
+	} `json:"device"`
+	At        time.Time  `json:"at"`
+	Decisions []Decision `json:"decisions"`
+}
+
+// Explain says why a device is or is not offered each update.
+func (c *Client) Explain(ctx context.Context, req ExplainRequest) (Explanation, error) {
+	var out Explanation
+	err := c.do(ctx, http.MethodPost, "/v1/explain", nil, req, &out)
+	return out, err
+}

@@ -1,0 +1,390 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ringmaster/ringmaster/client"
+)
+
+func deployCmd(g *globals) *cobra.Command {
+	var product, version, waves, bake, start, deadline, window string
+	var plan client.Plan
+	cmd := &cobra.Command{
+		Use:   "deploy --product P --version V [--ring R] [--waves 1,10,50,100] [--bake 24h] [--start TIME] [--require-approval]",
+		Short: "Deploy a published version by a plan; prints the deployment id",
+		Long: `Deploy a published version. Without options it goes to every device of the
+product at once. --waves gives cumulative percentages of the audience, each
+running --bake before the next; --ring and --audience narrow the audience;
+--start (RFC 3339) schedules the first wave; --deadline offers everything by
+then; --require-approval makes every wave wait for "deployment approve";
+--window 22:00-05:00 limits offers to a daily window in the device's local
+time (attribute tz); --expedite offers at once and asks devices to check back
+within 15 minutes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if waves != "" {
+				for _, f := range strings.Split(waves, ",") {
+					p, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f), "%"), 64)
+					if err != nil {
+						return fmt.Errorf("--waves: %q is not a percentage", f)
+					}
+					plan.Waves = append(plan.Waves, client.Wave{Percent: p})
+				}
+			}
+			plan.Bake = bake
+			var err error
+			if plan.Start, err = parseTime("--start", start); err != nil {
+				return err
+			}
+			if plan.Deadline, err = parseTime("--deadline", deadline); err != nil {
+				return err
+			}
+			if window != "" {
+				if plan.Window, err = parseWindow(window); err != nil {
+					return err
+				}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.DeployPlan(cmd.Context(), product, version, plan)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, d.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&product, "product", "", "product name (required)")
+	f.StringVar(&version, "version", "", "version (required)")
+	f.StringVar(&plan.Ring, "ring", "", "target this ring only")
+	f.StringVar(&plan.Audience, "audience", "", "CEL rule narrowing the devices")
+	f.StringVar(&waves, "waves", "", "cumulative wave percentages, e.g. 1,10,50,100 (default 100)")
+	f.StringVar(&bake, "bake", "", "time each wave runs before the next, e.g. 24h")
+	f.StringVar(&start, "start", "", "when the first wave may start (RFC 3339)")
+	f.StringVar(&deadline, "deadline", "", "offer to the whole audience by then (RFC 3339)")
+	f.StringVar(&window, "window", "", "daily maintenance window in device local time, e.g. 22:00-05:00")
+	f.BoolVar(&plan.Expedite, "expedite", false, "offer at once, outside windows, and ask devices to check back soon")
+	f.BoolVar(&plan.RequireApproval, "require-approval", false, "every wave waits for a human's approval")
+	_ = cmd.MarkFlagRequired("product")
+	_ = cmd.MarkFlagRequired("version")
+	return cmd
+}
+
+func parseTime(flag, s string) (*time.Time, error) {
+	if s == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %q is not an RFC 3339 time (2026-11-27T22:00:00Z)", flag, s)
+	}
+	return &t, nil
+}
+
+func parseWindow(s string) (*client.Window, error) {
+	from, to, ok := strings.Cut(s, "-")
+	a, err1 := time.Parse("15:04", strings.TrimSpace(from))
+	b, err2 := time.Parse("15:04", strings.TrimSpace(to))
+	if !ok || err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("--window: %q is not HH:MM-HH:MM", s)
+	}
+	return &client.Window{Start: a.Hour()*60 + a.Minute(), End: b.Hour()*60 + b.Minute()}, nil
+}
+
+func deploymentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "deployment", Short: "Show, list and control deployments"}
+	var reason, product string
+	for _, c := range []struct{ name, short string }{
+		{"pause", "Stop offering until resumed"},
+		{"resume", "Resume a paused deployment"},
+		{"halt", "Stop for good (emergency stop)"},
+		{"cancel", "Withdraw the deployment for good"},
+		{"approve", "Let the next wave start"},
+		{"advance", "Start the next wave now, skipping the rest of the bake"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use: c.name + " ID --reason TEXT", Short: c.short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, err := g.client()
+				if err != nil {
+					return err
+				}
+				d, err := cl.Command(cmd.Context(), args[0], c.name, reason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "%s %s wave %d/%d at %g%%\n", d.ID, d.State, d.Wave+1, len(d.Plan.Waves), d.Percent)
+				return nil
+			},
+		})
+	}
+	cmd.PersistentFlags().StringVar(&reason, "reason", "", "why (recorded with the change)")
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show a deployment and its events", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Deployment(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			evs, err := c.DeploymentEvents(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			// The deployment's own fields at the top, its events beside them.
+			b, err := json.Marshal(d)
+			if err != nil {
+				return err
+			}
+			var out map[string]any
+			if err := json.Unmarshal(b, &out); err != nil {
+				return err
+			}
+			out["events"] = evs
+			return g.printJSON(out)
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List deployments, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ds, err := c.Deployments(cmd.Context(), product)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tSTATE\tWAVE\tPERCENT\tCREATED")
+			for _, d := range ds {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%g%%\t%s\n", d.ID, d.Product, d.Version, d.State, d.Wave+1,
+					len(d.Plan.Waves), d.Percent, d.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&product, "product", "", "only this product")
+	cmd.AddCommand(show, list)
+	return cmd
+}
+
+func holdCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "hold", Short: "Create, release and list safeguard holds"}
+	var product, version, rule, reason, status string
+	create := &cobra.Command{
+		Use: "create --product P [--version V] --rule CEL --reason TEXT", Short: "Hold an update for matching devices; prints the hold id",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.CreateHold(cmd.Context(), product, version, rule, reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, h.ID)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&product, "product", "", "product (required)")
+	create.Flags().StringVar(&version, "version", "", "only this version (default: every update of the product)")
+	create.Flags().StringVar(&rule, "rule", "", "CEL rule matching the held devices (required)")
+	create.Flags().StringVar(&reason, "reason", "", "why (required)")
+	_ = create.MarkFlagRequired("product")
+	_ = create.MarkFlagRequired("rule")
+	_ = create.MarkFlagRequired("reason")
+	release := &cobra.Command{
+		Use: "release ID", Short: "Release a hold", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.ReleaseHold(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", h.ID, h.Status)
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List holds", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			hs, err := c.Holds(cmd.Context(), product, status)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tSTATUS\tSOURCE\tRULE\tREASON")
+			for _, h := range hs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.ID, h.Product, orAll(h.Version), h.Status, h.Source, h.Rule, h.Reason)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&product, "product", "", "only this product")
+	list.Flags().StringVar(&status, "status", "", "active or released")
+	cmd.AddCommand(create, release, list)
+	return cmd
+}
+
+func orAll(v string) string {
+	if v == "" {
+		return "(all)"
+	}
+	return v
+}
+
+func ringCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "ring", Short: "Define and list rings"}
+	var r client.Ring
+	var members string
+	put := &cobra.Command{
+		Use: "put NAME --rank N [--rule CEL] [--members ID,ID…]", Short: "Create or replace a ring", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			r.Name = args[0]
+			if members != "" {
+				r.Members = strings.Split(members, ",")
+			}
+			out, err := c.PutRing(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, out.Name)
+			return nil
+		},
+	}
+	put.Flags().IntVar(&r.Rank, "rank", 0, "order (canary 0, insider 1, broad 2, retail 3…)")
+	put.Flags().StringVar(&r.Rule, "rule", "", "CEL rule for the ring's devices")
+	put.Flags().StringVar(&r.Description, "description", "", "description")
+	put.Flags().StringVar(&members, "members", "", "explicit member device ids, comma-separated")
+	list := &cobra.Command{
+		Use: "list", Short: "List rings by rank", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rs, err := c.Rings(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RANK\tNAME\tMEMBERS\tRULE")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%s\n", r.Rank, r.Name, len(r.Members), r.Rule)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(put, list)
+	return cmd
+}
+
+func explainCmd(g *globals) *cobra.Command {
+	var req client.ExplainRequest
+	var attrs, installed []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "explain --device-id ID [--attr k=v ...] [--installed P=V ...] [--update UPDATE_ID]",
+		Short: "Why a device is or is not offered each update",
+		Long: `Explain the offer decision for a device: every check in order (installed,
+newer, floor, applicability, prerequisites, deployment, ring, audience, wave,
+maintenance_window, hold) with the values used, and the step that failed.
+With only --device-id the device comes from the registry (as last seen);
+--attr and --installed describe a device instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if req.Attributes, err = pairs("--attr", attrs); err != nil {
+				return err
+			}
+			if req.Installed, err = pairs("--installed", installed); err != nil {
+				return err
+			}
+			if len(attrs) > 0 && req.Installed == nil {
+				req.Installed = map[string]string{}
+			}
+			if len(installed) > 0 && req.Attributes == nil {
+				req.Attributes = map[string]string{}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ex, err := c.Explain(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(ex)
+			}
+			fmt.Fprintf(g.stdout, "device %s (%s) at %s\n", ex.Device.ID, ex.Device.Source, ex.At.Format(time.RFC3339))
+			if len(ex.Decisions) == 0 {
+				fmt.Fprintln(g.stdout, "no deployed update applies to the products this device runs")
+			}
+			for _, d := range ex.Decisions {
+				verdict := "OFFERED"
+				if !d.Offered {
+					verdict = "not offered: " + d.FailedStep
+				}
+				fmt.Fprintf(g.stdout, "\n%s %s (%s, deployment %s): %s\n", d.Product, d.Version, d.UpdateID, d.DeploymentID, verdict)
+				for _, ch := range d.Checks {
+					mark := "ok  "
+					if !ch.Pass {
+						mark = "FAIL"
+					}
+					fmt.Fprintf(g.stdout, "  %s %-18s %s\n", mark, ch.Step, ch.Detail)
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.DeviceID, "device-id", "", "device id (required)")
+	f.StringArrayVar(&attrs, "attr", nil, "attribute k=v (repeatable)")
+	f.StringArrayVar(&installed, "installed", nil, "installed product P=V (repeatable)")
+	f.StringVar(&req.UpdateID, "update", "", "only this update id")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	_ = cmd.MarkFlagRequired("device-id")
+	return cmd
+}
+
+func pairs(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s: %q is not key=value", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
