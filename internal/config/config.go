@@ -163,8 +163,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("job_rescue_after must be at least 1s")
 	case c.IngestTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("ingest_timeout and shutdown_timeout must be positive")
-	case c.RolloutTick < 100*time.Millisecond:
-		return fmt.Errorf("rollout_tick must be at least 100ms")
+	case c.RolloutTick < time.Second:
+		return fmt.Errorf("rollout_tick must be at least 1s")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -141,12 +140,6 @@ type TickArgs struct{}
 
 func (TickArgs) Kind() string { return "rollout_tick" }
 
-func (TickArgs) InsertOpts() river.InsertOpts {
-	// One tick at a time, across replicas.
-	return river.InsertOpts{MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true,
-		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
-}
-
 type tickWorker struct {
 	river.WorkerDefaults[TickArgs]
 	c *Controller
@@ -156,7 +149,7 @@ func (w *tickWorker) Work(ctx context.Context, _ *river.Job[TickArgs]) error {
 	return w.c.Tick(ctx, w.c.now())
 }
 
-func (w *tickWorker) Timeout(*river.Job[TickArgs]) time.Duration { return 5 * time.Minute }
+func (w *tickWorker) Timeout(*river.Job[TickArgs]) time.Duration { return time.Minute }
 
 // Register adds the controller's worker.
 func (c *Controller) Register(w *river.Workers) { river.AddWorker(w, &tickWorker{c: c}) }
@@ -164,7 +157,13 @@ func (c *Controller) Register(w *river.Workers) { river.AddWorker(w, &tickWorker
 // PeriodicJobs returns the controller's periodic job: a tick every interval,
 // enqueued by the leader only.
 func (c *Controller) PeriodicJobs() []*river.PeriodicJob {
+	// Ticks are unique per period: a replica that becomes leader mid-period
+	// does not tick twice, and a tick killed with its process blocks only
+	// its own period (River's uniqueness always covers running jobs).
+	// Overlapping ticks are safe: each transition is computed from the
+	// deployment row read under its lock.
+	opts := &river.InsertOpts{MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByPeriod: c.tick}}
 	return []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(c.tick),
-		func() (river.JobArgs, *river.InsertOpts) { return TickArgs{}, nil },
+		func() (river.JobArgs, *river.InsertOpts) { return TickArgs{}, opts },
 		&river.PeriodicJobOpts{RunOnStart: true, ID: "rollout_tick"})}
 }

@@ -176,7 +176,9 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 		r.offer = o
 		r.json, _ = json.Marshal(o)
 		s.byProduct[o.Product] = append(s.byProduct[o.Product], r)
-		s.byUpdate[o.UpdateID] = r
+		if prev, ok := s.byUpdate[o.UpdateID]; !ok || prev.dep.State.Terminal() {
+			s.byUpdate[o.UpdateID] = r // a halted deployment yields to a live one
+		}
 		s.releases++
 	}
 	for _, rs := range s.byProduct {
@@ -195,7 +197,7 @@ func orNever(r *targeting.Rule, src string) *targeting.Rule {
 	return r
 }
 
-// Releases returns how many releases the snapshot holds.
+// Releases returns how many releases the snapshot holds (offering or not).
 func (s *Snapshot) Releases() int { return s.releases }
 
 // Check is one step of a decision: what was checked, whether it passed,
@@ -255,7 +257,7 @@ func (d *device) rules() *targeting.Device {
 }
 
 func match(r *targeting.Rule, d *device) (bool, string) {
-	if r == nil {
+	if r == nil || r.Source == "" {
 		return true, "no rule"
 	}
 	if r == neverRule {

@@ -183,12 +183,19 @@ func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(
 }
 
 func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, acts []rollout.Action) error {
+	// seq numbers a deployment's events; callers hold its row (a new
+	// deployment, or MutateDeployment's locked read), so it cannot race.
+	var next int
+	if err := q.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), -1) + 1 FROM deployment_events WHERE deployment_id = $1`,
+		deploymentID).Scan(&next); err != nil {
+		return unavailable(err)
+	}
 	now := q.now()
 	for i, a := range acts {
 		if _, err := q.db.ExecContext(ctx, `
 			INSERT INTO deployment_events (id, deployment_id, at, seq, actor, kind, wave, percent, detail)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			catalog.NewID("evt", now), deploymentID, now, i, actor, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
+			catalog.NewID("evt", now), deploymentID, now, next+i, actor, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
 			return unavailable(err)
 		}
 	}
@@ -198,7 +205,7 @@ func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, 
 // DeploymentEvents returns a deployment's events, oldest first.
 func (q *queries) DeploymentEvents(ctx context.Context, id string) ([]rollout.Event, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT id, deployment_id, at, actor, kind, wave, percent, detail
-		FROM deployment_events WHERE deployment_id = $1 ORDER BY at, seq, id`, id)
+		FROM deployment_events WHERE deployment_id = $1 ORDER BY seq`, id)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -215,7 +222,9 @@ func (q *queries) DeploymentEvents(ctx context.Context, id string) ([]rollout.Ev
 	return out, unavailable(rows.Err())
 }
 
-var offeringStates = []rollout.State{rollout.Running, rollout.Completed}
+// snapshotStates are the deployments the device snapshot holds: those that
+// offer, and those explain must be able to name (scheduled, paused, halted).
+var snapshotStates = []rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused, rollout.Completed, rollout.Halted}
 
 // CountDevicesWithProduct estimates how many registered devices run a
 // product (for paced waves).

@@ -194,15 +194,16 @@ func (q *queries) Rings(ctx context.Context) ([]targeting.Ring, error) {
 }
 
 // View returns everything the device snapshot is built from, read in one
-// transaction so it is consistent: the generation, every offering
-// deployment with its update and payloads, active holds, rings and floors.
+// transaction so it is consistent: the generation, every deployment that
+// is not cancelled with its update and payloads, active holds, rings and
+// floors.
 func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		v = delivery.View{Floors: map[string][]string{}}
 		if v.Generation, err = tx.Generation(ctx); err != nil {
 			return err
 		}
-		deps, err := tx.Deployments(ctx, DeploymentFilter{States: offeringStates})
+		deps, err := tx.Deployments(ctx, DeploymentFilter{States: snapshotStates})
 		if err != nil {
 			return err
 		}

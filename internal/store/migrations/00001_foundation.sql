@@ -65,14 +65,14 @@ CREATE TABLE deployment_events (
     id            TEXT PRIMARY KEY,
     deployment_id TEXT NOT NULL REFERENCES deployments (id),
     at            TIMESTAMP NOT NULL,
-    seq           INTEGER NOT NULL, -- order within one transaction
+    seq           INTEGER NOT NULL, -- order of the deployment's events
     actor         TEXT NOT NULL,
     kind          TEXT NOT NULL,
     wave          INTEGER NOT NULL,
     percent       DOUBLE PRECISION NOT NULL,
     detail        TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, at, seq);
+CREATE UNIQUE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, seq);
 
 CREATE TABLE rings (
     name        TEXT PRIMARY KEY,
