@@ -98,6 +98,12 @@ func (c *Controller) Tick(ctx context.Context, now time.Time) error {
 	for _, d := range deps {
 		obs := c.observe(ctx, &d)
 		before := d.Status
+		// Most ticks change nothing: decide on the listed row first, and
+		// open a transaction (which decides again under the row lock) only
+		// when the status would move.
+		if next, acts := rollout.Step(d.Plan, d.Status, obs, now); next == before && len(acts) == 0 {
+			continue
+		}
 		after, err := c.store.MutateDeployment(ctx, d.ID, rollout.ControllerActor, func(d *rollout.Deployment) ([]rollout.Action, error) {
 			var acts []rollout.Action
 			d.Status, acts = rollout.Step(d.Plan, d.Status, obs, now)

@@ -223,11 +223,8 @@ type Decision struct {
 // detail string is ever formatted.
 type tracer struct{ checks []Check }
 
-func (t *tracer) add(step string, pass bool, format string, args ...any) bool {
-	if t != nil {
-		t.checks = append(t.checks, Check{Step: step, Pass: pass, Detail: fmt.Sprintf(format, args...)})
-	}
-	return pass
+func (t *tracer) add(step string, pass bool, format string, args ...any) {
+	t.checks = append(t.checks, Check{Step: step, Pass: pass, Detail: fmt.Sprintf(format, args...)})
 }
 
 // device is the check-in as rules see it, built on first use, with each
@@ -254,6 +251,27 @@ func (d *device) rules() *targeting.Device {
 		d.dev = &targeting.Device{ID: d.c.DeviceID, Attributes: d.c.Attributes, Installed: inst}
 	}
 	return d.dev
+}
+
+// fastMatch decides a rule on the hot path: the rule's necessary
+// equalities first, CEL only if they hold.
+func fastMatch(r *targeting.Rule, d *device) bool {
+	if r == nil || r.Source == "" {
+		return true
+	}
+	if r.Rejects(d.rules()) {
+		return false
+	}
+	ok, _ := match(r, d)
+	return ok
+}
+
+// check decides a rule: fast on the hot path, with its detail when tracing.
+func check(r *targeting.Rule, d *device, t *tracer) (bool, string) {
+	if t == nil {
+		return fastMatch(r, d), ""
+	}
+	return match(r, d)
 }
 
 func match(r *targeting.Rule, d *device) (bool, string) {
@@ -287,73 +305,121 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 	if t == nil && (!dep.State.Offering() || r.ringMissing || targeting.Bucket(dep.Salt, c.DeviceID) >= r.threshold) {
 		return false
 	}
+	// Every t.add below is guarded: boxing its arguments would allocate even
+	// when t is nil, on every check-in.
 	installed := c.Installed[r.offer.Product]
-	if !t.add("newer", installed.Less(r.version), "installed %s, update %s", installed, r.version) {
+	ok := installed.Less(r.version)
+	if t != nil {
+		t.add("newer", ok, "installed %s, update %s", installed, r.version)
+	}
+	if !ok {
 		return false
 	}
 	for _, f := range s.floors[r.offer.Product] {
 		if installed.Less(f) && f.Less(r.version) {
-			return t.add("floor", false, "%s must be installed first (installed %s)", f, installed)
+			if t != nil {
+				t.add("floor", false, "%s must be installed first (installed %s)", f, installed)
+			}
+			return false
 		}
 	}
-	t.add("floor", true, "no floor between %s and %s", installed, r.version)
-	if ok, detail := match(r.applicability, d); !t.add("applicability", ok, "%s", detail) {
+	if t != nil {
+		t.add("floor", true, "no floor between %s and %s", installed, r.version)
+	}
+	ok, detail := check(r.applicability, d, t)
+	if t != nil {
+		t.add("applicability", ok, "%s", detail)
+	}
+	if !ok {
 		return false
 	}
 	for _, p := range r.prereqs {
-		have, ok := c.Installed[p.product]
-		if !ok || have.Less(p.min) {
-			return t.add("prerequisites", false, "needs %s >= %s (installed %s)", p.product, p.min, orNone(have, ok))
+		have, has := c.Installed[p.product]
+		if !has || have.Less(p.min) {
+			if t != nil {
+				t.add("prerequisites", false, "needs %s >= %s (installed %s)", p.product, p.min, orNone(have, has))
+			}
+			return false
 		}
 	}
-	t.add("prerequisites", true, "%d met", len(r.prereqs))
-	if !dep.State.Offering() {
-		return t.add("deployment", false, "deployment %s is %s%s", dep.ID, dep.State, stateDetail(dep))
+	if t != nil {
+		t.add("prerequisites", true, "%d met", len(r.prereqs))
 	}
-	t.add("deployment", true, "deployment %s is %s (wave %d of %d)", dep.ID, dep.State, dep.Wave+1, len(dep.Plan.Waves))
+	if !dep.State.Offering() {
+		if t != nil {
+			t.add("deployment", false, "deployment %s is %s%s", dep.ID, dep.State, stateDetail(dep))
+		}
+		return false
+	}
+	if t != nil {
+		t.add("deployment", true, "deployment %s is %s (wave %d of %d)", dep.ID, dep.State, dep.Wave+1, len(dep.Plan.Waves))
+	}
 	if r.ringMissing {
-		return t.add("ring", false, "ring %q does not exist", dep.Plan.Ring)
+		if t != nil {
+			t.add("ring", false, "ring %q does not exist", dep.Plan.Ring)
+		}
+		return false
 	}
 	if r.ring != nil {
 		_, member := r.ring.members[c.DeviceID]
-		ok, detail := member, "explicit member"
+		ok, detail = member, "explicit member"
 		if !member && r.ring.rule != nil {
-			ok, detail = match(r.ring.rule, d)
+			ok, detail = check(r.ring.rule, d, t)
 		} else if !member {
 			detail = "not a member"
 		}
-		if !t.add("ring", ok, "ring %s: %s", r.ring.name, detail) {
+		if t != nil {
+			t.add("ring", ok, "ring %s: %s", r.ring.name, detail)
+		}
+		if !ok {
 			return false
 		}
-	} else {
+	} else if t != nil {
 		t.add("ring", true, "no ring: every device of %s", r.offer.Product)
 	}
-	if ok, detail := match(r.audience, d); !t.add("audience", ok, "%s", detail) {
+	ok, detail = check(r.audience, d, t)
+	if t != nil {
+		t.add("audience", ok, "%s", detail)
+	}
+	if !ok {
 		return false
 	}
 	b := targeting.Bucket(dep.Salt, c.DeviceID)
-	if !t.add("wave", b < r.threshold, "bucket %d of %d; wave %d exposes %.4g%% (buckets below %d)%s",
-		b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep)) {
+	ok = b < r.threshold
+	if t != nil {
+		t.add("wave", ok, "bucket %d of %d; wave %d exposes %.4g%% (buckets below %d)%s",
+			b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep))
+	}
+	if !ok {
 		return false
 	}
 	if w := dep.Plan.Window; w != nil && !dep.Plan.Expedite {
-		local, ok := s.localMinute(c.Attributes["tz"], now)
-		if !t.add("maintenance_window", ok && inWindow(*w, local), "window %s-%s local; device time %s (tz %q)",
-			hm(w.Start), hm(w.End), hm(local), c.Attributes["tz"]) {
+		local, known := s.localMinute(c.Attributes["tz"], now)
+		ok = known && inWindow(*w, local)
+		if t != nil {
+			t.add("maintenance_window", ok, "window %s-%s local; device time %s (tz %q)", hm(w.Start), hm(w.End), hm(local), c.Attributes["tz"])
+		}
+		if !ok {
 			return false
 		}
-	} else {
+	} else if t != nil {
 		t.add("maintenance_window", true, "none%s", map[bool]string{true: " (expedited)"}[dep.Plan.Expedite])
 	}
 	for _, h := range s.holds[r.offer.Product] {
 		if h.UpdateID != "" && h.UpdateID != r.offer.UpdateID {
 			continue
 		}
-		if ok, _ := match(h.rule, d); ok {
-			return t.add("hold", false, "hold %s (%s): %s; rule %s", h.ID, h.Source, h.Reason, h.Rule)
+		if held, _ := check(h.rule, d, t); held {
+			if t != nil {
+				t.add("hold", false, "hold %s (%s): %s; rule %s", h.ID, h.Source, h.Reason, h.Rule)
+			}
+			return false
 		}
 	}
-	return t.add("hold", true, "no active hold matches")
+	if t != nil {
+		t.add("hold", true, "no active hold matches")
+	}
+	return true
 }
 
 func orNone(v version.Version, ok bool) string {

@@ -131,6 +131,8 @@ func NewEnv() (*Env, error) {
 type Rule struct {
 	Source string
 	prg    cel.Program
+	// must are equalities the rule requires (a pre-filter; see Rejects).
+	must []equality
 }
 
 // Compile type-checks src, estimates its worst-case cost and compiles it.
@@ -165,7 +167,7 @@ func (e *Env) Compile(src string) (*Rule, error) {
 	if err != nil {
 		return nil, fault.E(fault.Invalid, "rule cannot be compiled: %s", err.Error())
 	}
-	return &Rule{Source: src, prg: prg}, nil
+	return &Rule{Source: src, prg: prg, must: necessary(ast.NativeRep().Expr())}, nil
 }
 
 // Match evaluates the rule for d. A rule that fails at run time (a missing

@@ -124,3 +124,38 @@ func BenchmarkRuleMatch(b *testing.B) {
 		}
 	}
 }
+
+// TestRejectsIsSound: whenever the pre-filter rejects a device, the full
+// rule does not match it.
+func TestRejectsIsSound(t *testing.T) {
+	env, _ := NewEnv()
+	rules := map[string]int{ // rule -> number of necessary equalities found
+		`device.attributes.oem == "contoso" && device.attributes.region == "eu"`:     2,
+		`"contoso" == device.attributes["oem"] && int(device.attributes.ram_gb) > 8`: 1,
+		`device.id == "d1" || device.attributes.oem == "contoso"`:                    0,
+		`!(device.attributes.oem == "contoso")`:                                      0,
+		`has(device.attributes.oem) && device.attributes.oem == "contoso"`:           1,
+		`device.attributes.arch == "x64" && (device.attributes.oem == "a" || true)`:  1,
+		`device.id == "d1"`: 1,
+	}
+	devs := []*Device{
+		{ID: "d1", Attributes: map[string]string{"oem": "contoso", "region": "eu", "ram_gb": "16", "arch": "x64"}},
+		{ID: "d2", Attributes: map[string]string{"oem": "fabrikam", "region": "eu", "ram_gb": "4"}},
+		{ID: "d3", Attributes: map[string]string{}},
+	}
+	for src, n := range rules {
+		r, err := env.Compile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.must) != n {
+			t.Errorf("%s: %d necessary equalities, want %d", src, len(r.must), n)
+		}
+		for _, d := range devs {
+			ok, _ := r.Match(d)
+			if r.Rejects(d) && ok {
+				t.Errorf("%s: rejects %s, which matches", src, d.ID)
+			}
+		}
+	}
+}
