@@ -1,0 +1,245 @@
+// Package telemetry defines what devices report about updates (offered,
+// downloaded, installed, failed with a code, rolled back, crashed after
+// install), validates batches of such events with an answer per event, and
+// derives the outcomes and cohort cells that health aggregates count.
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
+)
+
+// Type is what happened.
+type Type string
+
+const (
+	Offered           Type = "offered"
+	DownloadStarted   Type = "download_started"
+	DownloadCompleted Type = "download_completed"
+	DownloadFailed    Type = "download_failed"
+	InstallStarted    Type = "install_started"
+	InstallSucceeded  Type = "install_succeeded"
+	InstallFailed     Type = "install_failed"
+	RolledBack        Type = "rolled_back"
+	PostInstallCrash  Type = "post_install_crash"
+)
+
+// Types lists every Type.
+var Types = []Type{Offered, DownloadStarted, DownloadCompleted, DownloadFailed, InstallStarted,
+	InstallSucceeded, InstallFailed, RolledBack, PostInstallCrash}
+
+// Failure reports whether the event is a failure outcome.
+func (t Type) Failure() bool {
+	return t == DownloadFailed || t == InstallFailed || t == RolledBack || t == PostInstallCrash
+}
+
+// Event is one report from a device.
+type Event struct {
+	ID           string            `json:"event_id"`
+	DeviceID     string            `json:"device_id"`
+	UpdateID     string            `json:"update_id"`
+	DeploymentID string            `json:"deployment_id,omitempty"`
+	Type         Type              `json:"type"`
+	Time         time.Time         `json:"time"`
+	ErrorCode    string            `json:"error_code,omitempty"`
+	Attributes   map[string]string `json:"attributes,omitempty"`
+	// Received is when the server accepted it (set by the server).
+	Received time.Time `json:"received"`
+}
+
+// Result is the answer for one event of a batch.
+type Result struct {
+	EventID string `json:"event_id,omitempty"`
+	Index   int    `json:"index"`
+	Status  string `json:"status"` // accepted, rejected
+	Error   string `json:"error,omitempty"`
+}
+
+// Limits on a batch.
+const (
+	MaxBatchBytes   = 512 << 10
+	MaxBatchEvents  = 500
+	MaxEventIDLen   = 64
+	MaxErrorCodeLen = 64
+	MaxAttributes   = 32
+	// Events may be late (devices report when they can) but not from the
+	// far past or the future.
+	MaxAge  = 30 * 24 * time.Hour
+	MaxSkew = time.Hour
+)
+
+var parsers fastjson.ParserPool
+
+// ParseBatch reads {"events": [...]} and validates each event on its own:
+// valid events are returned, every event gets a Result. Unknown fields are
+// ignored. The error is for the batch as a whole (not JSON, too large, too
+// many events).
+func ParseBatch(body []byte, now time.Time) ([]Event, []Result, error) {
+	if len(body) > MaxBatchBytes {
+		return nil, nil, fault.E(fault.TooLarge, "event batch is larger than %d bytes", MaxBatchBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 || !json.Valid(body) {
+		return nil, nil, fault.E(fault.Invalid, "event batch is not valid JSON")
+	}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return nil, nil, fault.E(fault.Invalid, "event batch is not valid JSON: %s", err)
+	}
+	items := v.GetArray("events")
+	if v.Get("events") == nil || (items == nil && v.Get("events").Type() != fastjson.TypeArray) {
+		return nil, nil, fault.Field("events", "must be an array of events")
+	}
+	if len(items) == 0 {
+		return nil, nil, fault.Field("events", "the batch is empty")
+	}
+	if len(items) > MaxBatchEvents {
+		return nil, nil, fault.Field("events", "at most %d events per batch", MaxBatchEvents)
+	}
+	events := make([]Event, 0, len(items))
+	results := make([]Result, len(items))
+	seen := map[string]bool{}
+	for i, it := range items {
+		e, err := parseEvent(it, now)
+		results[i] = Result{Index: i, EventID: e.ID, Status: "accepted"}
+		if err == nil && seen[e.ID] {
+			err = fmt.Errorf("event_id %q appears twice in the batch", e.ID)
+		}
+		if err != nil {
+			results[i].Status, results[i].Error = "rejected", err.Error()
+			continue
+		}
+		seen[e.ID] = true
+		e.Received = now
+		events = append(events, e)
+	}
+	return events, results, nil
+}
+
+func parseEvent(v *fastjson.Value, now time.Time) (Event, error) {
+	var e Event
+	if v.Type() != fastjson.TypeObject {
+		return e, fmt.Errorf("an event must be an object")
+	}
+	str := func(k string) string { return string(v.GetStringBytes(k)) }
+	e.ID, e.DeviceID, e.UpdateID, e.DeploymentID = str("event_id"), str("device_id"), str("update_id"), str("deployment_id")
+	e.Type, e.ErrorCode = Type(str("type")), str("error_code")
+	switch {
+	case !validEventID(e.ID):
+		return e, fmt.Errorf("event_id must be 1-%d of A-Z a-z 0-9 . _ : -", MaxEventIDLen)
+	case !delivery.ValidDeviceID(e.DeviceID):
+		return e, fmt.Errorf("device_id %q is not a valid device id", clip(e.DeviceID))
+	case catalog.ValidateID("update_id", "upd", e.UpdateID) != nil:
+		return e, fmt.Errorf("update_id %q is not an update id", clip(e.UpdateID))
+	case e.DeploymentID != "" && catalog.ValidateID("deployment_id", "dep", e.DeploymentID) != nil:
+		return e, fmt.Errorf("deployment_id %q is not a deployment id", clip(e.DeploymentID))
+	case !slices.Contains(Types, e.Type):
+		return e, fmt.Errorf("type %q is not one of %v", clip(string(e.Type)), Types)
+	case len(e.ErrorCode) > MaxErrorCodeLen || !utf8.ValidString(e.ErrorCode):
+		return e, fmt.Errorf("error_code must be UTF-8 of at most %d bytes", MaxErrorCodeLen)
+	}
+	ts := str("time")
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return e, fmt.Errorf("time %q is not an RFC 3339 time", clip(ts))
+	}
+	if t.Before(now.Add(-MaxAge)) || t.After(now.Add(MaxSkew)) {
+		return e, fmt.Errorf("time %s is more than %s old or %s ahead of the server", ts, MaxAge, MaxSkew)
+	}
+	e.Time = t.UTC()
+	if a := v.Get("attributes"); a != nil && a.Type() != fastjson.TypeNull {
+		o, err := a.Object()
+		if err != nil || o.Len() > MaxAttributes {
+			return e, fmt.Errorf("attributes must be an object of at most %d string values", MaxAttributes)
+		}
+		e.Attributes = make(map[string]string, o.Len())
+		o.Visit(func(k []byte, val *fastjson.Value) {
+			if err != nil {
+				return
+			}
+			b, verr := val.StringBytes()
+			if verr != nil || len(k) == 0 || len(k) > 64 || len(b) > 256 || !utf8.Valid(k) || !utf8.Valid(b) {
+				err = fmt.Errorf("attribute %q must be a string of at most 256 bytes", clip(string(k)))
+				return
+			}
+			e.Attributes[string(k)] = string(b)
+		})
+		if err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+func validEventID(s string) bool {
+	if s == "" || len(s) > MaxEventIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// Cells returns the cohort cells an event counts in: "" (everyone), one
+// per configured attribute it has ("oem=contoso") and one per pair of them
+// ("arch=x64|oem=contoso"), attributes in the order given. admit, when not
+// nil, may replace a value (with "other", to cap how many values an
+// attribute can have).
+func Cells(attrs map[string]string, cohort []string, admit func(attr, value string) string) []string {
+	cells := []string{""}
+	var singles []string
+	for _, a := range cohort {
+		v, ok := attrs[a]
+		if !ok || v == "" {
+			continue
+		}
+		if admit != nil {
+			v = admit(a, v)
+		}
+		singles = append(singles, a+"="+v)
+	}
+	cells = append(cells, singles...)
+	for i := 0; i < len(singles); i++ {
+		for j := i + 1; j < len(singles); j++ {
+			cells = append(cells, singles[i]+"|"+singles[j])
+		}
+	}
+	return cells
+}
+
+// ParseCell splits a cell back into attribute=value pairs.
+func ParseCell(cell string) map[string]string {
+	out := map[string]string{}
+	if cell == "" {
+		return out
+	}
+	for _, kv := range strings.Split(cell, "|") {
+		k, v, _ := strings.Cut(kv, "=")
+		out[k] = v
+	}
+	return out
+}
+

@@ -1,0 +1,110 @@
+package telemetry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+)
+
+var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+const upd = "upd_06h1ke0dagtjy8xhb1qq10rbhm"
+
+func ev(id, typ string, extra string) string {
+	return evAt(id, typ, "2026-11-26T11:00:00Z", extra)
+}
+
+func evAt(id, typ, at, extra string) string {
+	return fmt.Sprintf(`{"event_id":%q,"device_id":"dev-1","update_id":%q,"type":%q,"time":%q%s}`, id, upd, typ, at, extra)
+}
+
+func TestParseBatch(t *testing.T) {
+	body := `{"events":[` + strings.Join([]string{
+		ev("e1", "install_failed", `,"error_code":"0x80070005","attributes":{"oem":"contoso"},"future":1`),
+		ev("e2", "exploded", ""),
+		ev("e1", "install_succeeded", ""),
+		`{"event_id":"e3","device_id":"dev-1","update_id":"upd_x","type":"offered","time":"2026-11-26T11:00:00Z"}`,
+		evAt("e4", "offered", "2025-01-01T00:00:00Z", ""),
+		evAt("e5", "offered", "yesterday", ""),
+		`17`,
+		ev("e6", "rolled_back", `,"attributes":{"n":5}`),
+		ev("e7", "post_install_crash", ""),
+	}, ",") + `]}`
+	events, results, err := ParseBatch([]byte(body), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"accepted", "rejected:type", "rejected:appears twice", "rejected:update_id", "rejected:old", "rejected:RFC 3339",
+		"rejected:object", "rejected:attribute", "accepted"}
+	for i, w := range want {
+		st, msg, _ := strings.Cut(w, ":")
+		if results[i].Status != st || !strings.Contains(results[i].Error, msg) || results[i].Index != i {
+			t.Errorf("result %d = %+v, want %s", i, results[i], w)
+		}
+	}
+	if len(events) != 2 || events[0].ID != "e1" || events[0].ErrorCode != "0x80070005" || events[0].Attributes["oem"] != "contoso" ||
+		!events[0].Received.Equal(now) || events[1].Type != PostInstallCrash || !events[1].Type.Failure() {
+		t.Fatalf("events = %+v", events)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{``, "not valid JSON"}, {`{"events":`, "not valid JSON"}, {`{}`, "array"}, {`{"events":[]}`, "empty"},
+		{`{"events":{}}`, "array"}, {`{"events":[` + strings.Repeat(ev("x", "offered", "")+",", MaxBatchEvents) + ev("y", "offered", "") + `]}`, "at most"},
+	} {
+		_, _, err := ParseBatch([]byte(bad.body), now)
+		if err == nil || !strings.Contains(fault.Message(err), bad.want) {
+			t.Errorf("ParseBatch(%.40q) = %v, want %q", bad.body, err, bad.want)
+		}
+	}
+	if _, _, err := ParseBatch([]byte(`{"events":["`+strings.Repeat("x", MaxBatchBytes)+`"]}`), now); !fault.Is(err, fault.TooLarge) {
+		t.Errorf("oversized batch: %v", err)
+	}
+}
+
+func TestCells(t *testing.T) {
+	cells := Cells(map[string]string{"oem": "contoso", "arch": "x64", "gpu": "nv", "tz": "UTC"}, []string{"arch", "oem", "gpu", "model"},
+		func(a, v string) string {
+			if a == "gpu" {
+				return "other"
+			}
+			return v
+		})
+	want := []string{"", "arch=x64", "oem=contoso", "gpu=other", "arch=x64|oem=contoso", "arch=x64|gpu=other", "oem=contoso|gpu=other"}
+	if fmt.Sprint(cells) != fmt.Sprint(want) {
+		t.Fatalf("cells = %q, want %q", cells, want)
+	}
+	if m := ParseCell("arch=x64|oem=contoso"); m["arch"] != "x64" || m["oem"] != "contoso" || len(ParseCell("")) != 0 {
+		t.Fatalf("ParseCell = %v", m)
+	}
+}
+
+func FuzzParseBatch(f *testing.F) {
+	f.Add([]byte(`{"events":[` + ev("e1", "install_failed", `,"attributes":{"oem":"x"}`) + `]}`))
+	f.Add([]byte(`{"events":[1,{},[]]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, results, err := ParseBatch(body, now)
+		if err != nil {
+			if k := fault.KindOf(err); k != fault.Invalid && k != fault.TooLarge {
+				t.Fatalf("kind %s: %v", k, err)
+			}
+			return
+		}
+		accepted := 0
+		for _, r := range results {
+			if r.Status == "accepted" {
+				accepted++
+			}
+		}
+		if accepted != len(events) || !json.Valid(body) {
+			t.Fatalf("%d accepted results for %d events", accepted, len(events))
+		}
+		for _, e := range events {
+			if !validEventID(e.ID) || e.Time.IsZero() {
+				t.Fatalf("accepted an invalid event %+v", e)
+			}
+		}
+	})
+}
