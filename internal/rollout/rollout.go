@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
 // State is where a deployment is in its life.
@@ -367,4 +368,15 @@ func Apply(p Plan, s Status, cmd Command, actor, reason string, now time.Time) (
 	}
 	s.By, s.Reason = actor, reason
 	return s, act, nil
+}
+
+// WaveOf is the wave in which a device in bucket b is first exposed: the
+// first wave whose target percentage admits the bucket.
+func (p Plan) WaveOf(b uint32) int {
+	for i, w := range p.Waves {
+		if b < targeting.Threshold(w.target()) {
+			return i
+		}
+	}
+	return len(p.Waves) - 1
 }

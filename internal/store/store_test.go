@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"reflect"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -40,6 +42,7 @@ func TestConformance(t *testing.T) {
 				{"pipeline states", testPipelineStates},
 				{"deployments", testDeployments},
 				{"holds and rings", testHoldsAndRings},
+				{"health counting", testHealthCounting},
 				{"tokens", testTokens},
 				{"devices", testDevices},
 			} {
@@ -431,6 +434,65 @@ func testHoldsAndRings(t *testing.T, s *store.Store, c *clock) {
 	}
 	if v, _ := s.View(ctx); v.Generation != gen1+1 || len(v.Floors["os"]) != 1 {
 		t.Fatalf("View floors = %+v (generation %d, was %d)", v.Floors, v.Generation, gen1)
+	}
+}
+
+func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	u := publish(t, s, "agent", "2.0", payA)
+	plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 50}, {Percent: 100}}}
+	d, _, err := s.InsertDeployment(ctx, newDeployment(c, u.ID, plan), nil, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cohort := store.Cohort{Attributes: []string{"oem", "arch"}, MaxValues: 2}
+	ev := func(id, dev string, typ telemetry.Type, oem string) telemetry.Event {
+		return telemetry.Event{ID: id, DeviceID: dev, UpdateID: u.ID, Type: typ, Time: c.t, Received: c.t,
+			Attributes: map[string]string{"oem": oem, "arch": "x64"}}
+	}
+	batch := []telemetry.Event{
+		ev("e1", "d1", telemetry.InstallFailed, "contoso"),
+		ev("e2", "d2", telemetry.InstallFailed, "fabrikam"),
+		ev("e3", "d3", telemetry.InstallSucceeded, "northwind"), // a third oem: counted as "other"
+		ev("e4", "d1", telemetry.InstallFailed, "contoso"),      // the same device again: counted once
+		{ID: "e5", DeviceID: "d9", UpdateID: "upd_00000000000000000000000000", Type: telemetry.Offered, Time: c.t, Received: c.t},
+	}
+	tally, err := s.RecordEvents(ctx, batch, cohort)
+	if err != nil || tally != (store.Tally{Counted: 3, Repeats: 1, Unattributed: 1}) {
+		t.Fatalf("first delivery: %+v, %v", tally, err)
+	}
+	// Redelivery of the same batch counts nothing.
+	tally, err = s.RecordEvents(ctx, batch, cohort)
+	if err != nil || tally != (store.Tally{Duplicates: 5}) {
+		t.Fatalf("redelivery: %+v, %v", tally, err)
+	}
+	counts, err := s.HealthCounts(ctx, d.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, hc := range counts {
+		got[fmt.Sprintf("%s/%s", hc.Outcome, hc.Cell)] += hc.Devices
+	}
+	want := map[string]int64{
+		"install_failed/": 2, "install_failed/oem=contoso": 1, "install_failed/oem=fabrikam": 1, "install_failed/arch=x64": 2,
+		"install_failed/oem=contoso|arch=x64": 1, "install_failed/oem=fabrikam|arch=x64": 1,
+		"install_succeeded/": 1, "install_succeeded/oem=other": 1, "install_succeeded/arch=x64": 1, "install_succeeded/oem=other|arch=x64": 1,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("counts\n got %v\nwant %v", got, want)
+	}
+	// Waves come from the device's bucket under the deployment's plan.
+	for _, hc := range counts {
+		if hc.Wave != 0 && hc.Wave != 1 {
+			t.Fatalf("wave %d", hc.Wave)
+		}
+	}
+	overall, _ := s.HealthCounts(ctx, d.ID, true)
+	for _, hc := range overall {
+		if hc.Cell != "" {
+			t.Fatalf("overall counts include cell %q", hc.Cell)
+		}
 	}
 }
 

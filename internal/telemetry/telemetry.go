@@ -242,4 +242,3 @@ func ParseCell(cell string) map[string]string {
 	}
 	return out
 }
-

@@ -1,0 +1,204 @@
+// Package eventlog carries device telemetry through a NATS JetStream
+// stream: by default a server embedded in the process (file store under the
+// data directory, no network port), or an external NATS cluster with the
+// same client code. Consumers ack only after their effects are committed,
+// so every event is delivered at least once; the aggregator makes counting
+// exactly-once.
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// Stream and subject names.
+const (
+	Stream  = "RINGMASTER_EVENTS"
+	subject = "ringmaster.events"
+)
+
+// Config configures the event log.
+type Config struct {
+	// URL of an external NATS server or cluster; empty embeds one.
+	URL string
+	// Dir holds the embedded server's file store.
+	Dir string
+	// SyncInterval is how often the embedded server fsyncs the stream;
+	// zero syncs every write. A process crash loses nothing either way (the
+	// data is in the OS); a power cut can lose up to one interval.
+	SyncInterval time.Duration
+	// MaxAge is how long events stay in the stream.
+	MaxAge time.Duration
+	Log    *slog.Logger
+}
+
+// Log is an open event log. Safe for concurrent use.
+type Log struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// Open starts (or connects to) the NATS server and makes sure the stream
+// exists.
+func Open(ctx context.Context, cfg Config) (*Log, error) {
+	l := &Log{log: cfg.Log}
+	var err error
+	if cfg.URL == "" {
+		opts := &server.Options{
+			ServerName: "ringmaster-embedded", JetStream: true, StoreDir: cfg.Dir, DontListen: true,
+			NoSigs: true, NoLog: true, SyncInterval: cfg.SyncInterval, SyncAlways: cfg.SyncInterval == 0,
+		}
+		if l.srv, err = server.NewServer(opts); err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		l.srv.Start()
+		if !l.srv.ReadyForConnections(30 * time.Second) {
+			l.srv.Shutdown()
+			return nil, errors.New("embedded NATS did not start")
+		}
+		l.nc, err = nats.Connect("", nats.InProcessServer(l.srv), nats.Name("ringmaster"))
+	} else {
+		l.nc, err = nats.Connect(cfg.URL, nats.Name("ringmaster"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	if l.js, err = jetstream.New(l.nc); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 7 * 24 * time.Hour
+	}
+	if _, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: Stream, Subjects: []string{subject}, Storage: jetstream.FileStorage,
+		MaxAge: cfg.MaxAge, Duplicates: 10 * time.Minute,
+	}); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("create event stream: %w", err)
+	}
+	return l, nil
+}
+
+// Close disconnects and stops the embedded server.
+func (l *Log) Close() {
+	if l.nc != nil {
+		l.nc.Close()
+	}
+	if l.srv != nil {
+		l.srv.Shutdown()
+		l.srv.WaitForShutdown()
+	}
+}
+
+// Publish appends events and returns once the stream has stored them all.
+// The event id is the message id, so a repeat within the stream's
+// duplicate window is dropped by the server too.
+func (l *Log) Publish(ctx context.Context, events []telemetry.Event) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, e := range events {
+		body, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
+		for attempt := 0; ; attempt++ {
+			f, err := l.js.PublishMsgAsync(msg)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && attempt < 50 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
+			}
+			if err != nil {
+				return fault.Wrap(err, fault.Unavailable, "event log unavailable")
+			}
+			futures = append(futures, f)
+			break
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fault.Wrap(err, fault.Unavailable, "event log did not store an event")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Handler processes a batch; it returns nil only once the batch's effects
+// are durable (then the batch is acked).
+type Handler func(ctx context.Context, events []telemetry.Event) error
+
+// Consume feeds batches of up to batch events to handle through the named
+// durable consumer until ctx ends. A batch whose handler fails is not acked
+// and comes back after ackWait.
+func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait time.Duration, handle Handler) error {
+	cons, err := l.js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
+		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxAckPending: batch * 4,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", durable, err)
+	}
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(batch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn("event fetch failed", "consumer", durable, "err", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		var got []jetstream.Msg
+		var events []telemetry.Event
+		for m := range msgs.Messages() {
+			var e telemetry.Event
+			if err := json.Unmarshal(m.Data(), &e); err != nil {
+				l.log.Warn("dropping an undecodable event", "err", err)
+				_ = m.Term()
+				continue
+			}
+			got = append(got, m)
+			events = append(events, e)
+		}
+		if len(events) == 0 {
+			continue
+		}
+		if err := handle(ctx, events); err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn("event batch failed; it will be redelivered", "consumer", durable, "events", len(events), "err", err)
+			}
+			for _, m := range got {
+				_ = m.Nak()
+			}
+			continue
+		}
+		for _, m := range got {
+			if err := m.Ack(); err != nil {
+				// The effects are committed; a redelivery is skipped as a duplicate.
+				l.log.Debug("event ack failed", "err", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// Tally says what RecordEvents did with a batch.
+type Tally struct {
+	Counted      int // new device outcomes counted
+	Repeats      int // new events of an outcome the device had already reported
+	Duplicates   int // events seen before (by event id)
+	Unattributed int // events of no known deployment
+}
+
+// Cohort configures cohort cells: the attributes counted singly and in
+// pairs, and how many values each may have before the rest count as
+// "other".
+type Cohort struct {
+	Attributes []string
+	MaxValues  int
+}
+
+// RecordEvents counts a batch of events exactly once, in one transaction:
+// an event id seen before is skipped; otherwise the event's device counts
+// once per deployment and outcome, in its wave and in every cohort cell of
+// its attributes. If anything fails nothing is counted, so the batch can
+// be redelivered safely.
+func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		t = Tally{}
+		deps := map[string]*rollout.Deployment{} // by deployment id and by "upd:"+update id
+		admitted := map[string]map[string]bool{}
+		type key struct {
+			dep     string
+			wave    int
+			outcome telemetry.Type
+			cell    string
+		}
+		counts := map[key]int64{}
+		for _, e := range events {
+			res, err := tx.db.ExecContext(ctx, `INSERT INTO seen_events (event_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+				e.ID, e.Received.UTC())
+			if err != nil {
+				return unavailable(err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				t.Duplicates++
+				continue
+			}
+			d, err := tx.eventDeployment(ctx, e, deps)
+			if err != nil {
+				return err
+			}
+			if d == nil {
+				t.Unattributed++
+				continue
+			}
+			wave := d.Plan.WaveOf(targeting.Bucket(d.Salt, e.DeviceID))
+			res, err = tx.db.ExecContext(ctx, `INSERT INTO device_outcomes (deployment_id, device_id, outcome, wave, at)
+				VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, d.ID, e.DeviceID, e.Type, wave, e.Time.UTC())
+			if err != nil {
+				return unavailable(err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				t.Repeats++
+				continue
+			}
+			t.Counted++
+			cells := telemetry.Cells(e.Attributes, cohort.Attributes, func(attr, value string) string {
+				return tx.admit(ctx, admitted, attr, value, cohort.MaxValues, &err)
+			})
+			if err != nil {
+				return err
+			}
+			for _, c := range cells {
+				counts[key{d.ID, wave, e.Type, c}]++
+			}
+		}
+		keys := make([]key, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		// A fixed order keeps concurrent aggregators from deadlocking on PostgreSQL.
+		sort.Slice(keys, func(i, j int) bool {
+			a, b := keys[i], keys[j]
+			return fmt.Sprint(a.dep, a.wave, a.outcome, a.cell) < fmt.Sprint(b.dep, b.wave, b.outcome, b.cell)
+		})
+		for _, k := range keys {
+			if _, err := tx.db.ExecContext(ctx, `INSERT INTO health_counts (deployment_id, wave, outcome, cell, devices)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (deployment_id, wave, outcome, cell) DO UPDATE SET devices = health_counts.devices + excluded.devices`,
+				k.dep, k.wave, k.outcome, k.cell, counts[k]); err != nil {
+				return unavailable(err)
+			}
+		}
+		return nil
+	})
+	return t, err
+}
+
+// eventDeployment finds the deployment an event belongs to: the one it
+// names (if it is of the event's update), else the update's live one.
+func (q *queries) eventDeployment(ctx context.Context, e telemetry.Event, cache map[string]*rollout.Deployment) (*rollout.Deployment, error) {
+	k := e.DeploymentID
+	if k == "" {
+		k = "upd:" + e.UpdateID
+	}
+	if d, ok := cache[k]; ok {
+		return d, nil
+	}
+	var d rollout.Deployment
+	var err error
+	if e.DeploymentID != "" {
+		d, err = q.Deployment(ctx, e.DeploymentID)
+		if err == nil && d.UpdateID != e.UpdateID {
+			err = fault.E(fault.NotFound, "deployment is of another update")
+		}
+	} else {
+		d, err = q.liveDeployment(ctx, e.UpdateID)
+	}
+	if fault.Is(err, fault.NotFound) {
+		cache[k] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cache[k] = &d
+	return &d, nil
+}
+
+// admit returns value if the attribute may count it, else "other". It
+// records a newly admitted value; errors go to *errp.
+func (q *queries) admit(ctx context.Context, cache map[string]map[string]bool, attr, value string, max int, errp *error) string {
+	vals, ok := cache[attr]
+	if !ok {
+		vals = map[string]bool{}
+		rows, err := q.db.QueryContext(ctx, `SELECT value FROM cohort_values WHERE attribute = $1`, attr)
+		if err != nil {
+			*errp = unavailable(err)
+			return value
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err == nil {
+				vals[v] = true
+			}
+		}
+		rows.Close()
+		cache[attr] = vals
+	}
+	if vals[value] {
+		return value
+	}
+	if max > 0 && len(vals) >= max {
+		return "other"
+	}
+	if _, err := q.db.ExecContext(ctx, `INSERT INTO cohort_values (attribute, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, attr, value); err != nil {
+		*errp = unavailable(err)
+	}
+	vals[value] = true
+	return value
+}
+
+// HealthCount is the number of devices of a deployment that reported an
+// outcome, in a wave and cohort cell.
+type HealthCount struct {
+	Wave    int            `json:"wave"`
+	Outcome telemetry.Type `json:"outcome"`
+	Cell    string         `json:"cell"`
+	Devices int64          `json:"devices"`
+}
+
+// HealthCounts returns a deployment's counts: every cell, or only the
+// overall cell "" when overallOnly.
+func (q *queries) HealthCounts(ctx context.Context, deploymentID string, overallOnly bool) ([]HealthCount, error) {
+	query := `SELECT wave, outcome, cell, devices FROM health_counts WHERE deployment_id = $1`
+	if overallOnly {
+		query += ` AND cell = ''`
+	}
+	rows, err := q.db.QueryContext(ctx, query+` ORDER BY wave, outcome, cell`, deploymentID)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := []HealthCount{}
+	for rows.Next() {
+		var c HealthCount
+		if err := rows.Scan(&c.Wave, &c.Outcome, &c.Cell, &c.Devices); err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, c)
+	}
+	return out, unavailable(rows.Err())
+}
