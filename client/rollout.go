@@ -192,3 +192,84 @@ func (c *Client) Explain(ctx context.Context, req ExplainRequest) (Explanation, 
 	err := c.do(ctx, http.MethodPost, "/v1/explain", nil, req, &out)
 	return out, err
 }
+
+// Rate is a proportion with its 95% interval.
+type Rate struct {
+	Events int64   `json:"events"`
+	Of     int64   `json:"of"`
+	Value  float64 `json:"value"`
+	Low    float64 `json:"low"`
+	High   float64 `json:"high"`
+}
+
+// Rates are a population's outcome counts and rates.
+type Rates struct {
+	Devices  map[string]int64 `json:"devices"`
+	Failure  Rate             `json:"failure"`
+	Rollback Rate             `json:"rollback"`
+	Crash    Rate             `json:"crash"`
+}
+
+// Health is a deployment's health report.
+type Health struct {
+	Deployment struct {
+		ID      string  `json:"id"`
+		Product string  `json:"product"`
+		Version string  `json:"version"`
+		State   string  `json:"state"`
+		Wave    int     `json:"wave"`
+		Percent float64 `json:"percent"`
+	} `json:"deployment"`
+	Health struct {
+		Overall Rates `json:"overall"`
+		Waves   []struct {
+			Wave int `json:"wave"`
+			Rates
+		} `json:"waves"`
+		Cells []struct {
+			Cell string `json:"cell"`
+			Rates
+		} `json:"cells"`
+	} `json:"health"`
+}
+
+// DeploymentHealth returns what a deployment's devices reported.
+func (c *Client) DeploymentHealth(ctx context.Context, id string) (Health, error) {
+	var out Health
+	err := c.do(ctx, http.MethodGet, "/v1/deployments/"+url.PathEscape(id)+"/health", nil, nil, &out)
+	return out, err
+}
+
+// DeviceEvent is one report from a device.
+type DeviceEvent struct {
+	EventID      string            `json:"event_id"`
+	DeviceID     string            `json:"device_id"`
+	UpdateID     string            `json:"update_id"`
+	DeploymentID string            `json:"deployment_id,omitempty"`
+	Type         string            `json:"type"`
+	Time         time.Time         `json:"time"`
+	ErrorCode    string            `json:"error_code,omitempty"`
+	Attributes   map[string]string `json:"attributes,omitempty"`
+}
+
+// EventResult is the server's answer for one event.
+type EventResult struct {
+	EventID string `json:"event_id"`
+	Index   int    `json:"index"`
+	Status  string `json:"status"`
+	Error   string `json:"error,omitempty"`
+}
+
+// EventsResponse is the answer to SendEvents.
+type EventsResponse struct {
+	Accepted int           `json:"accepted"`
+	Rejected int           `json:"rejected"`
+	Results  []EventResult `json:"results"`
+}
+
+// SendEvents reports a batch of device events; each is answered on its own.
+func (c *Client) SendEvents(ctx context.Context, events []DeviceEvent) (EventsResponse, error) {
+	var out EventsResponse
+	err := c.do(ctx, http.MethodPost, "/v1/device/events", nil, map[string]any{"events": events}, &out)
+	return out, err
+}

@@ -90,6 +90,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		{"GET /v1/deployments", a.listDeployments},
 		{"GET /v1/deployments/{id}", a.getDeployment},
 		{"GET /v1/deployments/{id}/events", a.deploymentEvents},
+		{"GET /v1/deployments/{id}/health", a.deploymentHealth},
 		{"POST /v1/deployments/{id}/{command}", a.commandDeployment},
 		{"POST /v1/holds", a.createHold},
 		{"GET /v1/holds", a.listHolds},

@@ -9,6 +9,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
@@ -131,6 +132,30 @@ func (a *API) deploymentEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"events": evs})
+}
+
+// deploymentHealth reports what the deployment's devices reported: per
+// wave and overall, device counts per outcome and failure, rollback and
+// crash rates with 95% intervals, and the cohort cells with most failures.
+func (a *API) deploymentHealth(w http.ResponseWriter, r *http.Request) {
+	d, err := a.deployment(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	counts, err := a.cfg.Store.HealthCounts(r.Context(), d.ID, false)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	in := make([]health.Count, len(counts))
+	for i, c := range counts {
+		in[i] = health.Count{Wave: c.Wave, Outcome: c.Outcome, Cell: c.Cell, Devices: c.Devices}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"deployment": map[string]any{"id": d.ID, "product": d.Product, "version": d.Version, "state": d.State, "wave": d.Wave, "percent": d.Percent},
+		"health":     health.Summarize(in, 20),
+	})
 }
 
 type reasonRequest struct {

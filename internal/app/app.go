@@ -29,6 +29,9 @@ import (
 	"github.com/ringmaster/ringmaster/internal/controller"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/deviceapi"
+	"github.com/ringmaster/ringmaster/internal/eventlog"
+	"github.com/ringmaster/ringmaster/internal/failpoint"
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/jobs"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
@@ -53,6 +56,8 @@ type App struct {
 	Jobs       *river.Client[*sql.Tx]
 	Rules      *targeting.Env
 	Snapshots  *delivery.Refresher
+	Events     *eventlog.Log
+	Aggregator *health.Aggregator
 	Recorder   *registry.Recorder
 	Admin      *adminapi.API
 	handler    http.Handler
@@ -97,8 +102,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Recorder = registry.NewRecorder(a.Store, log.With("component", "registry"), cfg.RegistryBuffer, cfg.RegistryFlush)
 	a.Pipeline = pipeline.New(pipeline.Config{
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
-		IngestTimeout: cfg.IngestTimeout, Failpoint: cfg.Failpoint, FailpointDir: cfg.DataDir,
+		IngestTimeout: cfg.IngestTimeout, Failpoints: a.failpoints(),
 	})
+	if a.Events, err = eventlog.Open(ctx, eventlog.Config{URL: cfg.EventsURL, Dir: filepath.Join(cfg.DataDir, "events"),
+		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
+		return nil, err
+	}
+	a.Aggregator = &health.Aggregator{Log: a.Events, Store: a.Store, Batch: 500, AckWait: time.Minute,
+		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
+		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	a.Controller = controller.New(a.Store, a.Rules, log.With("component", "controller"), time.Now, cfg.RolloutTick, a.refresh)
 	workers := river.NewWorkers()
 	a.Pipeline.Register(workers)
@@ -132,7 +144,7 @@ func (a *App) routes() http.Handler {
 	reg.MustRegister(publishes)
 	mux := http.NewServeMux()
 	deviceapi.New(deviceapi.Config{
-		Snapshots: a.Snapshots, Content: a.Content, Recorder: a.Recorder, NextCheck: a.cfg.NextCheck,
+		Snapshots: a.Snapshots, Content: a.Content, Recorder: a.Recorder, Events: a.Events, NextCheck: a.cfg.NextCheck,
 		Now: time.Now, Metrics: reg,
 	}).Register(mux)
 	a.Admin = adminapi.New(adminapi.Config{
@@ -183,6 +195,7 @@ func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.Snapshots.Run(bg) })
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
+	wg.Go(func() { _ = a.Aggregator.Run(bg) })
 	if err := a.Jobs.Start(bg); err != nil {
 		stopBG()
 		wg.Wait()
@@ -221,6 +234,10 @@ func (a *App) Run(ctx context.Context) error {
 	return err
 }
 
+func (a *App) failpoints() failpoint.Set {
+	return failpoint.Set{Name: a.cfg.Failpoint, Dir: a.cfg.DataDir, Log: a.log}
+}
+
 // refresh rebuilds the device snapshot after a change this process made.
 func (a *App) refresh(ctx context.Context) {
 	if err := a.Snapshots.Refresh(ctx); err != nil {
@@ -231,6 +248,9 @@ func (a *App) refresh(ctx context.Context) {
 func (a *App) close() {
 	if a.listener != nil {
 		a.listener.Close()
+	}
+	if a.Events != nil {
+		a.Events.Close()
 	}
 	if a.Store != nil {
 		a.Store.Close()

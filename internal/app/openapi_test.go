@@ -18,7 +18,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startServer(t, "")
-	routes := append([]string{"POST /v1/device/check", "GET /v1/content/{sha256}", "GET /healthz", "GET /readyz", "GET /metrics"}, s.Admin.Routes()...)
+	routes := append([]string{"POST /v1/device/check", "POST /v1/device/events", "GET /v1/content/{sha256}", "GET /healthz", "GET /readyz", "GET /metrics"}, s.Admin.Routes()...)
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r, " ")
 		ops, ok := doc.Paths[path]

@@ -48,6 +48,17 @@ type Config struct {
 	IngestTimeout  time.Duration `yaml:"ingest_timeout"`
 	// RolloutTick is how often the controller moves rollouts forward.
 	RolloutTick time.Duration `yaml:"rollout_tick"`
+	// EventsURL is an external NATS server or cluster for the event log;
+	// empty embeds one (file store under DATA_DIR/events, no port opened).
+	EventsURL string `yaml:"events_url"`
+	// EventsSync is how often the embedded event log fsyncs; 0 syncs every
+	// write. A process crash loses nothing; a power cut up to one interval.
+	EventsSync time.Duration `yaml:"events_sync"`
+	// CohortAttributes are the device attributes health counts cohorts by,
+	// singly and in pairs; CohortMaxValues caps values per attribute (the
+	// rest count as "other").
+	CohortAttributes []string `yaml:"cohort_attributes"`
+	CohortMaxValues  int      `yaml:"cohort_max_values"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -72,6 +83,10 @@ func Default() Config {
 		JobPoll:         250 * time.Millisecond,
 		IngestTimeout:   time.Minute,
 		RolloutTick:     10 * time.Second,
+		EventsSync:      time.Second,
+		CohortAttributes: []string{"arch", "oem", "model", "firmware", "os_build", "region", "gpu_driver", "storage_driver",
+			"network_driver", "antivirus", "channel"},
+		CohortMaxValues: 100,
 		ShutdownTimeout: 20 * time.Second,
 	}
 }
@@ -101,6 +116,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	strs := map[string]*string{
 		"RINGMASTER_DATA": &c.DataDir, "RINGMASTER_LISTEN": &c.Listen, "RINGMASTER_DATABASE": &c.Database,
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
+		"RINGMASTER_EVENTS_URL": &c.EventsURL,
 	}
 	for k, p := range strs {
 		if v := getenv(k); v != "" {
@@ -112,6 +128,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_REGISTRY_FLUSH": &c.RegistryFlush, "RINGMASTER_JOB_RESCUE_AFTER": &c.JobRescueAfter,
 		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
 		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
+		"RINGMASTER_EVENTS_SYNC": &c.EventsSync,
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
@@ -165,6 +182,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ingest_timeout and shutdown_timeout must be positive")
 	case c.RolloutTick < time.Second:
 		return fmt.Errorf("rollout_tick must be at least 1s")
+	case c.EventsSync < 0 || c.CohortMaxValues < 1 || len(c.CohortAttributes) > 32:
+		return fmt.Errorf("events_sync must not be negative, cohort_max_values must be positive, at most 32 cohort_attributes")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

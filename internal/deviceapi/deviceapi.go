@@ -4,6 +4,7 @@ package deviceapi
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
 // Snapshots gives the current snapshot without blocking.
@@ -23,8 +25,14 @@ type Snapshots interface {
 	Snapshot() *delivery.Snapshot
 }
 
+// EventLog stores device events durably.
+type EventLog interface {
+	Publish(ctx context.Context, events []telemetry.Event) error
+}
+
 // Config configures the device API.
 type Config struct {
+	Events    EventLog
 	Snapshots Snapshots
 	Content   *content.Store
 	Recorder  *registry.Recorder
@@ -39,6 +47,7 @@ type API struct {
 	cfg      Config
 	checkins prometheus.Counter
 	offers   prometheus.Counter
+	events   *prometheus.CounterVec
 	bufs     sync.Pool // *bytes.Buffer for request bodies
 	outs     sync.Pool // *[]byte for responses
 }
@@ -53,10 +62,13 @@ func New(cfg Config) *API {
 		offers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringmaster_offers_total", Help: "Update offers made to devices.",
 		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringmaster_device_events_total", Help: "Device events received, by status (accepted, rejected).",
+		}, []string{"status"}),
 		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		outs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
 	}
-	cfg.Metrics.MustRegister(a.checkins, a.offers)
+	cfg.Metrics.MustRegister(a.checkins, a.offers, a.events)
 	return a
 }
 
@@ -64,11 +76,42 @@ func New(cfg Config) *API {
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/device/check", a.checkIn)
 	mux.HandleFunc("GET /v1/content/{sha256}", a.content)
+	mux.HandleFunc("POST /v1/device/events", a.postEvents)
+}
+
+// postEvents accepts a batch of events: each is validated on its own and
+// answered in "results"; the valid ones are stored in the event log before
+// the answer (so an accepted event is never lost), and counted by the
+// health aggregator exactly once per device and outcome.
+func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
+	in := a.bufs.Get().(*bytes.Buffer)
+	defer a.bufs.Put(in)
+	in.Reset()
+	if _, err := in.ReadFrom(io.LimitReader(r.Body, telemetry.MaxBatchBytes+1)); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	events, results, err := telemetry.ParseBatch(in.Bytes(), a.cfg.Now().UTC())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if len(events) > 0 {
+		if err := a.cfg.Events.Publish(r.Context(), events); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	a.events.WithLabelValues("accepted").Add(float64(len(events)))
+	a.events.WithLabelValues("rejected").Add(float64(len(results) - len(events)))
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"accepted": len(events), "rejected": len(results) - len(events), "results": results,
+	})
 }
 
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
-	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}"
+	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/content"
+	"github.com/ringmaster/ringmaster/internal/failpoint"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/store"
 )
@@ -63,11 +63,9 @@ type Config struct {
 	// (River's rescuer honours per-kind timeouts), so it also sets how soon
 	// an interrupted publish resumes.
 	IngestTimeout time.Duration
-	// Failpoint, with FailpointDir, makes the named step stop and wait (for
-	// crash tests): "ingest-stored" (blob moved, not committed) or
-	// "finalize" (payloads stored, not yet published).
-	Failpoint    string
-	FailpointDir string
+	// Failpoints stop a step for crash tests: "ingest-stored" (blob moved,
+	// not committed) or "finalize" (payloads stored, not yet published).
+	Failpoints failpoint.Set
 }
 
 // Pipeline submits updates for publishing and works the jobs. Safe for
@@ -143,17 +141,6 @@ func (p *Pipeline) enqueueNext(ctx context.Context, tx *store.Tx, u catalog.Upda
 	return err
 }
 
-// failpoint stops the step named name, if configured, until ctx ends.
-func (p *Pipeline) failpoint(ctx context.Context, name string) error {
-	if p.cfg.Failpoint != name {
-		return nil
-	}
-	p.cfg.Log.Warn("failpoint reached; waiting to be killed", "failpoint", name)
-	_ = os.WriteFile(filepath.Join(p.cfg.FailpointDir, "failpoint-"+name), nil, 0o600)
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 func complete[T river.JobArgs](ctx context.Context, tx *store.Tx, job *river.Job[T]) error {
 	_, err := river.JobCompleteTx[riverdriver.Driver[*sql.Tx]](ctx, tx.SQL(), job)
 	return err
@@ -183,7 +170,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 		}
 		return err // transient: retried with backoff
 	}
-	if err := p.failpoint(ctx, "ingest-stored"); err != nil {
+	if err := p.cfg.Failpoints.Reach(ctx, "ingest-stored"); err != nil {
 		return err
 	}
 	return p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
@@ -227,7 +214,7 @@ type finalizeWorker struct {
 
 func (w *finalizeWorker) Work(ctx context.Context, job *river.Job[FinalizeArgs]) error {
 	p := w.p
-	if err := p.failpoint(ctx, "finalize"); err != nil {
+	if err := p.cfg.Failpoints.Reach(ctx, "finalize"); err != nil {
 		return err
 	}
 	err := p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {

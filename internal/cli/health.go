@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ringmaster/ringmaster/client"
+)
+
+func healthCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "health DEPLOYMENT",
+		Short: "What a deployment's devices reported: per wave and cohort, with 95% intervals",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.DeploymentHealth(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(h)
+			}
+			d := h.Health
+			fmt.Fprintf(g.stdout, "%s %s %s: %s, wave %d at %g%%\n\n", h.Deployment.ID, h.Deployment.Product, h.Deployment.Version,
+				h.Deployment.State, h.Deployment.Wave+1, h.Deployment.Percent)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "POPULATION\tSUCCEEDED\tFAILURE RATE\tROLLBACK RATE\tCRASH RATE")
+			row := func(name string, r client.Rates) {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", name, r.Devices["install_succeeded"], rate(r.Failure), rate(r.Rollback), rate(r.Crash))
+			}
+			row("all", d.Overall)
+			for _, w := range d.Waves {
+				row(fmt.Sprintf("wave %d", w.Wave+1), w.Rates)
+			}
+			for _, c := range d.Cells {
+				row(c.Cell, c.Rates)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func rate(r client.Rate) string {
+	if r.Of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%% [%.2f, %.2f] (%d/%d)", 100*r.Value, 100*r.Low, 100*r.High, r.Events, r.Of)
+}
