@@ -33,6 +33,46 @@ type Plan struct {
 	Expedite        bool       `json:"expedite,omitempty"`
 	RequireApproval bool       `json:"require_approval,omitempty"`
 	Window          *Window    `json:"maintenance_window,omitempty"`
+	Gate            *Gate      `json:"gate,omitempty"`
+}
+
+// Gate enables a deployment's health gate; zero values take the defaults.
+type Gate struct {
+	AllowInconclusive bool    `json:"allow_inconclusive,omitempty"`
+	Alpha             float64 `json:"alpha,omitempty"`
+	Beta              float64 `json:"beta,omitempty"`
+	Margin            float64 `json:"margin,omitempty"`
+	MinCompleteness   float64 `json:"min_completeness,omitempty"`
+	BaselineFailure   float64 `json:"baseline_failure,omitempty"`
+	BaselineRollback  float64 `json:"baseline_rollback,omitempty"`
+	BaselineCrash     float64 `json:"baseline_crash,omitempty"`
+}
+
+// GateTest is one metric's sequential test.
+type GateTest struct {
+	Metric      string  `json:"metric"`
+	Observed    Rate    `json:"observed"`
+	Baseline    float64 `json:"baseline"`
+	LogLRWorse  float64 `json:"log_lr_worse"`
+	LogLRBetter float64 `json:"log_lr_better"`
+	Verdict     string  `json:"verdict"`
+}
+
+// GateResult is a gate's verdict with its numbers.
+type GateResult struct {
+	Verdict      string     `json:"verdict"`
+	Wave         int        `json:"wave"`
+	Offered      int64      `json:"offered"`
+	Reported     int64      `json:"reported"`
+	Completeness float64    `json:"completeness"`
+	Tests        []GateTest `json:"tests"`
+	Summary      string     `json:"summary"`
+	Baseline     struct {
+		Failure  float64 `json:"failure"`
+		Rollback float64 `json:"rollback"`
+		Crash    float64 `json:"crash"`
+		Source   string  `json:"source"`
+	} `json:"baseline"`
 }
 
 // DeployPlan deploys a published version by a plan. Deploying it again with
@@ -219,7 +259,10 @@ type Health struct {
 		State   string  `json:"state"`
 		Wave    int     `json:"wave"`
 		Percent float64 `json:"percent"`
+		By      string  `json:"by"`
+		Reason  string  `json:"reason"`
 	} `json:"deployment"`
+	Gate   *GateResult `json:"gate,omitempty"`
 	Health struct {
 		Overall Rates `json:"overall"`
 		Waves   []struct {

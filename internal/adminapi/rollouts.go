@@ -152,10 +152,20 @@ func (a *API) deploymentHealth(w http.ResponseWriter, r *http.Request) {
 	for i, c := range counts {
 		in[i] = health.Count{Wave: c.Wave, Outcome: c.Outcome, Cell: c.Cell, Devices: c.Devices}
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"deployment": map[string]any{"id": d.ID, "product": d.Product, "version": d.Version, "state": d.State, "wave": d.Wave, "percent": d.Percent},
-		"health":     health.Summarize(in, 20),
-	})
+	out := map[string]any{
+		"deployment": map[string]any{"id": d.ID, "product": d.Product, "version": d.Version, "state": d.State, "wave": d.Wave,
+			"percent": d.Percent, "by": d.By, "reason": d.Reason},
+		"health": health.Summarize(in, 20),
+	}
+	if d.Plan.Gate != nil {
+		g, err := a.cfg.Controller.Gate(r.Context(), &d)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		out["gate"] = g
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 type reasonRequest struct {

@@ -24,6 +24,7 @@ import (
 	"github.com/ringmaster/ringmaster/api"
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/adminapi"
+	"github.com/ringmaster/ringmaster/internal/aggregate"
 	"github.com/ringmaster/ringmaster/internal/config"
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/controller"
@@ -31,7 +32,6 @@ import (
 	"github.com/ringmaster/ringmaster/internal/deviceapi"
 	"github.com/ringmaster/ringmaster/internal/eventlog"
 	"github.com/ringmaster/ringmaster/internal/failpoint"
-	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/jobs"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
@@ -57,7 +57,7 @@ type App struct {
 	Rules      *targeting.Env
 	Snapshots  *delivery.Refresher
 	Events     *eventlog.Log
-	Aggregator *health.Aggregator
+	Aggregator *aggregate.Aggregator
 	Recorder   *registry.Recorder
 	Admin      *adminapi.API
 	handler    http.Handler
@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
 		return nil, err
 	}
-	a.Aggregator = &health.Aggregator{Log: a.Events, Store: a.Store, Batch: 500, AckWait: time.Minute,
+	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 500, AckWait: time.Minute,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	a.Controller = controller.New(a.Store, a.Rules, log.With("component", "controller"), time.Now, cfg.RolloutTick, a.refresh)

@@ -51,6 +51,7 @@ func startServer(t *testing.T, dsn string) *server {
 	cfg.Database = dsn
 	cfg.RegistryFlush = 50 * time.Millisecond
 	cfg.JobPoll = 50 * time.Millisecond
+	cfg.RolloutTick = time.Second
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log)

@@ -42,7 +42,18 @@ func healthCmd(g *globals) *cobra.Command {
 			for _, c := range d.Cells {
 				row(c.Cell, c.Rates)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if h.Gate != nil {
+				fmt.Fprintf(g.stdout, "\ngate: %s — %s\nbaseline (%s): failure %.2f%%, rollback %.2f%%, crash %.2f%%; %d of %d offered devices reported\n",
+					h.Gate.Verdict, h.Gate.Summary, h.Gate.Baseline.Source, 100*h.Gate.Baseline.Failure, 100*h.Gate.Baseline.Rollback,
+					100*h.Gate.Baseline.Crash, h.Gate.Reported, h.Gate.Offered)
+				for _, t := range h.Gate.Tests {
+					fmt.Fprintf(g.stdout, "  %-9s %-12s observed %s; log LR worse %.2f, better %.2f\n", t.Metric, t.Verdict, rate(t.Observed), t.LogLRWorse, t.LogLRBetter)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -16,6 +16,8 @@ import (
 func deployCmd(g *globals) *cobra.Command {
 	var product, version, waves, bake, start, deadline, window string
 	var plan client.Plan
+	var gate client.Gate
+	var gated bool
 	cmd := &cobra.Command{
 		Use:   "deploy --product P --version V [--ring R] [--waves 1,10,50,100] [--bake 24h] [--start TIME] [--require-approval]",
 		Short: "Deploy a published version by a plan; prints the deployment id",
@@ -51,6 +53,9 @@ within 15 minutes.`,
 					return err
 				}
 			}
+			if gated || cmd.Flags().Changed("baseline-failure") || gate.AllowInconclusive {
+				plan.Gate = &gate
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -75,6 +80,9 @@ within 15 minutes.`,
 	f.StringVar(&window, "window", "", "daily maintenance window in device local time, e.g. 22:00-05:00")
 	f.BoolVar(&plan.Expedite, "expedite", false, "offer at once, outside windows, and ask devices to check back soon")
 	f.BoolVar(&plan.RequireApproval, "require-approval", false, "every wave waits for a human's approval")
+	f.BoolVar(&gated, "gate", false, "health gate: a regression pauses the rollout; a wave advances only when healthy")
+	f.BoolVar(&gate.AllowInconclusive, "allow-inconclusive", false, "with --gate: let a baked wave advance without enough evidence")
+	f.Float64Var(&gate.BaselineFailure, "baseline-failure", 0, "with --gate: declared baseline failure rate (default: previous release, else 0.02)")
 	_ = cmd.MarkFlagRequired("product")
 	_ = cmd.MarkFlagRequired("version")
 	return cmd

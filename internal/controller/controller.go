@@ -6,13 +6,16 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
@@ -124,21 +127,95 @@ func (c *Controller) Tick(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// observe gathers what Step needs; the audience estimate only for paced
-// waves (it counts registered devices of the product).
+// observe gathers what Step needs: the audience estimate for paced waves
+// (registered devices of the product) and the gate's verdict on the
+// current wave for gated plans.
 func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout.Observations {
+	var obs rollout.Observations
 	paced := false
 	for _, w := range d.Plan.Waves {
 		paced = paced || w.DevicesPerPeriod > 0
 	}
-	if !paced {
-		return rollout.Observations{}
+	if paced {
+		n, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+		if err != nil {
+			c.log.Warn("audience estimate failed", "deployment", d.ID, "err", err)
+		}
+		obs.AudienceSize = n
 	}
-	n, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+	if d.Plan.Gate != nil && d.State == rollout.Running {
+		g, err := c.Gate(ctx, d)
+		if err != nil {
+			c.log.Warn("health gate failed; the wave waits", "deployment", d.ID, "err", err)
+			return obs
+		}
+		obs.Gate = &rollout.GateObservation{Verdict: string(g.Verdict), Summary: g.Summary}
+	}
+	return obs
+}
+
+// Default baselines when neither the plan nor a previous release gives one.
+var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01, Source: "default"}
+
+// minBaselineReports is how many finished devices a previous release needs
+// to serve as a baseline.
+const minBaselineReports = 200
+
+// Gate evaluates the health gate on the deployment's current wave.
+func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment) (health.GateResult, error) {
+	g := d.Plan.Gate
+	if g == nil {
+		g = &rollout.Gate{}
+	}
+	cfg := health.DefaultGate
+	if g.Alpha > 0 {
+		cfg.Alpha = g.Alpha
+	}
+	if g.Beta > 0 {
+		cfg.Beta = g.Beta
+	}
+	if g.Margin > 0 {
+		cfg.Margin = g.Margin
+	}
+	if g.MinCompleteness > 0 {
+		cfg.MinCompleteness = g.MinCompleteness
+	}
+	base := defaultBaseline
+	if prev, devs, err := c.store.PreviousRelease(ctx, d.Product, d.ID, minBaselineReports); err == nil {
+		ok := devs["install_succeeded"]
+		failed := devs["install_failed"] + devs["download_failed"]
+		base = health.Baseline{Failure: health.NewRate(failed, ok+failed).Value, Rollback: health.NewRate(devs["rolled_back"], ok).Value,
+			Crash: health.NewRate(devs["post_install_crash"], ok).Value, Source: "previous release " + prev.Version + " (" + prev.ID + ")"}
+	} else if !fault.Is(err, fault.NotFound) {
+		return health.GateResult{}, err
+	}
+	declared := false
+	for _, x := range []struct {
+		v   float64
+		dst *float64
+	}{{g.BaselineFailure, &base.Failure}, {g.BaselineRollback, &base.Rollback}, {g.BaselineCrash, &base.Crash}} {
+		if x.v > 0 {
+			*x.dst, declared = x.v, true
+		}
+	}
+	if declared {
+		base.Source = "declared (" + base.Source + " for the rest)"
+	}
+	// A regression anywhere in the rollout so far pauses it (all waves give
+	// the most evidence); advancing needs the current wave to be healthy.
+	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
 	if err != nil {
-		c.log.Warn("audience estimate failed", "deployment", d.ID, "err", err)
+		return health.GateResult{}, err
 	}
-	return rollout.Observations{AudienceSize: n}
+	if r := health.Evaluate(cfg, base, all, max(d.Wave, 0)); r.Verdict == health.Regressed {
+		r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
+		return r, nil
+	}
+	devs, err := c.store.OutcomeDevices(ctx, d.ID, max(d.Wave, 0))
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	return health.Evaluate(cfg, base, devs, max(d.Wave, 0)), nil
 }
 
 // TickArgs is the periodic job that moves rollouts.

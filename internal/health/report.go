@@ -1,3 +1,6 @@
+// Package health judges releases from what devices report: rates with
+// confidence intervals, and always-valid sequential gates against a
+// baseline. It is pure: no storage, no transport.
 package health
 
 import (

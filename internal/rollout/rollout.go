@@ -92,6 +92,35 @@ type Plan struct {
 	RequireApproval bool `json:"require_approval,omitempty"`
 	// Window limits offers to a daily maintenance window.
 	Window *Window `json:"maintenance_window,omitempty"`
+	// Gate, when set, judges each wave's health: a regression pauses the
+	// deployment, and a wave gives way to the next only when healthy.
+	Gate *Gate `json:"gate,omitempty"`
+}
+
+// Gate configures a deployment's health gate (zero values take defaults).
+type Gate struct {
+	// AllowInconclusive lets a baked wave advance without enough evidence
+	// either way (a regression still pauses).
+	AllowInconclusive bool    `json:"allow_inconclusive,omitempty"`
+	Alpha             float64 `json:"alpha,omitempty"`
+	Beta              float64 `json:"beta,omitempty"`
+	Margin            float64 `json:"margin,omitempty"`
+	MinCompleteness   float64 `json:"min_completeness,omitempty"`
+	// Baseline rates; unset ones come from the product's previous release
+	// with enough reports, else the defaults (failure 2%, rollback and
+	// crash 1%).
+	BaselineFailure  float64 `json:"baseline_failure,omitempty"`
+	BaselineRollback float64 `json:"baseline_rollback,omitempty"`
+	BaselineCrash    float64 `json:"baseline_crash,omitempty"`
+}
+
+// GateActor names the health gate in events and pauses.
+const GateActor = "health-gate"
+
+// GateObservation is the gate's verdict on the current wave.
+type GateObservation struct {
+	Verdict string // healthy, inconclusive, regressed
+	Summary string // the numbers behind it
 }
 
 // AllAtOnce is the plan of a deployment without options: one wave at 100%.
@@ -197,14 +226,20 @@ type Observations struct {
 	// AudienceSize estimates how many devices the deployment targets (for
 	// paced waves); zero when unknown.
 	AudienceSize int64
+	// Gate is the health gate's verdict on the current wave, when the plan
+	// has a gate.
+	Gate *GateObservation
 }
 
 // Action is something Step or Apply did, for the event log.
 type Action struct {
-	Kind    string  `json:"kind"` // wave_started, exposure_raised, approval_requested, completed, paused, resumed, halted, cancelled, approved, advanced
+	Kind    string  `json:"kind"` // wave_started, exposure_raised, approval_requested, completed, gate_paused, paused, resumed, halted, cancelled, approved, advanced
 	Wave    int     `json:"wave"`
 	Percent float64 `json:"percent"`
 	Detail  string  `json:"detail,omitempty"`
+	// By, when set, is the actor the event is recorded as (the health gate
+	// acting within a controller tick).
+	By string `json:"-"`
 }
 
 // Step advances a deployment for the passage of time: it starts the first
@@ -223,6 +258,11 @@ func Step(p Plan, s Status, obs Observations, now time.Time) (Status, []Action) 
 	default:
 		return s, nil
 	}
+	if p.Gate != nil && obs.Gate != nil && obs.Gate.Verdict == "regressed" {
+		s.PausedFrom, s.PausedAt, s.State = Running, now, Paused
+		s.By, s.Reason = GateActor, obs.Gate.Summary
+		return s, append(acts, Action{Kind: "gate_paused", Wave: s.Wave, Percent: s.Percent, Detail: obs.Gate.Summary, By: GateActor})
+	}
 	w := p.Waves[s.Wave]
 	if w.DevicesPerPeriod > 0 {
 		if pct := pacedPercent(p, s, obs, now); pct > s.Percent {
@@ -235,6 +275,9 @@ func Step(p Plan, s Status, obs Observations, now time.Time) (Status, []Action) 
 	}
 	if !pastDeadline(p, now) && now.Sub(s.WaveStarted) < p.bake(s.Wave) {
 		return s, acts
+	}
+	if !gatePasses(p, obs) {
+		return s, acts // baked, but the gate has not said healthy (a deadline does not override safety)
 	}
 	if s.Wave == len(p.Waves)-1 {
 		s.State, s.Percent = Completed, 100
@@ -284,6 +327,16 @@ func pacedPercent(p Plan, s Status, obs Observations, now time.Time) float64 {
 	}
 	pct := start + float64(periods*w.DevicesPerPeriod)*100/float64(obs.AudienceSize)
 	return min(pct, w.target())
+}
+
+func gatePasses(p Plan, obs Observations) bool {
+	if p.Gate == nil {
+		return true
+	}
+	if obs.Gate == nil {
+		return false
+	}
+	return obs.Gate.Verdict == "healthy" || (obs.Gate.Verdict == "inconclusive" && p.Gate.AllowInconclusive)
 }
 
 func pastDeadline(p Plan, now time.Time) bool { return p.Deadline != nil && !now.Before(*p.Deadline) }

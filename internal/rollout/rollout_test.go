@@ -181,3 +181,48 @@ func TestPlanValidate(t *testing.T) {
 		t.Fatalf("ParseWaves = %+v, %v", ws, err)
 	}
 }
+
+func TestStepWithGate(t *testing.T) {
+	gated := Plan{Waves: waves(10, 100), Bake: Duration(time.Hour), Gate: &Gate{}}
+	loose := Plan{Waves: waves(10, 100), Bake: Duration(time.Hour), Gate: &Gate{AllowInconclusive: true}}
+	running := Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1}
+	verdict := func(v string) Observations {
+		return Observations{Gate: &GateObservation{Verdict: v, Summary: "wave 1 " + v + ": numbers"}}
+	}
+	tests := []struct {
+		name string
+		plan Plan
+		obs  Observations
+		now  time.Time
+		want State
+		wave int
+		act  string
+	}{
+		{"regression pauses at once, even mid-bake", gated, verdict("regressed"), at(0.1), Paused, 0, "gate_paused"},
+		{"healthy wave advances after bake", gated, verdict("healthy"), at(1), Running, 1, "wave_started"},
+		{"healthy wave still bakes", gated, verdict("healthy"), at(0.5), Running, 0, ""},
+		{"inconclusive waits", gated, verdict("inconclusive"), at(5), Running, 0, ""},
+		{"no verdict waits", gated, Observations{}, at(5), Running, 0, ""},
+		{"inconclusive allowed advances", loose, verdict("inconclusive"), at(1), Running, 1, "wave_started"},
+		{"inconclusive allowed still pauses on regression", loose, verdict("regressed"), at(1), Paused, 0, "gate_paused"},
+		{"no gate ignores verdicts", Plan{Waves: waves(10, 100), Bake: Duration(time.Hour)}, verdict("regressed"), at(1), Running, 1, "wave_started"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, acts := Step(tt.plan, running, tt.obs, tt.now)
+			if got.State != tt.want || got.Wave != tt.wave {
+				t.Fatalf("status %+v, want %s in wave %d", got, tt.want, tt.wave)
+			}
+			kind := ""
+			if len(acts) > 0 {
+				kind = acts[0].Kind
+			}
+			if kind != tt.act {
+				t.Fatalf("actions %+v, want %q", acts, tt.act)
+			}
+			if tt.want == Paused && (got.By != GateActor || !strings.Contains(got.Reason, "regressed: numbers") || got.PausedFrom != Running) {
+				t.Fatalf("gate pause %+v", got)
+			}
+		})
+	}
+}

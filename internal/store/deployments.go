@@ -192,10 +192,14 @@ func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, 
 	}
 	now := q.now()
 	for i, a := range acts {
+		who := actor
+		if a.By != "" {
+			who = a.By
+		}
 		if _, err := q.db.ExecContext(ctx, `
 			INSERT INTO deployment_events (id, deployment_id, at, seq, actor, kind, wave, percent, detail)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			catalog.NewID("evt", now), deploymentID, now, next+i, actor, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
+			catalog.NewID("evt", now), deploymentID, now, next+i, who, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
 			return unavailable(err)
 		}
 	}

@@ -200,3 +200,42 @@ func (q *queries) HealthCounts(ctx context.Context, deploymentID string, overall
 	}
 	return out, unavailable(rows.Err())
 }
+
+// OutcomeDevices sums a deployment's overall counts by outcome: for one
+// wave, or all waves when wave < 0.
+func (q *queries) OutcomeDevices(ctx context.Context, deploymentID string, wave int) (map[string]int64, error) {
+	counts, err := q.HealthCounts(ctx, deploymentID, true)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, c := range counts {
+		if wave < 0 || c.Wave == wave {
+			out[string(c.Outcome)] += c.Devices
+		}
+	}
+	return out, nil
+}
+
+// PreviousRelease returns the newest other deployment of the product with
+// at least minReports devices that finished installing, and its overall
+// outcome counts; NotFound if there is none.
+func (q *queries) PreviousRelease(ctx context.Context, product, excludeID string, minReports int64) (rollout.Deployment, map[string]int64, error) {
+	deps, err := q.Deployments(ctx, DeploymentFilter{Product: product, Limit: 20})
+	if err != nil {
+		return rollout.Deployment{}, nil, err
+	}
+	for _, d := range deps {
+		if d.ID == excludeID {
+			continue
+		}
+		devs, err := q.OutcomeDevices(ctx, d.ID, -1)
+		if err != nil {
+			return d, nil, err
+		}
+		if devs["install_succeeded"]+devs["install_failed"]+devs["download_failed"] >= minReports {
+			return d, devs, nil
+		}
+	}
+	return rollout.Deployment{}, nil, fault.E(fault.NotFound, "no previous release of %s with %d reports", product, minReports)
+}

@@ -1,7 +1,6 @@
-// Package health turns device telemetry into release health: an aggregator
-// that counts events exactly once per device, outcome, wave and cohort
-// cell, and the rates derived from those counts.
-package health
+// Package aggregate consumes the device event log into the health counters,
+// exactly once per device, outcome, wave and cohort cell.
+package aggregate
 
 import (
 	"context"

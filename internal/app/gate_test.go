@@ -1,0 +1,71 @@
+package app_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringmaster/ringmaster/client"
+)
+
+// TestHealthGate: a gated rollout whose devices succeed advances past its
+// bake and completes; one whose devices fail is paused by the health gate
+// with the numbers in the reason, and explain and health say so.
+func TestHealthGate(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	env := map[string]string{"RINGMASTER_URL": s.url, "RINGMASTER_TOKEN": s.token}
+
+	good := publishSmall(t, s, "agent", "2.0")
+	d, err := s.admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1s",
+		Gate: &client.Gate{BaselineFailure: 0.10, BaselineRollback: 0.10, BaselineCrash: 0.10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without reports the baked wave waits for the gate.
+	time.Sleep(2500 * time.Millisecond)
+	if d, _ = s.admin.Deployment(ctx, d.ID); d.Wave != 0 || d.State != "running" {
+		t.Fatalf("advanced without evidence: %+v", d)
+	}
+	if r, err := s.device.SendEvents(ctx, installEvents(good, 300, "ok", 0)); err != nil || r.Accepted != 300 {
+		t.Fatalf("send: %+v, %v", r, err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		d, _ = s.admin.Deployment(ctx, d.ID)
+		return d.State == "completed"
+	})
+
+	bad := publishSmall(t, s, "os", "5.0")
+	d2, err := s.admin.DeployPlan(ctx, "os", "5.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1h",
+		Gate: &client.Gate{BaselineFailure: 0.02}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.device.SendEvents(ctx, installEvents(bad, 300, "bad", 3)); err != nil { // a third fail
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		d2, _ = s.admin.Deployment(ctx, d2.ID)
+		return d2.State == "paused"
+	})
+	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 33.") {
+		t.Fatalf("gate pause: by %q, reason %q", d2.By, d2.Reason)
+	}
+	h, err := s.admin.DeploymentHealth(ctx, d2.ID)
+	if err != nil || h.Gate == nil || h.Gate.Verdict != "regressed" || h.Gate.Tests[0].LogLRWorse < 4.6 || h.Gate.Baseline.Failure != 0.02 {
+		t.Fatalf("health = %+v, %v", h.Gate, err)
+	}
+	evs, _ := s.admin.DeploymentEvents(ctx, d2.ID)
+	if last := evs[len(evs)-1]; last.Kind != "gate_paused" || last.Actor != "health-gate" {
+		t.Fatalf("last event %+v", last)
+	}
+	out, _ := run(t, env, "explain", "--device-id", "dev-001", "--installed", "os=4.0")
+	if !strings.Contains(out, "paused (by health-gate; reason: rollout regressed") {
+		t.Fatalf("explain after a gate pause:\n%s", out)
+	}
+	out, _ = run(t, env, "health", d2.ID)
+	if !strings.Contains(out, "gate: regressed") || !strings.Contains(out, "baseline (declared") {
+		t.Fatalf("health CLI:\n%s", out)
+	}
+}

@@ -1,0 +1,165 @@
+package health
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Verdict is a gate's decision about a wave.
+type Verdict string
+
+const (
+	Healthy      Verdict = "healthy"
+	Inconclusive Verdict = "inconclusive"
+	Regressed    Verdict = "regressed"
+)
+
+// GateConfig is how strict a gate is.
+type GateConfig struct {
+	// Alpha bounds the chance of calling a release as good as its baseline
+	// regressed, however often the gate looks (always-valid).
+	Alpha float64 `json:"alpha"`
+	// Beta bounds the chance of calling a release healthy when it is worse
+	// than the baseline by Margin.
+	Beta float64 `json:"beta"`
+	// Margin is the relative worsening tolerated when calling a wave
+	// healthy: 0.25 means "failure rate below 1.25 × baseline".
+	Margin float64 `json:"margin"`
+	// MinCompleteness is the share of offered devices that must have
+	// reported an outcome before a wave can be called healthy (telemetry
+	// arrives late; devices that never report count against it).
+	MinCompleteness float64 `json:"min_completeness"`
+}
+
+// DefaultGate is the gate used when a plan enables gating without options.
+var DefaultGate = GateConfig{Alpha: 0.01, Beta: 0.05, Margin: 0.25, MinCompleteness: 0.5}
+
+// Baseline is the rates a release is compared with.
+type Baseline struct {
+	Failure  float64 `json:"failure"`
+	Rollback float64 `json:"rollback"`
+	Crash    float64 `json:"crash"`
+	// Source says where they come from ("declared", "previous release …").
+	Source string `json:"source"`
+}
+
+// Test is one metric's sequential test.
+type Test struct {
+	Metric   string  `json:"metric"`
+	Observed Rate    `json:"observed"`
+	Baseline float64 `json:"baseline"`
+	// LogLRWorse is log of the mixture likelihood ratio for "worse than
+	// baseline"; it regresses at log(1/Alpha).
+	LogLRWorse float64 `json:"log_lr_worse"`
+	// LogLRBetter is log of the ratio for "below baseline × (1+Margin)";
+	// healthy at log(1/Beta).
+	LogLRBetter float64 `json:"log_lr_better"`
+	Verdict     Verdict `json:"verdict"`
+}
+
+// GateResult is a gate's verdict with the numbers behind it.
+type GateResult struct {
+	Verdict      Verdict    `json:"verdict"`
+	Wave         int        `json:"wave"`
+	Offered      int64      `json:"offered"`
+	Reported     int64      `json:"reported"`
+	Completeness float64    `json:"completeness"`
+	Tests        []Test     `json:"tests"`
+	Config       GateConfig `json:"config"`
+	Baseline     Baseline   `json:"baseline"`
+	Summary      string     `json:"summary"`
+}
+
+// worseRatios are the alternatives the "worse" mixture spreads over, as
+// multiples of the baseline rate, equally weighted.
+var worseRatios = []float64{1.25, 1.5, 2, 3, 5}
+
+// betterRatios are the alternatives of the "healthy" mixture, as
+// multiples of the baseline rate.
+var betterRatios = []float64{0.5, 0.75, 1}
+
+// logMixture is log Σ w_j (p_j/p0)^k ((1-p_j)/(1-p0))^(n-k) over p_j =
+// r_j·base, computed stably. Under p ≤ p0 (for ratios above 1) it is a
+// nonnegative supermartingale in n, so by Ville's inequality it exceeds
+// log(1/α) with probability at most α, however often it is examined.
+func logMixture(k, n int64, p0 float64, ratios []float64, base float64) float64 {
+	terms := make([]float64, 0, len(ratios))
+	for _, r := range ratios {
+		p := math.Min(r*base, 0.999999)
+		if p <= 0 {
+			continue
+		}
+		terms = append(terms, float64(k)*math.Log(p/p0)+float64(n-k)*math.Log((1-p)/(1-p0))-math.Log(float64(len(ratios))))
+	}
+	m := math.Inf(-1)
+	for _, t := range terms {
+		m = math.Max(m, t)
+	}
+	if math.IsInf(m, -1) {
+		return m
+	}
+	s := 0.0
+	for _, t := range terms {
+		s += math.Exp(t - m)
+	}
+	return m + math.Log(s)
+}
+
+// Evaluate runs the gate on a wave's counts: per metric, "regressed" once
+// the evidence that the rate exceeds the baseline passes log(1/Alpha);
+// "healthy" once the evidence that it is below baseline × (1+Margin)
+// passes log(1/Beta) and enough of the exposed devices have reported.
+// The wave is regressed if any metric is, healthy if all are.
+func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int) GateResult {
+	ok := devices["install_succeeded"]
+	failed := devices["install_failed"] + devices["download_failed"]
+	offered := max(devices["offered"], ok+failed)
+	res := GateResult{Wave: wave, Offered: offered, Reported: ok + failed, Config: cfg, Baseline: base, Verdict: Healthy}
+	if offered > 0 {
+		res.Completeness = float64(ok+failed) / float64(offered)
+	}
+	metrics := []struct {
+		name string
+		k, n int64
+		p0   float64
+	}{
+		{"failure", failed, ok + failed, base.Failure},
+		{"rollback", devices["rolled_back"], ok, base.Rollback},
+		{"crash", devices["post_install_crash"], ok, base.Crash},
+	}
+	var regressed, unsure []string
+	for _, m := range metrics {
+		p0 := math.Max(m.p0, 1e-4) // a zero baseline would make any event infinitely surprising
+		t := Test{Metric: m.name, Observed: NewRate(m.k, m.n), Baseline: m.p0,
+			LogLRWorse: logMixture(m.k, m.n, p0, worseRatios, p0)}
+		hi := math.Min(p0*(1+cfg.Margin), 0.999)
+		t.LogLRBetter = logMixture(m.k, m.n, hi, betterRatios, p0)
+		switch {
+		case t.LogLRWorse >= math.Log(1/cfg.Alpha):
+			t.Verdict = Regressed
+			regressed = append(regressed, fmt.Sprintf("%s rate %.2f%% (%d of %d) vs baseline %.2f%%", m.name, 100*t.Observed.Value, m.k, m.n, 100*m.p0))
+		case t.LogLRBetter >= math.Log(1/cfg.Beta):
+			t.Verdict = Healthy
+		default:
+			t.Verdict = Inconclusive
+			unsure = append(unsure, m.name)
+		}
+		res.Tests = append(res.Tests, t)
+	}
+	switch {
+	case len(regressed) > 0:
+		res.Verdict = Regressed
+		res.Summary = fmt.Sprintf("wave %d regressed: %s (always-valid test at alpha %g)", wave+1, strings.Join(regressed, "; "), cfg.Alpha)
+	case len(unsure) > 0:
+		res.Verdict = Inconclusive
+		res.Summary = fmt.Sprintf("wave %d inconclusive: not enough evidence yet on %s", wave+1, strings.Join(unsure, ", "))
+	case res.Completeness < cfg.MinCompleteness:
+		res.Verdict = Inconclusive
+		res.Summary = fmt.Sprintf("wave %d inconclusive: %.0f%% of %d offered devices have reported (need %.0f%%)",
+			wave+1, 100*res.Completeness, offered, 100*cfg.MinCompleteness)
+	default:
+		res.Summary = fmt.Sprintf("wave %d healthy: every rate is below %.0f%% of its baseline with confidence %g", wave+1, 100*(1+cfg.Margin), 1-cfg.Beta)
+	}
+	return res
+}
