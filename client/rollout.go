@@ -46,6 +46,9 @@ type Gate struct {
 	BaselineFailure   float64 `json:"baseline_failure,omitempty"`
 	BaselineRollback  float64 `json:"baseline_rollback,omitempty"`
 	BaselineCrash     float64 `json:"baseline_crash,omitempty"`
+	// AutoHold is "active" or "proposed" to hold a cohort that explains a
+	// regression instead of pausing the rollout.
+	AutoHold string `json:"auto_hold,omitempty"`
 }
 
 // GateTest is one metric's sequential test.
@@ -114,18 +117,19 @@ func (c *Client) DeploymentEvents(ctx context.Context, id string) ([]Event, erro
 
 // Hold is a safeguard hold.
 type Hold struct {
-	ID         string     `json:"id"`
-	Product    string     `json:"product"`
-	UpdateID   string     `json:"update_id,omitempty"`
-	Version    string     `json:"version,omitempty"`
-	Rule       string     `json:"rule"`
-	Reason     string     `json:"reason"`
-	Source     string     `json:"source"`
-	Status     string     `json:"status"`
-	CreatedBy  string     `json:"created_by"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ReleasedBy string     `json:"released_by,omitempty"`
-	ReleasedAt *time.Time `json:"released_at,omitempty"`
+	ID           string     `json:"id"`
+	Product      string     `json:"product"`
+	UpdateID     string     `json:"update_id,omitempty"`
+	Version      string     `json:"version,omitempty"`
+	Rule         string     `json:"rule"`
+	Reason       string     `json:"reason"`
+	Source       string     `json:"source"`
+	Status       string     `json:"status"`
+	DeploymentID string     `json:"deployment_id,omitempty"`
+	CreatedBy    string     `json:"created_by"`
+	CreatedAt    time.Time  `json:"created_at"`
+	ReleasedBy   string     `json:"released_by,omitempty"`
+	ReleasedAt   *time.Time `json:"released_at,omitempty"`
 }
 
 // CreateHold holds a product's update (version, or every update when empty)
@@ -141,6 +145,13 @@ func (c *Client) CreateHold(ctx context.Context, product, version, rule, reason 
 func (c *Client) ReleaseHold(ctx context.Context, id string) (Hold, error) {
 	var out Hold
 	err := c.do(ctx, http.MethodPost, "/v1/holds/"+url.PathEscape(id)+"/release", nil, nil, &out)
+	return out, err
+}
+
+// ActivateHold accepts a hold the health gate proposed.
+func (c *Client) ActivateHold(ctx context.Context, id string) (Hold, error) {
+	var out Hold
+	err := c.do(ctx, http.MethodPost, "/v1/holds/"+url.PathEscape(id)+"/activate", nil, nil, &out)
 	return out, err
 }
 

@@ -96,6 +96,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		{"GET /v1/holds", a.listHolds},
 		{"GET /v1/holds/{id}", a.getHold},
 		{"POST /v1/holds/{id}/release", a.releaseHold},
+		{"POST /v1/holds/{id}/activate", a.activateHold},
 		{"PUT /v1/rings/{name}", a.putRing},
 		{"GET /v1/rings", a.listRings},
 		{"GET /v1/rings/{name}", a.getRing},

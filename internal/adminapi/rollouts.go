@@ -158,7 +158,7 @@ func (a *API) deploymentHealth(w http.ResponseWriter, r *http.Request) {
 		"health": health.Summarize(in, 20),
 	}
 	if d.Plan.Gate != nil {
-		g, err := a.cfg.Controller.Gate(r.Context(), &d)
+		g, err := a.cfg.Controller.Gate(r.Context(), &d, false)
 		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return
@@ -268,8 +268,8 @@ func (a *API) refresh(ctx context.Context) {
 func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	status := targeting.HoldStatus(q.Get("status"))
-	if status != "" && status != targeting.HoldActive && status != targeting.HoldReleased {
-		httpapi.WriteError(w, r, fault.Field("status", "must be active or released"))
+	if status != "" && status != targeting.HoldActive && status != targeting.HoldReleased && status != targeting.HoldProposed {
+		httpapi.WriteError(w, r, fault.Field("status", "must be proposed, active or released"))
 		return
 	}
 	if p := q.Get("product"); p != "" {
@@ -297,6 +297,24 @@ func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	httpapi.WriteJSON(w, http.StatusOK, h)
+}
+
+// activateHold accepts a hold the health gate proposed.
+func (a *API) activateHold(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := catalog.ValidateID("id", "hld", id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	h, err := a.cfg.Store.ActivateHold(ctx, id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.refresh(ctx)
+	httpapi.Logger(ctx).Info("hold activated", "hold", h.ID, "actor", principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusOK, h)
 }
 

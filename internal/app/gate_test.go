@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,58 @@ func TestHealthGate(t *testing.T) {
 	out, _ = run(t, env, "health", d2.ID)
 	if !strings.Contains(out, "gate: regressed") || !strings.Contains(out, "baseline (declared") {
 		t.Fatalf("health CLI:\n%s", out)
+	}
+}
+
+// TestAutomaticHold: a regression confined to one OEM's devices becomes an
+// automatic hold on that OEM (with its evidence) while the rollout goes on
+// for everyone else; explain names the hold.
+func TestAutomaticHold(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	u := publishSmall(t, s, "agent", "2.0")
+	d, err := s.admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1h",
+		Gate: &client.Gate{BaselineFailure: 0.02, AutoHold: "active"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oems := []string{"contoso", "fabrikam", "northwind"}
+	var events []client.DeviceEvent
+	for i := 0; i < 600; i++ {
+		typ := "install_succeeded"
+		if oems[i%3] == "contoso" && i%2 == 0 {
+			typ = "install_failed"
+		}
+		events = append(events, client.DeviceEvent{EventID: fmt.Sprintf("e-%d", i), DeviceID: fmt.Sprintf("dev-%03d", i), UpdateID: u.ID,
+			Type: typ, Time: time.Now().Add(-time.Minute).UTC(), Attributes: map[string]string{"oem": oems[i%3], "arch": []string{"x64", "arm64"}[i%2]}})
+	}
+	for len(events) > 0 {
+		n := min(len(events), 300)
+		if _, err := s.device.SendEvents(ctx, events[:n]); err != nil {
+			t.Fatal(err)
+		}
+		events = events[n:]
+	}
+	var holds []client.Hold
+	waitFor(t, 60*time.Second, func() bool {
+		holds, _ = s.admin.Holds(ctx, "agent", "active")
+		return len(holds) == 1
+	})
+	h := holds[0]
+	if h.Source != "automatic" || h.Rule != `device.attributes["oem"] == "contoso"` || h.DeploymentID != d.ID || h.CreatedBy != "health-gate" ||
+		!strings.Contains(h.Reason, "oem=contoso failure rate 50.00% (100 of 200)") {
+		t.Fatalf("automatic hold = %+v", h)
+	}
+	if d, _ = s.admin.Deployment(ctx, d.ID); d.State != "running" {
+		t.Fatalf("a localized regression paused the rollout: %+v", d)
+	}
+	hl, err := s.admin.DeploymentHealth(ctx, d.ID)
+	if err != nil || hl.Gate == nil || hl.Gate.Verdict == "regressed" || !strings.Contains(hl.Gate.Summary, "cohort oem=contoso held automatically ("+h.ID+")") {
+		t.Fatalf("gate after the hold: %+v, %v", hl.Gate, err)
+	}
+	env := map[string]string{"RINGMASTER_URL": s.url, "RINGMASTER_TOKEN": s.token}
+	out, _ := run(t, env, "explain", "--device-id", "dev-x", "--attr", "oem=contoso", "--installed", "agent=1.0")
+	if !strings.Contains(out, "FAIL hold") || !strings.Contains(out, h.ID+" (automatic)") {
+		t.Fatalf("explain for a held device:\n%s", out)
 	}
 }

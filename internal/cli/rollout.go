@@ -53,7 +53,7 @@ within 15 minutes.`,
 					return err
 				}
 			}
-			if gated || cmd.Flags().Changed("baseline-failure") || gate.AllowInconclusive {
+			if gated || cmd.Flags().Changed("baseline-failure") || gate.AllowInconclusive || gate.AutoHold != "" {
 				plan.Gate = &gate
 			}
 			c, err := g.client()
@@ -83,6 +83,7 @@ within 15 minutes.`,
 	f.BoolVar(&gated, "gate", false, "health gate: a regression pauses the rollout; a wave advances only when healthy")
 	f.BoolVar(&gate.AllowInconclusive, "allow-inconclusive", false, "with --gate: let a baked wave advance without enough evidence")
 	f.Float64Var(&gate.BaselineFailure, "baseline-failure", 0, "with --gate: declared baseline failure rate (default: previous release, else 0.02)")
+	f.StringVar(&gate.AutoHold, "auto-hold", "", "with --gate: active or proposed, to hold a cohort that explains a regression instead of pausing")
 	_ = cmd.MarkFlagRequired("product")
 	_ = cmd.MarkFlagRequired("version")
 	return cmd
@@ -251,8 +252,23 @@ func holdCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&product, "product", "", "only this product")
-	list.Flags().StringVar(&status, "status", "", "active or released")
-	cmd.AddCommand(create, release, list)
+	list.Flags().StringVar(&status, "status", "", "proposed, active or released")
+	activate := &cobra.Command{
+		Use: "activate ID", Short: "Activate a hold the health gate proposed", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.ActivateHold(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s %s\n", h.ID, h.Status)
+			return nil
+		},
+	}
+	cmd.AddCommand(create, release, activate, list)
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,7 +145,7 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 		obs.AudienceSize = n
 	}
 	if d.Plan.Gate != nil && d.State == rollout.Running {
-		g, err := c.Gate(ctx, d)
+		g, err := c.Gate(ctx, d, true)
 		if err != nil {
 			c.log.Warn("health gate failed; the wave waits", "deployment", d.ID, "err", err)
 			return obs
@@ -161,8 +162,10 @@ var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01
 // to serve as a baseline.
 const minBaselineReports = 200
 
-// Gate evaluates the health gate on the deployment's current wave.
-func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment) (health.GateResult, error) {
+// Gate evaluates the health gate on the deployment's current wave. With
+// act, a regression localized to a cohort creates the plan's automatic
+// hold; without, Gate only reports (for reads).
+func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) (health.GateResult, error) {
 	g := d.Plan.Gate
 	if g == nil {
 		g = &rollout.Gate{}
@@ -207,15 +210,125 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment) (health.Ga
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	if r := health.Evaluate(cfg, base, all, max(d.Wave, 0)); r.Verdict == health.Regressed {
+	wave := max(d.Wave, 0)
+	if r := health.Evaluate(cfg, base, all, wave); r.Verdict == health.Regressed {
 		r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
-		return r, nil
+		if g.AutoHold == "" {
+			return r, nil
+		}
+		return c.localize(ctx, d, cfg, base, all, r, act)
 	}
 	devs, err := c.store.OutcomeDevices(ctx, d.ID, max(d.Wave, 0))
 	if err != nil {
 		return health.GateResult{}, err
 	}
 	return health.Evaluate(cfg, base, devs, max(d.Wave, 0)), nil
+}
+
+// localize tries to explain a regression by one cohort and hold it.
+func (c *Controller) localize(ctx context.Context, d *rollout.Deployment, cfg health.GateConfig, base health.Baseline,
+	all map[string]int64, r health.GateResult, act bool) (health.GateResult, error) {
+	counts, err := c.store.HealthCounts(ctx, d.ID, false)
+	if err != nil {
+		return r, err
+	}
+	byCell := map[string]map[string]int64{}
+	waveCell := map[string]map[string]int64{}
+	wave := max(d.Wave, 0)
+	for _, hc := range counts {
+		if byCell[hc.Cell] == nil {
+			byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
+		}
+		byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+		if hc.Wave == wave {
+			waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+		}
+	}
+	cells := make([]health.CellDevices, 0, len(byCell))
+	for cell, devs := range byCell {
+		cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})
+	}
+	loc, ok := health.Localize(cfg, base, all, cells, wave)
+	if !ok {
+		r.Summary += "; not localized to a cohort, so the rollout pauses"
+		return r, nil
+	}
+	rule := cellRule(loc.Cell)
+	evidence := fmt.Sprintf("automatic: %s %s rate %.2f%% (%d of %d) vs baseline %.2f%% (log LR %.1f over the family-wise %.1f for %d tests); rest of the rollout: %s",
+		loc.Cell, loc.Test.Metric, 100*loc.Test.Observed.Value, loc.Test.Observed.Events, loc.Test.Observed.Of, 100*loc.Test.Baseline,
+		loc.Test.LogLRWorse, loc.Threshold, loc.Tested, loc.Rest.Verdict)
+	hold, err := c.autoHold(ctx, d, rule, evidence, act)
+	if err != nil {
+		return r, err
+	}
+	r.Cohort = &loc
+	r.HoldID = hold.ID
+	switch {
+	case hold.ID != "" && hold.Status == targeting.HoldReleased:
+		r.Summary += fmt.Sprintf("; cohort %s was held automatically (%s) and a person released that hold, so the rollout pauses", loc.Cell, hold.ID)
+		return r, nil
+	case d.Plan.Gate.AutoHold == "proposed":
+		r.Summary += fmt.Sprintf("; localized to %s: proposed hold %s awaits activation", loc.Cell, orPending(hold.ID))
+		return r, nil
+	}
+	// Active: the cohort is held; judge the current wave without it.
+	rest := map[string]int64{}
+	for k, v := range waveCell[""] {
+		rest[k] = v - waveCell[loc.Cell][k]
+	}
+	out := health.Evaluate(cfg, base, rest, wave)
+	out.Cohort, out.HoldID = &loc, hold.ID
+	out.Summary = fmt.Sprintf("cohort %s held automatically (%s); without it, %s", loc.Cell, orPending(hold.ID), out.Summary)
+	return out, nil
+}
+
+func orPending(id string) string {
+	if id == "" {
+		return "to be created"
+	}
+	return id
+}
+
+// autoHold returns the deployment's automatic hold with this rule,
+// creating it (active or proposed, per the plan) when act.
+func (c *Controller) autoHold(ctx context.Context, d *rollout.Deployment, rule, evidence string, act bool) (targeting.Hold, error) {
+	holds, err := c.store.AutomaticHolds(ctx, d.ID)
+	if err != nil {
+		return targeting.Hold{}, err
+	}
+	for _, h := range holds {
+		if h.Rule == rule {
+			return h, nil
+		}
+	}
+	if !act {
+		return targeting.Hold{}, nil
+	}
+	if _, err := c.rules.Compile(rule); err != nil {
+		return targeting.Hold{}, fmt.Errorf("cohort rule %q: %w", rule, err)
+	}
+	status := targeting.HoldActive
+	if d.Plan.Gate.AutoHold == "proposed" {
+		status = targeting.HoldProposed
+	}
+	h, err := c.store.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.now()), Product: d.Product, UpdateID: d.UpdateID,
+		Rule: rule, Reason: evidence, Source: targeting.HoldAutomatic, Status: status, DeploymentID: d.ID, CreatedBy: rollout.GateActor})
+	if err != nil {
+		return h, err
+	}
+	c.log.Warn("automatic safeguard hold", "hold", h.ID, "deployment", d.ID, "rule", rule, "status", status, "evidence", evidence)
+	c.changed(ctx)
+	return h, nil
+}
+
+// cellRule writes a cohort cell ("arch=x64|oem=contoso") as a hold rule.
+func cellRule(cell string) string {
+	var terms []string
+	for _, kv := range strings.Split(cell, "|") {
+		k, v, _ := strings.Cut(kv, "=")
+		terms = append(terms, fmt.Sprintf("device.attributes[%s] == %s", strconv.Quote(k), strconv.Quote(v)))
+	}
+	return strings.Join(terms, " && ")
 }
 
 // TickArgs is the periodic job that moves rollouts.

@@ -69,6 +69,10 @@ type GateResult struct {
 	Config       GateConfig `json:"config"`
 	Baseline     Baseline   `json:"baseline"`
 	Summary      string     `json:"summary"`
+	// Cohort, when set, is the cohort the regression was localized to, and
+	// HoldID the automatic hold on it.
+	Cohort *Localization `json:"cohort,omitempty"`
+	HoldID string        `json:"hold_id,omitempty"`
 }
 
 // worseRatios are the alternatives the "worse" mixture spreads over, as

@@ -112,6 +112,11 @@ type Gate struct {
 	BaselineFailure  float64 `json:"baseline_failure,omitempty"`
 	BaselineRollback float64 `json:"baseline_rollback,omitempty"`
 	BaselineCrash    float64 `json:"baseline_crash,omitempty"`
+	// AutoHold, "active" or "proposed", holds a cohort that explains a
+	// regression instead of pausing the whole rollout: at once, or as a
+	// proposal a human activates (the rollout pauses meanwhile). Empty
+	// pauses on every regression.
+	AutoHold string `json:"auto_hold,omitempty"`
 }
 
 // GateActor names the health gate in events and pauses.
@@ -175,6 +180,14 @@ func (p *Plan) Validate() error {
 	}
 	if p.Window != nil && (p.Window.Start < 0 || p.Window.Start >= 1440 || p.Window.End < 0 || p.Window.End > 1440 || p.Window.Start == p.Window.End) {
 		return fault.Field("maintenance_window", "minutes must be within a day and start must differ from end")
+	}
+	if p.Gate != nil && p.Gate.AutoHold != "" && p.Gate.AutoHold != "active" && p.Gate.AutoHold != "proposed" {
+		return fault.Field("gate.auto_hold", "must be active, proposed or empty, not %q", p.Gate.AutoHold)
+	}
+	if g := p.Gate; g != nil && (g.Alpha < 0 || g.Alpha >= 1 || g.Beta < 0 || g.Beta >= 1 || g.Margin < 0 || g.MinCompleteness < 0 ||
+		g.MinCompleteness > 1 || g.BaselineFailure < 0 || g.BaselineFailure >= 1 || g.BaselineRollback < 0 || g.BaselineRollback >= 1 ||
+		g.BaselineCrash < 0 || g.BaselineCrash >= 1) {
+		return fault.Field("gate", "alpha, beta and baselines must be in [0, 1), margin and min_completeness non-negative (min_completeness at most 1)")
 	}
 	if p.Start != nil && p.Deadline != nil && !p.Deadline.After(*p.Start) {
 		return fault.Field("deadline", "must be after the start")

@@ -28,14 +28,20 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold) (targeting.Hol
 			}
 			h.Version = u.Version
 		}
-		h.CreatedAt, h.Status = tx.now(), targeting.HoldActive
+		h.CreatedAt = tx.now()
+		if h.Status == "" {
+			h.Status = targeting.HoldActive
+		}
 		if _, err := tx.db.ExecContext(ctx, `
-			INSERT INTO holds (id, product, update_id, rule, reason, source, status, created_by, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			h.ID, h.Product, h.UpdateID, h.Rule, h.Reason, h.Source, h.Status, h.CreatedBy, h.CreatedAt); err != nil {
+			INSERT INTO holds (id, product, update_id, rule, reason, source, status, deployment_id, created_by, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			h.ID, h.Product, h.UpdateID, h.Rule, h.Reason, h.Source, h.Status, h.DeploymentID, h.CreatedBy, h.CreatedAt); err != nil {
+			if isUniqueViolation(err) {
+				return fault.E(fault.Conflict, "deployment %s already has an automatic hold with this rule", h.DeploymentID)
+			}
 			return unavailable(err)
 		}
-		return tx.BumpGeneration(ctx)
+		return tx.bumpIf(ctx, h.Status == targeting.HoldActive)
 	})
 	return h, err
 }
@@ -45,7 +51,7 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold) (targeting.Hol
 func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.Hold, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		res, err := tx.db.ExecContext(ctx, `UPDATE holds SET status = 'released', released_by = $2, released_at = $3
-			WHERE id = $1 AND status = 'active'`, id, actor, tx.now())
+			WHERE id = $1 AND status IN ('active', 'proposed')`, id, actor, tx.now())
 		if err != nil {
 			return unavailable(err)
 		}
@@ -61,16 +67,55 @@ func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.
 }
 
 const holdColumns = `h.id, h.product, h.update_id, COALESCE(u.version, ''), h.rule, h.reason, h.source, h.status,
-	h.created_by, h.created_at, h.released_by, h.released_at`
+	h.deployment_id, h.created_by, h.created_at, h.released_by, h.released_at`
 
 func scanHold(row interface{ Scan(...any) error }) (targeting.Hold, error) {
 	var h targeting.Hold
 	var released sql.NullTime
 	err := row.Scan(&h.ID, &h.Product, &h.UpdateID, &h.Version, &h.Rule, &h.Reason, &h.Source, &h.Status,
-		&h.CreatedBy, &h.CreatedAt, &h.ReleasedBy, &released)
+		&h.DeploymentID, &h.CreatedBy, &h.CreatedAt, &h.ReleasedBy, &released)
 	h.CreatedAt = h.CreatedAt.UTC()
 	h.ReleasedAt = timePtr(released)
 	return h, err
+}
+
+// ActivateHold turns a proposed hold active (a human accepting the health
+// gate's proposal).
+func (s *Store) ActivateHold(ctx context.Context, id string) (h targeting.Hold, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		if h, err = tx.Hold(ctx, id); err != nil {
+			return err
+		}
+		if h.Status != targeting.HoldProposed {
+			return fault.E(fault.Conflict, "hold %s is %s, not proposed", id, h.Status)
+		}
+		if _, err := tx.db.ExecContext(ctx, `UPDATE holds SET status = 'active' WHERE id = $1`, id); err != nil {
+			return unavailable(err)
+		}
+		h.Status = targeting.HoldActive
+		return tx.BumpGeneration(ctx)
+	})
+	return h, err
+}
+
+// AutomaticHolds returns the automatic holds a deployment's evidence created.
+func (q *queries) AutomaticHolds(ctx context.Context, deploymentID string) ([]targeting.Hold, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+holdColumns+`
+		FROM holds h LEFT JOIN updates u ON u.id = h.update_id
+		WHERE h.source = 'automatic' AND h.deployment_id = $1 ORDER BY h.id`, deploymentID)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []targeting.Hold
+	for rows.Next() {
+		h, err := scanHold(rows)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, h)
+	}
+	return out, unavailable(rows.Err())
 }
 
 // Hold returns a hold, or NotFound.

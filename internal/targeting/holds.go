@@ -14,6 +14,7 @@ const (
 type HoldStatus string
 
 const (
+	HoldProposed HoldStatus = "proposed" // automatic, waiting for a human to activate it
 	HoldActive   HoldStatus = "active"
 	HoldReleased HoldStatus = "released"
 )
@@ -21,18 +22,21 @@ const (
 // Hold (a safeguard hold) blocks an update, or every update of a product,
 // for the devices its rule matches.
 type Hold struct {
-	ID         string     `json:"id"`
-	Product    string     `json:"product"`
-	UpdateID   string     `json:"update_id,omitempty"` // empty: all of the product's updates
-	Version    string     `json:"version,omitempty"`
-	Rule       string     `json:"rule"`
-	Reason     string     `json:"reason"`
-	Source     HoldSource `json:"source"`
-	Status     HoldStatus `json:"status"`
-	CreatedBy  string     `json:"created_by"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ReleasedBy string     `json:"released_by,omitempty"`
-	ReleasedAt *time.Time `json:"released_at,omitempty"`
+	ID       string     `json:"id"`
+	Product  string     `json:"product"`
+	UpdateID string     `json:"update_id,omitempty"` // empty: all of the product's updates
+	Version  string     `json:"version,omitempty"`
+	Rule     string     `json:"rule"`
+	Reason   string     `json:"reason"`
+	Source   HoldSource `json:"source"`
+	Status   HoldStatus `json:"status"`
+	// DeploymentID is the deployment whose health evidence created an
+	// automatic hold.
+	DeploymentID string     `json:"deployment_id,omitempty"`
+	CreatedBy    string     `json:"created_by"`
+	CreatedAt    time.Time  `json:"created_at"`
+	ReleasedBy   string     `json:"released_by,omitempty"`
+	ReleasedAt   *time.Time `json:"released_at,omitempty"`
 }
 
 // Ring is an ordered, named population of devices (canary, insider, broad,
