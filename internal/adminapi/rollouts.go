@@ -249,7 +249,7 @@ func (a *API) createHold(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h, err := a.cfg.Store.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", a.cfg.Now()), Product: req.Product,
-		UpdateID: req.UpdateID, Rule: req.Rule, Reason: req.Reason, Source: targeting.HoldManual, CreatedBy: principal(ctx).Actor()})
+		UpdateID: req.UpdateID, Rule: req.Rule, Reason: req.Reason, Source: targeting.HoldManual, CreatedBy: principal(ctx).Actor()}, nil)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return

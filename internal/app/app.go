@@ -25,6 +25,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/adminapi"
 	"github.com/ringmaster/ringmaster/internal/aggregate"
+	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/config"
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/controller"
@@ -53,6 +54,7 @@ type App struct {
 	Content    *content.Store
 	Pipeline   *pipeline.Pipeline
 	Controller *controller.Controller
+	Alerts     *alerts.Notifier
 	Jobs       *river.Client[*sql.Tx]
 	Rules      *targeting.Env
 	Snapshots  *delivery.Refresher
@@ -111,8 +113,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 500, AckWait: time.Minute,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
-	a.Controller = controller.New(a.Store, a.Rules, log.With("component", "controller"), time.Now, cfg.RolloutTick, a.refresh)
+	hooks := make([]alerts.Webhook, len(cfg.Webhooks))
+	for i, h := range cfg.Webhooks {
+		hooks[i] = alerts.Webhook{Name: h.Name, URL: h.URL, Secret: h.Secret, Kinds: h.Kinds}
+	}
+	if err := alerts.Validate(hooks); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	a.Alerts = alerts.New(hooks, log.With("component", "alerts"), time.Now)
+	a.Controller = controller.New(a.Store, a.Rules, a.Alerts, log.With("component", "controller"), time.Now, cfg.RolloutTick, a.refresh)
 	workers := river.NewWorkers()
+	a.Alerts.Register(workers)
 	a.Pipeline.Register(workers)
 	a.Controller.Register(workers)
 	a.Jobs, err = jobs.NewClient(a.Store, log.With("component", "jobs"), jobs.Config{
@@ -122,6 +133,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		return nil, err
 	}
 	a.Pipeline.SetClient(a.Jobs)
+	a.Alerts.SetClient(a.Jobs)
 	a.handler = a.routes()
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

@@ -45,6 +45,12 @@ type server struct {
 
 func startServer(t *testing.T, dsn string) *server {
 	t.Helper()
+	return startServerWith(t, dsn, nil)
+}
+
+// startServerWith starts a server after mut adjusts its configuration.
+func startServerWith(t *testing.T, dsn string, mut func(*config.Config)) *server {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -52,6 +58,9 @@ func startServer(t *testing.T, dsn string) *server {
 	cfg.RegistryFlush = 50 * time.Millisecond
 	cfg.JobPoll = 50 * time.Millisecond
 	cfg.RolloutTick = time.Second
+	if mut != nil {
+		mut(&cfg)
+	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, log)

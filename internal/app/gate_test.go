@@ -2,12 +2,19 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/alerts"
+	"github.com/ringmaster/ringmaster/internal/config"
 )
 
 // TestHealthGate: a gated rollout whose devices succeed advances past its
@@ -121,5 +128,60 @@ func TestAutomaticHold(t *testing.T) {
 	out, _ := run(t, env, "explain", "--device-id", "dev-x", "--attr", "oem=contoso", "--installed", "agent=1.0")
 	if !strings.Contains(out, "FAIL hold") || !strings.Contains(out, h.ID+" (automatic)") {
 		t.Fatalf("explain for a held device:\n%s", out)
+	}
+}
+
+// TestRegressionAlerts: a regression pause is delivered to a webhook,
+// signed, and retried until the receiver accepts it.
+func TestRegressionAlerts(t *testing.T) {
+	type delivery struct {
+		alert     map[string]any
+		signature string
+		body      []byte
+	}
+	got := make(chan delivery, 16)
+	var calls atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // the first delivery fails: it must be retried
+			return
+		}
+		var a map[string]any
+		json.Unmarshal(body, &a)
+		got <- delivery{alert: a, signature: r.Header.Get("X-Ringmaster-Signature"), body: body}
+	}))
+	defer recv.Close()
+	s := startServerWith(t, "", func(c *config.Config) {
+		c.Webhooks = []config.Webhook{{Name: "oncall", URL: recv.URL, Secret: "s3cret", Kinds: []string{"deployment.regressed", "deployment.paused"}}}
+	})
+	ctx := context.Background()
+	u := publishSmall(t, s, "os", "5.0")
+	d, err := s.admin.DeployPlan(ctx, "os", "5.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1h",
+		Gate: &client.Gate{BaselineFailure: 0.02}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.device.SendEvents(ctx, installEvents(u, 300, "bad", 3)); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	deadline := time.After(90 * time.Second)
+	for len(kinds) < 2 {
+		select {
+		case dl := <-got:
+			if dl.signature != alerts.Sign("s3cret", dl.body) {
+				t.Fatalf("bad signature %q", dl.signature)
+			}
+			if dl.alert["deployment_id"] != d.ID || dl.alert["actor"] != "health-gate" || !strings.Contains(dl.alert["summary"].(string), "regressed") {
+				t.Fatalf("alert %v", dl.alert)
+			}
+			kinds[dl.alert["kind"].(string)] = true
+		case <-deadline:
+			t.Fatalf("alerts received: %v after %d calls", kinds, calls.Load())
+		}
+	}
+	if !kinds["deployment.regressed"] || !kinds["deployment.paused"] || calls.Load() < 3 {
+		t.Fatalf("kinds %v, calls %d", kinds, calls.Load())
 	}
 }

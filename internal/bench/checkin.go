@@ -364,7 +364,7 @@ func seed(ctx context.Context, a *app.App, cfg CheckinConfig) error {
 	for i := 0; i < cfg.Holds; i++ {
 		_, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", time.Now()), Product: productName(i % cfg.Products),
 			Rule:   fmt.Sprintf(`device.attributes.oem == "oem-%d" && device.attributes.region == "region-%d"`, rng.IntN(20), rng.IntN(8)),
-			Reason: "benchmark cohort", Source: targeting.HoldManual, CreatedBy: "bench"})
+			Reason: "benchmark cohort", Source: targeting.HoldManual, CreatedBy: "bench"}, nil)
 		if err != nil {
 			return err
 		}

@@ -59,11 +59,24 @@ type Config struct {
 	// rest count as "other").
 	CohortAttributes []string `yaml:"cohort_attributes"`
 	CohortMaxValues  int      `yaml:"cohort_max_values"`
+	// Webhooks receive alerts (pauses, halts, regressions, automatic
+	// holds); config file only, since they carry secrets.
+	Webhooks []Webhook `yaml:"webhooks"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
 	// production. Only RINGMASTER_FAILPOINT sets it.
 	Failpoint string `yaml:"-"`
+}
+
+// Webhook is an alert receiver: deliveries are signed with Secret
+// (X-Ringmaster-Signature: sha256=HMAC) and filtered by Kinds (all when
+// empty).
+type Webhook struct {
+	Name   string   `yaml:"name"`
+	URL    string   `yaml:"url"`
+	Secret string   `yaml:"secret"`
+	Kinds  []string `yaml:"kinds"`
 }
 
 // Default returns the built-in settings.

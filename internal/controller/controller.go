@@ -14,6 +14,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/health"
@@ -24,19 +25,52 @@ import (
 
 // Controller moves deployments. Safe for concurrent use.
 type Controller struct {
-	store *store.Store
-	rules *targeting.Env
-	log   *slog.Logger
-	now   func() time.Time
-	tick  time.Duration
+	store  *store.Store
+	notify Notifier
+	rules  *targeting.Env
+	log    *slog.Logger
+	now    func() time.Time
+	tick   time.Duration
 	// changed is called after a commit that may change what devices are
 	// offered (to refresh the snapshot at once).
 	changed func(ctx context.Context)
 }
 
-// New returns a controller ticking every tick.
-func New(s *store.Store, rules *targeting.Env, log *slog.Logger, now func() time.Time, tick time.Duration, changed func(context.Context)) *Controller {
-	return &Controller{store: s, rules: rules, log: log, now: now, tick: tick, changed: changed}
+// Notifier enqueues alerts in a transaction.
+type Notifier interface {
+	Enqueue(ctx context.Context, tx *store.Tx, a alerts.Alert) error
+}
+
+// New returns a controller ticking every tick, raising alerts through notify.
+func New(s *store.Store, rules *targeting.Env, notify Notifier, log *slog.Logger, now func() time.Time, tick time.Duration, changed func(context.Context)) *Controller {
+	return &Controller{store: s, notify: notify, rules: rules, log: log, now: now, tick: tick, changed: changed}
+}
+
+// alertsFor turns a deployment's actions into alerts, enqueued in tx.
+func (c *Controller) alertsFor(ctx context.Context, tx *store.Tx, d *rollout.Deployment, actor string, acts []rollout.Action) error {
+	for _, a := range acts {
+		var kinds []string
+		switch a.Kind {
+		case "gate_paused":
+			kinds = []string{alerts.GateRegressed, alerts.DeploymentPaused}
+		case "paused":
+			kinds = []string{alerts.DeploymentPaused}
+		case "halted":
+			kinds = []string{alerts.DeploymentHalted}
+		}
+		who := actor
+		if a.By != "" {
+			who = a.By
+		}
+		for _, k := range kinds {
+			summary := fmt.Sprintf("%s %s %s in wave %d at %g%%: %s", d.Product, d.Version, a.Kind, a.Wave+1, a.Percent, a.Detail)
+			if err := c.notify.Enqueue(ctx, tx, alerts.Alert{Kind: k, DeploymentID: d.ID, Product: d.Product, Version: d.Version,
+				Actor: who, Summary: summary}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Deploy creates a deployment of a published update with plan, starting
@@ -70,21 +104,23 @@ func (c *Controller) Deploy(ctx context.Context, updateID string, plan rollout.P
 // approve, advance) and records it with actor and reason. An approval takes
 // effect at once (the approved wave starts if it was waiting).
 func (c *Controller) Command(ctx context.Context, id string, cmd rollout.Command, actor, reason string) (rollout.Deployment, error) {
+	var acts []rollout.Action
+	var dep *rollout.Deployment
 	d, err := c.store.MutateDeployment(ctx, id, actor, func(d *rollout.Deployment) ([]rollout.Action, error) {
 		now := c.now()
 		st, act, err := rollout.Apply(d.Plan, d.Status, cmd, actor, reason, now)
 		if err != nil {
 			return nil, err
 		}
-		acts := []rollout.Action{act}
+		acts = []rollout.Action{act}
 		if cmd == rollout.Approve || cmd == rollout.Resume {
 			var more []rollout.Action
 			st, more = rollout.Step(d.Plan, st, c.observe(ctx, d), now)
 			acts = append(acts, more...)
 		}
-		d.Status = st
+		d.Status, dep = st, d
 		return acts, nil
-	}, nil)
+	}, func(tx *store.Tx) error { return c.alertsFor(ctx, tx, dep, actor, acts) })
 	if err == nil {
 		c.changed(ctx)
 	}
@@ -108,11 +144,13 @@ func (c *Controller) Tick(ctx context.Context, now time.Time) error {
 		if next, acts := rollout.Step(d.Plan, d.Status, obs, now); next == before && len(acts) == 0 {
 			continue
 		}
+		var acts []rollout.Action
+		var dep *rollout.Deployment
 		after, err := c.store.MutateDeployment(ctx, d.ID, rollout.ControllerActor, func(d *rollout.Deployment) ([]rollout.Action, error) {
-			var acts []rollout.Action
 			d.Status, acts = rollout.Step(d.Plan, d.Status, obs, now)
+			dep = d
 			return acts, nil
-		}, nil)
+		}, func(tx *store.Tx) error { return c.alertsFor(ctx, tx, dep, rollout.ControllerActor, acts) })
 		if err != nil {
 			c.log.Warn("rollout step failed", "deployment", d.ID, "err", err)
 			continue
@@ -311,8 +349,16 @@ func (c *Controller) autoHold(ctx context.Context, d *rollout.Deployment, rule, 
 	if d.Plan.Gate.AutoHold == "proposed" {
 		status = targeting.HoldProposed
 	}
+	kind := alerts.HoldCreated
+	if status == targeting.HoldProposed {
+		kind = alerts.HoldProposed
+	}
 	h, err := c.store.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.now()), Product: d.Product, UpdateID: d.UpdateID,
-		Rule: rule, Reason: evidence, Source: targeting.HoldAutomatic, Status: status, DeploymentID: d.ID, CreatedBy: rollout.GateActor})
+		Rule: rule, Reason: evidence, Source: targeting.HoldAutomatic, Status: status, DeploymentID: d.ID, CreatedBy: rollout.GateActor},
+		func(tx *store.Tx, h targeting.Hold) error {
+			return c.notify.Enqueue(ctx, tx, alerts.Alert{Kind: kind, DeploymentID: d.ID, HoldID: h.ID, Product: d.Product,
+				Version: d.Version, Actor: rollout.GateActor, Summary: fmt.Sprintf("%s hold %s on %s: %s", h.Status, h.ID, rule, evidence)})
+		})
 	if err != nil {
 		return h, err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/controller"
 	"github.com/ringmaster/ringmaster/internal/dbtest"
@@ -45,7 +46,7 @@ func newFixture(t *testing.T, dsn string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := controller.New(s, env, slog.New(slog.DiscardHandler), c.now, time.Minute, func(context.Context) {})
+	ctl := controller.New(s, env, alerts.New(nil, slog.New(slog.DiscardHandler), c.now), slog.New(slog.DiscardHandler), c.now, time.Minute, func(context.Context) {})
 	return &fixture{store: s, ctl: ctl, clock: c, rules: delivery.NewRuleCache(env)}
 }
 

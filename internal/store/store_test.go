@@ -377,16 +377,16 @@ func testDeployments(t *testing.T, s *store.Store, c *clock) {
 
 func testHoldsAndRings(t *testing.T, s *store.Store, c *clock) {
 	ctx := context.Background()
-	_, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "nope", Rule: "true", Reason: "x", Source: targeting.HoldManual})
+	_, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "nope", Rule: "true", Reason: "x", Source: targeting.HoldManual}, nil)
 	wantKind(t, err, fault.NotFound)
 	u := publish(t, s, "os", "2.0", payA)
 	s.PutProduct(ctx, catalog.NewProduct{Name: "other"})
-	_, err = s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "other", UpdateID: u.ID, Rule: "true", Reason: "x", Source: targeting.HoldManual})
+	_, err = s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "other", UpdateID: u.ID, Rule: "true", Reason: "x", Source: targeting.HoldManual}, nil)
 	wantKind(t, err, fault.Invalid)
 
 	gen0, _ := s.Generation(ctx)
 	h, err := s.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", c.t), Product: "os", UpdateID: u.ID,
-		Rule: `device.attributes.oem == "contoso"`, Reason: "driver crash", Source: targeting.HoldManual, CreatedBy: "token:x"})
+		Rule: `device.attributes.oem == "contoso"`, Reason: "driver crash", Source: targeting.HoldManual, CreatedBy: "token:x"}, nil)
 	if err != nil || h.Status != targeting.HoldActive || h.Version != "2.0" {
 		t.Fatalf("CreateHold = %+v, %v", h, err)
 	}

@@ -11,9 +11,10 @@ import (
 	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
-// CreateHold stores a new active hold. Its product must exist, and its
-// update, if named, must be of that product.
-func (s *Store) CreateHold(ctx context.Context, h targeting.Hold) (targeting.Hold, error) {
+// CreateHold stores a new hold (active unless its status says proposed).
+// Its product must exist, and its update, if named, must be of that
+// product. extra, when not nil, runs in the same transaction.
+func (s *Store) CreateHold(ctx context.Context, h targeting.Hold, extra func(*Tx, targeting.Hold) error) (targeting.Hold, error) {
 	err := s.InTx(ctx, func(tx *Tx) error {
 		if _, err := tx.Product(ctx, h.Product); err != nil {
 			return err
@@ -41,7 +42,13 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold) (targeting.Hol
 			}
 			return unavailable(err)
 		}
-		return tx.bumpIf(ctx, h.Status == targeting.HoldActive)
+		if err := tx.bumpIf(ctx, h.Status == targeting.HoldActive); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx, h)
+		}
+		return nil
 	})
 	return h, err
 }
