@@ -50,14 +50,18 @@ func TestHealthGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.device.SendEvents(ctx, installEvents(bad, 300, "bad", 3)); err != nil { // a third fail
-		t.Fatal(err)
+	// Twice the baseline: one device in 25 fails (4% against 2%).
+	doubled := installEvents(bad, 1500, "bad", 25)
+	for i := 0; i < len(doubled); i += 500 {
+		if _, err := s.device.SendEvents(ctx, doubled[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, 60*time.Second, func() bool {
 		d2, _ = s.admin.Deployment(ctx, d2.ID)
 		return d2.State == "paused"
 	})
-	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 33.") {
+	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 4.00% (60 of 1500) vs baseline 2.00%") {
 		t.Fatalf("gate pause: by %q, reason %q", d2.By, d2.Reason)
 	}
 	h, err := s.admin.DeploymentHealth(ctx, d2.ID)
@@ -114,11 +118,25 @@ func TestAutomaticHold(t *testing.T) {
 	})
 	h := holds[0]
 	if h.Source != "automatic" || h.Rule != `device.attributes["oem"] == "contoso"` || h.DeploymentID != d.ID || h.CreatedBy != "health-gate" ||
-		!strings.Contains(h.Reason, "oem=contoso failure rate 50.00% (100 of 200)") {
+		!strings.Contains(h.Reason, "automatic: oem=contoso failure rate") || !strings.Contains(h.Reason, "vs baseline 2.00%") {
 		t.Fatalf("automatic hold = %+v", h)
 	}
 	if d, _ = s.admin.Deployment(ctx, d.ID); d.State != "running" {
 		t.Fatalf("a localized regression paused the rollout: %+v", d)
+	}
+	// The rest keep being offered the update; the held cohort does not.
+	offered := map[string]int{}
+	for i := 0; i < 90; i++ {
+		oem := oems[i%3]
+		r, err := s.device.CheckIn(ctx, client.CheckInRequest{DeviceID: fmt.Sprintf("new-%03d", i), Attributes: map[string]string{"oem": oem},
+			Installed: []client.Installed{{Product: "agent", Version: "1.0"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		offered[oem] += len(r.Offers)
+	}
+	if offered["contoso"] != 0 || offered["fabrikam"] < 5 || offered["northwind"] < 5 {
+		t.Fatalf("offers by oem after the hold: %v", offered)
 	}
 	hl, err := s.admin.DeploymentHealth(ctx, d.ID)
 	if err != nil || hl.Gate == nil || hl.Gate.Verdict == "regressed" || !strings.Contains(hl.Gate.Summary, "cohort oem=contoso held automatically ("+h.ID+")") {

@@ -78,3 +78,55 @@ func TestAlwaysValid(t *testing.T) {
 	}
 	t.Logf("false alarms %d/%d, power %d/%d", alarms, trials, caught, trials)
 }
+
+// TestGateMonteCarlo: at the default configuration (alpha 1%), good
+// releases on a 2% baseline are called regressed at most 1% of the time
+// though the gate looks after every 100 reports; a +1 percentage point
+// regression (3%) and a doubling (4%) are caught, and how many reports
+// that took is logged.
+func TestGateMonteCarlo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2026, 11))
+	base := Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	run := func(p float64, limit int) (bool, int) {
+		var ok, failed int64
+		for n := 1; n <= limit; n++ {
+			if rng.Float64() < p {
+				failed++
+			} else {
+				ok++
+			}
+			if n%100 == 0 && Evaluate(DefaultGate, base, devicesOf(ok, failed, ok+failed), 0).Tests[0].Verdict == Regressed {
+				return true, n
+			}
+		}
+		return false, limit
+	}
+	const trials = 300
+	for _, tt := range []struct {
+		name     string
+		p        float64
+		limit    int
+		min, max float64 // share of trials called regressed
+	}{
+		{"good release (2%)", 0.02, 20000, 0, 0.02},
+		{"+1pp (3%)", 0.03, 20000, 0.95, 1},
+		{"doubling (4%)", 0.04, 5000, 0.95, 1},
+	} {
+		hits, sum := 0, 0
+		for i := 0; i < trials; i++ {
+			if hit, n := run(tt.p, tt.limit); hit {
+				hits++
+				sum += n
+			}
+		}
+		share := float64(hits) / trials
+		if share < tt.min || share > tt.max {
+			t.Errorf("%s: regressed in %d of %d trials, want a share in [%g, %g]", tt.name, hits, trials, tt.min, tt.max)
+		}
+		if hits > 0 {
+			t.Logf("%s: regressed in %d/%d trials, after %d reports on average", tt.name, hits, trials, sum/hits)
+		} else {
+			t.Logf("%s: regressed in 0/%d trials (200 looks each)", tt.name, trials)
+		}
+	}
+}

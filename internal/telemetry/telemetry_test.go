@@ -33,20 +33,22 @@ func TestParseBatch(t *testing.T) {
 		`17`,
 		ev("e6", "rolled_back", `,"attributes":{"n":5}`),
 		ev("e7", "post_install_crash", ""),
+		evAt("e8", "offered", "2026-11-27T12:00:00Z", ""),
+		`{"event_id":5,"device_id":[],"time":{}}`,
 	}, ",") + `]}`
 	events, results, err := ParseBatch([]byte(body), now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"accepted", "rejected:type", "rejected:appears twice", "rejected:update_id", "rejected:old", "rejected:RFC 3339",
-		"rejected:object", "rejected:attribute", "accepted"}
+		"rejected:object", "rejected:attribute", "accepted", "rejected:ahead of the server", "rejected:event_id"}
 	for i, w := range want {
 		st, msg, _ := strings.Cut(w, ":")
 		if results[i].Status != st || !strings.Contains(results[i].Error, msg) || results[i].Index != i {
 			t.Errorf("result %d = %+v, want %s", i, results[i], w)
 		}
 	}
-	if len(events) != 2 || events[0].ID != "e1" || events[0].ErrorCode != "0x80070005" || events[0].Attributes["oem"] != "contoso" ||
+	if len(events) != 2 || len(results) != 11 || events[0].ID != "e1" || events[0].ErrorCode != "0x80070005" || events[0].Attributes["oem"] != "contoso" ||
 		!events[0].Received.Equal(now) || events[1].Type != PostInstallCrash || !events[1].Type.Failure() {
 		t.Fatalf("events = %+v", events)
 	}
