@@ -24,7 +24,7 @@ type Aggregator struct {
 	Logger     *slog.Logger
 	Failpoints failpoint.Set
 
-	counted, duplicates, unattributed atomic.Int64
+	processed, counted, duplicates, unattributed atomic.Int64
 }
 
 // Run consumes until ctx ends. Each batch commits its counts before it is
@@ -35,6 +35,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		a.processed.Add(int64(len(events)))
 		a.counted.Add(int64(t.Counted))
 		a.duplicates.Add(int64(t.Duplicates))
 		a.unattributed.Add(int64(t.Unattributed))
@@ -42,8 +43,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	})
 }
 
-// Stats returns how many device outcomes were counted, and how many events
-// were duplicates or belonged to no known deployment, since start.
-func (a *Aggregator) Stats() (counted, duplicates, unattributed int64) {
-	return a.counted.Load(), a.duplicates.Load(), a.unattributed.Load()
+// Stats returns, since start, how many events were processed, how many new
+// device outcomes they counted, and how many were duplicates or belonged
+// to no known deployment (the rest repeated an outcome a device had
+// already reported).
+func (a *Aggregator) Stats() (processed, counted, duplicates, unattributed int64) {
+	return a.processed.Load(), a.counted.Load(), a.duplicates.Load(), a.unattributed.Load()
 }

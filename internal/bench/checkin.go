@@ -290,32 +290,38 @@ func deviceBodies(cfg CheckinConfig) [][]byte {
 
 func productName(i int) string { return fmt.Sprintf("bench-product-%03d", i) }
 
-// startSeeded starts an in-process server whose catalog holds
-// Products × Versions published updates, each under a running deployment.
+// startSeeded starts an in-process server whose catalog is seeded (see
+// seed).
 func startSeeded(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, func(), error) {
+	url, _, stop, err := startSeededApp(ctx, cfg, log)
+	return url, stop, err
+}
+
+// startSeededApp is startSeeded that also returns the server.
+func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, *app.App, func(), error) {
 	dir, err := os.MkdirTemp("", "ringmaster-bench-")
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	c := config.Default()
 	c.DataDir, c.Listen, c.LogLevel = dir, "127.0.0.1:0", "warn"
 	a, err := app.New(ctx, c, log)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if err := seed(ctx, a, cfg); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if err := a.Snapshots.Refresh(ctx); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	log.Info("benchmark catalog seeded", "deployed_updates", a.Snapshots.Snapshot().Releases())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { _ = a.Run(runCtx); close(done) }()
-	return "http://" + a.Addr(), func() { cancel(); <-done; os.RemoveAll(dir) }, nil
+	return "http://" + a.Addr(), a, func() { cancel(); <-done; os.RemoveAll(dir) }, nil
 }
 
 // seed writes published updates straight into the store (the benchmark

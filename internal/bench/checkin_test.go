@@ -29,3 +29,22 @@ func TestRunCheckinSmoke(t *testing.T) {
 		t.Fatalf("baseline body %.0f bytes vs ringmaster %.0f", rep.Baseline.BytesPerResp, rep.Ringmaster.BytesPerResp)
 	}
 }
+
+// TestRunEventsSmoke runs a tiny ingestion benchmark: both sides measured,
+// every aggregated event counted.
+func TestRunEventsSmoke(t *testing.T) {
+	rep, err := RunEvents(context.Background(), EventsConfig{CheckinConfig: CheckinConfig{
+		Devices: 200, Concurrency: 2, Duration: 300 * time.Millisecond, Rounds: 1, Products: 2, Versions: 2, Deployments: 2, Seed: 1,
+	}, BatchSize: 20, Aggregate: 500}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
+		if r.Requests == 0 || r.Errors != 0 || r.P99 < r.P50 {
+			t.Fatalf("%s: %+v", r.Name, r)
+		}
+	}
+	if rep.AggregateEvents != 500 || rep.AggregatedPerSecond <= 0 {
+		t.Fatalf("aggregation: %+v", rep)
+	}
+}

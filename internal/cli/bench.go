@@ -73,7 +73,60 @@ included) and the throughput ratio.`,
 	f.IntVar(&cfg.Holds, "holds", 0, "safeguard holds on two-attribute cohorts")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed for the device population")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	cmd.AddCommand(checkin)
+	cmd.AddCommand(checkin, eventsBenchCmd(g))
+	return cmd
+}
+
+func eventsBenchCmd(g *globals) *cobra.Command {
+	var cfg bench.EventsConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Measure event ingestion and aggregation against a same-run baseline",
+		Long: `Start a server in-process (SQLite, embedded NATS) seeded like "bench checkin",
+POST batches of device events to /v1/device/events from concurrent clients, and
+compare with a bare net/http handler that reads the same bodies and answers a
+fixed body of the same size (phases alternate). Then publish --aggregate fresh
+events to the event log and time until the aggregator has counted them all in
+the database. Request bodies cycle through 2,000 distinct batches; a repeat is
+answered but dropped by the stream's de-duplication.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			fmt.Fprintf(g.stderr, "events benchmark: batches of %d, concurrency %d, %d rounds of %s per phase\n",
+				cfg.BatchSize, cfg.Concurrency, cfg.Rounds, cfg.Duration)
+			rep, err := bench.RunEvents(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(rep)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "\tbatches/s\tp50\tp99\tp99.9\tallocs/req\terrors\t")
+			for _, r := range []bench.Result{rep.Baseline, rep.Ringmaster} {
+				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f\t%d\t\n", r.Name, r.PerSecond, round(r.P50), round(r.P99), round(r.P999), r.AllocsPerReq, r.Errors)
+			}
+			tw.Flush()
+			fmt.Fprintf(g.stdout, "events accepted per second: %.0f\n", rep.EventsPerSecond)
+			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
+			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database): %.0f events/s over %d events\n",
+				rep.AggregatedPerSecond, rep.AggregateEvents)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Devices, "devices", 10000, "distinct devices reporting")
+	f.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent clients")
+	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured phase")
+	f.IntVar(&cfg.Rounds, "rounds", 2, "alternating baseline/ringmaster rounds")
+	f.IntVar(&cfg.BatchSize, "batch", 100, "events per request")
+	f.IntVar(&cfg.Aggregate, "aggregate", 20000, "events timed through the aggregator")
+	f.IntVar(&cfg.Products, "products", 10, "products in the seeded catalog")
+	f.IntVar(&cfg.Versions, "versions", 5, "published versions per product")
+	f.IntVar(&cfg.Deployments, "deployments", 20, "deployments the events belong to")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
 

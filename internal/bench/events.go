@@ -1,0 +1,146 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// EventsConfig configures RunEvents.
+type EventsConfig struct {
+	CheckinConfig
+	// BatchSize is events per request.
+	BatchSize int
+	// Aggregate is how many events to push through the aggregator for
+	// its end-to-end rate.
+	Aggregate int
+}
+
+// EventsReport is RunEvents' outcome.
+type EventsReport struct {
+	Config     EventsConfig `json:"config"`
+	Baseline   Result       `json:"baseline"`
+	Ringmaster Result       `json:"ringmaster"`
+	// Ratio is Ringmaster's request throughput over the baseline's.
+	Ratio float64 `json:"ratio"`
+	// EventsPerSecond is accepted events per second at the endpoint.
+	EventsPerSecond float64 `json:"events_per_second"`
+	// Aggregated events per second, from publish to counted in the database.
+	AggregatedPerSecond float64 `json:"aggregated_per_second"`
+	AggregateEvents     int     `json:"aggregate_events"`
+}
+
+// RunEvents measures event ingestion on an in-process server seeded like
+// RunCheckin: POST /v1/device/events against a bare net/http handler that
+// reads the same bodies and answers a fixed body of the same size, then
+// the aggregator's rate from the event log into the health counters.
+func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*EventsReport, error) {
+	url, a, stop, err := startSeededApp(ctx, cfg.CheckinConfig, log)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	deps, err := a.Store.Deployments(ctx, store.DeploymentFilter{})
+	if err != nil || len(deps) == 0 {
+		return nil, fmt.Errorf("seeded catalog has no deployments (%v)", err)
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 3))
+	types := []telemetry.Type{telemetry.Offered, telemetry.DownloadCompleted, telemetry.InstallStarted, telemetry.InstallSucceeded, telemetry.InstallFailed}
+	oems := []string{"contoso", "fabrikam", "northwind", "tailspin"}
+	seq := 0
+	newEvent := func() telemetry.Event {
+		seq++
+		d := deps[rng.IntN(len(deps))]
+		return telemetry.Event{ID: fmt.Sprintf("bench-%d-%d", cfg.Seed, seq), DeviceID: fmt.Sprintf("bench-device-%07d", rng.IntN(cfg.Devices)),
+			UpdateID: d.UpdateID, DeploymentID: d.ID, Type: types[rng.IntN(len(types))], Time: time.Now().Add(-time.Minute).UTC(),
+			Attributes: map[string]string{"oem": oems[rng.IntN(len(oems))], "arch": []string{"x64", "arm64"}[rng.IntN(2)]}}
+	}
+	// Enough distinct batches that the endpoint rarely sees a repeat.
+	bodies := make([][]byte, 2000)
+	for i := range bodies {
+		batch := make([]telemetry.Event, cfg.BatchSize)
+		for j := range batch {
+			batch[j] = newEvent()
+		}
+		bodies[i], _ = json.Marshal(map[string]any{"events": batch})
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2}}
+	defer client.CloseIdleConnections()
+	probe, err := post(ctx, client, url+"/v1/device/events", bodies[0])
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	baseURL, stopBase, err := startBaseline(baselineBody(len(probe)))
+	if err != nil {
+		return nil, err
+	}
+	defer stopBase()
+	rep := &EventsReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster events"}}
+	for round := 0; round < cfg.Rounds; round++ {
+		if err := drive(ctx, client, baseURL+"/v1/device/events", bodies, cfg.CheckinConfig, &rep.Baseline); err != nil {
+			return nil, err
+		}
+		if err := drive(ctx, client, url+"/v1/device/events", bodies[1:], cfg.CheckinConfig, &rep.Ringmaster); err != nil {
+			return nil, err
+		}
+	}
+	rep.Baseline.finish()
+	rep.Ringmaster.finish()
+	rep.Ratio = rep.Ringmaster.PerSecond / rep.Baseline.PerSecond
+	rep.EventsPerSecond = rep.Ringmaster.PerSecond * float64(cfg.BatchSize)
+
+	// The aggregator's own rate: let it drain what the endpoint stored,
+	// then time fresh events from publish to counted.
+	processed := func() int64 { p, _, _, _ := a.Aggregator.Stats(); return p }
+	if err := waitIdle(ctx, processed); err != nil {
+		return nil, err
+	}
+	p0 := processed()
+	start := time.Now()
+	for sent := 0; sent < cfg.Aggregate; {
+		n := min(500, cfg.Aggregate-sent)
+		batch := make([]telemetry.Event, n)
+		for j := range batch {
+			batch[j] = newEvent()
+			batch[j].Received = time.Now().UTC()
+		}
+		if err := a.Events.Publish(ctx, batch); err != nil {
+			return nil, err
+		}
+		sent += n
+	}
+	for processed()-p0 < int64(cfg.Aggregate) {
+		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {
+			return nil, fmt.Errorf("aggregator did not finish")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rep.AggregateEvents = cfg.Aggregate
+	rep.AggregatedPerSecond = float64(cfg.Aggregate) / time.Since(start).Seconds()
+	return rep, nil
+}
+
+// waitIdle waits until the aggregator stops processing.
+func waitIdle(ctx context.Context, processed func() int64) error {
+	last := int64(-1)
+	for i := 0; i < 6000; i++ {
+		if n := processed(); n == last {
+			return nil
+		} else {
+			last = n
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("aggregator never went idle")
+}
