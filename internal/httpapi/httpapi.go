@@ -59,6 +59,7 @@ func Status(err error) int { return statusOf[fault.KindOf(err)] }
 // logged (with the request id), never shown.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	kind := fault.KindOf(err)
+	clientGone := errors.Is(err, context.Canceled) && r.Context().Err() != nil
 	if errors.Is(err, context.Canceled) {
 		kind = fault.Unavailable
 	}
@@ -71,7 +72,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &fe) {
 		p.Field = fe.Field
 	}
-	if status >= 500 {
+	if clientGone {
+		Logger(r.Context()).Debug("client went away", "err", err)
+	} else if status >= 500 {
 		Logger(r.Context()).Error("request failed", "status", status, "err", err)
 	} else {
 		Logger(r.Context()).Info("request refused", "status", status, "err", err)
