@@ -61,7 +61,9 @@ func TestHealthGate(t *testing.T) {
 		d2, _ = s.admin.Deployment(ctx, d2.ID)
 		return d2.State == "paused"
 	})
-	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 4.00% (60 of 1500) vs baseline 2.00%") {
+	// The gate may fire after any batch; the rate is 4% in each.
+	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 4.00% (") ||
+		!strings.Contains(d2.Reason, "vs baseline 2.00%") {
 		t.Fatalf("gate pause: by %q, reason %q", d2.By, d2.Reason)
 	}
 	h, err := s.admin.DeploymentHealth(ctx, d2.ID)
@@ -89,7 +91,7 @@ func TestAutomaticHold(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
 	u := publishSmall(t, s, "agent", "2.0")
-	d, err := s.admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1h",
+	d, err := s.admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 100}}, Bake: "1h",
 		Gate: &client.Gate{BaselineFailure: 0.02, AutoHold: "active"}})
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +137,7 @@ func TestAutomaticHold(t *testing.T) {
 		}
 		offered[oem] += len(r.Offers)
 	}
-	if offered["contoso"] != 0 || offered["fabrikam"] < 5 || offered["northwind"] < 5 {
+	if offered["contoso"] != 0 || offered["fabrikam"] != 30 || offered["northwind"] != 30 {
 		t.Fatalf("offers by oem after the hold: %v", offered)
 	}
 	hl, err := s.admin.DeploymentHealth(ctx, d.ID)

@@ -207,7 +207,7 @@ func clip(s string) string {
 // per configured attribute it has ("oem=contoso") and one per pair of them
 // ("arch=x64|oem=contoso"), attributes in the order given. admit, when not
 // nil, may replace a value (with "other", to cap how many values an
-// attribute can have).
+// attribute can have). Values containing '|' or '=' count as "other".
 func Cells(attrs map[string]string, cohort []string, admit func(attr, value string) string) []string {
 	cells := []string{""}
 	var singles []string
@@ -216,7 +216,9 @@ func Cells(attrs map[string]string, cohort []string, admit func(attr, value stri
 		if !ok || v == "" {
 			continue
 		}
-		if admit != nil {
+		if strings.ContainsAny(v, "|=") {
+			v = "other" // would forge a different cell (and hold rule)
+		} else if admit != nil {
 			v = admit(a, v)
 		}
 		singles = append(singles, a+"="+v)

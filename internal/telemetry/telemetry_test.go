@@ -78,6 +78,10 @@ func TestCells(t *testing.T) {
 	if fmt.Sprint(cells) != fmt.Sprint(want) {
 		t.Fatalf("cells = %q, want %q", cells, want)
 	}
+	forged := Cells(map[string]string{"oem": "x|arch=arm64"}, []string{"oem", "arch"}, nil)
+	if fmt.Sprint(forged) != fmt.Sprint([]string{"", "oem=other"}) {
+		t.Fatalf("a value with separators made cells %q", forged)
+	}
 	if m := ParseCell("arch=x64|oem=contoso"); m["arch"] != "x64" || m["oem"] != "contoso" || len(ParseCell("")) != 0 {
 		t.Fatalf("ParseCell = %v", m)
 	}
