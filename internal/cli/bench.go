@@ -44,17 +44,8 @@ included) and the throughput ratio.`,
 			if asJSON {
 				return g.printJSON(rep)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "\trequests/s\tp50\tp99\tp99.9\tallocs/req\tbytes/resp\terrors\t")
-			for _, r := range []bench.Result{rep.Baseline, rep.Ringmaster} {
-				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f\t%.0f\t%d\t\n", r.Name, r.PerSecond, round(r.P50), round(r.P99),
-					round(r.P999), r.AllocsPerReq, r.BytesPerResp, r.Errors)
-			}
-			tw.Flush()
-			for _, r := range []bench.Result{rep.Baseline, rep.Ringmaster} {
-				if r.FirstError != "" {
-					fmt.Fprintf(g.stdout, "%s: first error: %s\n", r.Name, r.FirstError)
-				}
+			if err := printResults(g, "requests/s", []bench.Result{rep.Baseline, rep.Ringmaster}, true); err != nil {
+				return err
 			}
 			fmt.Fprintf(g.stdout, "offers per check-in: %.2f\n", rep.Ringmaster.OffersPerReq)
 			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
@@ -102,12 +93,9 @@ answered but dropped by the stream's de-duplication.`,
 			if asJSON {
 				return g.printJSON(rep)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "\tbatches/s\tp50\tp99\tp99.9\tallocs/req\terrors\t")
-			for _, r := range []bench.Result{rep.Baseline, rep.Ringmaster} {
-				fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f\t%d\t\n", r.Name, r.PerSecond, round(r.P50), round(r.P99), round(r.P999), r.AllocsPerReq, r.Errors)
+			if err := printResults(g, "batches/s", []bench.Result{rep.Baseline, rep.Ringmaster}, false); err != nil {
+				return err
 			}
-			tw.Flush()
 			fmt.Fprintf(g.stdout, "events accepted per second: %.0f\n", rep.EventsPerSecond)
 			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
 			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database): %.0f events/s over %d events\n",
@@ -135,4 +123,31 @@ func round(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
+}
+
+// printResults prints benchmark results as a table, with the first error of
+// each side if any.
+func printResults(g *globals, rateName string, rs []bench.Result, withBytes bool) error {
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	bytesCol := ""
+	if withBytes {
+		bytesCol = "\tbytes/resp"
+	}
+	fmt.Fprintf(tw, "\t%s\tp50\tp99\tp99.9\tallocs/req%s\terrors\t\n", rateName, bytesCol)
+	for _, r := range rs {
+		b := ""
+		if withBytes {
+			b = fmt.Sprintf("\t%.0f", r.BytesPerResp)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f%s\t%d\t\n", r.Name, r.PerSecond, round(r.P50), round(r.P99), round(r.P999), r.AllocsPerReq, b, r.Errors)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.FirstError != "" {
+			fmt.Fprintf(g.stdout, "%s: first error: %s\n", r.Name, r.FirstError)
+		}
+	}
+	return nil
 }
