@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/rollout"
@@ -31,29 +32,41 @@ type Cohort struct {
 // an event id seen before is skipped; otherwise the event's device counts
 // once per deployment and outcome, in its wave and in every cohort cell of
 // its attributes. If anything fails nothing is counted, so the batch can
-// be redelivered safely.
+// be redelivered safely. Rows are written many per statement.
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		t = Tally{}
-		deps := map[string]*rollout.Deployment{} // by deployment id and by "upd:"+update id
-		admitted := map[string]map[string]bool{}
-		type key struct {
-			dep     string
-			wave    int
-			outcome telemetry.Type
-			cell    string
-		}
-		counts := map[key]int64{}
-		for _, e := range events {
-			res, err := tx.db.ExecContext(ctx, `INSERT INTO seen_events (event_id, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-				e.ID, e.Received.UTC())
-			if err != nil {
-				return unavailable(err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
+		// 1. Event ids never seen before.
+		var ids []any
+		firstOf := map[string]int{}
+		for i, e := range events {
+			if _, dup := firstOf[e.ID]; dup {
 				t.Duplicates++
 				continue
 			}
+			firstOf[e.ID] = i
+			ids = append(ids, e.ID, e.Received.UTC())
+		}
+		fresh, err := tx.insertReturning(ctx, "seen_events (event_id, received_at)", 2, ids, "event_id")
+		if err != nil {
+			return err
+		}
+		t.Duplicates += len(firstOf) - len(fresh)
+
+		// 2. Device outcomes never counted before.
+		deps := map[string]*rollout.Deployment{}
+		type outcome struct {
+			e    *telemetry.Event
+			dep  *rollout.Deployment
+			wave int
+		}
+		var rows []any
+		pending := map[string]outcome{}
+		for _, e := range events {
+			if !fresh[e.ID] || firstOf[e.ID] < 0 {
+				continue
+			}
+			firstOf[e.ID] = -1 // the first copy only
 			d, err := tx.eventDeployment(ctx, e, deps)
 			if err != nil {
 				return err
@@ -62,25 +75,45 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				t.Unattributed++
 				continue
 			}
-			wave := d.Plan.WaveOf(targeting.Bucket(d.Salt, e.DeviceID))
-			res, err = tx.db.ExecContext(ctx, `INSERT INTO device_outcomes (deployment_id, device_id, outcome, wave, at)
-				VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, d.ID, e.DeviceID, e.Type, wave, e.Time.UTC())
-			if err != nil {
-				return unavailable(err)
+			// '|' appears in none of these (validated character sets).
+			k := d.ID + "|" + e.DeviceID + "|" + string(e.Type)
+			if _, dup := pending[k]; dup {
+				t.Repeats++
+				continue
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
+			ev := e
+			pending[k] = outcome{e: &ev, dep: d, wave: d.Plan.WaveOf(targeting.Bucket(d.Salt, e.DeviceID))}
+			rows = append(rows, d.ID, e.DeviceID, e.Type, pending[k].wave, e.Time.UTC())
+		}
+		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
+			"deployment_id || '|' || device_id || '|' || outcome")
+		if err != nil {
+			return err
+		}
+
+		// 3. Counters for what was counted.
+		type key struct {
+			dep     string
+			wave    int
+			outcome telemetry.Type
+			cell    string
+		}
+		counts := map[key]int64{}
+		admitted := map[string]map[string]bool{}
+		for k, o := range pending {
+			if !counted[k] {
 				t.Repeats++
 				continue
 			}
 			t.Counted++
-			cells := telemetry.Cells(e.Attributes, cohort.Attributes, func(attr, value string) string {
+			cells := telemetry.Cells(o.e.Attributes, cohort.Attributes, func(attr, value string) string {
 				return tx.admit(ctx, admitted, attr, value, cohort.MaxValues, &err)
 			})
 			if err != nil {
 				return err
 			}
 			for _, c := range cells {
-				counts[key{d.ID, wave, e.Type, c}]++
+				counts[key{o.dep.ID, o.wave, o.e.Type, c}]++
 			}
 		}
 		keys := make([]key, 0, len(counts))
@@ -92,17 +125,69 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			a, b := keys[i], keys[j]
 			return fmt.Sprint(a.dep, a.wave, a.outcome, a.cell) < fmt.Sprint(b.dep, b.wave, b.outcome, b.cell)
 		})
-		for _, k := range keys {
-			if _, err := tx.db.ExecContext(ctx, `INSERT INTO health_counts (deployment_id, wave, outcome, cell, devices)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (deployment_id, wave, outcome, cell) DO UPDATE SET devices = health_counts.devices + excluded.devices`,
-				k.dep, k.wave, k.outcome, k.cell, counts[k]); err != nil {
+		for len(keys) > 0 {
+			n := min(len(keys), 200)
+			var sb strings.Builder
+			sb.WriteString(`INSERT INTO health_counts (deployment_id, wave, outcome, cell, devices) VALUES `)
+			args := make([]any, 0, n*5)
+			for i, k := range keys[:n] {
+				if i > 0 {
+					sb.WriteByte(',')
+				}
+				sb.WriteByte('(')
+				tx.placeholders(&sb, len(args), 5)
+				sb.WriteByte(')')
+				args = append(args, k.dep, k.wave, k.outcome, k.cell, counts[k])
+			}
+			sb.WriteString(` ON CONFLICT (deployment_id, wave, outcome, cell) DO UPDATE SET devices = health_counts.devices + excluded.devices`)
+			if _, err := tx.db.ExecContext(ctx, sb.String(), args...); err != nil {
 				return unavailable(err)
 			}
+			keys = keys[n:]
 		}
 		return nil
 	})
 	return t, err
+}
+
+// insertReturning inserts rows of width columns into table (many per
+// statement), skipping conflicts, and returns the set of `returning` values
+// of the rows it inserted.
+func (q *queries) insertReturning(ctx context.Context, table string, width int, args []any, returning string) (map[string]bool, error) {
+	out := map[string]bool{}
+	per := 200
+	for len(args) > 0 {
+		n := min(len(args)/width, per)
+		var sb strings.Builder
+		sb.WriteString(`INSERT INTO ` + table + ` VALUES `)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteByte('(')
+			q.placeholders(&sb, i*width, width)
+			sb.WriteByte(')')
+		}
+		sb.WriteString(` ON CONFLICT DO NOTHING RETURNING ` + returning)
+		rows, err := q.db.QueryContext(ctx, sb.String(), args[:n*width]...)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return nil, unavailable(err)
+			}
+			out[v] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, unavailable(err)
+		}
+		args = args[n*width:]
+	}
+	return out, nil
 }
 
 // eventDeployment finds the deployment an event belongs to: the one it
