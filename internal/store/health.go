@@ -62,6 +62,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		}
 		var rows []any
 		pending := map[string]outcome{}
+		var order []string // pending keys in event order: cohort values are admitted first come, first served
 		for _, e := range events {
 			if !fresh[e.ID] || firstOf[e.ID] < 0 {
 				continue
@@ -83,6 +84,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			}
 			ev := e
 			pending[k] = outcome{e: &ev, dep: d, wave: d.Plan.WaveOf(targeting.Bucket(d.Salt, e.DeviceID))}
+			order = append(order, k)
 			rows = append(rows, d.ID, e.DeviceID, e.Type, pending[k].wave, e.Time.UTC())
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
@@ -100,7 +102,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		}
 		counts := map[key]int64{}
 		admitted := map[string]map[string]bool{}
-		for k, o := range pending {
+		for _, k := range order {
+			o := pending[k]
 			if !counted[k] {
 				t.Repeats++
 				continue
