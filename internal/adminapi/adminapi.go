@@ -7,12 +7,14 @@ import (
 	"context"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/controller"
@@ -20,6 +22,8 @@ import (
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 )
@@ -40,20 +44,25 @@ type Config struct {
 	Refresh func(ctx context.Context) error
 	// MaxPayloadBytes bounds one payload.
 	MaxPayloadBytes int64
-	Now             func() time.Time
+	// TokenRate limits requests per token.
+	TokenRate ratelimit.Limits
+	Now       func() time.Time
 }
 
 // API is the admin HTTP surface. Safe for concurrent use.
 type API struct {
-	cfg    Config
-	routes []string
+	cfg     Config
+	extra   []ExtraRoute
+	limiter *ratelimit.Limiter
 
 	mu        sync.Mutex
 	uploading map[string]bool // "update/sha256": one upload per payload at a time
 }
 
 // New returns the admin API.
-func New(cfg Config) *API { return &API{cfg: cfg, uploading: map[string]bool{}} }
+func New(cfg Config) *API {
+	return &API{cfg: cfg, uploading: map[string]bool{}, limiter: ratelimit.New(cfg.TokenRate, 10*time.Minute)}
+}
 
 // claimUpload marks a payload as being uploaded; it reports false if an
 // upload of it is already in progress. release undoes it.
@@ -71,77 +80,155 @@ func (a *API) claimUpload(key string) (release func(), ok bool) {
 	}, true
 }
 
-// Register adds the admin routes to mux, each behind token authentication.
-func (a *API) Register(mux *http.ServeMux) {
+// decision is a route's authorization: the permission a request needs.
+// Most routes need a fixed one; a few depend on the request (deployment
+// commands that widen or reduce exposure).
+type decision struct {
+	describe string
+	need     func(r *http.Request) access.Permission
+}
+
+func needs(p access.Permission) decision {
+	return decision{describe: string(p), need: func(*http.Request) access.Permission { return p }}
+}
+
+// commandDecision: pause, halt and cancel reduce exposure; resume, advance
+// and approve widen it.
+var commandDecision = decision{describe: "reduce|widen", need: func(r *http.Request) access.Permission {
+	if rollout.Command(r.PathValue("command")).Reduces() {
+		return access.Reduce
+	}
+	return access.Widen
+}}
+
+// Register adds the admin routes to mux, each behind token authentication
+// and its authorization decision.
+func (a *API) Register(mux *httpapi.Router) {
+	read, publish, widen, reduce := needs(access.Read), needs(access.Publish), needs(access.Widen), needs(access.Reduce)
+	administer, auditRead := needs(access.Administer), needs(access.AuditRead)
 	for _, r := range []struct {
 		pattern string
+		d       decision
 		h       http.HandlerFunc
 	}{
-		{"GET /v1/products", a.listProducts},
-		{"GET /v1/products/{name}", a.getProduct},
-		{"PUT /v1/products/{name}", a.putProduct},
-		{"POST /v1/updates", a.createUpdate},
-		{"GET /v1/updates", a.listUpdates},
-		{"GET /v1/updates/{id}", a.getUpdate},
-		{"PUT /v1/updates/{id}/payloads/{sha256}", a.upload},
-		{"HEAD /v1/updates/{id}/payloads/{sha256}", a.uploadStatus},
-		{"POST /v1/updates/{id}/publish", a.publish},
-		{"POST /v1/deployments", a.createDeployment},
-		{"GET /v1/deployments", a.listDeployments},
-		{"GET /v1/deployments/{id}", a.getDeployment},
-		{"GET /v1/deployments/{id}/events", a.deploymentEvents},
-		{"GET /v1/deployments/{id}/health", a.deploymentHealth},
-		{"POST /v1/deployments/{id}/{command}", a.commandDeployment},
-		{"POST /v1/holds", a.createHold},
-		{"GET /v1/holds", a.listHolds},
-		{"GET /v1/holds/{id}", a.getHold},
-		{"POST /v1/holds/{id}/release", a.releaseHold},
-		{"POST /v1/holds/{id}/activate", a.activateHold},
-		{"PUT /v1/rings/{name}", a.putRing},
-		{"GET /v1/rings", a.listRings},
-		{"GET /v1/rings/{name}", a.getRing},
-		{"POST /v1/explain", a.explain},
-		{"GET /v1/devices/{id}", a.getDevice},
+		{"GET /v1/whoami", read, a.whoami},
+		{"GET /v1/products", read, a.listProducts},
+		{"GET /v1/products/{name}", read, a.getProduct},
+		{"PUT /v1/products/{name}", publish, a.putProduct},
+		{"POST /v1/updates", publish, a.createUpdate},
+		{"GET /v1/updates", read, a.listUpdates},
+		{"GET /v1/updates/{id}", read, a.getUpdate},
+		{"PUT /v1/updates/{id}/payloads/{sha256}", publish, a.upload},
+		{"HEAD /v1/updates/{id}/payloads/{sha256}", publish, a.uploadStatus},
+		{"POST /v1/updates/{id}/publish", publish, a.publish},
+		{"POST /v1/deployments", widen, a.createDeployment},
+		{"GET /v1/deployments", read, a.listDeployments},
+		{"GET /v1/deployments/{id}", read, a.getDeployment},
+		{"GET /v1/deployments/{id}/events", read, a.deploymentEvents},
+		{"GET /v1/deployments/{id}/health", read, a.deploymentHealth},
+		{"POST /v1/deployments/{id}/{command}", commandDecision, a.commandDeployment},
+		{"POST /v1/holds", reduce, a.createHold},
+		{"GET /v1/holds", read, a.listHolds},
+		{"GET /v1/holds/{id}", read, a.getHold},
+		{"POST /v1/holds/{id}/release", widen, a.releaseHold},
+		{"POST /v1/holds/{id}/activate", reduce, a.activateHold},
+		{"PUT /v1/rings/{name}", widen, a.putRing},
+		{"GET /v1/rings", read, a.listRings},
+		{"GET /v1/rings/{name}", read, a.getRing},
+		{"POST /v1/explain", read, a.explain},
+		{"GET /v1/devices/{id}", read, a.getDevice},
+		{"POST /v1/devices/{id}/revoke", administer, a.revokeDevice},
+		{"POST /v1/tokens", administer, a.createToken},
+		{"GET /v1/tokens", administer, a.listTokens},
+		{"POST /v1/tokens/{id}/revoke", administer, a.revokeToken},
+		{"POST /v1/enrollment-keys", administer, a.createEnrollmentKey},
+		{"GET /v1/enrollment-keys", administer, a.listEnrollmentKeys},
+		{"POST /v1/enrollment-keys/{id}/revoke", administer, a.revokeEnrollmentKey},
+		{"GET /v1/audit", auditRead, a.listAudit},
+		{"GET /v1/audit/verify", auditRead, a.verifyAudit},
 	} {
-		mux.Handle(r.pattern, a.authenticated(r.h))
-		a.routes = append(a.routes, r.pattern)
+		mux.Route(r.pattern, httpapi.Token+":"+httpapi.Access(r.d.describe), a.authenticated(r.d, r.h))
+	}
+	for _, extra := range a.extra {
+		mux.Route(extra.Pattern, httpapi.Token+":"+httpapi.Access(extra.Need), a.authenticated(needs(extra.Need), extra.Handler))
 	}
 }
 
-// Routes lists the registered patterns (for tests that check every route
-// is protected).
-func (a *API) Routes() []string { return a.routes }
+// ExtraRoute is a route another component serves behind the admin API's
+// authentication (the TUF repository's key management, say).
+type ExtraRoute struct {
+	Pattern string
+	Need    access.Permission
+	Handler http.HandlerFunc
+}
+
+// Add registers more authenticated routes; call before Register.
+func (a *API) Add(routes ...ExtraRoute) { a.extra = append(a.extra, routes...) }
 
 type principalKey struct{}
 
-func principal(ctx context.Context) access.Principal {
+// Principal returns who the request acts as (set by authentication).
+func Principal(ctx context.Context) access.Principal {
 	p, _ := ctx.Value(principalKey{}).(access.Principal)
 	return p
 }
 
-func (a *API) authenticated(next http.HandlerFunc) http.Handler {
+func principal(ctx context.Context) access.Principal { return Principal(ctx) }
+
+// Authenticate resolves a bearer token to its principal.
+func (a *API) Authenticate(ctx context.Context, header string) (access.Principal, error) {
+	secret, ok := strings.CutPrefix(header, "Bearer ")
+	secret = strings.TrimSpace(secret)
+	if !ok || !access.WellFormed(secret) {
+		return access.Principal{}, fault.E(fault.Unauthorized, "a bearer token is required (Authorization: Bearer rmt_…)")
+	}
+	t, err := a.cfg.Store.TokenByHash(ctx, access.Hash(secret))
+	if fault.Is(err, fault.NotFound) {
+		return access.Principal{}, fault.E(fault.Unauthorized, "unknown token")
+	}
+	if err != nil {
+		return access.Principal{}, err
+	}
+	return access.Check(t, secret, a.cfg.Now())
+}
+
+func (a *API) authenticated(d decision, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		secret, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || !access.WellFormed(strings.TrimSpace(secret)) {
-			httpapi.WriteError(w, r, fault.E(fault.Unauthorized, "a bearer token is required (Authorization: Bearer rmt_…)"))
-			return
+		p, err := a.Authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err == nil && !a.limiter.Allow(p.TokenID, a.cfg.Now()) {
+			w.Header().Set("Retry-After", "1")
+			err = fault.E(fault.RateLimited, "token %s is over its rate limit; retry after a second", p.TokenID)
 		}
-		t, err := a.cfg.Store.TokenByHash(r.Context(), access.Hash(strings.TrimSpace(secret)))
-		if fault.Is(err, fault.NotFound) {
-			err = fault.E(fault.Unauthorized, "unknown token")
+		if err == nil {
+			err = p.Authorize(d.need(r))
 		}
 		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return
 		}
-		p, err := access.Check(t, a.cfg.Now())
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		ctx := audit.WithActor(context.WithValue(r.Context(), principalKey{}, p), p.Actor())
+		next(w, r.WithContext(ctx))
 	})
+}
+
+func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
+	p := principal(r.Context())
+	perms := []access.Permission{}
+	for _, perm := range []access.Permission{access.Read, access.Publish, access.Widen, access.Reduce, access.AuditRead, access.Administer} {
+		if p.Can(perm) {
+			perms = append(perms, perm)
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"token_id": p.TokenID, "name": p.Name, "role": p.Role, "products": orEmpty(p.Products), "permissions": perms,
+	})
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
@@ -150,12 +237,18 @@ func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	p := principal(r.Context())
+	ps = slices.DeleteFunc(ps, func(x catalog.Product) bool { return !p.InScope(x.Name) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"products": ps})
 }
 
 func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := catalog.ValidateProductName("name", name); err != nil {
+	err := catalog.ValidateProductName("name", name)
+	if err == nil {
+		err = principal(r.Context()).AuthorizeProduct(name)
+	}
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
@@ -180,7 +273,11 @@ func (a *API) putProduct(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	np.Name = r.PathValue("name")
-	if err := np.Validate(); err != nil {
+	err := np.Validate()
+	if err == nil {
+		err = principal(r.Context()).AuthorizeProduct(np.Name)
+	}
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
@@ -234,6 +331,9 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 	nu.Normalize()
 	v, err := nu.Validate(a.cfg.MaxPayloadBytes)
 	if err == nil {
+		err = principal(r.Context()).AuthorizeProduct(nu.Product)
+	}
+	if err == nil {
 		err = a.checkRule("applicability", nu.Applicability)
 	}
 	if err != nil {
@@ -258,6 +358,13 @@ func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, r, err)
 			return
 		}
+	}
+	p := principal(r.Context())
+	if p.Scoped() && f.Product == "" {
+		f.Products = p.Products
+	} else if err := p.AuthorizeProduct(f.Product); f.Product != "" && err != nil {
+		httpapi.WriteError(w, r, err)
+		return
 	}
 	switch f.State {
 	case "", catalog.StateAwaitingUpload, catalog.StatePublishing, catalog.StatePublished, catalog.StateFailed:
@@ -301,7 +408,11 @@ func (a *API) update(r *http.Request) (catalog.Update, error) {
 	if err := catalog.ValidateID("id", "upd", id); err != nil {
 		return catalog.Update{}, err
 	}
-	return a.cfg.Store.Update(r.Context(), id)
+	u, err := a.cfg.Store.Update(r.Context(), id)
+	if err != nil {
+		return u, err
+	}
+	return u, principal(r.Context()).AuthorizeProduct(u.Product)
 }
 
 // payload finds the payload named by the path in the path's update.

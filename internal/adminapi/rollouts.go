@@ -40,6 +40,9 @@ func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, err := a.resolveUpdate(ctx, req.UpdateID, req.Product, req.Version)
 	if err == nil {
+		err = a.authorizeUpdate(ctx, id)
+	}
+	if err == nil {
 		err = a.checkRule("plan.audience", req.Plan.Audience)
 	}
 	if err != nil {
@@ -53,6 +56,15 @@ func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", principal(ctx).Actor())
 	httpapi.WriteJSON(w, statusFor(created), d)
+}
+
+// authorizeUpdate checks that the caller's scope covers the update's product.
+func (a *API) authorizeUpdate(ctx context.Context, id string) error {
+	u, err := a.cfg.Store.Update(ctx, id)
+	if err != nil {
+		return err
+	}
+	return principal(ctx).AuthorizeProduct(u.Product)
 }
 
 // resolveUpdate finds an update by id, or by product and version.
@@ -95,6 +107,12 @@ func (a *API) listDeployments(w http.ResponseWriter, r *http.Request) {
 		}
 		f.States = []rollout.State{st}
 	}
+	p := principal(r.Context())
+	if err := p.AuthorizeProduct(f.Product); f.Product != "" && err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	f.Products = p.Products
 	ds, err := a.cfg.Store.Deployments(r.Context(), f)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -108,7 +126,11 @@ func (a *API) deployment(r *http.Request) (rollout.Deployment, error) {
 	if err := catalog.ValidateID("id", "dep", id); err != nil {
 		return rollout.Deployment{}, err
 	}
-	return a.cfg.Store.Deployment(r.Context(), id)
+	d, err := a.cfg.Store.Deployment(r.Context(), id)
+	if err != nil {
+		return d, err
+	}
+	return d, principal(r.Context()).AuthorizeProduct(d.Product)
 }
 
 func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
@@ -197,6 +219,10 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if _, err := a.deployment(r); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
 	d, err := a.cfg.Controller.Command(ctx, id, cmd, principal(ctx).Actor(), req.Reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -223,6 +249,9 @@ func (a *API) createHold(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	err := catalog.ValidateProductName("product", req.Product)
+	if err == nil {
+		err = principal(ctx).AuthorizeProduct(req.Product)
+	}
 	switch {
 	case err != nil:
 	case req.Rule == "":
@@ -283,16 +312,26 @@ func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	p := principal(r.Context())
+	hs = slices.DeleteFunc(hs, func(h targeting.Hold) bool { return !p.InScope(h.Product) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"holds": hs})
 }
 
-func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
+// hold returns the hold named by the path, if the caller's scope covers it.
+func (a *API) hold(r *http.Request) (targeting.Hold, error) {
 	id := r.PathValue("id")
 	if err := catalog.ValidateID("id", "hld", id); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return targeting.Hold{}, err
 	}
 	h, err := a.cfg.Store.Hold(r.Context(), id)
+	if err != nil {
+		return h, err
+	}
+	return h, principal(r.Context()).AuthorizeProduct(h.Product)
+}
+
+func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
+	h, err := a.hold(r)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -302,12 +341,12 @@ func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
 
 // activateHold accepts a hold the health gate proposed.
 func (a *API) activateHold(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := catalog.ValidateID("id", "hld", id); err != nil {
+	held, err := a.hold(r)
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	ctx := r.Context()
+	id, ctx := held.ID, r.Context()
 	h, err := a.cfg.Store.ActivateHold(ctx, id)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -319,12 +358,12 @@ func (a *API) activateHold(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) releaseHold(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := catalog.ValidateID("id", "hld", id); err != nil {
+	held, err := a.hold(r)
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	ctx := r.Context()
+	id, ctx := held.ID, r.Context()
 	h, err := a.cfg.Store.ReleaseHold(ctx, id, principal(ctx).Actor())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -347,6 +386,10 @@ const maxRingMembers = 10000
 
 func (a *API) putRing(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if err := principal(r.Context()).AuthorizeUnscoped("a ring"); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
 	if err := catalog.ValidateProductName("name", name); err != nil {
 		httpapi.WriteError(w, r, fault.Field("name", "%q is not a valid ring name (same rules as product names)", name))
 		return
@@ -447,9 +490,11 @@ func (a *API) explain(w http.ResponseWriter, r *http.Request) {
 		now = *req.At
 	}
 	snap := a.cfg.Snapshots.Snapshot()
+	p := principal(ctx)
+	decisions := slices.DeleteFunc(snap.Explain(c, req.UpdateID, now), func(d delivery.Decision) bool { return !p.InScope(d.Product) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 		"device": map[string]any{"id": c.DeviceID, "attributes": req.Attributes, "installed": req.Installed, "source": source},
 		"at":     now, "snapshot_generation": snap.Generation,
-		"decisions": snap.Explain(c, req.UpdateID, now),
+		"decisions": decisions,
 	})
 }

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/tuf"
 )
 
 // AdminTokenFile is the name, inside the data directory, of the file that
@@ -62,6 +64,9 @@ type App struct {
 	Aggregator *aggregate.Aggregator
 	Recorder   *registry.Recorder
 	Admin      *adminapi.API
+	TUF        *tuf.Repo
+	router     *httpapi.Router
+	deviceKey  access.DeviceKey
 	handler    http.Handler
 	listener   net.Listener
 }
@@ -94,6 +99,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	if err := a.bootstrapAdmin(ctx); err != nil {
 		return nil, err
 	}
+	if err := a.openTUF(ctx); err != nil {
+		return nil, err
+	}
+	devKey, err := a.Store.Secret(ctx, "device_credential_key")
+	if err != nil {
+		return nil, err
+	}
+	a.deviceKey = access.NewDeviceKey(devKey)
 	if a.Rules, err = targeting.NewEnv(); err != nil {
 		return nil, err
 	}
@@ -105,6 +118,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Pipeline = pipeline.New(pipeline.Config{
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
 		IngestTimeout: cfg.IngestTimeout, Failpoints: a.failpoints(),
+		Sign: func(ctx context.Context, tx *store.Tx, _ string) error {
+			_, err := a.TUF.SyncTx(ctx, tx, false)
+			return err
+		},
 	})
 	if a.Events, err = eventlog.Open(ctx, eventlog.Config{URL: cfg.EventsURL, Dir: filepath.Join(cfg.DataDir, "events"),
 		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
@@ -154,28 +171,40 @@ func (a *App) routes() http.Handler {
 		Name: "ringmaster_publishes_total", Help: "Updates published.",
 	})
 	reg.MustRegister(publishes)
-	mux := http.NewServeMux()
+	mux := httpapi.NewRouter()
 	deviceapi.New(deviceapi.Config{
 		Snapshots: a.Snapshots, Content: a.Content, Recorder: a.Recorder, Events: a.Events, NextCheck: a.cfg.NextCheck,
 		Now: time.Now, Metrics: reg,
+		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash,
+			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate},
 	}).Register(mux)
 	a.Admin = adminapi.New(adminapi.Config{
 		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Controller: a.Controller, Rules: a.Rules,
-		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, MaxPayloadBytes: a.cfg.MaxPayloadBytes, Now: time.Now,
+		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, MaxPayloadBytes: a.cfg.MaxPayloadBytes,
+		TokenRate: a.cfg.TokenRate, Now: time.Now,
 	})
+	a.Admin.Add(a.TUF.AdminRoutes()...)
 	a.Admin.Register(mux)
-	a.Pipeline.OnPublished(func(string) { publishes.Inc(); a.Snapshots.Kick() })
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	a.TUF.Register(mux, a.Content)
+	a.Pipeline.OnPublished(func(string) {
+		publishes.Inc()
+		a.Snapshots.Kick()
+		if err := a.TUF.Reload(context.Background()); err != nil {
+			a.log.Warn("TUF reload failed; the poller will retry", "err", err)
+		}
 	})
-	mux.HandleFunc("GET /readyz", a.ready)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+	mux.Route("GET /healthz", httpapi.Public, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	mux.Route("GET /readyz", httpapi.Public, http.HandlerFunc(a.ready))
+	mux.Route("GET /metrics", httpapi.Public, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Route("GET /v1/openapi.yaml", httpapi.Public, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.OpenAPI)
-	})
+	}))
 	mux.HandleFunc("/", httpapi.NotFound)
-	return httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
+	a.router = mux
+	return httpapi.SecurityHeaders(httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
 }
 
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {
@@ -195,6 +224,13 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 // Addr returns the address the server listens on.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
+// Routes lists every route with its access decision.
+func (a *App) Routes() []httpapi.Route { return a.router.Routes() }
+
+// DeviceCredential returns the credential a device would get by enrolling
+// (for tests and benchmarks that simulate enrolled fleets).
+func (a *App) DeviceCredential(deviceID string) string { return a.deviceKey.Credential(deviceID) }
+
 // Handler returns the server's HTTP handler (for in-process benchmarks).
 func (a *App) Handler() http.Handler { return a.handler }
 
@@ -208,6 +244,7 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Go(func() { _ = a.Snapshots.Run(bg) })
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
 	wg.Go(func() { _ = a.Aggregator.Run(bg) })
+	wg.Go(func() { a.TUF.Run(bg, a.cfg.TUF.Refresh) })
 	if err := a.Jobs.Start(bg); err != nil {
 		stopBG()
 		wg.Wait()
@@ -216,13 +253,24 @@ func (a *App) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		// Bodies can be multi-GiB payload chunks on slow links, so there is
+		// no whole-request ReadTimeout; the header timeout and per-handler
+		// size limits bound what a slow or hostile client can hold.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		TLSConfig:      &tls.Config{MinVersion: tls.VersionTLS12},
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(a.listener) }()
-	a.log.Info("ringmaster serving", "addr", "http://"+a.Addr(), "data", a.cfg.DataDir, "database", a.Store.Dialect())
+	scheme := "http"
+	if a.cfg.TLSCert != "" {
+		scheme = "https"
+		go func() { serveErr <- srv.ServeTLS(a.listener, a.cfg.TLSCert, a.cfg.TLSKey) }()
+	} else {
+		go func() { serveErr <- srv.Serve(a.listener) }()
+	}
+	a.log.Info("ringmaster serving", "addr", scheme+"://"+a.Addr(), "data", a.cfg.DataDir, "database", a.Store.Dialect(),
+		"device_auth", a.cfg.DeviceAuth)
 
 	var err error
 	select {
@@ -279,13 +327,14 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 	if err != nil || n > 0 {
 		return err
 	}
-	secret, tok := access.NewToken("bootstrap-admin", access.RoleAdmin, time.Now().UTC(), 0)
+	secret, tok := access.NewToken(access.NewTokenRequest{Name: "bootstrap-admin", Role: access.RoleAdmin}, "system:bootstrap",
+		time.Now().UTC().Truncate(time.Microsecond))
 	path := filepath.Join(a.cfg.DataDir, AdminTokenFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
-	if err := a.Store.CreateToken(ctx, tok); err != nil {
+	if err := a.Store.CreateToken(ctx, tok, "system:bootstrap"); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -294,6 +343,53 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 	}
 	a.log.Info("created the first admin token; it is in this file only (mode 0600)", "path", path, "token_id", tok.ID)
 	return nil
+}
+
+// openTUF opens the keyring and the TUF repository, creating both on first
+// start. Keys are encrypted with RINGMASTER_KEY_PASSPHRASE; without one, a
+// random passphrase is kept in the data directory (0600), which protects
+// keys copied without it but not a stolen data directory; production sets
+// the passphrase (or moves keys to a KMS).
+func (a *App) openTUF(ctx context.Context) error {
+	dir := a.cfg.TUF.KeysDir
+	if dir == "" {
+		dir = filepath.Join(a.cfg.DataDir, "keys")
+	}
+	pass, generated := []byte(a.cfg.TUF.Passphrase), false
+	if len(pass) == 0 {
+		var err error
+		if pass, err = localPassphrase(filepath.Join(a.cfg.DataDir, "keys.passphrase")); err != nil {
+			return err
+		}
+		generated = true
+		a.log.Warn("RINGMASTER_KEY_PASSPHRASE is not set: signing keys are encrypted with a passphrase kept in the data directory")
+	}
+	keys, err := tuf.OpenKeyring(dir, pass, generated)
+	if err != nil {
+		return fmt.Errorf("open signing keys: %w", err)
+	}
+	a.TUF = tuf.New(tuf.Config{Store: a.Store, Keys: keys, RootTTL: a.cfg.TUF.RootTTL, TargetsTTL: a.cfg.TUF.TargetsTTL,
+		SnapshotTTL: a.cfg.TUF.SnapshotTTL, TimestampTTL: a.cfg.TUF.TimestampTTL, Now: time.Now, Log: a.log.With("component", "tuf")})
+	if err := a.TUF.Init(ctx); err != nil {
+		return fmt.Errorf("TUF repository: %w", err)
+	}
+	return nil
+}
+
+// localPassphrase reads, or creates, a random passphrase file.
+func localPassphrase(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > 0 {
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) && err != nil {
+		return nil, err
+	}
+	secret := access.RandomSecret()
+	if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+		return nil, fmt.Errorf("write key passphrase: %w", err)
+	}
+	return []byte(secret), nil
 }
 
 // lockDir takes an exclusive lock on the data directory so two servers

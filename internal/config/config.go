@@ -6,6 +6,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,11 +63,40 @@ type Config struct {
 	// Webhooks receive alerts (pauses, halts, regressions, automatic
 	// holds); config file only, since they carry secrets.
 	Webhooks []Webhook `yaml:"webhooks"`
+	// DeviceAuth is "optional" (check-ins without a credential are served;
+	// events without one never count toward health) or "required".
+	DeviceAuth string `yaml:"device_auth"`
+	// DeviceRate limits requests per device, SourceRate per source address
+	// (device plane), TokenRate per admin token. A zero rate disables one.
+	DeviceRate ratelimit.Limits `yaml:"device_rate"`
+	SourceRate ratelimit.Limits `yaml:"source_rate"`
+	TokenRate  ratelimit.Limits `yaml:"token_rate"`
+	// TLSCert and TLSKey, both set, make the listener serve HTTPS only
+	// (TLS 1.2 or newer).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TUF configures the signed metadata repository.
+	TUF TUF `yaml:"tuf"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
 	// production. Only RINGMASTER_FAILPOINT sets it.
 	Failpoint string `yaml:"-"`
+}
+
+// TUF configures the TUF repository: how long each role's metadata stays
+// valid and how often the online roles are checked for re-signing (each is
+// re-signed when less than half its lifetime remains). Keys live in
+// KeysDir, encrypted with the passphrase in RINGMASTER_KEY_PASSPHRASE.
+type TUF struct {
+	KeysDir      string        `yaml:"keys_dir"`
+	RootTTL      time.Duration `yaml:"root_ttl"`
+	TargetsTTL   time.Duration `yaml:"targets_ttl"`
+	SnapshotTTL  time.Duration `yaml:"snapshot_ttl"`
+	TimestampTTL time.Duration `yaml:"timestamp_ttl"`
+	Refresh      time.Duration `yaml:"refresh"`
+	// Passphrase decrypts the keys; only RINGMASTER_KEY_PASSPHRASE sets it.
+	Passphrase string `yaml:"-"`
 }
 
 // Webhook is an alert receiver: deliveries are signed with Secret
@@ -100,6 +130,12 @@ func Default() Config {
 		CohortAttributes: []string{"arch", "oem", "model", "firmware", "os_build", "region", "gpu_driver", "storage_driver",
 			"network_driver", "antivirus", "channel"},
 		CohortMaxValues: 100,
+		DeviceAuth:      "optional",
+		DeviceRate:      ratelimit.Limits{Rate: 1, Burst: 60},
+		SourceRate:      ratelimit.Limits{Rate: 1000, Burst: 5000},
+		TokenRate:       ratelimit.Limits{Rate: 100, Burst: 500},
+		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
+			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
 		ShutdownTimeout: 20 * time.Second,
 	}
 }
@@ -129,7 +165,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	strs := map[string]*string{
 		"RINGMASTER_DATA": &c.DataDir, "RINGMASTER_LISTEN": &c.Listen, "RINGMASTER_DATABASE": &c.Database,
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
-		"RINGMASTER_EVENTS_URL": &c.EventsURL,
+		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
+		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
+		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir,
 	}
 	for k, p := range strs {
 		if v := getenv(k); v != "" {
@@ -141,7 +179,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_REGISTRY_FLUSH": &c.RegistryFlush, "RINGMASTER_JOB_RESCUE_AFTER": &c.JobRescueAfter,
 		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
 		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
-		"RINGMASTER_EVENTS_SYNC": &c.EventsSync,
+		"RINGMASTER_EVENTS_SYNC": &c.EventsSync, "RINGMASTER_TUF_TIMESTAMP_TTL": &c.TUF.TimestampTTL,
+		"RINGMASTER_TUF_REFRESH": &c.TUF.Refresh,
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
@@ -197,6 +236,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rollout_tick must be at least 1s")
 	case c.EventsSync < 0 || c.CohortMaxValues < 1 || len(c.CohortAttributes) > 32:
 		return fmt.Errorf("events_sync must not be negative, cohort_max_values must be positive, at most 32 cohort_attributes")
+	case c.DeviceAuth != "optional" && c.DeviceAuth != "required":
+		return fmt.Errorf("device_auth must be optional or required, not %q", c.DeviceAuth)
+	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0:
+		return fmt.Errorf("device_rate, source_rate and token_rate must not be negative")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return fmt.Errorf("tls_cert and tls_key must be set together")
+	case c.TUF.TimestampTTL < 2*time.Second || c.TUF.SnapshotTTL < c.TUF.TimestampTTL || c.TUF.TargetsTTL < c.TUF.TimestampTTL || c.TUF.RootTTL < c.TUF.TimestampTTL:
+		return fmt.Errorf("tuf: timestamp_ttl must be at least 2s, and snapshot_ttl, targets_ttl and root_ttl at least timestamp_ttl")
+	case c.TUF.Refresh <= 0 || c.TUF.Refresh > c.TUF.TimestampTTL/2:
+		return fmt.Errorf("tuf.refresh must be positive and at most half of tuf.timestamp_ttl")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

@@ -28,6 +28,8 @@ type View struct {
 	Rings      []targeting.Ring
 	// Floors maps a product to its mandatory intermediate versions.
 	Floors map[string][]string
+	// Revoked lists devices whose credentials no longer count.
+	Revoked map[string]bool
 }
 
 // Offer is what a device is told to install.
@@ -100,7 +102,11 @@ type Snapshot struct {
 	// Problems lists rules that did not compile (they match no device).
 	Problems []string
 	zones    zones
+	revoked  map[string]bool
 }
+
+// Revoked reports whether a device's credential has been revoked.
+func (s *Snapshot) Revoked(deviceID string) bool { return s.revoked[deviceID] }
 
 // Compiler compiles rules, ideally caching them across snapshots.
 type Compiler interface {
@@ -113,7 +119,7 @@ type Compiler interface {
 // Problems.
 func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 	s := &Snapshot{Generation: v.Generation, BuiltAt: builtAt, byProduct: map[string][]*release{},
-		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}}
+		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked}
 	compile := func(what, src string) *targeting.Rule {
 		r, err := rules.Compile(src)
 		if err != nil {

@@ -5,6 +5,9 @@ package deviceapi
 import (
 	"bytes"
 	"context"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"io"
 	"net/http"
 	"strconv"
@@ -40,16 +43,40 @@ type Config struct {
 	NextCheck time.Duration
 	Now       func() time.Time
 	Metrics   prometheus.Registerer
+	Auth      Auth
+}
+
+// Device authentication modes.
+const (
+	// AuthOptional serves check-ins without a credential, but events
+	// without one are only counted on a metric: they never reach the event
+	// log, so they never move a health gate.
+	AuthOptional = "optional"
+	// AuthRequired refuses check-ins and events without a valid credential.
+	AuthRequired = "required"
+)
+
+// Auth configures device authentication and limits.
+type Auth struct {
+	Mode string
+	// Key checks device credentials.
+	Key access.DeviceKey
+	// EnrollmentKey finds an enrollment key by the hash of its secret.
+	EnrollmentKey func(ctx context.Context, hash string) (access.EnrollmentKey, error)
+	// DeviceRate limits requests per device; SourceRate per source address.
+	DeviceRate, SourceRate ratelimit.Limits
 }
 
 // API is the device plane's HTTP surface. Safe for concurrent use.
 type API struct {
-	cfg      Config
-	checkins prometheus.Counter
-	offers   prometheus.Counter
-	events   *prometheus.CounterVec
-	bufs     sync.Pool // *bytes.Buffer for request bodies
-	outs     sync.Pool // *[]byte for responses
+	cfg                  Config
+	perDevice, perSource *ratelimit.Limiter
+	refused              *prometheus.CounterVec
+	checkins             prometheus.Counter
+	offers               prometheus.Counter
+	events               *prometheus.CounterVec
+	bufs                 sync.Pool // *bytes.Buffer for request bodies
+	outs                 sync.Pool // *[]byte for responses
 }
 
 // New returns the device API.
@@ -63,20 +90,28 @@ func New(cfg Config) *API {
 			Name: "ringmaster_offers_total", Help: "Update offers made to devices.",
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ringmaster_device_events_total", Help: "Device events received, by status (accepted, rejected).",
+			Name: "ringmaster_device_events_total",
+			Help: "Device events received, by status (accepted, rejected, unauthenticated: valid but from a device without a credential, so not counted toward health).",
 		}, []string{"status"}),
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
-		outs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringmaster_device_requests_refused_total",
+			Help: "Device requests refused, by reason (unauthenticated, bad_credential, revoked, device_mismatch, rate_limited).",
+		}, []string{"reason"}),
+		perDevice: ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
+		perSource: ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
+		bufs:      sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		outs:      sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
 	}
-	cfg.Metrics.MustRegister(a.checkins, a.offers, a.events)
+	cfg.Metrics.MustRegister(a.checkins, a.offers, a.events, a.refused)
 	return a
 }
 
 // Register adds the device routes to mux.
-func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/device/check", a.checkIn)
-	mux.HandleFunc("GET /v1/content/{sha256}", a.content)
-	mux.HandleFunc("POST /v1/device/events", a.postEvents)
+func (a *API) Register(mux *httpapi.Router) {
+	mux.Route("POST /v1/device/check", httpapi.Device, http.HandlerFunc(a.checkIn))
+	mux.Route("GET /v1/content/{sha256}", httpapi.Public, http.HandlerFunc(a.content))
+	mux.Route("POST /v1/device/events", httpapi.Device, http.HandlerFunc(a.postEvents))
+	mux.Route("POST /v1/device/enroll", httpapi.Enrollment, http.HandlerFunc(a.enroll))
 }
 
 // postEvents accepts a batch of events: each is validated on its own and
@@ -84,6 +119,11 @@ func (a *API) Register(mux *http.ServeMux) {
 // the answer (so an accepted event is never lost), and counted by the
 // health aggregator exactly once per device and outcome.
 func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
+	id, err := a.authenticate(r)
+	if err != nil {
+		a.refuse(w, r, err)
+		return
+	}
 	in := a.bufs.Get().(*bytes.Buffer)
 	defer a.bufs.Put(in)
 	in.Reset()
@@ -94,6 +134,25 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
 	events, results, err := telemetry.ParseBatch(in.Bytes(), a.cfg.Now().UTC())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.admitEvents(id, events); err != nil {
+		a.refuse(w, r, err)
+		return
+	}
+	if id == "" {
+		// Valid, but from no one in particular: counted apart, never
+		// published, so it cannot move a gate.
+		for i := range results {
+			if results[i].Status == "accepted" {
+				results[i].Status, results[i].Error = "unauthenticated", "not counted toward release health: send a device credential"
+			}
+		}
+		a.events.WithLabelValues("unauthenticated").Add(float64(len(events)))
+		a.events.WithLabelValues("rejected").Add(float64(len(results) - len(events)))
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+			"accepted": 0, "unauthenticated": len(events), "rejected": len(results) - len(events), "results": results,
+		})
 		return
 	}
 	if len(events) > 0 {
@@ -115,6 +174,11 @@ func QuietRoute(pattern string) bool {
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
+	id, err := a.authenticate(r)
+	if err != nil {
+		a.refuse(w, r, err)
+		return
+	}
 	in := a.bufs.Get().(*bytes.Buffer)
 	defer a.bufs.Put(in)
 	in.Reset()
@@ -125,6 +189,10 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 	c, err := delivery.ParseCheckIn(in.Bytes())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.admit(id, c.DeviceID); err != nil {
+		a.refuse(w, r, err)
 		return
 	}
 	out := a.outs.Get().(*[]byte)

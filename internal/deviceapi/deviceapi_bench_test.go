@@ -81,7 +81,7 @@ func benchCheckin(b *testing.B, snap *delivery.Snapshot) {
 	defer cancel()
 	go rec.Run(ctx)
 	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg})
-	mux := http.NewServeMux()
+	mux := httpapi.NewRouter()
 	a.Register(mux)
 	h := httpapi.Middleware(mux, slog.New(slog.DiscardHandler), httpapi.NewMetrics(reg), QuietRoute)
 	b.ReportAllocs()

@@ -21,6 +21,8 @@ const (
 	Unauthorized Kind = "unauthorized"
 	TooLarge     Kind = "too-large"
 	Unavailable  Kind = "unavailable"
+	// RateLimited: too many requests from one caller; retry later.
+	RateLimited Kind = "rate-limited"
 )
 
 // Error is an error with a kind and a message safe to show to the caller.

@@ -49,6 +49,7 @@ var statusOf = map[fault.Kind]int{
 	fault.Unauthorized: http.StatusUnauthorized,
 	fault.TooLarge:     http.StatusRequestEntityTooLarge,
 	fault.Unavailable:  http.StatusServiceUnavailable,
+	fault.RateLimited:  http.StatusTooManyRequests,
 	fault.Internal:     http.StatusInternalServerError,
 }
 

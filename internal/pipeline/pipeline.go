@@ -13,6 +13,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/audit"
 	"log/slog"
 	"os"
 	"strings"
@@ -66,7 +67,14 @@ type Config struct {
 	// Failpoints stop a step for crash tests: "ingest-stored" (blob moved,
 	// not committed) or "finalize" (payloads stored, not yet published).
 	Failpoints failpoint.Set
+	// Sign, when set, runs in the transaction that publishes an update
+	// (to sign the update's payloads into the TUF repository), so an
+	// update is published and signed together or not at all.
+	Sign func(ctx context.Context, tx *store.Tx, updateID string) error
 }
+
+// pipelineActor is who the audit log names for the pipeline's own steps.
+const pipelineActor = "system:pipeline"
 
 // Pipeline submits updates for publishing and works the jobs. Safe for
 // concurrent use.
@@ -119,7 +127,12 @@ func (p *Pipeline) Submit(ctx context.Context, updateID string) (u catalog.Updat
 		if err := tx.SetUpdateState(ctx, u.ID, catalog.StateAwaitingUpload, catalog.StatePublishing, ""); err != nil {
 			return err
 		}
+		before := u.State
 		u.State = catalog.StatePublishing
+		if err := tx.Audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.publish", Target: u.ID,
+			Before: map[string]any{"state": before}, After: map[string]any{"state": u.State}}); err != nil {
+			return err
+		}
 		return p.enqueueNext(ctx, tx, u)
 	})
 	return u, err
@@ -203,6 +216,10 @@ func (p *Pipeline) fail(ctx context.Context, job *river.Job[IngestArgs], u catal
 		if err := tx.SetUpdateState(ctx, u.ID, catalog.StatePublishing, catalog.StateFailed, reason); err != nil {
 			return err
 		}
+		if err := tx.Audit(ctx, pipelineActor, audit.Change{Action: "update.failed", Target: u.ID,
+			After: map[string]any{"state": catalog.StateFailed}, Reason: reason}); err != nil {
+			return err
+		}
 		return complete(ctx, tx, job)
 	})
 }
@@ -219,8 +236,20 @@ func (w *finalizeWorker) Work(ctx context.Context, job *river.Job[FinalizeArgs])
 	}
 	err := p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
 		err := tx.SetUpdateState(ctx, job.Args.UpdateID, catalog.StatePublishing, catalog.StatePublished, "")
-		if err != nil && !fault.Is(err, fault.Conflict) {
+		switch {
+		case fault.Is(err, fault.Conflict): // published by an earlier run of this job
+		case err != nil:
 			return err
+		default:
+			if p.cfg.Sign != nil {
+				if err := p.cfg.Sign(ctx, tx, job.Args.UpdateID); err != nil {
+					return err
+				}
+			}
+			if err := tx.Audit(ctx, pipelineActor, audit.Change{Action: "update.published", Target: job.Args.UpdateID,
+				After: map[string]any{"state": catalog.StatePublished}}); err != nil {
+				return err
+			}
 		}
 		return complete(ctx, tx, job)
 	})

@@ -366,6 +366,10 @@ const (
 	Advance Command = "advance"
 )
 
+// Reduces reports whether a command can only expose fewer devices (pause,
+// halt, cancel); the others (resume, approve, advance) can widen exposure.
+func (c Command) Reduces() bool { return c == Pause || c == Halt || c == Cancel }
+
 // Commands lists every Command.
 var Commands = []Command{Pause, Resume, Halt, Cancel, Approve, Advance}
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/audit"
 	"slices"
 	"strings"
 
@@ -17,32 +18,49 @@ import (
 // exists. created reports which.
 // The product's floors change what devices are offered, so a change bumps
 // the catalog generation.
-func (q *queries) PutProduct(ctx context.Context, p catalog.NewProduct) (_ catalog.Product, created bool, _ error) {
-	now := q.now()
+func (s *Store) PutProduct(ctx context.Context, p catalog.NewProduct) (out catalog.Product, created bool, err error) {
+	err = s.InTx(ctx, func(tx *Tx) error {
+		out, created, err = tx.putProduct(ctx, p)
+		return err
+	})
+	return out, created, err
+}
+
+func (tx *Tx) putProduct(ctx context.Context, p catalog.NewProduct) (_ catalog.Product, created bool, _ error) {
+	now := tx.now()
 	floors := jsonText(orEmptySlice(p.Floors))
-	res, err := q.db.ExecContext(ctx, `
+	res, err := tx.db.ExecContext(ctx, `
 		INSERT INTO products (name, title, description, floors, created_at) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, floors, now)
 	if err != nil {
 		return catalog.Product{}, false, unavailable(err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		return catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, Floors: p.Floors, CreatedAt: now}, true,
-			q.bumpIf(ctx, len(p.Floors) > 0)
+		got := catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, Floors: p.Floors, CreatedAt: now}
+		if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "product.create", Target: "product:" + p.Name, After: got}); err != nil {
+			return got, false, err
+		}
+		return got, true, tx.bumpIf(ctx, len(p.Floors) > 0)
 	}
-	old, err := q.Product(ctx, p.Name)
+	old, err := tx.Product(ctx, p.Name)
 	if err != nil {
 		return old, false, err
 	}
-	if _, err := q.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3, floors = $4 WHERE name = $1`,
+	if old.Title == p.Title && old.Description == p.Description && slices.Equal(old.Floors, p.Floors) {
+		return old, false, nil
+	}
+	if _, err := tx.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3, floors = $4 WHERE name = $1`,
 		p.Name, p.Title, p.Description, floors); err != nil {
 		return catalog.Product{}, false, unavailable(err)
 	}
-	if err := q.bumpIf(ctx, !slices.Equal(old.Floors, p.Floors)); err != nil {
+	if err := tx.bumpIf(ctx, !slices.Equal(old.Floors, p.Floors)); err != nil {
 		return old, false, err
 	}
-	got, err := q.Product(ctx, p.Name)
-	return got, false, err
+	got, err := tx.Product(ctx, p.Name)
+	if err != nil {
+		return got, false, err
+	}
+	return got, false, tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "product.update", Target: "product:" + p.Name, Before: old, After: got})
 }
 
 func (q *queries) bumpIf(ctx context.Context, changed bool) error {
@@ -143,7 +161,7 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 			u.Payloads = append(u.Payloads, catalog.Payload{Name: p.Name, SHA256: p.SHA256, Size: p.Size, State: state})
 		}
 		created = true
-		return nil
+		return tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.create", Target: u.ID, After: u})
 	})
 	return u, created, err
 }
@@ -215,7 +233,9 @@ func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payl
 // UpdateFilter narrows Updates.
 type UpdateFilter struct {
 	Product string
-	State   catalog.UpdateState
+	// Products, when set, limits the list to these products (a scoped token).
+	Products []string
+	State    catalog.UpdateState
 	// After is an update id: list updates created after it (pagination).
 	After string
 	Limit int
@@ -230,6 +250,9 @@ func (q *queries) Updates(ctx context.Context, f UpdateFilter) ([]catalog.Update
 	}
 	if f.Product != "" {
 		add("product = $%d", f.Product)
+	}
+	if len(f.Products) > 0 {
+		where = append(where, inList("product", f.Products, &args))
 	}
 	if f.State != "" {
 		add("state = $%d", f.State)

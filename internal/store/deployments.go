@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/audit"
 	"reflect"
 	"strings"
 
@@ -64,7 +65,7 @@ func (s *Store) InsertDeployment(ctx context.Context, d rollout.Deployment, acts
 			}
 			return unavailable(err)
 		}
-		if err := tx.insertEvents(ctx, d.ID, actor, append([]rollout.Action{{Kind: "created", Wave: -1}}, acts...)); err != nil {
+		if err := tx.insertEvents(ctx, d.ID, actor, append([]rollout.Action{{Kind: "created", Wave: -1}}, acts...), nil, d); err != nil {
 			return err
 		}
 		out, created = d, true
@@ -103,8 +104,10 @@ func (q *queries) deployment(ctx context.Context, id string, forUpdate bool) (ro
 // DeploymentFilter narrows Deployments.
 type DeploymentFilter struct {
 	Product string
-	States  []rollout.State
-	Limit   int
+	// Products, when set, limits the list to these products (a scoped token).
+	Products []string
+	States   []rollout.State
+	Limit    int
 }
 
 // Deployments lists deployments, newest first.
@@ -113,6 +116,9 @@ func (q *queries) Deployments(ctx context.Context, f DeploymentFilter) ([]rollou
 	if f.Product != "" {
 		args = append(args, f.Product)
 		where = append(where, fmt.Sprintf("u.product = $%d", len(args)))
+	}
+	if len(f.Products) > 0 {
+		where = append(where, inList("u.product", f.Products, &args))
 	}
 	if len(f.States) > 0 {
 		var ph []string
@@ -167,7 +173,7 @@ func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(
 			d.ID, d.State, jsonText(d.Status), d.UpdatedAt); err != nil {
 			return unavailable(err)
 		}
-		if err := tx.insertEvents(ctx, d.ID, actor, acts); err != nil {
+		if err := tx.insertEvents(ctx, d.ID, actor, acts, before, d.Status); err != nil {
 			return err
 		}
 		offeringChanged := before.State.Offering() != d.State.Offering() || before.Percent != d.Percent
@@ -182,7 +188,9 @@ func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(
 	return d, err
 }
 
-func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, acts []rollout.Action) error {
+// insertEvents records a mutation's actions as the deployment's events and,
+// each, as an audit entry carrying the status before and after.
+func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, acts []rollout.Action, before, after any) error {
 	// seq numbers a deployment's events; callers hold its row (a new
 	// deployment, or MutateDeployment's locked read), so it cannot race.
 	var next int
@@ -201,6 +209,10 @@ func (q *queries) insertEvents(ctx context.Context, deploymentID, actor string, 
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 			catalog.NewID("evt", now), deploymentID, now, next+i, who, a.Kind, a.Wave, a.Percent, a.Detail); err != nil {
 			return unavailable(err)
+		}
+		if err := q.audit(ctx, who, audit.Change{Action: "deployment." + a.Kind, Target: deploymentID,
+			Before: before, After: after, Reason: a.Detail}); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -304,3 +304,13 @@ func orEmptySlice[T any](s []T) []T {
 	}
 	return s
 }
+
+// inList returns "col IN ($n, …)" for vals, appending them to args.
+func inList[T any](col string, vals []T, args *[]any) string {
+	ph := make([]string, len(vals))
+	for i, v := range vals {
+		*args = append(*args, v)
+		ph[i] = "$" + strconv.Itoa(len(*args))
+	}
+	return col + " IN (" + strings.Join(ph, ", ") + ")"
+}

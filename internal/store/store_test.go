@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -44,6 +47,9 @@ func TestConformance(t *testing.T) {
 				{"holds and rings", testHoldsAndRings},
 				{"health counting", testHealthCounting},
 				{"tokens", testTokens},
+				{"audit chain", testAudit},
+				{"enrollment and revocation", testEnrollment},
+				{"tuf metadata", testTUFMetadata},
 				{"devices", testDevices},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
@@ -498,19 +504,190 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 
 func testTokens(t *testing.T, s *store.Store, c *clock) {
 	ctx := context.Background()
-	secret, tok := access.NewToken("admin", access.RoleAdmin, c.t, time.Hour)
-	if err := s.CreateToken(ctx, tok); err != nil {
+	secret, tok := access.NewToken(access.NewTokenRequest{Name: "ci", Role: access.RolePublisher, Products: []string{"os"}, TTL: time.Hour}, "tester", c.t)
+	if err := s.CreateToken(ctx, tok, "tester"); err != nil {
 		t.Fatal(err)
 	}
-	wantKind(t, s.CreateToken(ctx, tok), fault.Conflict)
+	wantKind(t, s.CreateToken(ctx, tok, "tester"), fault.Conflict)
 	got, err := s.TokenByHash(ctx, access.Hash(secret))
-	if err != nil || got.ID != tok.ID || got.Role != access.RoleAdmin || got.ExpiresAt == nil || !got.ExpiresAt.Equal(*tok.ExpiresAt) {
+	if err != nil || got.ID != tok.ID || got.Role != access.RolePublisher || !slices.Equal(got.Products, []string{"os"}) ||
+		got.ExpiresAt == nil || !got.ExpiresAt.Equal(*tok.ExpiresAt) || got.CreatedBy != "tester" {
 		t.Fatalf("TokenByHash = %+v, %v", got, err)
 	}
 	_, err = s.TokenByHash(ctx, access.Hash(secret+"x"))
 	wantKind(t, err, fault.NotFound)
 	if n, _ := s.CountTokens(ctx); n != 1 {
 		t.Fatalf("CountTokens = %d", n)
+	}
+	c.t = c.t.Add(time.Minute)
+	revoked, err := s.RevokeToken(ctx, tok.ID, "tester", "rotated")
+	if err != nil || revoked.RevokedAt == nil || !revoked.RevokedAt.Equal(c.t) {
+		t.Fatalf("RevokeToken = %+v, %v", revoked, err)
+	}
+	if _, err := access.Check(revoked, secret, c.t); fault.KindOf(err) != fault.Unauthorized {
+		t.Fatalf("revoked token checks as %v", err)
+	}
+	_, err = s.RevokeToken(ctx, "tok_00000000000000000000000000", "tester", "")
+	wantKind(t, err, fault.NotFound)
+	ts, err := s.Tokens(ctx)
+	if err != nil || len(ts) != 1 || ts[0].RevokedAt == nil {
+		t.Fatalf("Tokens = %+v, %v", ts, err)
+	}
+	// Creation and revocation are audited, once each (revoking twice is a no-op).
+	s.RevokeToken(ctx, tok.ID, "tester", "again")
+	es, err := s.AuditEntries(ctx, store.AuditFilter{Action: "token.*"})
+	if err != nil || len(es) != 2 || es[0].Action != "token.revoke" || es[0].Reason != "rotated" || es[1].Action != "token.create" {
+		t.Fatalf("audit entries = %+v, %v", es, err)
+	}
+	if strings.Contains(string(es[1].After), tok.Hash) || strings.Contains(string(es[1].After), secret) {
+		t.Fatalf("the audit log holds the token's secret or hash: %s", es[1].After)
+	}
+}
+
+// testAudit: the chain verifies; editing any column of any entry, deleting
+// an entry in the middle or at the end, or rewriting the head is detected.
+func testAudit(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	for i := range 5 {
+		c.t = c.t.Add(time.Second)
+		if err := s.Audit(ctx, fmt.Sprintf("token:t%d", i), audit.Change{Action: "test.act", Target: fmt.Sprintf("x%d", i),
+			Before: map[string]int{"n": i}, After: map[string]int{"n": i + 1}, Reason: "why"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := s.VerifyAudit(ctx)
+	if err != nil || !rep.Intact || rep.Entries != 5 {
+		t.Fatalf("fresh chain: %+v, %v", rep, err)
+	}
+	anchor := rep.Head
+	es, _ := s.AuditEntries(ctx, store.AuditFilter{Actor: "token:t3"})
+	if len(es) != 1 || es[0].Seq != 4 || string(es[0].After) != `{"n":4}` || !es[0].At.Equal(c.t.Add(-time.Second)) {
+		t.Fatalf("filtered entries = %+v", es)
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if err := s.InTx(ctx, func(tx *store.Tx) error { _, err := tx.SQL().ExecContext(ctx, q, args...); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot := func() []audit.Entry { es, _ := s.AuditEntries(ctx, store.AuditFilter{}); return es }
+	restore := func(es []audit.Entry) {
+		exec(`DELETE FROM audit_log`)
+		for _, e := range es {
+			exec(`INSERT INTO audit_log (seq, at, actor, action, target, before_state, after_state, reason, prev_hash, hash)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, e.Seq, e.At, e.Actor, e.Action, e.Target, string(e.Before), string(e.After), e.Reason, e.Prev, e.Hash)
+		}
+		exec(`UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, anchor.Seq, anchor.Hash)
+		if rep, _ := s.VerifyAudit(ctx); !rep.Intact {
+			t.Fatalf("restore did not restore: %v", rep.Problems)
+		}
+	}
+	orig := snapshot()
+	for _, tamper := range []struct{ name, sql string }{
+		{"actor", `UPDATE audit_log SET actor = 'token:someone-else' WHERE seq = 2`},
+		{"action", `UPDATE audit_log SET action = 'test.other' WHERE seq = 2`},
+		{"target", `UPDATE audit_log SET target = 'y' WHERE seq = 2`},
+		{"before", `UPDATE audit_log SET before_state = '{"n":9}' WHERE seq = 2`},
+		{"after", `UPDATE audit_log SET after_state = '{"n":9}' WHERE seq = 2`},
+		{"reason", `UPDATE audit_log SET reason = '' WHERE seq = 2`},
+		{"time", `UPDATE audit_log SET at = at + INTERVAL '1 second' WHERE seq = 2`},
+		{"delete middle", `DELETE FROM audit_log WHERE seq = 3`},
+		{"delete newest", `DELETE FROM audit_log WHERE seq = 5`},
+		{"delete oldest", `DELETE FROM audit_log WHERE seq = 1`},
+		{"rehash one", `UPDATE audit_log SET reason = 'x', hash = '` + strings.Repeat("ab", 32) + `' WHERE seq = 2`},
+	} {
+		q := tamper.sql
+		if s.Dialect() == store.SQLite && tamper.name == "time" {
+			q = `UPDATE audit_log SET at = '2020-01-01 00:00:00+00:00' WHERE seq = 2`
+		}
+		exec(q)
+		rep, err := s.VerifyAudit(ctx)
+		if err != nil || rep.Intact || len(rep.Problems) == 0 {
+			t.Errorf("tampering with %s went unnoticed: %+v, %v", tamper.name, rep, err)
+		}
+		restore(orig)
+	}
+	// A wholesale rewrite that keeps the chain consistent is caught by an
+	// anchor recorded earlier.
+	exec(`DELETE FROM audit_log`)
+	exec(`UPDATE audit_head SET seq = 0, hash = $1 WHERE id = 1`, audit.Genesis)
+	for range 5 {
+		s.Audit(ctx, "token:forger", audit.Change{Action: "test.act", Target: "x"})
+	}
+	if rep, _ := s.VerifyAudit(ctx); !rep.Intact {
+		t.Fatalf("the forged chain should be self-consistent: %v", rep.Problems)
+	}
+	if rep, _ := s.VerifyAudit(ctx, anchor); rep.Intact {
+		t.Fatal("a rewritten chain passed verification against an earlier anchor")
+	}
+}
+
+func testEnrollment(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	secret, k := access.NewEnrollmentKey("fleet", "tester", c.t, 0)
+	if err := s.CreateEnrollmentKey(ctx, k, "tester"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.EnrollmentKeyByHash(ctx, access.Hash(secret))
+	if err != nil || got.ID != k.ID || got.RevokedAt != nil {
+		t.Fatalf("EnrollmentKeyByHash = %+v, %v", got, err)
+	}
+	if got, err = s.RevokeEnrollmentKey(ctx, k.ID, "tester", "leaked"); err != nil || got.RevokedAt == nil {
+		t.Fatalf("RevokeEnrollmentKey = %+v, %v", got, err)
+	}
+	if err := access.CheckEnrollment(got, c.t); fault.KindOf(err) != fault.Unauthorized {
+		t.Fatalf("revoked enrollment key checks as %v", err)
+	}
+	gen, _ := s.Generation(ctx)
+	if err := s.RevokeDevice(ctx, "d1", "tester", "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeDevice(ctx, "d1", "tester", "again"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.View(ctx)
+	if err != nil || !v.Revoked["d1"] || v.Revoked["d2"] || v.Generation != gen+1 {
+		t.Fatalf("view revoked = %v (generation %d from %d), %v", v.Revoked, v.Generation, gen, err)
+	}
+	if es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: "device.revoke"}); len(es) != 1 || es[0].Target != "d1" {
+		t.Fatalf("device revocation audit = %+v", es)
+	}
+	k1, _ := s.Secret(ctx, "k")
+	k2, _ := s.Secret(ctx, "k")
+	if len(k1) != 32 || !slices.Equal(k1, k2) {
+		t.Fatalf("Secret not stable: %x %x", k1, k2)
+	}
+}
+
+func testTUFMetadata(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	_, _, err := s.LatestTUF(ctx, "root")
+	wantKind(t, err, fault.NotFound)
+	err = s.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.LockTUF(ctx); err != nil {
+			return err
+		}
+		for v := int64(1); v <= 3; v++ {
+			if err := tx.PutTUF(ctx, "root", v, []byte(fmt.Sprintf(`{"v":%d}`, v)), c.t.Add(time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, body, err := s.LatestTUF(ctx, "root")
+	if err != nil || v != 3 || string(body) != `{"v":3}` {
+		t.Fatalf("LatestTUF = %d %s %v", v, body, err)
+	}
+	if b, err := s.TUFVersion(ctx, "root", 2); err != nil || string(b) != `{"v":2}` {
+		t.Fatalf("TUFVersion = %s %v", b, err)
+	}
+	err = s.InTx(ctx, func(tx *store.Tx) error { return tx.PutTUF(ctx, "root", 2, []byte("{}"), c.t) })
+	wantKind(t, err, fault.Conflict)
+	if g, _ := s.TUFGeneration(ctx); g != 1 {
+		t.Fatalf("TUFGeneration = %d", g)
 	}
 }
 

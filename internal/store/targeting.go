@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/ringmaster/ringmaster/internal/audit"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
@@ -45,6 +46,9 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold, extra func(*Tx
 		if err := tx.bumpIf(ctx, h.Status == targeting.HoldActive); err != nil {
 			return err
 		}
+		if err := tx.audit(ctx, h.CreatedBy, audit.Change{Action: "hold.create", Target: h.ID, After: h, Reason: h.Reason}); err != nil {
+			return err
+		}
 		if extra != nil {
 			return extra(tx, h)
 		}
@@ -57,18 +61,25 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold, extra func(*Tx
 // released hold returns it unchanged.
 func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.Hold, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
+		before, err := tx.Hold(ctx, id)
+		if err != nil {
+			return err
+		}
 		res, err := tx.db.ExecContext(ctx, `UPDATE holds SET status = 'released', released_by = $2, released_at = $3
 			WHERE id = $1 AND status IN ('active', 'proposed')`, id, actor, tx.now())
 		if err != nil {
 			return unavailable(err)
 		}
+		if h, err = tx.Hold(ctx, id); err != nil {
+			return err
+		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			if err := tx.BumpGeneration(ctx); err != nil {
 				return err
 			}
+			return tx.audit(ctx, actor, audit.Change{Action: "hold.release", Target: id, Before: before, After: h})
 		}
-		h, err = tx.Hold(ctx, id)
-		return err
+		return nil
 	})
 	return h, err
 }
@@ -99,7 +110,11 @@ func (s *Store) ActivateHold(ctx context.Context, id string) (h targeting.Hold, 
 		if _, err := tx.db.ExecContext(ctx, `UPDATE holds SET status = 'active' WHERE id = $1`, id); err != nil {
 			return unavailable(err)
 		}
+		before := h
 		h.Status = targeting.HoldActive
+		if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "hold.activate", Target: id, Before: before, After: h}); err != nil {
+			return err
+		}
 		return tx.BumpGeneration(ctx)
 	})
 	return h, err
@@ -159,9 +174,13 @@ func (q *queries) Holds(ctx context.Context, product string, status targeting.Ho
 // members).
 func (s *Store) PutRing(ctx context.Context, r targeting.Ring) (out targeting.Ring, created bool, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
-		_, err := tx.Ring(ctx, r.Name)
+		old, err := tx.Ring(ctx, r.Name)
 		if created = fault.Is(err, fault.NotFound); err != nil && !created {
 			return err
+		}
+		var before any
+		if !created {
+			before = old
 		}
 		if _, err := tx.db.ExecContext(ctx, `INSERT INTO rings (name, rank, rule, description, created_at) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (name) DO UPDATE SET rank = excluded.rank, rule = excluded.rule, description = excluded.description`,
@@ -179,8 +198,10 @@ func (s *Store) PutRing(ctx context.Context, r targeting.Ring) (out targeting.Ri
 		if err := tx.BumpGeneration(ctx); err != nil {
 			return err
 		}
-		out, err = tx.Ring(ctx, r.Name)
-		return err
+		if out, err = tx.Ring(ctx, r.Name); err != nil {
+			return err
+		}
+		return tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "ring.put", Target: "ring:" + r.Name, Before: before, After: out})
 	})
 	return out, created, err
 }
@@ -274,6 +295,9 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 			return err
 		}
 		if v.Rings, err = tx.Rings(ctx); err != nil {
+			return err
+		}
+		if v.Revoked, err = tx.RevokedDevices(ctx); err != nil {
 			return err
 		}
 		products, err := tx.Products(ctx)

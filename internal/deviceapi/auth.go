@@ -1,0 +1,154 @@
+package deviceapi
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// refusal is an error with the metric label it is counted under.
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
+
+func refused(reason string, k fault.Kind, format string, args ...any) error {
+	return refusal{reason: reason, err: fault.E(k, format, args...)}
+}
+
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	reason := "other"
+	if rf, ok := err.(refusal); ok {
+		reason = rf.reason
+		if fault.Is(err, fault.RateLimited) {
+			w.Header().Set("Retry-After", "1")
+		}
+	}
+	a.refused.WithLabelValues(reason).Inc()
+	httpapi.WriteError(w, r, err)
+}
+
+// authenticate returns the device a request's credential speaks for, ""
+// for no credential (allowed in optional mode), or an error. The source
+// address is rate-limited first, so a flood of bad credentials costs one
+// map lookup each.
+func (a *API) authenticate(r *http.Request) (string, error) {
+	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
+		return "", refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later")
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		if a.cfg.Auth.Mode == AuthRequired {
+			return "", refused("unauthenticated", fault.Unauthorized, "a device credential is required (Authorization: Bearer rmd_…; enroll at POST /v1/device/enroll)")
+		}
+		return "", nil
+	}
+	cred, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || !access.IsDeviceCredential(cred) {
+		return "", refused("bad_credential", fault.Unauthorized, "the Authorization header must be \"Bearer rmd_…\" (a device credential)")
+	}
+	id, err := a.cfg.Auth.Key.Verify(cred)
+	if err != nil {
+		return "", refusal{reason: "bad_credential", err: err}
+	}
+	return id, nil
+}
+
+// admit checks that an authenticated request speaks for the device it
+// names, that the device is not revoked, and that it is within its rate.
+func (a *API) admit(credentialID, deviceID string) error {
+	if credentialID != "" && credentialID != deviceID {
+		return refused("device_mismatch", fault.Forbidden, "the credential is for device %q, not %q", credentialID, deviceID)
+	}
+	if a.cfg.Snapshots.Snapshot().Revoked(deviceID) {
+		return refused("revoked", fault.Unauthorized, "device %q has been revoked", deviceID)
+	}
+	if !a.perDevice.Allow(deviceID, a.cfg.Now()) {
+		return refused("rate_limited", fault.RateLimited, "device %q is over its rate limit; retry later", deviceID)
+	}
+	return nil
+}
+
+// admitEvents applies admit to a batch: an authenticated batch may only
+// carry its own device's events.
+func (a *API) admitEvents(credentialID string, events []telemetry.Event) error {
+	seen := ""
+	for _, e := range events {
+		if e.DeviceID == seen {
+			continue
+		}
+		if err := a.admit(credentialID, e.DeviceID); err != nil {
+			return err
+		}
+		seen = e.DeviceID
+	}
+	return nil
+}
+
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type enrollRequest struct {
+	DeviceID string `json:"device_id"`
+}
+
+// maxEnrollBytes bounds an enrollment request.
+const maxEnrollBytes = 4 << 10
+
+// enroll exchanges an enrollment key and a device id for the device's
+// credential. Enrolling again returns the same credential; a revoked device
+// cannot enroll.
+func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
+	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
+		a.refuse(w, r, refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later"))
+		return
+	}
+	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !access.WellFormedEnrollment(secret) {
+		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "an enrollment key is required (Authorization: Bearer rme_…)"))
+		return
+	}
+	k, err := a.cfg.Auth.EnrollmentKey(r.Context(), access.Hash(secret))
+	if fault.Is(err, fault.NotFound) {
+		err = refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
+	}
+	if err == nil {
+		err = access.CheckEnrollment(k, a.cfg.Now())
+	}
+	if err != nil {
+		a.refuse(w, r, err)
+		return
+	}
+	var req enrollRequest
+	if err := httpapi.DecodeJSON(r, &req, maxEnrollBytes, true); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if !delivery.ValidDeviceID(req.DeviceID) {
+		httpapi.WriteError(w, r, fault.Field("device_id", "device ids are 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"))
+		return
+	}
+	if a.cfg.Snapshots.Snapshot().Revoked(req.DeviceID) {
+		a.refuse(w, r, refused("revoked", fault.Forbidden, "device %q has been revoked and cannot enroll", req.DeviceID))
+		return
+	}
+	httpapi.Logger(r.Context()).Info("device enrolled", "device", req.DeviceID, "enrollment_key", k.ID)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
+		"device_id": req.DeviceID, "credential": a.cfg.Auth.Key.Credential(req.DeviceID), "enrolled_at": a.cfg.Now().UTC().Format(time.RFC3339),
+	})
+}

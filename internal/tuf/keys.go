@@ -1,0 +1,221 @@
+// Package tuf keeps Ringmaster's TUF repository: root, targets, snapshot
+// and timestamp metadata (github.com/theupdateframework/go-tuf/v2) for
+// every published payload, stored in the database, signed by keys held in
+// a keyring, and re-signed before it expires.
+package tuf
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// Keyring holds private keys by TUF key id. The file keyring below keeps
+// them encrypted on disk; a KMS-backed keyring implements the same two
+// methods with keys that never leave the KMS (sigstore's signature.Signer
+// is the signing interface either way).
+type Keyring interface {
+	// Signer returns a signer for the key with this id, or nil if the
+	// keyring does not hold it.
+	Signer(keyID string) signature.Signer
+	// Generate creates and keeps a new key, returning its public half.
+	Generate() (*metadata.Key, error)
+}
+
+// keyFile is a private key at rest: the ed25519 seed encrypted with the
+// passphrase (scrypt + NaCl secretbox, go-securesystemslib/encrypted).
+type keyFile struct {
+	KeyID   string          `json:"keyid"`
+	KeyType string          `json:"keytype"`
+	Public  string          `json:"public"`
+	Private json.RawMessage `json:"private_encrypted"`
+}
+
+// FileKeyring keeps keys in a directory, one file per key. Safe for
+// concurrent use.
+type FileKeyring struct {
+	dir  string
+	pass []byte
+	kdf  encrypted.KDFParameterStrength
+	mu   sync.Mutex
+	keys map[string]ed25519.PrivateKey
+}
+
+// OpenKeyring loads every key in dir (creating dir), decrypting with
+// passphrase. fastKDF uses cheaper scrypt parameters, which is sound only
+// when the passphrase is itself a random secret, not a person's.
+func OpenKeyring(dir string, passphrase []byte, fastKDF bool) (*FileKeyring, error) {
+	if len(passphrase) == 0 {
+		return nil, errors.New("the key passphrase is empty")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create keys directory: %w", err)
+	}
+	k := &FileKeyring{dir: dir, pass: passphrase, kdf: encrypted.Standard, keys: map[string]ed25519.PrivateKey{}}
+	if fastKDF {
+		k.kdf = encrypted.Legacy
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range paths {
+		id, priv, err := ReadKeyFile(p, passphrase)
+		if err != nil {
+			return nil, err
+		}
+		k.keys[id] = priv
+	}
+	return k, nil
+}
+
+// Signer implements Keyring.
+func (k *FileKeyring) Signer(keyID string) signature.Signer {
+	k.mu.Lock()
+	priv, ok := k.keys[keyID]
+	k.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	s, err := signature.LoadED25519Signer(priv)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// Generate implements Keyring: the new key is written before it is used.
+func (k *FileKeyring) Generate() (*metadata.Key, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	key, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	id, err := key.ID()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKeyFile(filepath.Join(k.dir, id+".key"), id, priv, k.pass, k.kdf); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.keys[id] = priv
+	k.mu.Unlock()
+	return key, nil
+}
+
+// GenerateKeyFile creates a new ed25519 key encrypted with passphrase at
+// path (for offline root keys) and returns its public key.
+func GenerateKeyFile(path string, passphrase []byte) (*metadata.Key, error) {
+	if len(passphrase) == 0 {
+		return nil, errors.New("a passphrase is required to encrypt the key")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	key, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	id, err := key.ID()
+	if err != nil {
+		return nil, err
+	}
+	return key, writeKeyFile(path, id, priv, passphrase, encrypted.Standard)
+}
+
+func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, kdf encrypted.KDFParameterStrength) error {
+	enc, err := encrypted.EncryptWithCustomKDFParameters(priv.Seed(), pass, kdf)
+	if err != nil {
+		return fmt.Errorf("encrypt key: %w", err)
+	}
+	b, err := json.MarshalIndent(keyFile{KeyID: id, KeyType: "ed25519",
+		Public: hex.EncodeToString(priv.Public().(ed25519.PublicKey)), Private: enc}, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ReadKeyFile decrypts a key file, returning its key id and private key.
+func ReadKeyFile(path string, passphrase []byte) (string, ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	var kf keyFile
+	if err := json.Unmarshal(b, &kf); err != nil || kf.KeyType != "ed25519" {
+		return "", nil, fmt.Errorf("%s is not a Ringmaster key file", path)
+	}
+	seed, err := encrypted.Decrypt(kf.Private, passphrase)
+	if err != nil {
+		return "", nil, fmt.Errorf("decrypt %s: wrong passphrase or damaged file", filepath.Base(path))
+	}
+	if len(seed) != ed25519.SeedSize {
+		return "", nil, fmt.Errorf("%s holds no ed25519 seed", path)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	key, err := metadata.KeyFromPublicKey(priv.Public())
+	if err != nil {
+		return "", nil, err
+	}
+	id, err := key.ID()
+	if err != nil || !strings.EqualFold(id, kf.KeyID) {
+		return "", nil, fmt.Errorf("%s: key id does not match its key", path)
+	}
+	return id, priv, nil
+}
+
+// LoadSigner reads a key file as a signer (for offline signing).
+func LoadSigner(path string, passphrase []byte) (signature.Signer, string, error) {
+	id, priv, err := ReadKeyFile(path, passphrase)
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := signature.LoadED25519Signer(priv)
+	return s, id, err
+}
+
+// PublicKey reads the public half of a key file (no passphrase needed).
+func PublicKey(path string) (*metadata.Key, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var kf keyFile
+	if err := json.Unmarshal(b, &kf); err != nil || kf.KeyType != "ed25519" {
+		return nil, fmt.Errorf("%s is not a Ringmaster key file", path)
+	}
+	pub, err := hex.DecodeString(kf.Public)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%s: bad public key", path)
+	}
+	return metadata.KeyFromPublicKey(ed25519.PublicKey(pub))
+}
