@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -30,7 +31,29 @@ func New(baseURL, token string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q must be http(s)://host[:port]", baseURL)
 	}
-	return &Client{base: u, token: token, http: &http.Client{}}, nil
+	return &Client{base: u, token: token, http: &http.Client{Transport: defaultTransport}}, nil
+}
+
+// defaultTransport bounds every stage of a request except reading a body
+// (payloads can be large on slow links): connecting, the TLS handshake,
+// and waiting for the answer's headers.
+var defaultTransport = &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	TLSHandshakeTimeout:   10 * time.Second,
+	ResponseHeaderTimeout: time.Minute,
+	ExpectContinueTimeout: time.Second,
+	IdleConnTimeout:       90 * time.Second,
+	MaxIdleConnsPerHost:   16,
+	ForceAttemptHTTP2:     true,
+}
+
+// WithToken returns a copy of c that authenticates with token (an admin
+// token, or a device credential for device calls).
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
 }
 
 // WithHTTPClient returns a copy of c that uses hc for requests.

@@ -316,8 +316,11 @@ type EventResult struct {
 
 // EventsResponse is the answer to SendEvents.
 type EventsResponse struct {
-	Accepted int           `json:"accepted"`
-	Rejected int           `json:"rejected"`
+	Accepted int `json:"accepted"`
+	// Unauthenticated counts valid events sent without a device credential:
+	// the server keeps them apart and they never count toward health.
+	Unauthenticated int           `json:"unauthenticated"`
+	Rejected        int           `json:"rejected"`
 	Results  []EventResult `json:"results"`
 }
 

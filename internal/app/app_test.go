@@ -41,6 +41,7 @@ type server struct {
 	url, data, token string
 	admin            *client.Client
 	device           *client.Client
+	enrolled         *enrolledFleet
 }
 
 func startServer(t *testing.T, dsn string) *server {
@@ -58,6 +59,9 @@ func startServerWith(t *testing.T, dsn string, mut func(*config.Config)) *server
 	cfg.RegistryFlush = 50 * time.Millisecond
 	cfg.JobPoll = 50 * time.Millisecond
 	cfg.RolloutTick = time.Second
+	// One test process plays a whole fleet from 127.0.0.1; tests of the
+	// per-source limit set it themselves.
+	cfg.SourceRate.Rate = 0
 	if mut != nil {
 		mut(&cfg)
 	}

@@ -48,13 +48,22 @@ func TestDeviceEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := installEvents(u, 40, "e", 4) // 10 failures, 30 successes
-	bad := client.DeviceEvent{EventID: "bad-1", DeviceID: "dev-x", UpdateID: u.ID, Type: "exploded", Time: time.Now()}
-	resp, err := s.device.SendEvents(ctx, append(batch, bad, batch[0]))
+	// Without a credential the events are valid but never counted.
+	resp, err := s.device.SendEvents(ctx, batch)
+	if err != nil || resp.Accepted != 0 || resp.Unauthenticated != 40 || resp.Results[0].Status != "unauthenticated" {
+		t.Fatalf("unauthenticated answer = %+v, %v", resp, err)
+	}
+	// One device's batch: each event is answered on its own.
+	bad := client.DeviceEvent{EventID: "bad-1", DeviceID: "dev-000", UpdateID: u.ID, Type: "exploded", Time: time.Now()}
+	resp, err = s.devices(t).device("dev-000").SendEvents(ctx, []client.DeviceEvent{batch[0], bad, batch[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Accepted != 40 || resp.Rejected != 2 || resp.Results[40].Status != "rejected" || resp.Results[41].Status != "rejected" {
+	if resp.Accepted != 1 || resp.Rejected != 2 || resp.Results[1].Status != "rejected" || resp.Results[2].Status != "rejected" {
 		t.Fatalf("answer = %+v", resp)
+	}
+	if resp, err = s.devices(t).send(ctx, batch[1:]); err != nil || resp.Accepted != 39 {
+		t.Fatalf("fleet answer = %+v, %v", resp, err)
 	}
 	h := waitHealth(t, s.admin, d.ID, 30, 10)
 	if f := h.Health.Overall.Failure; f.Events != 10 || f.Of != 40 || f.Low >= 0.25 || f.High <= 0.25 {
@@ -69,11 +78,11 @@ func TestDeviceEvents(t *testing.T) {
 	}
 	// The same events again, and the same devices under new event ids:
 	// nothing more is counted.
-	s.device.SendEvents(ctx, batch)
-	s.device.SendEvents(ctx, installEvents(u, 40, "again", 4))
+	s.devices(t).send(ctx, batch)
+	s.devices(t).send(ctx, installEvents(u, 40, "again", 4))
 	more := installEvents(u, 1, "late", 0)
 	more[0].DeviceID = "dev-new"
-	s.device.SendEvents(ctx, more)
+	s.devices(t).send(ctx, more)
 	waitHealth(t, s.admin, d.ID, 31, 10)
 	out, err := run(t, map[string]string{"RINGMASTER_URL": s.url, "RINGMASTER_TOKEN": s.token}, "health", d.ID)
 	if err != nil || !strings.Contains(out, "24.39% [13.83, 39.34] (10/41)") || !strings.Contains(out, "oem=contoso") {
@@ -101,8 +110,7 @@ func TestKillDuringAggregation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, _ := client.New(c.url, "")
-	if r, err := dev.SendEvents(ctx, installEvents(u, 50, "e", 5)); err != nil || r.Accepted != 50 {
+	if r, err := newFleet(t, c.url, admin).send(ctx, installEvents(u, 50, "e", 5)); err != nil || r.Accepted != 50 {
 		t.Fatalf("send: %+v, %v", r, err)
 	}
 	waitFile(t, filepath.Join(data, "failpoint-aggregate-committed"))

@@ -36,7 +36,7 @@ func TestHealthGate(t *testing.T) {
 	if d, _ = s.admin.Deployment(ctx, d.ID); d.Wave != 0 || d.State != "running" {
 		t.Fatalf("advanced without evidence: %+v", d)
 	}
-	if r, err := s.device.SendEvents(ctx, installEvents(good, 300, "ok", 0)); err != nil || r.Accepted != 300 {
+	if r, err := s.devices(t).send(ctx, installEvents(good, 300, "ok", 0)); err != nil || r.Accepted != 300 {
 		t.Fatalf("send: %+v, %v", r, err)
 	}
 	waitFor(t, 60*time.Second, func() bool {
@@ -53,7 +53,7 @@ func TestHealthGate(t *testing.T) {
 	// Twice the baseline: one device in 25 fails (4% against 2%).
 	doubled := installEvents(bad, 1500, "bad", 25)
 	for i := 0; i < len(doubled); i += 500 {
-		if _, err := s.device.SendEvents(ctx, doubled[i:i+500]); err != nil {
+		if _, err := s.devices(t).send(ctx, doubled[i:i+500]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +108,7 @@ func TestAutomaticHold(t *testing.T) {
 	}
 	for len(events) > 0 {
 		n := min(len(events), 300)
-		if _, err := s.device.SendEvents(ctx, events[:n]); err != nil {
+		if _, err := s.devices(t).send(ctx, events[:n]); err != nil {
 			t.Fatal(err)
 		}
 		events = events[n:]
@@ -182,7 +182,7 @@ func TestRegressionAlerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.device.SendEvents(ctx, installEvents(u, 300, "bad", 3)); err != nil {
+	if _, err := s.devices(t).send(ctx, installEvents(u, 300, "bad", 3)); err != nil {
 		t.Fatal(err)
 	}
 	kinds := map[string]bool{}

@@ -84,15 +84,19 @@ type CheckinReport struct {
 // same average size through the same HTTP stack and client.
 func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
 	target := cfg.URL
+	bodies := deviceBodies(cfg)
 	if target == "" {
-		url, stop, err := startSeeded(ctx, cfg, log)
+		url, a, stop, err := startSeededApp(ctx, cfg, log)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
 		target = url
+		// Every simulated device is enrolled: check-ins carry credentials.
+		for i := range bodies {
+			bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
+		}
 	}
-	bodies := deviceBodies(cfg)
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2, IdleConnTimeout: time.Minute,
 	}}
@@ -135,9 +139,18 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	return rep, nil
 }
 
-func post(ctx context.Context, c *http.Client, url string, body []byte) ([]byte, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+// request is one device's request body and its Authorization header.
+type request struct {
+	body []byte
+	auth string
+}
+
+func post(ctx context.Context, c *http.Client, url string, r request) ([]byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.body))
 	req.Header.Set("Content-Type", "application/json")
+	if r.auth != "" {
+		req.Header.Set("Authorization", r.auth)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
@@ -152,7 +165,7 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) ([]byte,
 
 // drive runs cfg.Concurrency workers posting check-ins for cfg.Duration and
 // adds what it measured to r.
-func drive(ctx context.Context, c *http.Client, url string, bodies [][]byte, cfg CheckinConfig, r *Result) error {
+func drive(ctx context.Context, c *http.Client, url string, bodies []request, cfg CheckinConfig, r *Result) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	var ms0, ms1 runtime.MemStats
@@ -177,8 +190,11 @@ func drive(ctx context.Context, c *http.Client, url string, bodies [][]byte, cfg
 			buf := make([]byte, 32<<10)
 			for i := w; ctx.Err() == nil; i += cfg.Concurrency {
 				body := bodies[i%len(bodies)]
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body.body))
 				req.Header.Set("Content-Type", "application/json")
+				if body.auth != "" {
+					req.Header.Set("Authorization", body.auth)
+				}
 				t0 := time.Now()
 				resp, err := c.Do(req)
 				if err != nil {
@@ -262,10 +278,10 @@ func startBaseline(body []byte) (string, func(), error) {
 
 // deviceBodies returns one check-in body per simulated device: each reports
 // a few of the products at random versions (some current, some behind).
-func deviceBodies(cfg CheckinConfig) [][]byte {
+func deviceBodies(cfg CheckinConfig) []request {
 	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
 	arch := []string{"x64", "arm64"}
-	out := make([][]byte, cfg.Devices)
+	out := make([]request, cfg.Devices)
 	for i := range out {
 		type inst struct {
 			Product string `json:"product"`
@@ -276,17 +292,19 @@ func deviceBodies(cfg CheckinConfig) [][]byte {
 			Attributes map[string]string `json:"attributes"`
 			Installed  []inst            `json:"installed"`
 		}{
-			DeviceID: fmt.Sprintf("bench-device-%07d", i),
+			DeviceID: deviceName(i),
 			Attributes: map[string]string{"arch": arch[rng.IntN(2)], "oem": fmt.Sprintf("oem-%d", rng.IntN(20)),
 				"region": fmt.Sprintf("region-%d", rng.IntN(8)), "ram_gb": fmt.Sprint(4 << rng.IntN(4))},
 		}
 		for _, p := range rng.Perm(cfg.Products)[:min(5, cfg.Products)] {
 			body.Installed = append(body.Installed, inst{Product: productName(p), Version: fmt.Sprintf("1.%d.0", rng.IntN(cfg.Versions+1))})
 		}
-		out[i], _ = json.Marshal(body)
+		out[i].body, _ = json.Marshal(body)
 	}
 	return out
 }
+
+func deviceName(i int) string { return fmt.Sprintf("bench-device-%07d", i) }
 
 func productName(i int) string { return fmt.Sprintf("bench-product-%03d", i) }
 
@@ -305,6 +323,9 @@ func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (s
 	}
 	c := config.Default()
 	c.DataDir, c.Listen, c.LogLevel = dir, "127.0.0.1:0", "warn"
+	// One load generator plays the whole fleet from one address; the
+	// per-device limit stays on.
+	c.SourceRate.Rate = 0
 	a, err := app.New(ctx, c, log)
 	if err != nil {
 		os.RemoveAll(dir)

@@ -55,21 +55,24 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	types := []telemetry.Type{telemetry.Offered, telemetry.DownloadCompleted, telemetry.InstallStarted, telemetry.InstallSucceeded, telemetry.InstallFailed}
 	oems := []string{"contoso", "fabrikam", "northwind", "tailspin"}
 	seq := 0
-	newEvent := func() telemetry.Event {
+	newEvent := func(device string) telemetry.Event {
 		seq++
 		d := deps[rng.IntN(len(deps))]
-		return telemetry.Event{ID: fmt.Sprintf("bench-%d-%d", cfg.Seed, seq), DeviceID: fmt.Sprintf("bench-device-%07d", rng.IntN(cfg.Devices)),
+		return telemetry.Event{ID: fmt.Sprintf("bench-%d-%d", cfg.Seed, seq), DeviceID: device,
 			UpdateID: d.UpdateID, DeploymentID: d.ID, Type: types[rng.IntN(len(types))], Time: time.Now().Add(-time.Minute).UTC(),
 			Attributes: map[string]string{"oem": oems[rng.IntN(len(oems))], "arch": []string{"x64", "arm64"}[rng.IntN(2)]}}
 	}
-	// Enough distinct batches that the endpoint rarely sees a repeat.
-	bodies := make([][]byte, 2000)
+	// Enough distinct batches that the endpoint rarely sees a repeat; each
+	// is one enrolled device's, sent with its credential.
+	bodies := make([]request, 2000)
 	for i := range bodies {
+		dev := deviceName(rng.IntN(cfg.Devices))
 		batch := make([]telemetry.Event, cfg.BatchSize)
 		for j := range batch {
-			batch[j] = newEvent()
+			batch[j] = newEvent(dev)
 		}
-		bodies[i], _ = json.Marshal(map[string]any{"events": batch})
+		bodies[i].body, _ = json.Marshal(map[string]any{"events": batch})
+		bodies[i].auth = "Bearer " + a.DeviceCredential(dev)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2}}
 	defer client.CloseIdleConnections()
@@ -108,7 +111,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 		n := min(500, cfg.Aggregate-sent)
 		batch := make([]telemetry.Event, n)
 		for j := range batch {
-			batch[j] = newEvent()
+			batch[j] = newEvent(deviceName(rng.IntN(cfg.Devices)))
 			batch[j].Received = time.Now().UTC()
 		}
 		if err := a.Events.Publish(ctx, batch); err != nil {
