@@ -321,7 +321,7 @@ type EventsResponse struct {
 	// the server keeps them apart and they never count toward health.
 	Unauthenticated int           `json:"unauthenticated"`
 	Rejected        int           `json:"rejected"`
-	Results  []EventResult `json:"results"`
+	Results         []EventResult `json:"results"`
 }
 
 // SendEvents reports a batch of device events; each is answered on its own.
