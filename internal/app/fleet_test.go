@@ -17,7 +17,7 @@ type enrolledFleet struct {
 	key   string
 	base  *client.Client
 	mu    sync.Mutex
-	creds map[string]*client.Client
+	creds map[string]string
 }
 
 func newFleet(t *testing.T, url string, admin *client.Client) *enrolledFleet {
@@ -27,11 +27,17 @@ func newFleet(t *testing.T, url string, admin *client.Client) *enrolledFleet {
 		t.Fatal(err)
 	}
 	base, _ := client.New(url, "")
-	return &enrolledFleet{t: t, url: url, key: secret, base: base, creds: map[string]*client.Client{}}
+	return &enrolledFleet{t: t, url: url, key: secret, base: base, creds: map[string]string{}}
 }
 
 // device returns the client of an enrolled device.
 func (f *enrolledFleet) device(id string) *client.Client {
+	f.t.Helper()
+	return f.base.WithToken(f.credential(id))
+}
+
+// credential enrolls a device (once) and returns its credential.
+func (f *enrolledFleet) credential(id string) string {
 	f.t.Helper()
 	f.mu.Lock()
 	c, ok := f.creds[id]
@@ -43,11 +49,10 @@ func (f *enrolledFleet) device(id string) *client.Client {
 	if err != nil {
 		f.t.Fatalf("enroll %s: %v", id, err)
 	}
-	c = f.base.WithToken(e.Credential)
 	f.mu.Lock()
-	f.creds[id] = c
+	f.creds[id] = e.Credential
 	f.mu.Unlock()
-	return c
+	return e.Credential
 }
 
 // send groups events by device and sends each group with its device's
