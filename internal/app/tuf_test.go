@@ -76,7 +76,7 @@ func newMirror(t *testing.T, upstream string) *mirror {
 }
 
 func (m *mirror) set(f func(path string, body []byte) []byte) { m.tamper.Store(&f) }
-func (m *mirror) honest()                                      { m.tamper.Store(nil) }
+func (m *mirror) honest()                                     { m.tamper.Store(nil) }
 
 func (m *mirror) recorded(path string) []byte {
 	m.mu.Lock()
@@ -475,4 +475,3 @@ func serverRootKey(t *testing.T, s *server) string {
 	}
 	return root.Signed.Roles[tuf.Root].KeyIDs[0]
 }
-

@@ -358,7 +358,7 @@ func keysCmd(g *globals) *cobra.Command {
 	rotate.Flags().StringVar(&out, "out", "", "where to write the draft root when the server cannot sign it")
 	root := &cobra.Command{Use: "root", Short: "Draft, sign and push a new root"}
 	draft := &cobra.Command{
-		Use: "draft --out FILE [--from FILE] [--root-key KEYFILE]... [--threshold N] [--expires 8760h]",
+		Use:   "draft --out FILE [--from FILE] [--root-key KEYFILE]... [--threshold N] [--expires 8760h]",
 		Short: "Write the next root version (from the server's current root, or --from), with new root keys and threshold",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
