@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -82,8 +83,16 @@ func decodeReason(r *http.Request) (string, error) {
 }
 
 func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
+	a.revoke(w, r, "tok", func(ctx context.Context, id, actor, reason string) (any, error) {
+		return a.cfg.Store.RevokeToken(ctx, id, actor, reason)
+	})
+}
+
+// revoke answers POST …/{id}/revoke for an id with prefix: it takes an
+// optional reason and revokes as the caller.
+func (a *API) revoke(w http.ResponseWriter, r *http.Request, prefix string, fn func(ctx context.Context, id, actor, reason string) (any, error)) {
 	id := r.PathValue("id")
-	err := catalog.ValidateID("id", "tok", id)
+	err := catalog.ValidateID("id", prefix, id)
 	var reason string
 	if err == nil {
 		reason, err = decodeReason(r)
@@ -93,13 +102,13 @@ func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	t, err := a.cfg.Store.RevokeToken(ctx, id, principal(ctx).Actor(), reason)
+	out, err := fn(ctx, id, principal(ctx).Actor(), reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(ctx).Info("token revoked", "token", t.ID, "actor", principal(ctx).Actor())
-	httpapi.WriteJSON(w, http.StatusOK, t)
+	httpapi.Logger(ctx).Info("revoked", "id", id, "actor", principal(ctx).Actor())
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 type enrollmentKeyRequest struct {
@@ -142,23 +151,9 @@ func (a *API) listEnrollmentKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) revokeEnrollmentKey(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	err := catalog.ValidateID("id", "enr", id)
-	var reason string
-	if err == nil {
-		reason, err = decodeReason(r)
-	}
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	ctx := r.Context()
-	k, err := a.cfg.Store.RevokeEnrollmentKey(ctx, id, principal(ctx).Actor(), reason)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, k)
+	a.revoke(w, r, "enr", func(ctx context.Context, id, actor, reason string) (any, error) {
+		return a.cfg.Store.RevokeEnrollmentKey(ctx, id, actor, reason)
+	})
 }
 
 // revokeDevice makes a device's credential worthless: its check-ins and

@@ -119,18 +119,11 @@ func (a *API) Register(mux *httpapi.Router) {
 // the answer (so an accepted event is never lost), and counted by the
 // health aggregator exactly once per device and outcome.
 func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.refuse(w, r, err)
+	id, in, ok := a.authenticatedBody(w, r, telemetry.MaxBatchBytes)
+	if !ok {
 		return
 	}
-	in := a.bufs.Get().(*bytes.Buffer)
 	defer a.bufs.Put(in)
-	in.Reset()
-	if _, err := in.ReadFrom(io.LimitReader(r.Body, telemetry.MaxBatchBytes+1)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
 	events, results, err := telemetry.ParseBatch(in.Bytes(), a.cfg.Now().UTC())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -168,24 +161,37 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// authenticatedBody authenticates a device request and reads its body (up
+// to limit, plus one byte so the parser can tell it was too large) into a
+// pooled buffer the caller returns to a.bufs. It answers the request itself
+// when it reports false.
+func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit int64) (id string, in *bytes.Buffer, ok bool) {
+	id, err := a.authenticate(r)
+	if err != nil {
+		a.refuse(w, r, err)
+		return "", nil, false
+	}
+	in = a.bufs.Get().(*bytes.Buffer)
+	in.Reset()
+	if _, err := in.ReadFrom(io.LimitReader(r.Body, limit+1)); err != nil {
+		a.bufs.Put(in)
+		httpapi.WriteError(w, r, err)
+		return "", nil, false
+	}
+	return id, in, true
+}
+
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
 	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.refuse(w, r, err)
+	id, in, ok := a.authenticatedBody(w, r, delivery.MaxCheckInBytes)
+	if !ok {
 		return
 	}
-	in := a.bufs.Get().(*bytes.Buffer)
 	defer a.bufs.Put(in)
-	in.Reset()
-	if _, err := in.ReadFrom(io.LimitReader(r.Body, delivery.MaxCheckInBytes+1)); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
 	c, err := delivery.ParseCheckIn(in.Bytes())
 	if err != nil {
 		httpapi.WriteError(w, r, err)

@@ -5,6 +5,7 @@
 package tuf
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -97,15 +98,7 @@ func (k *FileKeyring) Signer(keyID string) signature.Signer {
 
 // Generate implements Keyring: the new key is written before it is used.
 func (k *FileKeyring) Generate() (*metadata.Key, error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	key, err := metadata.KeyFromPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	id, err := key.ID()
+	key, id, priv, err := newKey()
 	if err != nil {
 		return nil, err
 	}
@@ -124,19 +117,31 @@ func GenerateKeyFile(path string, passphrase []byte) (*metadata.Key, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("a passphrase is required to encrypt the key")
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	key, err := metadata.KeyFromPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	id, err := key.ID()
+	key, id, priv, err := newKey()
 	if err != nil {
 		return nil, err
 	}
 	return key, writeKeyFile(path, id, priv, passphrase, encrypted.Standard)
+}
+
+// newKey generates an ed25519 key with its TUF form and key id.
+func newKey() (*metadata.Key, string, ed25519.PrivateKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	key, id, err := tufKey(pub)
+	return key, id, priv, err
+}
+
+// tufKey returns a public key's TUF form and key id.
+func tufKey(pub crypto.PublicKey) (*metadata.Key, string, error) {
+	key, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := key.ID()
+	return key, id, err
 }
 
 func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, kdf encrypted.KDFParameterStrength) error {
@@ -182,11 +187,7 @@ func ReadKeyFile(path string, passphrase []byte) (string, ed25519.PrivateKey, er
 		return "", nil, fmt.Errorf("%s holds no ed25519 seed", path)
 	}
 	priv := ed25519.NewKeyFromSeed(seed)
-	key, err := metadata.KeyFromPublicKey(priv.Public())
-	if err != nil {
-		return "", nil, err
-	}
-	id, err := key.ID()
+	_, id, err := tufKey(priv.Public())
 	if err != nil || !strings.EqualFold(id, kf.KeyID) {
 		return "", nil, fmt.Errorf("%s: key id does not match its key", path)
 	}

@@ -55,11 +55,7 @@ func SignRoot(body []byte, signer signature.Signer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := metadata.KeyFromPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	id, err := key.ID()
+	_, id, err := tufKey(pub)
 	if err != nil {
 		return nil, err
 	}
