@@ -3,6 +3,7 @@ package access
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"strings"
@@ -96,9 +97,14 @@ func (k DeviceKey) Verify(cred string) (deviceID string, err error) {
 	if !ok {
 		return "", bad
 	}
-	id, err1 := base64.RawURLEncoding.DecodeString(enc)
-	mac, err2 := hex.DecodeString(macHex)
-	if err1 != nil || err2 != nil || len(id) == 0 || len(id) > 128 || !hmac.Equal(mac, k.mac(string(id))) {
+	id, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil || len(id) == 0 || len(id) > 128 || len(macHex) != 64 {
+		return "", bad
+	}
+	// Compare the whole credential with the one minted for this id, so only
+	// the canonical spelling is accepted (the fuzzer found that upper-case
+	// hex would otherwise pass), in constant time.
+	if subtle.ConstantTimeCompare([]byte(k.Credential(string(id))), []byte(cred)) != 1 {
 		return "", bad
 	}
 	return string(id), nil

@@ -75,3 +75,15 @@ func (r *Limiter) Allow(key string, now time.Time) bool {
 	e.seen = now
 	return e.lim.AllowN(now, 1)
 }
+
+// Len returns how many keys are remembered.
+func (r *Limiter) Len() int {
+	n := 0
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		n += len(s.keys)
+		s.mu.Unlock()
+	}
+	return n
+}
