@@ -244,7 +244,7 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Go(func() { _ = a.Snapshots.Run(bg) })
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
 	wg.Go(func() { _ = a.Aggregator.Run(bg) })
-	wg.Go(func() { a.TUF.Run(bg, a.cfg.TUF.Refresh) })
+	wg.Go(func() { a.TUF.Run(bg, a.cfg.TUF.Refresh, a.cfg.SnapshotPoll) })
 	if err := a.Jobs.Start(bg); err != nil {
 		stopBG()
 		wg.Wait()

@@ -61,8 +61,11 @@ func TestHealthGate(t *testing.T) {
 		d2, _ = s.admin.Deployment(ctx, d2.ID)
 		return d2.State == "paused"
 	})
-	// The gate may fire after any batch; the rate is 4% in each.
-	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || !strings.Contains(d2.Reason, "failure rate 4.00% (") ||
+	// The gate may fire after any share of the devices has reported (they
+	// report concurrently), so the observed rate is near 4%, not exactly.
+	var rate float64
+	_, scanErr := fmt.Sscanf(d2.Reason[strings.Index(d2.Reason, "failure rate ")+len("failure rate "):], "%f%%", &rate)
+	if d2.By != "health-gate" || !strings.Contains(d2.Reason, "regressed") || scanErr != nil || rate < 3 || rate > 5.5 ||
 		!strings.Contains(d2.Reason, "vs baseline 2.00%") {
 		t.Fatalf("gate pause: by %q, reason %q", d2.By, d2.Reason)
 	}

@@ -63,10 +63,10 @@ func (r *Repo) serveTarget(w http.ResponseWriter, req *http.Request, blobs *cont
 	}
 	sha := ""
 	if hash, name, ok := strings.Cut(file, "."); ok && len(hash) == 64 && catalog.ValidateSHA256("path", hash) == nil {
-		if want, _, ok := r.TargetHash(dir + "/" + name); ok && want == hash {
+		if want, _, ok := r.TargetHash(req.Context(), dir+"/"+name); ok && want == hash {
 			sha = hash
 		}
-	} else if want, _, ok := r.TargetHash(path); ok {
+	} else if want, _, ok := r.TargetHash(req.Context(), path); ok {
 		sha = want
 	}
 	if sha == "" {

@@ -47,6 +47,11 @@ type Repo struct {
 	cfg Config
 	cur atomic.Pointer[served]
 	mu  sync.Mutex // one reload at a time
+	// pending is when this process last signed new metadata in a
+	// transaction that may not have committed yet (unix nanoseconds; 0 for
+	// none). While it is set, requests for the newest metadata look at the
+	// database first, so "published" never outruns what is served.
+	pending atomic.Int64
 }
 
 // served is the newest metadata, as served, at one generation.
@@ -314,6 +319,7 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 		if err := putRole(ctx, tx, md); err != nil {
 			return false, err
 		}
+		r.pending.Store(time.Now().UnixNano())
 	}
 	return newTS, nil
 }
@@ -369,11 +375,17 @@ func TargetPath(product, version, name string) string {
 func (r *Repo) Reload(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	pending := r.pending.Load()
 	gen, err := r.cfg.Store.TUFGeneration(ctx)
 	if err != nil {
 		return err
 	}
 	if cur := r.cur.Load(); cur != nil && cur.generation == gen {
+		// Nothing new: a pending signature either committed and was loaded
+		// earlier, or its transaction rolled back (give up waiting after a while).
+		if pending != 0 && time.Since(time.Unix(0, pending)) > pendingWait {
+			r.pending.CompareAndSwap(pending, 0)
+		}
 		return nil
 	}
 	next := &served{generation: gen, files: map[string][]byte{}}
@@ -390,24 +402,32 @@ func (r *Repo) Reload(ctx context.Context) error {
 	}
 	next.targets = t.Signed.Targets
 	r.cur.Store(next)
+	r.pending.CompareAndSwap(pending, 0)
 	return nil
 }
 
-// Run reloads on changes by other replicas and re-signs roles before they
-// expire, every interval, until ctx ends.
-func (r *Repo) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// pendingWait bounds how long requests keep checking the database for a
+// signing transaction that may have rolled back.
+const pendingWait = time.Minute
+
+// Run re-signs roles before they expire (checking every signEvery) and
+// picks up changes made by other replicas (every reloadEvery), until ctx
+// ends.
+func (r *Repo) Run(ctx context.Context, signEvery, reloadEvery time.Duration) {
+	sign, reload := time.NewTicker(signEvery), time.NewTicker(reloadEvery)
+	defer sign.Stop()
+	defer reload.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		if changed, err := r.Sync(ctx, false); err != nil {
-			r.cfg.Log.Error("TUF re-signing failed", "err", err)
-		} else if changed {
-			r.cfg.Log.Info("TUF metadata re-signed")
+		case <-sign.C:
+			if changed, err := r.Sync(ctx, false); err != nil {
+				r.cfg.Log.Error("TUF re-signing failed", "err", err)
+			} else if changed {
+				r.cfg.Log.Info("TUF metadata re-signed")
+			}
+		case <-reload.C:
 		}
 		if err := r.Reload(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Log.Warn("TUF reload failed", "err", err)
@@ -628,6 +648,11 @@ func (r *Repo) AcceptRoot(ctx context.Context, body []byte, actor, reason string
 // "root.json", or a versioned "N.root.json", "N.snapshot.json",
 // "N.targets.json". immutable reports whether the name pins a version.
 func (r *Repo) File(ctx context.Context, name string) (body []byte, immutable bool, err error) {
+	if r.pending.Load() != 0 {
+		if err := r.Reload(ctx); err != nil {
+			return nil, false, err
+		}
+	}
 	cur := r.cur.Load()
 	if cur == nil {
 		return nil, false, fault.E(fault.Unavailable, "TUF repository not loaded")
@@ -646,7 +671,10 @@ func (r *Repo) File(ctx context.Context, name string) (body []byte, immutable bo
 
 // TargetHash returns the sha256 of the target at path in the newest
 // targets metadata.
-func (r *Repo) TargetHash(path string) (string, int64, bool) {
+func (r *Repo) TargetHash(ctx context.Context, path string) (string, int64, bool) {
+	if r.pending.Load() != 0 {
+		_ = r.Reload(ctx) // on error, answer from what is loaded
+	}
 	cur := r.cur.Load()
 	if cur == nil {
 		return "", 0, false
