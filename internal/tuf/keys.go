@@ -8,6 +8,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // Keyring holds private keys by TUF key id. The file keyring below keeps
@@ -48,25 +50,25 @@ type keyFile struct {
 type FileKeyring struct {
 	dir  string
 	pass []byte
-	kdf  encrypted.KDFParameterStrength
-	mu   sync.Mutex
-	keys map[string]ed25519.PrivateKey
+	// randomPass: the passphrase is a random 256-bit secret, not a
+	// person's, so stretching it with scrypt would add nothing.
+	randomPass bool
+	mu         sync.Mutex
+	keys       map[string]ed25519.PrivateKey
 }
 
 // OpenKeyring loads every key in dir (creating dir), decrypting with
-// passphrase. fastKDF uses cheaper scrypt parameters, which is sound only
-// when the passphrase is itself a random secret, not a person's.
-func OpenKeyring(dir string, passphrase []byte, fastKDF bool) (*FileKeyring, error) {
+// passphrase. randomPass says the passphrase is a random 256-bit secret:
+// new keys are then sealed with it directly (NaCl secretbox under its
+// SHA-256) instead of through scrypt, which only helps weak passphrases.
+func OpenKeyring(dir string, passphrase []byte, randomPass bool) (*FileKeyring, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("the key passphrase is empty")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create keys directory: %w", err)
 	}
-	k := &FileKeyring{dir: dir, pass: passphrase, kdf: encrypted.Standard, keys: map[string]ed25519.PrivateKey{}}
-	if fastKDF {
-		k.kdf = encrypted.Legacy
-	}
+	k := &FileKeyring{dir: dir, pass: passphrase, randomPass: randomPass, keys: map[string]ed25519.PrivateKey{}}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.key"))
 	if err != nil {
 		return nil, err
@@ -102,7 +104,7 @@ func (k *FileKeyring) Generate() (*metadata.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeKeyFile(filepath.Join(k.dir, id+".key"), id, priv, k.pass, k.kdf); err != nil {
+	if err := writeKeyFile(filepath.Join(k.dir, id+".key"), id, priv, k.pass, k.randomPass); err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
@@ -121,7 +123,7 @@ func GenerateKeyFile(path string, passphrase []byte) (*metadata.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	return key, writeKeyFile(path, id, priv, passphrase, encrypted.Standard)
+	return key, writeKeyFile(path, id, priv, passphrase, false)
 }
 
 // newKey generates an ed25519 key with its TUF form and key id.
@@ -144,8 +146,14 @@ func tufKey(pub crypto.PublicKey) (*metadata.Key, string, error) {
 	return key, id, err
 }
 
-func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, kdf encrypted.KDFParameterStrength) error {
-	enc, err := encrypted.EncryptWithCustomKDFParameters(priv.Seed(), pass, kdf)
+func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, randomPass bool) error {
+	var enc []byte
+	var err error
+	if randomPass {
+		enc, err = sealWithKey(priv.Seed(), pass)
+	} else {
+		enc, err = encrypted.Encrypt(priv.Seed(), pass)
+	}
 	if err != nil {
 		return fmt.Errorf("encrypt key: %w", err)
 	}
@@ -179,7 +187,7 @@ func ReadKeyFile(path string, passphrase []byte) (string, ed25519.PrivateKey, er
 	if err := json.Unmarshal(b, &kf); err != nil || kf.KeyType != "ed25519" {
 		return "", nil, fmt.Errorf("%s is not a Ringmaster key file", path)
 	}
-	seed, err := encrypted.Decrypt(kf.Private, passphrase)
+	seed, err := openKeyFile(kf.Private, passphrase)
 	if err != nil {
 		return "", nil, fmt.Errorf("decrypt %s: wrong passphrase or damaged file", filepath.Base(path))
 	}
@@ -219,4 +227,51 @@ func PublicKey(path string) (*metadata.Key, error) {
 		return nil, fmt.Errorf("%s: bad public key", path)
 	}
 	return metadata.KeyFromPublicKey(ed25519.PublicKey(pub))
+}
+
+// sealed is the layout of a key sealed without a KDF; it mirrors
+// go-securesystemslib/encrypted's, with the KDF named "none".
+type sealed struct {
+	KDF struct {
+		Name string `json:"name"`
+	} `json:"kdf"`
+	Cipher struct {
+		Name  string `json:"name"`
+		Nonce []byte `json:"nonce"`
+	} `json:"cipher"`
+	Ciphertext []byte `json:"ciphertext"`
+}
+
+func secretboxKey(pass []byte) *[32]byte {
+	k := sha256.Sum256(append([]byte("ringmaster key file v1\x00"), pass...))
+	return &k
+}
+
+// sealWithKey encrypts plaintext with NaCl secretbox under a key derived
+// from a random (high-entropy) secret.
+func sealWithKey(plaintext, pass []byte) ([]byte, error) {
+	var s sealed
+	var nonce [24]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, err
+	}
+	s.KDF.Name, s.Cipher.Name, s.Cipher.Nonce = "none", "nacl/secretbox", nonce[:]
+	s.Ciphertext = secretbox.Seal(nil, plaintext, &nonce, secretboxKey(pass))
+	return json.Marshal(s)
+}
+
+// openKeyFile decrypts either layout.
+func openKeyFile(data, pass []byte) ([]byte, error) {
+	var s sealed
+	if err := json.Unmarshal(data, &s); err != nil || s.KDF.Name != "none" {
+		return encrypted.Decrypt(data, pass)
+	}
+	if s.Cipher.Name != "nacl/secretbox" || len(s.Cipher.Nonce) != 24 {
+		return nil, errors.New("unknown cipher")
+	}
+	out, ok := secretbox.Open(nil, s.Ciphertext, (*[24]byte)(s.Cipher.Nonce), secretboxKey(pass))
+	if !ok {
+		return nil, errors.New("decryption failed")
+	}
+	return out, nil
 }
