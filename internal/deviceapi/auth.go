@@ -73,7 +73,13 @@ func (a *API) admit(credentialID, deviceID string) error {
 	if a.cfg.Snapshots.Snapshot().Revoked(deviceID) {
 		return refused("revoked", fault.Unauthorized, "device %q has been revoked", deviceID)
 	}
-	if !a.perDevice.Allow(deviceID, a.cfg.Now()) {
+	// Unauthenticated requests have their own bucket per claimed id, so
+	// nobody can spend an enrolled device's budget by claiming its id.
+	key := deviceID
+	if credentialID == "" {
+		key = "unauthenticated:" + deviceID
+	}
+	if !a.perDevice.Allow(key, a.cfg.Now()) {
 		return refused("rate_limited", fault.RateLimited, "device %q is over its rate limit; retry later", deviceID)
 	}
 	return nil

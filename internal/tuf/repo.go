@@ -619,13 +619,16 @@ func (r *Repo) AcceptRoot(ctx context.Context, body []byte, actor, reason string
 		}
 		for _, role := range onlineRoles {
 			spec := next.Signed.Roles[role]
+			if spec == nil {
+				return fault.E(fault.Invalid, "the new root has no %s role", role)
+			}
 			held := 0
 			for _, id := range spec.KeyIDs {
 				if r.cfg.Keys.Signer(id) != nil {
 					held++
 				}
 			}
-			if spec == nil || held < spec.Threshold {
+			if held < spec.Threshold {
 				return fault.E(fault.Invalid, "this server does not hold the %s keys the new root names; create them with rotate-online", role)
 			}
 		}
