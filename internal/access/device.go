@@ -3,10 +3,12 @@ package access
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"hash"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -64,28 +66,44 @@ func CheckEnrollment(k EnrollmentKey, now time.Time) error {
 	return nil
 }
 
-// DeviceKey mints and checks device credentials.
-type DeviceKey struct{ key []byte }
+// DeviceKey mints and checks device credentials. Safe for concurrent use.
+type DeviceKey struct {
+	macs *sync.Pool // hash.Hash: HMAC-SHA256 under the key, reset before use
+}
 
 // NewDeviceKey wraps the server's device credential key (32 random bytes).
-func NewDeviceKey(key []byte) DeviceKey { return DeviceKey{key: key} }
+func NewDeviceKey(key []byte) DeviceKey {
+	key = slices.Clone(key)
+	return DeviceKey{macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+}
 
-func (k DeviceKey) mac(deviceID string) []byte {
-	m := hmac.New(sha256.New, k.key)
-	m.Write([]byte("ringmaster device credential v1\x00"))
-	m.Write([]byte(deviceID))
-	return m.Sum(nil)
+const macDomain = "ringmaster device credential v1\x00"
+
+// mac appends the MAC of deviceID to dst.
+func (k DeviceKey) mac(dst []byte, deviceID []byte) []byte {
+	m := k.macs.Get().(hash.Hash)
+	m.Reset()
+	m.Write([]byte(macDomain))
+	m.Write(deviceID)
+	dst = m.Sum(dst)
+	k.macs.Put(m)
+	return dst
 }
 
 // Credential returns the credential for deviceID.
 func (k DeviceKey) Credential(deviceID string) string {
-	return devicePrefix + base64.RawURLEncoding.EncodeToString([]byte(deviceID)) + "." + hex.EncodeToString(k.mac(deviceID))
+	return devicePrefix + credentialEncoding.EncodeToString([]byte(deviceID)) + "." + hex.EncodeToString(k.mac(nil, []byte(deviceID)))
 }
+
+// credentialEncoding is strict, so every id has exactly one spelling.
+var credentialEncoding = base64.RawURLEncoding.Strict()
 
 // maxCredential bounds what is parsed: a 128-byte id plus its MAC.
 const maxCredential = 4 + 172 + 1 + 64
 
-// Verify returns the device a credential speaks for. The MAC comparison is
+// Verify returns the device a credential speaks for. Only the canonical
+// spelling is accepted (strict base64, lower-case hex: the fuzzer found
+// that upper-case hex used to pass too), and the MAC comparison is
 // constant-time.
 func (k DeviceKey) Verify(cred string) (deviceID string, err error) {
 	bad := fault.E(fault.Unauthorized, "invalid device credential")
@@ -94,20 +112,41 @@ func (k DeviceKey) Verify(cred string) (deviceID string, err error) {
 		return "", bad
 	}
 	enc, macHex, ok := strings.Cut(body, ".")
-	if !ok {
+	if !ok || len(macHex) != 2*sha256.Size {
 		return "", bad
 	}
-	id, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil || len(id) == 0 || len(id) > 128 || len(macHex) != 64 {
+	var got [sha256.Size]byte
+	for i := range got {
+		hi, ok1 := lowerHex(macHex[2*i])
+		lo, ok2 := lowerHex(macHex[2*i+1])
+		if !ok1 || !ok2 {
+			return "", bad
+		}
+		got[i] = hi<<4 | lo
+	}
+	var idBuf [128]byte
+	if credentialEncoding.DecodedLen(len(enc)) > len(idBuf) {
 		return "", bad
 	}
-	// Compare the whole credential with the one minted for this id, so only
-	// the canonical spelling is accepted (the fuzzer found that upper-case
-	// hex would otherwise pass), in constant time.
-	if subtle.ConstantTimeCompare([]byte(k.Credential(string(id))), []byte(cred)) != 1 {
+	n, err := credentialEncoding.Decode(idBuf[:], []byte(enc))
+	if err != nil || n == 0 {
 		return "", bad
 	}
-	return string(id), nil
+	var want [sha256.Size]byte
+	if !hmac.Equal(got[:], k.mac(want[:0], idBuf[:n])) {
+		return "", bad
+	}
+	return string(idBuf[:n]), nil
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // IsDeviceCredential reports whether s is shaped like a device credential

@@ -76,7 +76,7 @@ func (a *API) admit(credentialID, deviceID string) error {
 	// Unauthenticated requests have their own bucket per claimed id, so
 	// nobody can spend an enrolled device's budget by claiming its id.
 	key := deviceID
-	if credentialID == "" {
+	if credentialID == "" && a.perDevice.Active() {
 		key = "unauthenticated:" + deviceID
 	}
 	if !a.perDevice.Allow(key, a.cfg.Now()) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -60,6 +62,9 @@ func benchSnapshot(b *testing.B, products, versions, holds int) *delivery.Snapsh
 	return delivery.NewSnapshot(v, time.Now(), delivery.NewRuleCache(env))
 }
 
+// benchDevice is the device benchBody checks in as.
+const benchDevice = "bench-device-0000042"
+
 var benchBody = []byte(`{"device_id":"bench-device-0000042","attributes":{"arch":"x64","oem":"oem-3","region":"region-5","ram_gb":"16"},
 "installed":[{"product":"product-001","version":"1.3.0"},{"product":"product-007","version":"1.19.0"},
 {"product":"product-013","version":"1.0.0"},{"product":"product-021","version":"1.9.0"},{"product":"product-042","version":"1.1.0"}]}`)
@@ -70,24 +75,36 @@ var benchBody = []byte(`{"device_id":"bench-device-0000042","attributes":{"arch"
 // targeting release's (10,000 updates under 1,000-plus deployments with
 // waves and audience rules, and 200 holds).
 func BenchmarkCheckin(b *testing.B) {
-	b.Run("1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0)) })
-	b.Run("10k-updates-200-holds", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 200, 200)) })
+	b.Run("1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), false) })
+	b.Run("1k-updates-enrolled", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), true) })
+	b.Run("10k-updates-200-holds", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 200, 200), false) })
 }
 
-func benchCheckin(b *testing.B, snap *delivery.Snapshot) {
+// benchCheckin measures a check-in through the middleware and handler;
+// enrolled adds the device credential check and the per-device limit.
+func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool) {
 	reg := prometheus.NewRegistry()
 	rec := registry.NewRecorder(discardWriter{}, slog.New(slog.DiscardHandler), 1<<16, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go rec.Run(ctx)
-	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg})
+	key := access.NewDeviceKey(make([]byte, 32))
+	auth := Auth{Mode: AuthOptional, Key: key}
+	if enrolled {
+		auth.DeviceRate = ratelimit.Limits{Rate: 1e9, Burst: 1e9}
+	}
+	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg, Auth: auth})
 	mux := httpapi.NewRouter()
 	a.Register(mux)
 	h := httpapi.Middleware(mux, slog.New(slog.DiscardHandler), httpapi.NewMetrics(reg), QuietRoute)
+	cred := "Bearer " + key.Credential(benchDevice)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		req := httptest.NewRequest(http.MethodPost, "/v1/device/check", bytes.NewReader(benchBody))
+		if enrolled {
+			req.Header.Set("Authorization", cred)
+		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		if w.Code != 200 {

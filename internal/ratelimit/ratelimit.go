@@ -51,9 +51,12 @@ func New(l Limits, idle time.Duration) *Limiter {
 	return r
 }
 
+// Active reports whether the limiter limits anything.
+func (r *Limiter) Active() bool { return r != nil && r.limits.Rate > 0 }
+
 // Allow reports whether one more event for key may happen at now.
 func (r *Limiter) Allow(key string, now time.Time) bool {
-	if r == nil || r.limits.Rate <= 0 {
+	if !r.Active() {
 		return true
 	}
 	s := &r.shards[xxhash.Sum64String(key)%shards]
