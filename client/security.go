@@ -31,6 +31,7 @@ type Token struct {
 	Name      string     `json:"name"`
 	Role      string     `json:"role"`
 	Products  []string   `json:"products,omitempty"`
+	Budget    int64      `json:"budget,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	CreatedBy string     `json:"created_by,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -43,7 +44,10 @@ type NewToken struct {
 	Name     string   `json:"name"`
 	Role     string   `json:"role"`
 	Products []string `json:"products,omitempty"`
-	TTL      string   `json:"ttl,omitempty"`
+	// Budget: devices an agent token may newly expose per day and
+	// deployment through MCP plans without a human's approval.
+	Budget int64  `json:"budget,omitempty"`
+	TTL    string `json:"ttl,omitempty"`
 }
 
 // CreateToken issues a token and returns its record and its secret, which
@@ -269,4 +273,72 @@ func (c *Client) TUFRoot(ctx context.Context) ([]byte, error) {
 	var buf bytes.Buffer
 	_, err = buf.ReadFrom(http.MaxBytesReader(nil, resp.Body, 512<<10))
 	return buf.Bytes(), err
+}
+
+// Approval is an agent's request for a person to let a plan beyond its
+// budget go ahead.
+type Approval struct {
+	ID        string     `json:"id"`
+	PlanHash  string     `json:"plan_hash"`
+	TokenID   string     `json:"token_id"`
+	Action    string     `json:"action"`
+	Target    string     `json:"target"`
+	Exposure  int64      `json:"exposure"`
+	Status    string     `json:"status"`
+	Reason    string     `json:"reason"`
+	Result    string     `json:"result,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	DecidedBy string     `json:"decided_by,omitempty"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+}
+
+// Approvals lists approval requests (status "" for all).
+func (c *Client) Approvals(ctx context.Context, status string) ([]Approval, error) {
+	var out struct {
+		Approvals []Approval `json:"approvals"`
+	}
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/approvals", q, nil, &out)
+	return out.Approvals, err
+}
+
+// DecideApproval approves (which applies the plan as the agent's action)
+// or denies a request.
+func (c *Client) DecideApproval(ctx context.Context, id string, approve bool, reason string) (Approval, error) {
+	decision := "deny"
+	if approve {
+		decision = "approve"
+	}
+	var out Approval
+	err := c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/"+decision, nil, reasonBody(reason), &out)
+	return out, err
+}
+
+// MCPURL is the server's MCP endpoint (streamable HTTP).
+func (c *Client) MCPURL() string { return c.url("/mcp", nil) }
+
+// HTTPClient returns a copy of the client's HTTP client that sends its
+// token on every request (for MCP transports).
+func (c *Client) HTTPClient() *http.Client {
+	hc := *c.http
+	hc.Transport = bearer{token: c.token, next: c.http.Transport}
+	return &hc
+}
+
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	next := b.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return next.RoundTrip(r)
 }

@@ -80,11 +80,14 @@ const maxScope = 100
 
 // Token is a stored token record.
 type Token struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Hash      string     `json:"-"`
-	Role      Role       `json:"role"`
-	Products  []string   `json:"products,omitempty"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Hash     string   `json:"-"`
+	Role     Role     `json:"role"`
+	Products []string `json:"products,omitempty"`
+	// Budget is how many devices the token may newly expose per day and
+	// deployment through agent plans without a human's approval.
+	Budget    int64      `json:"budget,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	CreatedBy string     `json:"created_by,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -98,6 +101,8 @@ type Principal struct {
 	Role    Role
 	// Products limits the principal to these products; empty means all.
 	Products []string
+	// Budget: devices newly exposed per day and deployment without approval.
+	Budget int64
 }
 
 // Actor is how audit fields name the principal: "token:<id>(<name>)".
@@ -155,6 +160,7 @@ type NewTokenRequest struct {
 	Name     string        `json:"name"`
 	Role     Role          `json:"role"`
 	Products []string      `json:"products,omitempty"`
+	Budget   int64         `json:"budget,omitempty"`
 	TTL      time.Duration `json:"-"`
 }
 
@@ -182,6 +188,9 @@ func (r *NewTokenRequest) Validate() error {
 	if r.TTL < 0 {
 		return fault.Field("ttl", "must not be negative")
 	}
+	if r.Budget < 0 || r.Budget > 1e12 {
+		return fault.Field("budget", "must be from 0 to 10^12 devices per day")
+	}
 	slices.Sort(r.Products)
 	r.Products = slices.Compact(r.Products)
 	return nil
@@ -191,7 +200,7 @@ func (r *NewTokenRequest) Validate() error {
 func NewToken(req NewTokenRequest, createdBy string, now time.Time) (secret string, t Token) {
 	secret = tokenPrefix + randomHex()
 	t = Token{ID: catalog.NewID("tok", now), Name: req.Name, Hash: Hash(secret), Role: req.Role,
-		Products: req.Products, CreatedAt: now, CreatedBy: createdBy}
+		Products: req.Products, Budget: req.Budget, CreatedAt: now, CreatedBy: createdBy}
 	if req.TTL > 0 {
 		exp := now.Add(req.TTL)
 		t.ExpiresAt = &exp
@@ -241,5 +250,5 @@ func Check(t Token, secret string, now time.Time) (Principal, error) {
 	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
 		return Principal{}, fault.E(fault.Unauthorized, "token has expired")
 	}
-	return Principal{TokenID: t.ID, Name: t.Name, Role: t.Role, Products: t.Products}, nil
+	return Principal{TokenID: t.ID, Name: t.Name, Role: t.Role, Products: t.Products, Budget: t.Budget}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/agent"
 	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/content"
@@ -37,6 +38,7 @@ type Config struct {
 	Content    *content.Store
 	Pipeline   *pipeline.Pipeline
 	Controller *controller.Controller
+	Planner    *agent.Planner
 	Rules      *targeting.Env
 	Snapshots  interface{ Snapshot() *delivery.Snapshot }
 	// Refresh rebuilds the device snapshot after a change, so the change is
@@ -146,6 +148,9 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"POST /v1/enrollment-keys/{id}/revoke", administer, a.revokeEnrollmentKey},
 		{"GET /v1/audit", auditRead, a.listAudit},
 		{"GET /v1/audit/verify", auditRead, a.verifyAudit},
+		{"GET /v1/approvals", read, a.listApprovals},
+		{"GET /v1/approvals/{id}", read, a.getApproval},
+		{"POST /v1/approvals/{id}/{decision}", widen, a.decideApproval},
 	} {
 		mux.Route(r.pattern, httpapi.Token+":"+httpapi.Access(r.d.describe), a.authenticated(r.d, r.h))
 	}

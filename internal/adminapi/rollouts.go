@@ -9,7 +9,6 @@ import (
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
-	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
@@ -165,29 +164,12 @@ func (a *API) deploymentHealth(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	counts, err := a.cfg.Store.HealthCounts(r.Context(), d.ID, false)
+	rep, err := a.cfg.Controller.Report(r.Context(), d, 20)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	in := make([]health.Count, len(counts))
-	for i, c := range counts {
-		in[i] = health.Count{Wave: c.Wave, Outcome: c.Outcome, Cell: c.Cell, Devices: c.Devices}
-	}
-	out := map[string]any{
-		"deployment": map[string]any{"id": d.ID, "product": d.Product, "version": d.Version, "state": d.State, "wave": d.Wave,
-			"percent": d.Percent, "by": d.By, "reason": d.Reason},
-		"health": health.Summarize(in, 20),
-	}
-	if d.Plan.Gate != nil {
-		g, err := a.cfg.Controller.Gate(r.Context(), &d, false)
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		out["gate"] = g
-	}
-	httpapi.WriteJSON(w, http.StatusOK, out)
+	httpapi.WriteJSON(w, http.StatusOK, rep)
 }
 
 type reasonRequest struct {

@@ -25,6 +25,7 @@ import (
 	"github.com/ringmaster/ringmaster/api"
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/adminapi"
+	"github.com/ringmaster/ringmaster/internal/agent"
 	"github.com/ringmaster/ringmaster/internal/aggregate"
 	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/config"
@@ -36,12 +37,16 @@ import (
 	"github.com/ringmaster/ringmaster/internal/failpoint"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/jobs"
+	"github.com/ringmaster/ringmaster/internal/mcpserver"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/tuf"
 )
+
+// Version is the server's version, as MCP clients see it.
+const Version = "0.1"
 
 // AdminTokenFile is the name, inside the data directory, of the file that
 // receives the first admin token.
@@ -178,12 +183,21 @@ func (a *App) routes() http.Handler {
 		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash,
 			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate},
 	}).Register(mux)
+	planner := agent.New(agent.Config{Store: a.Store, Controller: a.Controller, Rules: a.Rules, Refresh: a.Snapshots.Refresh, Now: time.Now})
+	mcpServer := mcpserver.New(mcpserver.Config{Store: a.Store, Controller: a.Controller, Planner: planner, Rules: a.Rules,
+		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, Version: Version, Now: time.Now})
+	// The admin API authenticates and rate-limits /mcp like any route; each
+	// tool then checks its own permission.
+	mcpHandler := mcpServer.Handler(func(r *http.Request) (access.Principal, error) { return adminapi.Principal(r.Context()), nil })
 	a.Admin = adminapi.New(adminapi.Config{
-		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Controller: a.Controller, Rules: a.Rules,
+		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Controller: a.Controller, Planner: planner, Rules: a.Rules,
 		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, MaxPayloadBytes: a.cfg.MaxPayloadBytes,
 		TokenRate: a.cfg.TokenRate, Now: time.Now,
 	})
 	a.Admin.Add(a.TUF.AdminRoutes()...)
+	for _, m := range []string{"POST", "GET", "DELETE"} {
+		a.Admin.Add(adminapi.ExtraRoute{Pattern: m + " /mcp", Need: access.Read, Handler: mcpHandler.ServeHTTP})
+	}
 	a.Admin.Register(mux)
 	a.TUF.Register(mux, a.Content)
 	a.Pipeline.OnPublished(func(string) {

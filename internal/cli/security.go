@@ -26,6 +26,7 @@ func tokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke API tokens (admin)"}
 	var name, role, ttl, reason string
 	var products []string
+	var budget int64
 	create := &cobra.Command{
 		Use:   "create --name N --role ROLE [--product P]... [--ttl 720h]",
 		Short: "Create a token; prints its secret (shown once) on stdout",
@@ -38,7 +39,7 @@ func tokenCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t, secret, err := c.CreateToken(cmd.Context(), client.NewToken{Name: name, Role: role, Products: products, TTL: ttl})
+			t, secret, err := c.CreateToken(cmd.Context(), client.NewToken{Name: name, Role: role, Products: products, Budget: budget, TTL: ttl})
 			if err != nil {
 				return err
 			}
@@ -51,6 +52,7 @@ func tokenCmd(g *globals) *cobra.Command {
 	create.Flags().StringVar(&role, "role", "", "admin, release_manager, publisher, agent or viewer (required)")
 	create.Flags().StringSliceVar(&products, "product", nil, "limit the token to this product (repeatable)")
 	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 720h (default: no expiry)")
+	create.Flags().Int64Var(&budget, "budget", 0, "devices the token may newly expose per day and deployment through MCP plans without approval")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("role")
 	list := &cobra.Command{

@@ -12,16 +12,16 @@ import (
 	"github.com/ringmaster/ringmaster/internal/fault"
 )
 
-const tokenColumns = `id, name, hash, role, products, created_by, created_at, expires_at, revoked_at`
+const tokenColumns = `id, name, hash, role, products, budget, created_by, created_at, expires_at, revoked_at`
 
 // CreateToken stores a token record (its hash, never the secret) and audits
 // its creation as actor's.
 func (s *Store) CreateToken(ctx context.Context, t access.Token, actor string) error {
 	return s.InTx(ctx, func(tx *Tx) error {
 		_, err := tx.db.ExecContext(ctx, `
-			INSERT INTO tokens (id, name, hash, role, products, created_by, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			t.ID, t.Name, t.Hash, t.Role, jsonText(orEmptySlice(t.Products)), t.CreatedBy, t.CreatedAt.UTC(), nullTime(t.ExpiresAt))
+			INSERT INTO tokens (id, name, hash, role, products, budget, created_by, created_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			t.ID, t.Name, t.Hash, t.Role, jsonText(orEmptySlice(t.Products)), t.Budget, t.CreatedBy, t.CreatedAt.UTC(), nullTime(t.ExpiresAt))
 		if isUniqueViolation(err) {
 			return fault.E(fault.Conflict, "token already exists")
 		}
@@ -36,7 +36,7 @@ func scanToken(row interface{ Scan(...any) error }) (access.Token, error) {
 	var t access.Token
 	var products string
 	var expires, revoked sql.NullTime
-	if err := row.Scan(&t.ID, &t.Name, &t.Hash, &t.Role, &products, &t.CreatedBy, &t.CreatedAt, &expires, &revoked); err != nil {
+	if err := row.Scan(&t.ID, &t.Name, &t.Hash, &t.Role, &products, &t.Budget, &t.CreatedBy, &t.CreatedAt, &expires, &revoked); err != nil {
 		return t, err
 	}
 	t.CreatedAt = t.CreatedAt.UTC()

@@ -95,3 +95,27 @@ func (q *queries) CountDevices(ctx context.Context) (int64, error) {
 	err := q.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices`).Scan(&n)
 	return n, unavailable(err)
 }
+
+// DevicesWithProduct returns up to limit registry devices that report
+// product installed (for forecasts that evaluate rules over the fleet).
+func (q *queries) DevicesWithProduct(ctx context.Context, product string, limit int) ([]registry.Device, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT id, attributes, installed FROM devices WHERE installed LIKE $1 ORDER BY id LIMIT $2`,
+		`%"`+product+`":%`, limit)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []registry.Device
+	for rows.Next() {
+		var d registry.Device
+		var attrs, inst string
+		if err := rows.Scan(&d.ID, &attrs, &inst); err != nil {
+			return nil, unavailable(err)
+		}
+		if json.Unmarshal([]byte(attrs), &d.Attributes) != nil || json.Unmarshal([]byte(inst), &d.Installed) != nil {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, unavailable(rows.Err())
+}
