@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"time"
 
@@ -337,6 +336,9 @@ func (pl *Planner) Apply(ctx context.Context, p access.Principal, hash string) (
 		return Outcome{}, err
 	}
 	if !plan.WithinBudget {
+		if a, err := pl.cfg.Store.ApprovalForPlan(ctx, hash); err == nil {
+			return Outcome{Approval: &a, Plan: plan}, nil // asked already: the same request
+		}
 		id := catalog.NewID("apr", pl.cfg.Now())
 		a, err := pl.cfg.Store.RequestApproval(ctx, store.Approval{ID: id, PlanHash: hash, TokenID: p.TokenID,
 			Reason: fmt.Sprintf("%s would newly expose %d devices; budget %d per day, %d used", plan.Change.Action,
@@ -524,14 +526,12 @@ func productOf(ctx context.Context, pl *Planner, p store.AgentPlan) string {
 // requester rebuilds the principal that filed a request (its token may
 // have been revoked since: then nothing is applied).
 func (pl *Planner) requester(ctx context.Context, tokenID string) (access.Principal, error) {
-	ts, err := pl.cfg.Store.Tokens(ctx)
+	t, err := pl.cfg.Store.TokenByID(ctx, tokenID)
 	if err != nil {
 		return access.Principal{}, err
 	}
-	i := slices.IndexFunc(ts, func(t access.Token) bool { return t.ID == tokenID })
-	if i < 0 || ts[i].RevokedAt != nil || (ts[i].ExpiresAt != nil && !pl.cfg.Now().Before(*ts[i].ExpiresAt)) {
+	if t.RevokedAt != nil || (t.ExpiresAt != nil && !pl.cfg.Now().Before(*t.ExpiresAt)) {
 		return access.Principal{}, fault.E(fault.Conflict, "the requesting token is no longer valid")
 	}
-	t := ts[i]
 	return access.Principal{TokenID: t.ID, Name: t.Name, Role: t.Role, Products: t.Products, Budget: t.Budget}, nil
 }

@@ -200,6 +200,11 @@ func TestMCPAgentScenario(t *testing.T) {
 	if outcome.Applied || outcome.Approval.Status != "pending" {
 		t.Fatalf("over-budget apply = %+v", outcome)
 	}
+	first := outcome.Approval.ID
+	mustCall(t, sess, "apply_plan", map[string]any{"plan_hash": plan.Hash}, &outcome)
+	if outcome.Approval.ID != first {
+		t.Fatalf("applying an over-budget plan twice filed a second request %s", outcome.Approval.ID)
+	}
 	if dd, _ := s.admin.Deployment(ctx, d.ID); dd.Wave != 0 {
 		t.Fatalf("an over-budget plan moved the deployment to wave %d", dd.Wave)
 	}

@@ -53,6 +53,15 @@ func (q *queries) TokenByHash(ctx context.Context, hash string) (access.Token, e
 	return t, unavailable(err)
 }
 
+// TokenByID returns a token record, or NotFound.
+func (q *queries) TokenByID(ctx context.Context, id string) (access.Token, error) {
+	t, err := scanToken(q.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fault.E(fault.NotFound, "no token %s", id)
+	}
+	return t, unavailable(err)
+}
+
 // Tokens lists every token (revoked included), oldest first.
 func (q *queries) Tokens(ctx context.Context) ([]access.Token, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)

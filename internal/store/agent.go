@@ -117,6 +117,16 @@ func (q *queries) Approval(ctx context.Context, id string) (Approval, error) {
 	return a, unavailable(err)
 }
 
+// ApprovalForPlan returns the approval request filed for a plan, or NotFound.
+func (q *queries) ApprovalForPlan(ctx context.Context, hash string) (Approval, error) {
+	a, err := scanApproval(q.db.QueryRowContext(ctx, `SELECT `+approvalColumns+`
+		FROM approvals a JOIN agent_plans p ON p.hash = a.plan_hash WHERE a.plan_hash = $1`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fault.E(fault.NotFound, "no approval request for plan %s", hash)
+	}
+	return a, unavailable(err)
+}
+
 // Approvals lists approval requests, newest first, optionally by status.
 func (q *queries) Approvals(ctx context.Context, status string) ([]Approval, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT `+approvalColumns+`

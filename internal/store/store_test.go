@@ -50,6 +50,7 @@ func TestConformance(t *testing.T) {
 				{"audit chain", testAudit},
 				{"enrollment and revocation", testEnrollment},
 				{"tuf metadata", testTUFMetadata},
+				{"agent plans and approvals", testAgentPlans},
 				{"devices", testDevices},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
@@ -716,4 +717,60 @@ func testDevices(t *testing.T, s *store.Store, c *clock) {
 	}
 	_, err = s.Device(ctx, "nope")
 	wantKind(t, err, fault.NotFound)
+}
+
+func testAgentPlans(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	p := store.AgentPlan{Hash: "plan_1", TokenID: "tok_a", Action: "advance", Target: "dep_1", Body: `{}`, Exposure: 40, CreatedAt: c.t}
+	if err := s.SavePlan(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SavePlan(ctx, p); err != nil {
+		t.Fatalf("saving the same plan again: %v", err)
+	}
+	got, err := s.Plan(ctx, "plan_1")
+	if err != nil || got.Exposure != 40 || got.AppliedAt != nil || !got.CreatedAt.Equal(c.t) {
+		t.Fatalf("Plan = %+v, %v", got, err)
+	}
+	_, err = s.Plan(ctx, "plan_x")
+	wantKind(t, err, fault.NotFound)
+	if err := s.MarkPlanApplied(ctx, "plan_1"); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, s.MarkPlanApplied(ctx, "plan_1"), fault.Conflict)
+	s.SavePlan(ctx, store.AgentPlan{Hash: "plan_2", TokenID: "tok_a", Action: "advance", Target: "dep_1", Body: `{}`, Exposure: 7, CreatedAt: c.t})
+	s.MarkPlanApplied(ctx, "plan_2")
+	s.SavePlan(ctx, store.AgentPlan{Hash: "plan_3", TokenID: "tok_a", Action: "advance", Target: "dep_2", Body: `{}`, Exposure: 100, CreatedAt: c.t})
+	s.MarkPlanApplied(ctx, "plan_3")
+	s.SavePlan(ctx, store.AgentPlan{Hash: "plan_4", TokenID: "tok_a", Action: "advance", Target: "dep_1", Body: `{}`, Exposure: 1000, CreatedAt: c.t})
+	if n, err := s.ExposureSpent(ctx, "tok_a", "dep_1", c.t.Add(-time.Hour)); err != nil || n != 47 {
+		t.Fatalf("ExposureSpent = %d, %v (applied plans for dep_1 only)", n, err)
+	}
+	if n, _ := s.ExposureSpent(ctx, "tok_a", "dep_1", c.t.Add(time.Hour)); n != 0 {
+		t.Fatalf("ExposureSpent after the window = %d", n)
+	}
+	a, err := s.RequestApproval(ctx, store.Approval{ID: "apr_1", PlanHash: "plan_4", TokenID: "tok_a", Reason: "over budget"}, "token:tok_a(agent)")
+	if err != nil || a.Status != "pending" {
+		t.Fatalf("RequestApproval = %+v, %v", a, err)
+	}
+	if _, err := s.RequestApproval(ctx, store.Approval{ID: "apr_2", PlanHash: "plan_4", TokenID: "tok_a"}, "x"); err == nil {
+		t.Fatal("a second request for one plan was filed")
+	}
+	if a, err = s.ApprovalForPlan(ctx, "plan_4"); err != nil || a.ID != "apr_1" || a.Exposure != 1000 || a.Action != "advance" {
+		t.Fatalf("ApprovalForPlan = %+v, %v", a, err)
+	}
+	_, err = s.DecideApproval(ctx, "apr_1", "approved", "applied", "token:h(alice)", "", "")
+	wantKind(t, err, fault.Conflict)
+	if a, err = s.DecideApproval(ctx, "apr_1", "pending", "approved", "token:h(alice)", "fine", ""); err != nil || a.Status != "approved" || a.DecidedBy != "token:h(alice)" || a.DecidedAt == nil {
+		t.Fatalf("approve = %+v, %v", a, err)
+	}
+	if a, err = s.DecideApproval(ctx, "apr_1", "approved", "applied", "token:h(alice)", "fine", `{"ok":true}`); err != nil || a.Status != "applied" || a.Result != `{"ok":true}` {
+		t.Fatalf("apply = %+v, %v", a, err)
+	}
+	if as, _ := s.Approvals(ctx, "applied"); len(as) != 1 {
+		t.Fatalf("Approvals(applied) = %+v", as)
+	}
+	if es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: "approval.*"}); len(es) != 3 || es[0].Action != "approval.applied" || es[2].Actor != "token:tok_a(agent)" {
+		t.Fatalf("approval audit = %+v", es)
+	}
 }

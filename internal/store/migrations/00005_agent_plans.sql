@@ -17,7 +17,7 @@ CREATE TABLE agent_plans (
 CREATE INDEX agent_plans_by_token ON agent_plans (token_id, target, applied_at);
 CREATE TABLE approvals (
     id          TEXT PRIMARY KEY,
-    plan_hash   TEXT NOT NULL REFERENCES agent_plans (hash),
+    plan_hash   TEXT NOT NULL UNIQUE REFERENCES agent_plans (hash),
     token_id    TEXT NOT NULL,
     status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'applied', 'failed')),
     reason      TEXT NOT NULL,
