@@ -217,12 +217,20 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 	return "", state{}, Forecast{}, fault.Field("action", "%q is not one of %s", c.Action, strings.Join(Actions, ", "))
 }
 
+// reported is a lower bound on the devices that have reported: each device
+// counts once per outcome, so per wave the largest outcome count (devices
+// are in one wave each). A lower bound keeps the exposure forecast on the
+// safe side: it never understates what a resume newly exposes.
 func reported(counts []store.HealthCount) int64 {
-	var n int64
+	perWave := map[int]int64{}
 	for _, hc := range counts {
 		if hc.Cell == "" {
-			n += hc.Devices
+			perWave[hc.Wave] = max(perWave[hc.Wave], hc.Devices)
 		}
+	}
+	var n int64
+	for _, v := range perWave {
+		n += v
 	}
 	return n
 }
