@@ -8,8 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -208,19 +206,6 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if g == nil {
 		g = &rollout.Gate{}
 	}
-	cfg := health.DefaultGate
-	if g.Alpha > 0 {
-		cfg.Alpha = g.Alpha
-	}
-	if g.Beta > 0 {
-		cfg.Beta = g.Beta
-	}
-	if g.Margin > 0 {
-		cfg.Margin = g.Margin
-	}
-	if g.MinCompleteness > 0 {
-		cfg.MinCompleteness = g.MinCompleteness
-	}
 	base := defaultBaseline
 	if prev, devs, err := c.store.PreviousRelease(ctx, d.Product, d.ID, minBaselineReports); err == nil {
 		ok := devs["install_succeeded"]
@@ -230,6 +215,53 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	} else if !fault.Is(err, fault.NotFound) {
 		return health.GateResult{}, err
 	}
+	base = DeclaredBaseline(g, base)
+	wave := max(d.Wave, 0)
+	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	current, err := c.store.OutcomeDevices(ctx, d.ID, wave)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	ev := Evidence{Wave: wave, All: all, Current: current, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
+		counts, err := c.store.HealthCounts(ctx, d.ID, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		byCell, waveCell := map[string]map[string]int64{}, map[string]map[string]int64{}
+		for _, hc := range counts {
+			if byCell[hc.Cell] == nil {
+				byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
+			}
+			byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+			if hc.Wave == wave {
+				waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+			}
+		}
+		cells := make([]health.CellDevices, 0, len(byCell))
+		for cell, devs := range byCell {
+			cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})
+		}
+		return cells, waveCell, nil
+	}}
+	return Judge(g, base, ev, func(rule, evidence string) (HoldState, string, error) {
+		h, err := c.autoHold(ctx, d, rule, evidence, act)
+		switch {
+		case err != nil || h.ID == "":
+			return NoHold, "", err
+		case h.Status == targeting.HoldReleased:
+			return HoldWasReleased, h.ID, nil
+		case h.Status == targeting.HoldProposed:
+			return HoldIsProposed, h.ID, nil
+		}
+		return HoldIsActive, h.ID, nil
+	})
+}
+
+// DeclaredBaseline overlays a plan gate's declared baseline rates on base.
+func DeclaredBaseline(g *rollout.Gate, base health.Baseline) health.Baseline {
 	declared := false
 	for _, x := range []struct {
 		v   float64
@@ -242,89 +274,7 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if declared {
 		base.Source = "declared (" + base.Source + " for the rest)"
 	}
-	// A regression anywhere in the rollout so far pauses it (all waves give
-	// the most evidence); advancing needs the current wave to be healthy.
-	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
-	if err != nil {
-		return health.GateResult{}, err
-	}
-	wave := max(d.Wave, 0)
-	if r := health.Evaluate(cfg, base, all, wave); r.Verdict == health.Regressed {
-		r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
-		if g.AutoHold == "" {
-			return r, nil
-		}
-		return c.localize(ctx, d, cfg, base, all, r, act)
-	}
-	devs, err := c.store.OutcomeDevices(ctx, d.ID, max(d.Wave, 0))
-	if err != nil {
-		return health.GateResult{}, err
-	}
-	return health.Evaluate(cfg, base, devs, max(d.Wave, 0)), nil
-}
-
-// localize tries to explain a regression by one cohort and hold it.
-func (c *Controller) localize(ctx context.Context, d *rollout.Deployment, cfg health.GateConfig, base health.Baseline,
-	all map[string]int64, r health.GateResult, act bool) (health.GateResult, error) {
-	counts, err := c.store.HealthCounts(ctx, d.ID, false)
-	if err != nil {
-		return r, err
-	}
-	byCell := map[string]map[string]int64{}
-	waveCell := map[string]map[string]int64{}
-	wave := max(d.Wave, 0)
-	for _, hc := range counts {
-		if byCell[hc.Cell] == nil {
-			byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
-		}
-		byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
-		if hc.Wave == wave {
-			waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
-		}
-	}
-	cells := make([]health.CellDevices, 0, len(byCell))
-	for cell, devs := range byCell {
-		cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})
-	}
-	loc, ok := health.Localize(cfg, base, all, cells, wave)
-	if !ok {
-		r.Summary += "; not localized to a cohort, so the rollout pauses"
-		return r, nil
-	}
-	rule := cellRule(loc.Cell)
-	evidence := fmt.Sprintf("automatic: %s %s rate %.2f%% (%d of %d) vs baseline %.2f%% (log LR %.1f over the family-wise %.1f for %d tests); rest of the rollout: %s",
-		loc.Cell, loc.Test.Metric, 100*loc.Test.Observed.Value, loc.Test.Observed.Events, loc.Test.Observed.Of, 100*loc.Test.Baseline,
-		loc.Test.LogLRWorse, loc.Threshold, loc.Tested, loc.Rest.Verdict)
-	hold, err := c.autoHold(ctx, d, rule, evidence, act)
-	if err != nil {
-		return r, err
-	}
-	r.Cohort = &loc
-	r.HoldID = hold.ID
-	switch {
-	case hold.ID != "" && hold.Status == targeting.HoldReleased:
-		r.Summary += fmt.Sprintf("; cohort %s was held automatically (%s) and a person released that hold, so the rollout pauses", loc.Cell, hold.ID)
-		return r, nil
-	case d.Plan.Gate.AutoHold == "proposed":
-		r.Summary += fmt.Sprintf("; localized to %s: proposed hold %s awaits activation", loc.Cell, orPending(hold.ID))
-		return r, nil
-	}
-	// Active: the cohort is held; judge the current wave without it.
-	rest := map[string]int64{}
-	for k, v := range waveCell[""] {
-		rest[k] = v - waveCell[loc.Cell][k]
-	}
-	out := health.Evaluate(cfg, base, rest, wave)
-	out.Cohort, out.HoldID = &loc, hold.ID
-	out.Summary = fmt.Sprintf("cohort %s held automatically (%s); without it, %s", loc.Cell, orPending(hold.ID), out.Summary)
-	return out, nil
-}
-
-func orPending(id string) string {
-	if id == "" {
-		return "to be created"
-	}
-	return id
+	return base
 }
 
 // autoHold returns the deployment's automatic hold with this rule,
@@ -367,15 +317,6 @@ func (c *Controller) autoHold(ctx context.Context, d *rollout.Deployment, rule, 
 	return h, nil
 }
 
-// cellRule writes a cohort cell ("arch=x64|oem=contoso") as a hold rule.
-func cellRule(cell string) string {
-	var terms []string
-	for _, kv := range strings.Split(cell, "|") {
-		k, v, _ := strings.Cut(kv, "=")
-		terms = append(terms, fmt.Sprintf("device.attributes[%s] == %s", strconv.Quote(k), strconv.Quote(v)))
-	}
-	return strings.Join(terms, " && ")
-}
 
 // TickArgs is the periodic job that moves rollouts.
 type TickArgs struct{}

@@ -1,0 +1,136 @@
+package controller
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+)
+
+// Evidence is what the health gate judges a deployment on: devices by
+// outcome over all waves so far and in the current wave, and (computed
+// only when a regression needs localizing) the same per cohort cell.
+type Evidence struct {
+	Wave    int
+	All     map[string]int64
+	Current map[string]int64
+	// Cells returns every cohort cell's counts over all waves, and each
+	// cell's counts in the current wave.
+	Cells func() (all []health.CellDevices, current map[string]map[string]int64, err error)
+}
+
+// HoldState is what became of the automatic hold on a cohort.
+type HoldState int
+
+const (
+	// NoHold: none exists (and the caller did not create one).
+	NoHold HoldState = iota
+	// HoldIsActive: the cohort is held; the rest of the rollout goes on.
+	HoldIsActive
+	// HoldIsProposed: a person has yet to activate the hold.
+	HoldIsProposed
+	// HoldWasReleased: a person released the hold on purpose.
+	HoldWasReleased
+)
+
+// Holds is how Judge learns, and the controller decides, what happens to
+// the automatic hold on a cohort: it returns the hold's state (creating it,
+// when the caller acts on the verdict) and its id.
+type Holds func(rule, evidence string) (HoldState, string, error)
+
+// GateConfig returns the health gate's configuration for a plan's gate.
+func GateConfig(g *rollout.Gate) health.GateConfig {
+	cfg := health.DefaultGate
+	if g == nil {
+		return cfg
+	}
+	if g.Alpha > 0 {
+		cfg.Alpha = g.Alpha
+	}
+	if g.Beta > 0 {
+		cfg.Beta = g.Beta
+	}
+	if g.Margin > 0 {
+		cfg.Margin = g.Margin
+	}
+	if g.MinCompleteness > 0 {
+		cfg.MinCompleteness = g.MinCompleteness
+	}
+	return cfg
+}
+
+// Judge is the health gate's decision, free of storage: a regression
+// anywhere in the rollout so far pauses it (all waves give the most
+// evidence), unless the plan holds cohorts automatically and the
+// regression is localized to one cohort, whose hold (per holds) lets the
+// rest go on, judged without it; otherwise the current wave must be
+// healthy to advance. The server's controller and fleetbench both call it.
+func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (health.GateResult, error) {
+	cfg := GateConfig(g)
+	autoHold := ""
+	if g != nil {
+		autoHold = g.AutoHold
+	}
+	r := health.Evaluate(cfg, base, ev.All, ev.Wave)
+	if r.Verdict != health.Regressed {
+		return health.Evaluate(cfg, base, ev.Current, ev.Wave), nil
+	}
+	r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
+	if autoHold == "" || ev.Cells == nil {
+		return r, nil
+	}
+	cells, current, err := ev.Cells()
+	if err != nil {
+		return r, err
+	}
+	loc, ok := health.Localize(cfg, base, ev.All, cells, ev.Wave)
+	if !ok {
+		r.Summary += "; not localized to a cohort, so the rollout pauses"
+		return r, nil
+	}
+	rule := CellRule(loc.Cell)
+	evidence := fmt.Sprintf("automatic: %s %s rate %.2f%% (%d of %d) vs baseline %.2f%% (log LR %.1f over the family-wise %.1f for %d tests); rest of the rollout: %s",
+		loc.Cell, loc.Test.Metric, 100*loc.Test.Observed.Value, loc.Test.Observed.Events, loc.Test.Observed.Of, 100*loc.Test.Baseline,
+		loc.Test.LogLRWorse, loc.Threshold, loc.Tested, loc.Rest.Verdict)
+	state, holdID, err := holds(rule, evidence)
+	if err != nil {
+		return r, err
+	}
+	r.Cohort, r.HoldID = &loc, holdID
+	switch {
+	case state == HoldWasReleased:
+		r.Summary += fmt.Sprintf("; cohort %s was held automatically (%s) and a person released that hold, so the rollout pauses", loc.Cell, holdID)
+		return r, nil
+	case state == HoldIsProposed || autoHold == "proposed":
+		r.Summary += fmt.Sprintf("; localized to %s: proposed hold %s awaits activation", loc.Cell, orPending(holdID))
+		return r, nil
+	}
+	// Held (or about to be): judge the current wave without the cohort.
+	rest := map[string]int64{}
+	for k, v := range ev.Current {
+		rest[k] = v - current[loc.Cell][k]
+	}
+	out := health.Evaluate(cfg, base, rest, ev.Wave)
+	out.Cohort, out.HoldID = &loc, holdID
+	out.Summary = fmt.Sprintf("cohort %s held automatically (%s); without it, %s", loc.Cell, orPending(holdID), out.Summary)
+	return out, nil
+}
+
+func orPending(id string) string {
+	if id == "" {
+		return "to be created"
+	}
+	return id
+}
+
+// CellRule writes a cohort cell ("arch=x64|oem=contoso") as a hold rule.
+func CellRule(cell string) string {
+	var terms []string
+	for _, kv := range strings.Split(cell, "|") {
+		k, v, _ := strings.Cut(kv, "=")
+		terms = append(terms, fmt.Sprintf("device.attributes[%s] == %s", strconv.Quote(k), strconv.Quote(v)))
+	}
+	return strings.Join(terms, " && ")
+}
