@@ -317,7 +317,6 @@ func (c *Controller) autoHold(ctx context.Context, d *rollout.Deployment, rule, 
 	return h, nil
 }
 
-
 // TickArgs is the periodic job that moves rollouts.
 type TickArgs struct{}
 
