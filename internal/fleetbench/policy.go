@@ -1,0 +1,192 @@
+package fleetbench
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/controller"
+	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+)
+
+// Observed is what a policy sees at an hour: devices by reported event,
+// overall and per wave of its plan, and, on demand, per cohort cell.
+type Observed struct {
+	All     map[string]int64
+	Waves   []map[string]int64
+	Offered []int64 // devices offered (installing) per wave
+	Size    []int64 // devices in each wave's slice of the fleet
+	// Cells returns counts per cohort cell over all waves and in wave w.
+	Cells func(w int) ([]health.CellDevices, map[string]map[string]int64, error)
+}
+
+// Decision is what a policy does at an hour.
+type Decision struct {
+	Percent float64  // share of the fleet's buckets offered
+	Halted  bool     // stopped for good
+	Holds   []string // CEL rules of holds created now
+}
+
+// Policy decides exposure hour by hour.
+type Policy interface {
+	Name() string
+	// Waves are the percentages its devices are grouped by (for Observed).
+	Waves() []float64
+	Step(h int, obs *Observed) Decision
+}
+
+func failed(m map[string]int64) int64 { return m["install_failed"] + m["download_failed"] }
+func reportedOf(m map[string]int64) int64 {
+	return m["install_succeeded"] + failed(m)
+}
+
+// waves scales a 1/10/50/100% layout so the first wave holds at least
+// minFirst devices (a gate cannot judge a wave too small to report).
+func waves(n int) []float64 {
+	first := max(1, min(20, 100*8000/float64(n)))
+	return []float64{first, max(10, 3*first), 50, 100}
+}
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ringmaster is Ringmaster's policy: the server's rollout.Step and health
+// gate (controller.Judge) with automatic cohort holds.
+type ringmaster struct {
+	plan   rollout.Plan
+	status rollout.Status
+	base   health.Baseline
+	held   map[string]bool
+}
+
+func newRingmaster(n int) *ringmaster {
+	var ws []rollout.Wave
+	for _, p := range waves(n) {
+		ws = append(ws, rollout.Wave{Percent: p})
+	}
+	plan := rollout.Plan{Waves: ws, Bake: rollout.Duration(2 * time.Hour),
+		Gate: &rollout.Gate{BaselineFailure: baseFailure, BaselineRollback: baseRollback, BaselineCrash: baseCrash, AutoHold: "active", Margin: 0.5}}
+	return &ringmaster{plan: plan, status: rollout.Initial(),
+		base: controller.DeclaredBaseline(plan.Gate, health.Baseline{Source: "fleet"}), held: map[string]bool{}}
+}
+
+func (r *ringmaster) Name() string { return "ringmaster" }
+func (r *ringmaster) Waves() []float64 {
+	out := make([]float64, len(r.plan.Waves))
+	for i, w := range r.plan.Waves {
+		out[i] = w.Percent
+	}
+	return out
+}
+
+func (r *ringmaster) Step(h int, obs *Observed) Decision {
+	now := epoch.Add(time.Duration(h) * time.Hour)
+	var d Decision
+	observations := rollout.Observations{}
+	if r.status.State == rollout.Running {
+		wave := max(r.status.Wave, 0)
+		ev := controller.Evidence{Wave: wave, All: obs.All, Current: obs.Waves[wave],
+			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }}
+		g, err := controller.Judge(r.plan.Gate, r.base, ev, func(rule, _ string) (controller.HoldState, string, error) {
+			if !r.held[rule] {
+				r.held[rule] = true
+				d.Holds = append(d.Holds, rule)
+			}
+			return controller.HoldIsActive, "hold", nil
+		})
+		if err != nil {
+			panic(err) // the simulator's cells never fail
+		}
+		observations.Gate = &rollout.GateObservation{Verdict: string(g.Verdict), Summary: g.Summary}
+	}
+	r.status, _ = rollout.Step(r.plan, r.status, observations, now)
+	switch r.status.State {
+	case rollout.Paused, rollout.Halted, rollout.Cancelled:
+		d.Halted = true // the gate paused it; in the simulation nobody resumes
+	case rollout.Running, rollout.Completed:
+		d.Percent = r.status.Percent
+	}
+	return d
+}
+
+// hawkbit: rollout groups that advance when a share of the group has
+// finished and stop when failures reach an error threshold of the group.
+type hawkbit struct {
+	groups    []float64
+	threshold float64
+	g         int
+}
+
+func (p *hawkbit) Name() string     { return fmt.Sprintf("hawkbit-%g%%", 100*p.threshold) }
+func (p *hawkbit) Waves() []float64 { return p.groups }
+func (p *hawkbit) Step(h int, obs *Observed) Decision {
+	size := float64(obs.Size[p.g])
+	if size > 0 && float64(failed(obs.Waves[p.g]))/size >= p.threshold {
+		return Decision{Halted: true}
+	}
+	if p.g < len(p.groups)-1 && size > 0 && float64(reportedOf(obs.Waves[p.g]))/size >= 0.8 {
+		p.g++
+	}
+	return Decision{Percent: p.groups[p.g]}
+}
+
+// wufb: offers paced over days with a rollback threshold on the observed
+// failure rate.
+type wufb struct {
+	perDay float64 // percent of the fleet per day
+}
+
+func (p *wufb) Name() string     { return "wufb-paced" }
+func (p *wufb) Waves() []float64 { return []float64{100} }
+func (p *wufb) Step(h int, obs *Observed) Decision {
+	if n := reportedOf(obs.All); n >= 1000 && float64(failed(obs.All))/float64(n) >= 1.5*baseFailure {
+		return Decision{Halted: true}
+	}
+	return Decision{Percent: min(100, p.perDay*float64(h)/24)}
+}
+
+// rings: fixed rings, each baking a fixed time, with an end-of-bake check.
+type rings struct {
+	rings []float64
+	bake  int // hours
+	r     int
+	start int
+}
+
+func (p *rings) Name() string {
+	if p.bake%24 == 0 {
+		return fmt.Sprintf("rings-%dd", p.bake/24)
+	}
+	return fmt.Sprintf("rings-%dh", p.bake)
+}
+func (p *rings) Waves() []float64 { return p.rings }
+func (p *rings) Step(h int, obs *Observed) Decision {
+	if h-p.start >= p.bake && p.r < len(p.rings)-1 {
+		w := obs.Waves[p.r]
+		if n := reportedOf(w); n >= 100 && float64(failed(w))/float64(n) > 1.5*baseFailure {
+			return Decision{Halted: true}
+		}
+		p.r, p.start = p.r+1, h
+	}
+	return Decision{Percent: p.rings[p.r]}
+}
+
+// rateLimit: offers throttled over three days, never halted.
+type rateLimit struct{}
+
+func (rateLimit) Name() string     { return "rate-limit" }
+func (rateLimit) Waves() []float64 { return []float64{100} }
+func (rateLimit) Step(h int, _ *Observed) Decision {
+	return Decision{Percent: min(100, float64(h)*100/72)}
+}
+
+// Policies returns a fresh instance of every policy for a fleet of n.
+func Policies(n int) []Policy {
+	ws := waves(n)
+	return []Policy{
+		newRingmaster(n),
+		&hawkbit{groups: ws, threshold: 0.03}, &hawkbit{groups: ws, threshold: 0.05}, &hawkbit{groups: ws, threshold: 0.10},
+		&wufb{perDay: 25},
+		&rings{rings: ws, bake: 24}, &rings{rings: ws, bake: 48}, &rings{rings: ws, bake: 168},
+		rateLimit{},
+	}
+}

@@ -1,0 +1,272 @@
+package fleetbench
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// Horizon is how long a release is simulated.
+const Horizon = 30 * 24
+
+// Result is one policy's run on one world and release.
+type Result struct {
+	Policy string `json:"policy"`
+	Class  Class  `json:"class"`
+	World  uint64 `json:"world"`
+	// Exposed: devices that installed the release.
+	Exposed int64 `json:"exposed"`
+	// ExcessFailures: expected failures beyond the fleet's own baseline
+	// among the exposed (the release's harm).
+	ExcessFailures float64 `json:"excess_failures"`
+	// CohortExposed: exposed devices of a cohort-bad release's cohort.
+	CohortExposed int64 `json:"cohort_exposed"`
+	Halted        bool  `json:"halted"`
+	// HaltHour / HoldHour: when it stopped, or first held a cohort (-1: never).
+	HaltHour int `json:"halt_hour"`
+	HoldHour int `json:"hold_hour"`
+	// ExposedAtDetection: devices exposed when halted or (cohort) held.
+	ExposedAtDetection       int64 `json:"exposed_at_detection"`
+	CohortExposedAtDetection int64 `json:"cohort_exposed_at_detection"`
+	Holds                    int   `json:"holds"`
+	// FalseHolds: holds of a release that did not harm their devices.
+	FalseHolds int `json:"false_holds"`
+	// WronglyHeldDeviceDays: device-days good devices spent held.
+	WronglyHeldDeviceDays float64 `json:"wrongly_held_device_days"`
+	// Hours to offer 50, 90 and 100% of the fleet (-1: not within the horizon).
+	To50           int     `json:"hours_to_50"`
+	To90           int     `json:"hours_to_90"`
+	To100          int     `json:"hours_to_100"`
+	ComputeSeconds float64 `json:"compute_seconds"`
+}
+
+type report struct {
+	dev     int32
+	outcome Outcome
+}
+
+type simulation struct {
+	w         *World
+	rel       release
+	p         Policy
+	plan      rollout.Plan // the policy's grouping, for WaveOf
+	buckets   []uint32
+	wave      []uint8
+	cohort    []string
+	rules     *targeting.Env
+	obs       Observed
+	events    []cellEvent // every counted event, for cells on demand
+	needCells bool
+}
+
+// Run simulates release class cls on world w (seed identifies the world
+// for the outcome draws) under policy p.
+func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Result {
+	start := time.Now()
+	rel := newRelease(w, cls, rand.New(rand.NewPCG(seed, classSeed(cls))))
+	s := &simulation{w: w, rel: rel, p: p, rules: rules, cohort: w.CohortAttributes()}
+	_, s.needCells = p.(*ringmaster)
+	for _, pct := range p.Waves() {
+		s.plan.Waves = append(s.plan.Waves, rollout.Wave{Percent: pct})
+	}
+	n := len(w.Devices)
+	s.buckets, s.wave = make([]uint32, n), make([]uint8, n)
+	salt := fmt.Sprintf("fleetbench-%d", seed)
+	s.obs = Observed{All: map[string]int64{}, Waves: make([]map[string]int64, len(s.plan.Waves)),
+		Offered: make([]int64, len(s.plan.Waves)), Size: make([]int64, len(s.plan.Waves))}
+	for i := range s.obs.Waves {
+		s.obs.Waves[i] = map[string]int64{}
+	}
+	// Devices by check-in hour, in bucket order.
+	var byPhase [24][]int32
+	for i := range w.Devices {
+		s.buckets[i] = targeting.Bucket(salt, w.Devices[i].ID)
+		s.wave[i] = uint8(s.plan.WaveOf(s.buckets[i]))
+		s.obs.Size[s.wave[i]]++
+		byPhase[w.Devices[i].phase] = append(byPhase[w.Devices[i].phase], int32(i))
+	}
+	for g := range byPhase {
+		sort.Slice(byPhase[g], func(a, b int) bool { return s.buckets[byPhase[g][a]] < s.buckets[byPhase[g][b]] })
+	}
+	s.obs.Cells = s.cells
+	res := Result{Policy: p.Name(), Class: cls, World: seed, HaltHour: -1, HoldHour: -1, To50: -1, To90: -1, To100: -1}
+	var ptr [24]int
+	pending := make([][]report, Horizon+24*8)
+	var holds []*targeting.Rule
+	var heldAt []int // hour each held good device was held
+	for h := 0; h < Horizon; h++ {
+		for _, r := range pending[h] {
+			s.count(int(r.dev), r.outcome)
+		}
+		pending[h] = nil
+		d := p.Step(h, &s.obs)
+		for _, src := range d.Holds {
+			rule, err := rules.Compile(src)
+			if err != nil {
+				panic(fmt.Sprintf("hold rule %q: %v", src, err))
+			}
+			holds = append(holds, rule)
+			res.Holds++
+			if res.HoldHour < 0 {
+				res.HoldHour = h
+			}
+			if !s.holdIsRight(rule) {
+				res.FalseHolds++
+			}
+			if cls.Cohort() && res.HoldHour == h {
+				res.CohortExposedAtDetection = res.CohortExposed
+			}
+		}
+		if d.Halted {
+			res.Halted, res.HaltHour, res.ExposedAtDetection = true, h, res.Exposed
+			if cls.Cohort() && res.HoldHour < 0 {
+				res.CohortExposedAtDetection = res.CohortExposed
+			}
+			break
+		}
+		for _, t := range []struct {
+			pct float64
+			at  *int
+		}{{50, &res.To50}, {90, &res.To90}, {100, &res.To100}} {
+			if *t.at < 0 && d.Percent >= t.pct {
+				*t.at = h
+			}
+		}
+		limit := targeting.Threshold(d.Percent)
+		g := h % 24
+		devs := byPhase[g]
+		for ; ptr[g] < len(devs) && s.buckets[devs[ptr[g]]] < limit; ptr[g]++ {
+			i := devs[ptr[g]]
+			dev := &w.Devices[i]
+			if held(holds, w, dev) {
+				if !(rel.cohort != nil && w.in(dev, *rel.cohort)) {
+					heldAt = append(heldAt, h)
+				}
+				continue
+			}
+			rng := rand.New(rand.NewPCG(seed^classSeed(cls), uint64(i)))
+			o, delay := rel.install(w, dev, h, rng)
+			res.Exposed++
+			res.ExcessFailures += rel.failureP(w, dev, h) - rel.baselineP(w, dev, h)
+			if rel.cohort != nil && w.in(dev, *rel.cohort) {
+				res.CohortExposed++
+			}
+			s.obs.Offered[s.wave[i]]++
+			s.add(int(i), "offered")
+			if delay >= 0 && h+delay < len(pending) {
+				pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o})
+			}
+		}
+	}
+	if !res.Halted && res.HoldHour < 0 {
+		res.ExposedAtDetection = res.Exposed
+		res.CohortExposedAtDetection = res.CohortExposed
+	}
+	for _, at := range heldAt {
+		res.WronglyHeldDeviceDays += float64(Horizon-at) / 24
+	}
+	res.ComputeSeconds = time.Since(start).Seconds()
+	return res
+}
+
+func classSeed(c Class) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(c))
+	return h.Sum64()
+}
+
+func held(holds []*targeting.Rule, w *World, d *Device) bool {
+	if len(holds) == 0 {
+		return false
+	}
+	td := &targeting.Device{ID: d.ID, Attributes: w.Attributes(d)}
+	for _, r := range holds {
+		if ok, err := r.Match(td); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+// holdIsRight: a hold is right when most devices it matches are in the
+// release's bad cohort.
+func (s *simulation) holdIsRight(rule *targeting.Rule) bool {
+	if s.rel.cohort == nil {
+		return false
+	}
+	var matched, bad int
+	for i := range s.w.Devices {
+		d := &s.w.Devices[i]
+		if held([]*targeting.Rule{rule}, s.w, d) {
+			matched++
+			if s.w.in(d, *s.rel.cohort) {
+				bad++
+			}
+		}
+		if matched >= 2000 {
+			break
+		}
+	}
+	return matched > 0 && bad*2 >= matched
+}
+
+// count records a device's reported outcome as the server counts it: an
+// install that later rolled back or crashed also succeeded.
+func (s *simulation) count(i int, o Outcome) {
+	switch o {
+	case RolledBack, Crashed:
+		s.add(i, Succeeded.event())
+	}
+	s.add(i, o.event())
+}
+
+func (s *simulation) add(i int, event string) {
+	w := s.wave[i]
+	s.obs.All[event]++
+	s.obs.Waves[w][event]++
+	if s.needCells {
+		s.events = append(s.events, cellEvent{dev: int32(i), event: event})
+	}
+}
+
+type cellEvent struct {
+	dev   int32
+	event string
+}
+
+// cells counts every reported event per cohort cell (the server's own
+// telemetry.Cells), from the start: the gate asks only when it localizes a
+// regression, so this is rare.
+func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[string]int64, error) {
+	all := map[string]map[string]int64{}
+	cur := map[string]map[string]int64{}
+	for _, e := range s.events {
+		d := &s.w.Devices[e.dev]
+		for _, c := range telemetry.Cells(s.w.Attributes(d), s.cohort, nil)[1:] {
+			if all[c] == nil {
+				all[c] = map[string]int64{}
+			}
+			all[c][e.event]++
+			if int(s.wave[e.dev]) == wave {
+				if cur[c] == nil {
+					cur[c] = map[string]int64{}
+				}
+				cur[c][e.event]++
+			}
+		}
+	}
+	out := make([]health.CellDevices, 0, len(all))
+	for c, devs := range all {
+		out = append(out, health.CellDevices{Cell: c, Devices: devs})
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Cell < out[b].Cell })
+	cur[""] = s.obs.Waves[wave]
+	return out, cur, nil
+}
