@@ -154,7 +154,9 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 			rng := rand.New(rand.NewPCG(seed^classSeed(cls), uint64(i)))
 			o, delay := rel.install(w, dev, h, rng)
 			res.Exposed++
-			res.ExcessFailures += rel.failureP(w, dev, h) - rel.baselineP(w, dev, h)
+			fp := rel.failureP(w, dev, h)
+			// Harm: failures beyond the device's own, plus crashes beyond the fleet's.
+			res.ExcessFailures += fp - rel.baselineP(w, dev, h) + (1-fp)*(1-baseRollback)*baseCrash*(rel.crashMul-1)
 			if rel.cohort != nil && w.in(dev, *rel.cohort) {
 				res.CohortExposed++
 			}
