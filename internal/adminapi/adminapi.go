@@ -178,8 +178,6 @@ func Principal(ctx context.Context) access.Principal {
 	return p
 }
 
-func principal(ctx context.Context) access.Principal { return Principal(ctx) }
-
 // Authenticate resolves a bearer token to its principal.
 func (a *API) Authenticate(ctx context.Context, header string) (access.Principal, error) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")
@@ -217,7 +215,7 @@ func (a *API) authenticated(d decision, next http.HandlerFunc) http.Handler {
 }
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	perms := []access.Permission{}
 	for _, perm := range []access.Permission{access.Read, access.Publish, access.Widen, access.Reduce, access.AuditRead, access.Administer} {
 		if p.Can(perm) {
@@ -242,7 +240,7 @@ func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	ps = slices.DeleteFunc(ps, func(x catalog.Product) bool { return !p.InScope(x.Name) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"products": ps})
 }
@@ -251,7 +249,7 @@ func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	err := catalog.ValidateProductName("name", name)
 	if err == nil {
-		err = principal(r.Context()).AuthorizeProduct(name)
+		err = Principal(r.Context()).AuthorizeProduct(name)
 	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -280,7 +278,7 @@ func (a *API) putProduct(w http.ResponseWriter, r *http.Request) {
 	np.Name = r.PathValue("name")
 	err := np.Validate()
 	if err == nil {
-		err = principal(r.Context()).AuthorizeProduct(np.Name)
+		err = Principal(r.Context()).AuthorizeProduct(np.Name)
 	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -336,7 +334,7 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 	nu.Normalize()
 	v, err := nu.Validate(a.cfg.MaxPayloadBytes)
 	if err == nil {
-		err = principal(r.Context()).AuthorizeProduct(nu.Product)
+		err = Principal(r.Context()).AuthorizeProduct(nu.Product)
 	}
 	if err == nil {
 		err = a.checkRule("applicability", nu.Applicability)
@@ -351,7 +349,7 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.Logger(r.Context()).Info("update created", "update", u.ID, "product", u.Product, "version", u.Version,
-		"created", created, "actor", principal(r.Context()).Actor())
+		"created", created, "actor", Principal(r.Context()).Actor())
 	httpapi.WriteJSON(w, statusFor(created), a.view(u))
 }
 
@@ -364,7 +362,7 @@ func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	if p.Scoped() && f.Product == "" {
 		f.Products = p.Products
 	} else if err := p.AuthorizeProduct(f.Product); f.Product != "" && err != nil {
@@ -417,7 +415,7 @@ func (a *API) update(r *http.Request) (catalog.Update, error) {
 	if err != nil {
 		return u, err
 	}
-	return u, principal(r.Context()).AuthorizeProduct(u.Product)
+	return u, Principal(r.Context()).AuthorizeProduct(u.Product)
 }
 
 // payload finds the payload named by the path in the path's update.
@@ -540,7 +538,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(r.Context()).Info("publish submitted", "update", u.ID, "state", u.State, "actor", principal(r.Context()).Actor())
+	httpapi.Logger(r.Context()).Info("publish submitted", "update", u.ID, "state", u.State, "actor", Principal(r.Context()).Actor())
 	httpapi.WriteJSON(w, http.StatusAccepted, a.view(u))
 }
 

@@ -58,11 +58,11 @@ func (a *API) decideApproval(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	ap, err := a.cfg.Planner.Decide(ctx, principal(ctx), id, decision == "approve", reason)
+	ap, err := a.cfg.Planner.Decide(ctx, Principal(ctx), id, decision == "approve", reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(ctx).Info("approval decided", "approval", ap.ID, "status", ap.Status, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("approval decided", "approval", ap.ID, "status", ap.Status, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusOK, ap)
 }

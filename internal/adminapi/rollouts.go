@@ -48,12 +48,12 @@ func (a *API) createDeployment(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d, created, err := a.cfg.Controller.Deploy(ctx, id, req.Plan, principal(ctx).Actor())
+	d, created, err := a.cfg.Controller.Deploy(ctx, id, req.Plan, Principal(ctx).Actor())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("deployment created", "deployment", d.ID, "update", d.UpdateID, "created", created, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, statusFor(created), d)
 }
 
@@ -63,7 +63,7 @@ func (a *API) authorizeUpdate(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return principal(ctx).AuthorizeProduct(u.Product)
+	return Principal(ctx).AuthorizeProduct(u.Product)
 }
 
 // resolveUpdate finds an update by id, or by product and version.
@@ -106,7 +106,7 @@ func (a *API) listDeployments(w http.ResponseWriter, r *http.Request) {
 		}
 		f.States = []rollout.State{st}
 	}
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	if err := p.AuthorizeProduct(f.Product); f.Product != "" && err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -129,7 +129,7 @@ func (a *API) deployment(r *http.Request) (rollout.Deployment, error) {
 	if err != nil {
 		return d, err
 	}
-	return d, principal(r.Context()).AuthorizeProduct(d.Product)
+	return d, Principal(r.Context()).AuthorizeProduct(d.Product)
 }
 
 func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
@@ -205,13 +205,13 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d, err := a.cfg.Controller.Command(ctx, id, cmd, principal(ctx).Actor(), req.Reason)
+	d, err := a.cfg.Controller.Command(ctx, id, cmd, Principal(ctx).Actor(), req.Reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	httpapi.Logger(ctx).Info("deployment command", "deployment", d.ID, "command", cmd, "state", d.State,
-		"actor", principal(ctx).Actor(), "reason", req.Reason)
+		"actor", Principal(ctx).Actor(), "reason", req.Reason)
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
@@ -232,7 +232,7 @@ func (a *API) createHold(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	err := catalog.ValidateProductName("product", req.Product)
 	if err == nil {
-		err = principal(ctx).AuthorizeProduct(req.Product)
+		err = Principal(ctx).AuthorizeProduct(req.Product)
 	}
 	switch {
 	case err != nil:
@@ -260,13 +260,13 @@ func (a *API) createHold(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h, err := a.cfg.Store.CreateHold(ctx, targeting.Hold{ID: catalog.NewID("hld", a.cfg.Now()), Product: req.Product,
-		UpdateID: req.UpdateID, Rule: req.Rule, Reason: req.Reason, Source: targeting.HoldManual, CreatedBy: principal(ctx).Actor()}, nil)
+		UpdateID: req.UpdateID, Rule: req.Rule, Reason: req.Reason, Source: targeting.HoldManual, CreatedBy: Principal(ctx).Actor()}, nil)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	a.refresh(ctx)
-	httpapi.Logger(ctx).Info("hold created", "hold", h.ID, "product", h.Product, "update", h.UpdateID, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("hold created", "hold", h.ID, "product", h.Product, "update", h.UpdateID, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusCreated, h)
 }
 
@@ -294,7 +294,7 @@ func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	hs = slices.DeleteFunc(hs, func(h targeting.Hold) bool { return !p.InScope(h.Product) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"holds": hs})
 }
@@ -309,7 +309,7 @@ func (a *API) hold(r *http.Request) (targeting.Hold, error) {
 	if err != nil {
 		return h, err
 	}
-	return h, principal(r.Context()).AuthorizeProduct(h.Product)
+	return h, Principal(r.Context()).AuthorizeProduct(h.Product)
 }
 
 func (a *API) getHold(w http.ResponseWriter, r *http.Request) {
@@ -335,7 +335,7 @@ func (a *API) activateHold(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.refresh(ctx)
-	httpapi.Logger(ctx).Info("hold activated", "hold", h.ID, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("hold activated", "hold", h.ID, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusOK, h)
 }
 
@@ -346,13 +346,13 @@ func (a *API) releaseHold(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, ctx := held.ID, r.Context()
-	h, err := a.cfg.Store.ReleaseHold(ctx, id, principal(ctx).Actor())
+	h, err := a.cfg.Store.ReleaseHold(ctx, id, Principal(ctx).Actor())
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	a.refresh(ctx)
-	httpapi.Logger(ctx).Info("hold released", "hold", h.ID, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("hold released", "hold", h.ID, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusOK, h)
 }
 
@@ -368,7 +368,7 @@ const maxRingMembers = 10000
 
 func (a *API) putRing(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := principal(r.Context()).AuthorizeUnscoped("a ring"); err != nil {
+	if err := Principal(r.Context()).AuthorizeUnscoped("a ring"); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
@@ -472,7 +472,7 @@ func (a *API) explain(w http.ResponseWriter, r *http.Request) {
 		now = *req.At
 	}
 	snap := a.cfg.Snapshots.Snapshot()
-	p := principal(ctx)
+	p := Principal(ctx)
 	decisions := slices.DeleteFunc(snap.Explain(c, req.UpdateID, now), func(d delivery.Decision) bool { return !p.InScope(d.Product) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 		"device": map[string]any{"id": c.DeviceID, "attributes": req.Attributes, "installed": req.Installed, "source": source},

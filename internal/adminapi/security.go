@@ -45,7 +45,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 		err = req.NewTokenRequest.Validate()
 	}
 	ctx := r.Context()
-	p := principal(ctx)
+	p := Principal(ctx)
 	if err == nil {
 		err = p.AuthorizeUnscoped("token management")
 	}
@@ -102,12 +102,12 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request, prefix string, fn f
 		return
 	}
 	ctx := r.Context()
-	out, err := fn(ctx, id, principal(ctx).Actor(), reason)
+	out, err := fn(ctx, id, Principal(ctx).Actor(), reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(ctx).Info("revoked", "id", id, "actor", principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("revoked", "id", id, "actor", Principal(ctx).Actor())
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
@@ -132,7 +132,7 @@ func (a *API) createEnrollmentKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	actor := principal(ctx).Actor()
+	actor := Principal(ctx).Actor()
 	secret, k := access.NewEnrollmentKey(req.Name, actor, a.cfg.Now().UTC().Truncate(time.Microsecond), ttl)
 	if err := a.cfg.Store.CreateEnrollmentKey(ctx, k, actor); err != nil {
 		httpapi.WriteError(w, r, err)
@@ -176,7 +176,7 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if err := a.cfg.Store.RevokeDevice(ctx, id, principal(ctx).Actor(), reason); err != nil {
+	if err := a.cfg.Store.RevokeDevice(ctx, id, Principal(ctx).Actor(), reason); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
@@ -187,7 +187,7 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request) {
 // listAudit returns audit entries, newest first, filtered by actor, action
 // (a trailing * matches a prefix), target and time, paged by seq.
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
-	p := principal(r.Context())
+	p := Principal(r.Context())
 	if err := p.AuthorizeUnscoped("the audit log"); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -241,7 +241,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 // verifyAudit recomputes the whole chain. Optional anchors ("SEQ:HASH",
 // repeated) recorded from earlier runs catch a wholesale rewrite.
 func (a *API) verifyAudit(w http.ResponseWriter, r *http.Request) {
-	if err := principal(r.Context()).AuthorizeUnscoped("the audit log"); err != nil {
+	if err := Principal(r.Context()).AuthorizeUnscoped("the audit log"); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}

@@ -436,16 +436,14 @@ func (pl *Planner) execute(ctx context.Context, c Change, actor string) (any, er
 			err = pl.cfg.Refresh(ctx)
 		}
 	case Deploy:
-		var u struct{ ID string }
 		v, verr := catalog.ValidateVersion("version", c.Version)
 		if verr != nil {
 			return nil, verr
 		}
-		upd, uerr := pl.cfg.Store.UpdateByVersion(ctx, c.Product, v)
+		u, uerr := pl.cfg.Store.UpdateByVersion(ctx, c.Product, v)
 		if uerr != nil {
 			return nil, uerr
 		}
-		u.ID = upd.ID
 		res, _, err = pl.cfg.Controller.Deploy(ctx, u.ID, *c.Plan, actor)
 	default:
 		err = fault.Field("action", "unknown action %q", c.Action)

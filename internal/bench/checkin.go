@@ -308,12 +308,6 @@ func deviceName(i int) string { return fmt.Sprintf("bench-device-%07d", i) }
 
 func productName(i int) string { return fmt.Sprintf("bench-product-%03d", i) }
 
-// startSeeded starts an in-process server whose catalog is seeded (see
-// seed).
-func startSeeded(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, func(), error) {
-	url, _, stop, err := startSeededApp(ctx, cfg, log)
-	return url, stop, err
-}
 
 // startSeededApp is startSeeded that also returns the server.
 func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, *app.App, func(), error) {

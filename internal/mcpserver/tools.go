@@ -2,6 +2,7 @@ package mcpserver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -138,8 +139,8 @@ func (s *Server) tools() {
 			ps, err := s.cfg.Store.Products(ctx)
 			ps = visible(p, ps, func(x catalog.Product) string { return x.Name })
 			if q := strings.ToLower(in.Query); q != "" {
-				ps = slicesFilter(ps, func(x catalog.Product) bool {
-					return strings.Contains(strings.ToLower(x.Name+" "+x.Title), q)
+				ps = slices.DeleteFunc(ps, func(x catalog.Product) bool {
+					return !strings.Contains(strings.ToLower(x.Name+" "+x.Title), q)
 				})
 			}
 			return productsOut{Products: ps}, err
@@ -345,14 +346,4 @@ func (s *Server) tools() {
 				}
 			}
 		})
-}
-
-func slicesFilter[T any](xs []T, keep func(T) bool) []T {
-	out := xs[:0]
-	for _, x := range xs {
-		if keep(x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }

@@ -59,6 +59,12 @@ type served struct {
 	generation int64
 	files      map[string][]byte // "root.json", "targets.json", …
 	targets    map[string]*metadata.TargetFiles
+	versions   map[string]roleVersion
+}
+
+type roleVersion struct {
+	version int64
+	expires time.Time
 }
 
 // New returns a repository; call Init before serving.
@@ -157,20 +163,41 @@ func putRole[T metadata.Roles](ctx context.Context, tx *store.Tx, md *metadata.M
 	if err != nil {
 		return err
 	}
-	var role string
-	var version int64
-	var expires time.Time
+	role, version, expires := roleInfo(md)
+	return tx.PutTUF(ctx, role, version, b, expires)
+}
+
+// roleInfo returns a metadata file's role, version and expiry.
+func roleInfo[T metadata.Roles](md *metadata.Metadata[T]) (role string, version int64, expires time.Time) {
 	switch s := any(&md.Signed).(type) {
 	case *metadata.RootType:
-		role, version, expires = Root, s.Version, s.Expires
+		return Root, s.Version, s.Expires
 	case *metadata.TargetsType:
-		role, version, expires = Targets, s.Version, s.Expires
+		return Targets, s.Version, s.Expires
 	case *metadata.SnapshotType:
-		role, version, expires = Snapshot, s.Version, s.Expires
+		return Snapshot, s.Version, s.Expires
 	case *metadata.TimestampType:
-		role, version, expires = Timestamp, s.Version, s.Expires
+		return Timestamp, s.Version, s.Expires
 	}
-	return tx.PutTUF(ctx, role, version, b, expires)
+	return "", 0, time.Time{}
+}
+
+// current reads a role's newest metadata and says whether it must be
+// signed anew: there is none, it is past half its lifetime (or force), or
+// it is not signed by the keys root names for the role. version is 0 when
+// there is none.
+func current[T metadata.Roles](ctx context.Context, tx *store.Tx, r *Repo, role string, empty *metadata.Metadata[T],
+	root *metadata.Metadata[metadata.RootType], force bool) (md *metadata.Metadata[T], version int64, resign bool, err error) {
+	md, _, err = latest(ctx, tx, role, empty)
+	if fault.Is(err, fault.NotFound) {
+		return nil, 0, true, nil
+	}
+	if err != nil {
+		return nil, 0, false, err
+	}
+	_, version, expires := roleInfo(md)
+	resign = force || expires.Sub(r.cfg.Now()) < r.ttl(role)/2 || root.VerifyDelegate(role, md) != nil
+	return md, version, resign, nil
 }
 
 func latest[T metadata.Roles](ctx context.Context, tx *store.Tx, role string, md *metadata.Metadata[T]) (*metadata.Metadata[T], []byte, error) {
@@ -221,8 +248,6 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 			r.cfg.Log.Error("TUF root expires soon and this server cannot re-sign it; sign a new root offline", "expires", root.Signed.Expires, "err", err)
 		}
 	}
-	stale := func(expires time.Time, role string) bool { return force || expires.Sub(now) < r.ttl(role)/2 }
-
 	// targets
 	payloads, err := tx.PublishedPayloads(ctx)
 	if err != nil {
@@ -237,16 +262,12 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 		path := TargetPath(p.Product, p.Version, p.Name)
 		want[path] = &metadata.TargetFiles{Length: p.Size, Hashes: metadata.Hashes{"sha256": sum}, Path: path}
 	}
-	targets, _, err := latest(ctx, tx, Targets, metadata.Targets())
-	var targetsVersion int64
-	newTargets := fault.Is(err, fault.NotFound)
-	switch {
-	case err != nil && !newTargets:
+	targets, targetsVersion, newTargets, err := current(ctx, tx, r, Targets, metadata.Targets(), root, force)
+	if err != nil {
 		return false, err
-	case err == nil:
-		targetsVersion = targets.Signed.Version
-		newTargets = stale(targets.Signed.Expires, Targets) || !sameTargets(targets.Signed.Targets, want) ||
-			root.VerifyDelegate(Targets, targets) != nil
+	}
+	if targets != nil && !sameTargets(targets.Signed.Targets, want) {
+		newTargets = true
 	}
 	if newTargets {
 		md := metadata.Targets(r.expiry(Targets))
@@ -262,16 +283,11 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 	}
 
 	// snapshot
-	snap, _, err := latest(ctx, tx, Snapshot, metadata.Snapshot())
-	var snapVersion int64
-	newSnap := newTargets || fault.Is(err, fault.NotFound)
-	switch {
-	case err != nil && !fault.Is(err, fault.NotFound):
+	_, snapVersion, newSnap, err := current(ctx, tx, r, Snapshot, metadata.Snapshot(), root, force)
+	if err != nil {
 		return false, err
-	case err == nil:
-		snapVersion = snap.Signed.Version
-		newSnap = newSnap || stale(snap.Signed.Expires, Snapshot) || root.VerifyDelegate(Snapshot, snap) != nil
 	}
+	newSnap = newSnap || newTargets
 	var snapBytes []byte
 	if newSnap {
 		md := metadata.Snapshot(r.expiry(Snapshot))
@@ -290,16 +306,11 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 	}
 
 	// timestamp
-	ts, _, err := latest(ctx, tx, Timestamp, metadata.Timestamp())
-	var tsVersion int64
-	newTS := newSnap || fault.Is(err, fault.NotFound)
-	switch {
-	case err != nil && !fault.Is(err, fault.NotFound):
+	_, tsVersion, newTS, err := current(ctx, tx, r, Timestamp, metadata.Timestamp(), root, force)
+	if err != nil {
 		return false, err
-	case err == nil:
-		tsVersion = ts.Signed.Version
-		newTS = newTS || stale(ts.Signed.Expires, Timestamp) || root.VerifyDelegate(Timestamp, ts) != nil
 	}
+	newTS = newTS || newSnap
 	if newTS {
 		if snapBytes == nil {
 			if snapBytes, err = tx.TUFVersion(ctx, Snapshot, snapVersion); err != nil {
@@ -401,8 +412,35 @@ func (r *Repo) Reload(ctx context.Context) error {
 		return err
 	}
 	next.targets = t.Signed.Targets
+	next.versions = map[string]roleVersion{}
+	next.versions[Targets] = versionOf(t)
+	for _, err := range []error{
+		addVersion(next.versions, next.files["root.json"], metadata.Root()),
+		addVersion(next.versions, next.files["snapshot.json"], metadata.Snapshot()),
+		addVersion(next.versions, next.files["timestamp.json"], metadata.Timestamp()),
+	} {
+		if err != nil {
+			return err
+		}
+	}
 	r.cur.Store(next)
 	r.pending.CompareAndSwap(pending, 0)
+	return nil
+}
+
+func versionOf[T metadata.Roles](md *metadata.Metadata[T]) roleVersion {
+	_, v, e := roleInfo(md)
+	return roleVersion{v, e}
+}
+
+// addVersion records a metadata file's version and expiry under its role.
+func addVersion[T metadata.Roles](into map[string]roleVersion, b []byte, empty *metadata.Metadata[T]) error {
+	md, err := empty.FromBytes(b)
+	if err != nil {
+		return err
+	}
+	role, _, _ := roleInfo(md)
+	into[role] = versionOf(md)
 	return nil
 }
 
@@ -461,39 +499,23 @@ func (r *Repo) Status() (Status, error) {
 		return Status{}, err
 	}
 	st := Status{Roles: map[string]RoleStatus{}}
-	versions := map[string]struct {
-		v int64
-		e time.Time
-	}{Root: {root.Signed.Version, root.Signed.Expires}}
-	if t, err := metadata.Targets().FromBytes(cur.files["targets.json"]); err == nil {
-		versions[Targets] = struct {
-			v int64
-			e time.Time
-		}{t.Signed.Version, t.Signed.Expires}
-	}
-	if s, err := metadata.Snapshot().FromBytes(cur.files["snapshot.json"]); err == nil {
-		versions[Snapshot] = struct {
-			v int64
-			e time.Time
-		}{s.Signed.Version, s.Signed.Expires}
-	}
-	if t, err := metadata.Timestamp().FromBytes(cur.files["timestamp.json"]); err == nil {
-		versions[Timestamp] = struct {
-			v int64
-			e time.Time
-		}{t.Signed.Version, t.Signed.Expires}
-	}
 	for role, spec := range root.Signed.Roles {
-		held := 0
-		for _, id := range spec.KeyIDs {
-			if r.cfg.Keys.Signer(id) != nil {
-				held++
-			}
-		}
-		st.Roles[role] = RoleStatus{Version: versions[role].v, Expires: versions[role].e, KeyIDs: spec.KeyIDs,
-			Threshold: spec.Threshold, HeldKeys: held}
+		v := cur.versions[role]
+		st.Roles[role] = RoleStatus{Version: v.version, Expires: v.expires, KeyIDs: spec.KeyIDs,
+			Threshold: spec.Threshold, HeldKeys: r.held(spec)}
 	}
 	return st, nil
+}
+
+// held counts the keys of a role this server's keyring holds.
+func (r *Repo) held(spec *metadata.Role) int {
+	n := 0
+	for _, id := range spec.KeyIDs {
+		if r.cfg.Keys.Signer(id) != nil {
+			n++
+		}
+	}
+	return n
 }
 
 func keySummary(root *metadata.Metadata[metadata.RootType]) map[string]any {
@@ -622,13 +644,7 @@ func (r *Repo) AcceptRoot(ctx context.Context, body []byte, actor, reason string
 			if spec == nil {
 				return fault.E(fault.Invalid, "the new root has no %s role", role)
 			}
-			held := 0
-			for _, id := range spec.KeyIDs {
-				if r.cfg.Keys.Signer(id) != nil {
-					held++
-				}
-			}
-			if held < spec.Threshold {
+			if r.held(spec) < spec.Threshold {
 				return fault.E(fault.Invalid, "this server does not hold the %s keys the new root names; create them with rotate-online", role)
 			}
 		}
