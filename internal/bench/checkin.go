@@ -308,8 +308,8 @@ func deviceName(i int) string { return fmt.Sprintf("bench-device-%07d", i) }
 
 func productName(i int) string { return fmt.Sprintf("bench-product-%03d", i) }
 
-
-// startSeededApp is startSeeded that also returns the server.
+// startSeededApp starts an in-process server whose catalog is seeded (see
+// seed) and returns its URL, the server, and a stop function.
 func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (string, *app.App, func(), error) {
 	dir, err := os.MkdirTemp("", "ringmaster-bench-")
 	if err != nil {
