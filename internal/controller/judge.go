@@ -13,9 +13,19 @@ import (
 // outcome over all waves so far and in the current wave, and (computed
 // only when a regression needs localizing) the same per cohort cell.
 type Evidence struct {
-	Wave    int
+	Wave int
+	// Planned is how many devices the current wave is expected to reach
+	// (0: unknown); rare metrics a wave this size cannot prove healthy are
+	// watched rather than required (health.EvaluateWave).
+	Planned int64
 	All     map[string]int64
 	Current map[string]int64
+	// RiskAll and RiskCurrent: in a risk-ordered rollout, the mean
+	// predicted failure risk of the devices that reported (over all waves,
+	// in the current wave) relative to the population the baseline was
+	// measured on; the failure baseline is scaled by it, so exposing the
+	// least risky devices first does not hide a regression (0: 1).
+	RiskAll, RiskCurrent float64
 	// Cells returns every cohort cell's counts over all waves, and each
 	// cell's counts in the current wave.
 	Cells func() (all []health.CellDevices, current map[string]map[string]int64, err error)
@@ -73,9 +83,10 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 	if g != nil {
 		autoHold = g.AutoHold
 	}
-	r := health.Evaluate(cfg, base, ev.All, ev.Wave)
+	baseAll, baseCurrent := riskAdjusted(cfg, base, ev.RiskAll), riskAdjusted(cfg, base, ev.RiskCurrent)
+	r := health.Evaluate(cfg, baseAll, ev.All, ev.Wave)
 	if r.Verdict != health.Regressed {
-		return health.Evaluate(cfg, base, ev.Current, ev.Wave), nil
+		return currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, ev.All), nil
 	}
 	r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
 	if autoHold == "" || ev.Cells == nil {
@@ -85,7 +96,7 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 	if err != nil {
 		return r, err
 	}
-	loc, ok := health.Localize(cfg, base, ev.All, cells, ev.Wave)
+	loc, ok := health.Localize(cfg, baseAll, ev.All, cells, ev.Wave)
 	if !ok {
 		r.Summary += "; not localized to a cohort, so the rollout pauses"
 		return r, nil
@@ -108,14 +119,49 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 		return r, nil
 	}
 	// Held (or about to be): judge the current wave without the cohort.
-	rest := map[string]int64{}
+	rest, restAll := map[string]int64{}, map[string]int64{}
 	for k, v := range ev.Current {
 		rest[k] = v - current[loc.Cell][k]
 	}
-	out := health.Evaluate(cfg, base, rest, ev.Wave)
+	var cellAll map[string]int64
+	for _, c := range cells {
+		if c.Cell == loc.Cell {
+			cellAll = c.Devices
+		}
+	}
+	for k, v := range ev.All {
+		restAll[k] = v - cellAll[k]
+	}
+	out := currentWave(cfg, baseCurrent, rest, ev.Wave, ev.Planned, restAll)
 	out.Cohort, out.HoldID = &loc, holdID
 	out.Summary = fmt.Sprintf("cohort %s held automatically (%s); without it, %s", loc.Cell, orPending(holdID), out.Summary)
 	return out, nil
+}
+
+// currentWave judges the current wave once all waves together have not
+// regressed: only all waves' evidence pauses the rollout (one regression
+// test per metric keeps the false-pause rate at Alpha per metric), so a
+// current wave that looks worse on its own waits for more evidence instead.
+func currentWave(cfg health.GateConfig, base health.Baseline, current map[string]int64, wave int, planned int64, all map[string]int64) health.GateResult {
+	r := health.EvaluateWave(cfg, base, current, wave, planned, all)
+	if r.Verdict == health.Regressed {
+		r.Verdict = health.Inconclusive
+		r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", wave+1), fmt.Sprintf("wave %d inconclusive: on its own it looks worse", wave+1), 1) +
+			", but all waves together do not; waiting for more evidence"
+	}
+	return r
+}
+
+// riskAdjusted scales the failure baseline by the exposed devices'
+// relative predicted risk, keeping the absolute tolerance of the fleet's.
+func riskAdjusted(cfg health.GateConfig, base health.Baseline, relative float64) health.Baseline {
+	if relative <= 0 || relative == 1 {
+		return base
+	}
+	base.FailureTolerance = cfg.Margin * base.Failure
+	base.Failure = min(0.5, base.Failure*relative)
+	base.Source += fmt.Sprintf(", × %.2f for the predicted risk of the devices exposed", relative)
+	return base
 }
 
 func orPending(id string) string {

@@ -40,6 +40,11 @@ type Baseline struct {
 	Failure  float64 `json:"failure"`
 	Rollback float64 `json:"rollback"`
 	Crash    float64 `json:"crash"`
+	// FailureTolerance, when set, is the absolute rise of the failure rate
+	// tolerated when calling a wave healthy (instead of Margin × Failure):
+	// a baseline scaled down for the low predicted risk of the devices
+	// exposed first keeps the fleet's tolerance in failures per device.
+	FailureTolerance float64 `json:"failure_tolerance,omitempty"`
 	// Source says where they come from ("declared", "previous release …").
 	Source string `json:"source"`
 }
@@ -56,6 +61,32 @@ type Test struct {
 	// healthy at log(1/Beta).
 	LogLRBetter float64 `json:"log_lr_better"`
 	Verdict     Verdict `json:"verdict"`
+	// Watched: the wave is too small to prove this (rare) metric healthy,
+	// so it does not hold the wave back; its regression test still runs
+	// on every look and over every wave.
+	Watched bool `json:"watched,omitempty"`
+	// HealthyOverAll: healthy on the counts of every wave so far (this
+	// wave alone had too little evidence).
+	HealthyOverAll bool `json:"healthy_over_all_waves,omitempty"`
+}
+
+// metric is one gate metric's events out of devices.
+type metric struct {
+	name string
+	k, n int64
+	p0   float64
+}
+
+// metricsOf returns failures (of devices that finished installing),
+// rollbacks and crashes (of those that succeeded) with their baselines.
+func metricsOf(base Baseline, devices map[string]int64) []metric {
+	ok := devices["install_succeeded"]
+	failed := devices["install_failed"] + devices["download_failed"]
+	return []metric{
+		{"failure", failed, ok + failed, base.Failure},
+		{"rollback", devices["rolled_back"], ok, base.Rollback},
+		{"crash", devices["post_install_crash"], ok, base.Crash},
+	}
 }
 
 // GateResult is a gate's verdict with the numbers behind it.
@@ -110,12 +141,38 @@ func logMixture(k, n int64, p0 float64, ratios []float64, base float64) float64 
 	return m + math.Log(s)
 }
 
+// provable reports whether n devices at exactly the baseline rate p0 would
+// prove "below hi" (log(1/Beta) of evidence) with probability at least
+// 1-Beta: the expected log likelihood ratio of the mixture's own-baseline
+// component, less the mixture's weight, must clear the bar by z(1-Beta)
+// standard deviations (normal approximation to the event count).
+func provable(cfg GateConfig, n, p0, hi float64) bool {
+	a, b := math.Log(p0/hi), math.Log((1-p0)/(1-hi))
+	mean := n*(p0*a+(1-p0)*b) - math.Log(float64(len(betterRatios)))
+	sd := math.Abs(a-b) * math.Sqrt(n*p0*(1-p0))
+	z := math.Sqrt2 * math.Erfinv(1-2*cfg.Beta)
+	return mean-z*sd >= math.Log(1/cfg.Beta)
+}
+
 // Evaluate runs the gate on a wave's counts: per metric, "regressed" once
 // the evidence that the rate exceeds the baseline passes log(1/Alpha);
 // "healthy" once the evidence that it is below baseline × (1+Margin)
 // passes log(1/Beta) and enough of the exposed devices have reported.
 // The wave is regressed if any metric is, healthy if all are.
 func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int) GateResult {
+	return EvaluateWave(cfg, base, devices, wave, 0, nil)
+}
+
+// EvaluateWave is Evaluate for a wave of planned devices (0: unknown)
+// within a rollout whose counts over every wave so far are all (nil: only
+// this wave). A metric is healthy when this wave or all waves together
+// show it below the margin: once a wave has reported all it will, the
+// waves before it still add evidence. A rare metric (rollbacks, crashes)
+// that even the whole wave could not prove healthy is watched rather than
+// required: it cannot hold the wave back forever, and its regression test
+// still pauses the rollout. Install failures, the primary metric, are
+// always required.
+func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave int, planned int64, all map[string]int64) GateResult {
 	ok := devices["install_succeeded"]
 	failed := devices["install_failed"] + devices["download_failed"]
 	offered := max(devices["offered"], ok+failed)
@@ -123,21 +180,23 @@ func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int)
 	if offered > 0 {
 		res.Completeness = float64(ok+failed) / float64(offered)
 	}
-	metrics := []struct {
-		name string
-		k, n int64
-		p0   float64
-	}{
-		{"failure", failed, ok + failed, base.Failure},
-		{"rollback", devices["rolled_back"], ok, base.Rollback},
-		{"crash", devices["post_install_crash"], ok, base.Crash},
+	metrics := metricsOf(base, devices)
+	var overAll []metric
+	if all != nil {
+		overAll = metricsOf(base, all)
 	}
-	var regressed, unsure []string
-	for _, m := range metrics {
+	var regressed, unsure, watched []string
+	healthy := func(k, n int64, p0, hi float64) bool {
+		return logMixture(k, n, hi, betterRatios, p0) >= math.Log(1/cfg.Beta) && logMixture(k, n, p0, worseRatios, p0) < math.Log(1/cfg.Alpha)
+	}
+	for i, m := range metrics {
 		p0 := math.Max(m.p0, 1e-4) // a zero baseline would make any event infinitely surprising
 		t := Test{Metric: m.name, Observed: NewRate(m.k, m.n), Baseline: m.p0,
 			LogLRWorse: logMixture(m.k, m.n, p0, worseRatios, p0)}
 		hi := math.Min(p0*(1+cfg.Margin), 0.999)
+		if i == 0 && base.FailureTolerance > 0 {
+			hi = math.Min(p0+base.FailureTolerance, 0.999)
+		}
 		t.LogLRBetter = logMixture(m.k, m.n, hi, betterRatios, p0)
 		switch {
 		case t.LogLRWorse >= math.Log(1/cfg.Alpha):
@@ -145,6 +204,11 @@ func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int)
 			regressed = append(regressed, fmt.Sprintf("%s rate %.2f%% (%d of %d) vs baseline %.2f%%", m.name, 100*t.Observed.Value, m.k, m.n, 100*m.p0))
 		case t.LogLRBetter >= math.Log(1/cfg.Beta):
 			t.Verdict = Healthy
+		case overAll != nil && healthy(overAll[i].k, overAll[i].n, p0, hi):
+			t.Verdict, t.HealthyOverAll = Healthy, true
+		case i > 0 && planned > 0 && !provable(cfg, float64(planned)*(1-base.Failure), p0, hi):
+			t.Verdict, t.Watched = Inconclusive, true
+			watched = append(watched, m.name)
 		default:
 			t.Verdict = Inconclusive
 			unsure = append(unsure, m.name)
@@ -162,6 +226,9 @@ func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int)
 		res.Verdict = Inconclusive
 		res.Summary = fmt.Sprintf("wave %d inconclusive: %.0f%% of %d offered devices have reported (need %.0f%%)",
 			wave+1, 100*res.Completeness, offered, 100*cfg.MinCompleteness)
+	case len(watched) > 0:
+		res.Summary = fmt.Sprintf("wave %d healthy: failures below %.0f%% of their baseline with confidence %g; %s watched (a wave of %d devices cannot prove such rare rates, and a regression still pauses the rollout)",
+			wave+1, 100*(1+cfg.Margin), 1-cfg.Beta, strings.Join(watched, ", "), planned)
 	default:
 		res.Summary = fmt.Sprintf("wave %d healthy: every rate is below %.0f%% of its baseline with confidence %g", wave+1, 100*(1+cfg.Margin), 1-cfg.Beta)
 	}

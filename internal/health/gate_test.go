@@ -130,3 +130,85 @@ func TestGateMonteCarlo(t *testing.T) {
 		}
 	}
 }
+
+// TestRareMetricsAreWatched: a wave too small to prove a 0.5% crash rate
+// healthy does not wait on it (it is watched), a wave large enough must
+// prove it, and a watched metric still regresses.
+func TestRareMetricsAreWatched(t *testing.T) {
+	cfg := GateConfig{Alpha: 0.01, Beta: 0.05, Margin: 0.5, MinCompleteness: 0.5}
+	base := Baseline{Failure: 0.02, Rollback: 0.005, Crash: 0.005}
+	// 10,000 devices at exactly the baseline rates; crashes a little high
+	// by chance (60 rather than 49).
+	dev := map[string]int64{"install_succeeded": 9800, "install_failed": 200, "rolled_back": 49, "post_install_crash": 60, "offered": 10000}
+	if r := Evaluate(cfg, base, dev, 0); r.Verdict != Inconclusive {
+		t.Fatalf("without a planned size: %s (%s)", r.Verdict, r.Summary)
+	}
+	r := EvaluateWave(cfg, base, dev, 0, 10000, nil)
+	if r.Verdict != Healthy || !r.Tests[2].Watched || r.Tests[0].Watched {
+		t.Fatalf("10,000-device wave: %s (%s) %+v", r.Verdict, r.Summary, r.Tests)
+	}
+	if r := EvaluateWave(cfg, base, dev, 0, 400000, nil); r.Verdict != Inconclusive || r.Tests[2].Watched {
+		t.Fatalf("400,000-device wave: %s (%s)", r.Verdict, r.Summary)
+	}
+	dev["post_install_crash"] = 150
+	if r := EvaluateWave(cfg, base, dev, 0, 10000, nil); r.Verdict != Regressed {
+		t.Fatalf("crash rate 1.5%%: %s (%s)", r.Verdict, r.Summary)
+	}
+}
+
+// TestHealthyOverAllWaves: a wave whose own evidence is short is healthy
+// when every wave so far shows the metric below the margin.
+func TestHealthyOverAllWaves(t *testing.T) {
+	cfg := GateConfig{Alpha: 0.01, Beta: 0.05, Margin: 0.5, MinCompleteness: 0.5}
+	base := Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	wave := devicesOf(1960, 40, 2000)
+	if r := EvaluateWave(cfg, base, wave, 1, 0, nil); r.Tests[0].Verdict != Inconclusive {
+		t.Fatalf("wave alone: %+v", r.Tests[0])
+	}
+	r := EvaluateWave(cfg, base, wave, 1, 0, devicesOf(19600, 400, 20000))
+	if r.Tests[0].Verdict != Healthy || !r.Tests[0].HealthyOverAll {
+		t.Fatalf("with all waves: %+v", r.Tests[0])
+	}
+	// All waves regressed: no help.
+	if r := EvaluateWave(cfg, base, wave, 1, 0, devicesOf(19000, 1000, 20000)); r.Tests[0].Verdict == Healthy {
+		t.Fatalf("regressed waves proved health: %+v", r.Tests[0])
+	}
+}
+
+// TestFailureTolerance: a baseline scaled down for low-risk devices keeps
+// the fleet's absolute tolerance, so a 0.8% rate against a 0.7% baseline
+// with a 1 pp tolerance is healthy where the relative margin is not.
+func TestFailureTolerance(t *testing.T) {
+	cfg := GateConfig{Alpha: 0.01, Beta: 0.05, Margin: 0.5, MinCompleteness: 0.5}
+	base := Baseline{Failure: 0.007, Rollback: 0.5, Crash: 0.5}
+	dev := devicesOf(4960, 40, 5000)
+	if r := Evaluate(cfg, base, dev, 0); r.Tests[0].Verdict != Inconclusive {
+		t.Fatalf("relative margin: %+v", r.Tests[0])
+	}
+	base.FailureTolerance = 0.01
+	if r := Evaluate(cfg, base, dev, 0); r.Tests[0].Verdict != Healthy {
+		t.Fatalf("absolute tolerance: %+v", r.Tests[0])
+	}
+}
+
+func TestAdjustForAmbient(t *testing.T) {
+	base := Baseline{Failure: 0.02, Source: "declared"}
+	before := devicesOf(98000, 2000, 0)
+	// An incident: other installs fail at 4% now.
+	b, a := AdjustForAmbient(base, devicesOf(19200, 800, 0), before)
+	if a.Factor < 1.6 || a.Factor > 2 || b.Failure != 0.02*a.Factor || b.Source == base.Source {
+		t.Fatalf("incident: factor %.2f, baseline %+v", a.Factor, b)
+	}
+	// A quiet spell never makes the baseline stricter.
+	if b, a := AdjustForAmbient(base, devicesOf(19900, 100, 0), before); a.Factor != 1 || b != base {
+		t.Fatalf("quiet: factor %.2f, baseline %+v", a.Factor, b)
+	}
+	// A few reports cannot move it much (shrunk toward the week before).
+	if _, a := AdjustForAmbient(base, devicesOf(90, 10, 0), before); a.Factor > 1.5 {
+		t.Fatalf("100 reports moved the baseline by %.2f", a.Factor)
+	}
+	// Without a reference week, nothing changes.
+	if b, a := AdjustForAmbient(base, devicesOf(19200, 800, 0), devicesOf(90, 10, 0)); a.Factor != 1 || b != base {
+		t.Fatalf("no reference: factor %.2f", a.Factor)
+	}
+}

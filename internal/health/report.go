@@ -10,6 +10,12 @@ import (
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
+// PredictedRisk is the pseudo-outcome under which health counts sum, in
+// millionths, the predicted failure risk of the devices of a risk-ordered
+// deployment that finished installing (the gate compares their mean with
+// the population's). Reports leave it out.
+const PredictedRisk telemetry.Type = "predicted_risk_ppm"
+
 // Count is the number of devices with an outcome in a wave and cell.
 type Count struct {
 	Wave    int
@@ -86,6 +92,9 @@ func Summarize(counts []Count, maxCells int) Report {
 	waves := map[int]map[telemetry.Type]int64{}
 	cells := map[string]map[telemetry.Type]int64{}
 	for _, c := range counts {
+		if c.Outcome == PredictedRisk {
+			continue
+		}
 		if c.Cell == "" {
 			overall[c.Outcome] += c.Devices
 			if waves[c.Wave] == nil {

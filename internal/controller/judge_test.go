@@ -1,0 +1,49 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+)
+
+func outcomes(ok, failed int64) map[string]int64 {
+	return map[string]int64{"install_succeeded": ok, "install_failed": failed, "offered": ok + failed}
+}
+
+var noHolds = func(string, string) (HoldState, string, error) { return NoHold, "", nil }
+
+// TestJudgeCurrentWaveAloneDoesNotPause: a new wave that looks worse on its
+// own while all waves together do not waits for evidence rather than
+// pausing; all waves regressing pauses.
+func TestJudgeCurrentWaveAloneDoesNotPause(t *testing.T) {
+	gate := &rollout.Gate{}
+	base := health.Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	ev := Evidence{Wave: 1, All: outcomes(20380, 420), Current: outcomes(360, 20)}
+	r, err := Judge(gate, base, ev, noHolds)
+	if err != nil || r.Verdict != health.Inconclusive || !strings.Contains(r.Summary, "on its own it looks worse") {
+		t.Fatalf("current wave alone: %s (%s), %v", r.Verdict, r.Summary, err)
+	}
+	ev.All = outcomes(20000, 800)
+	if r, _ := Judge(gate, base, ev, noHolds); r.Verdict != health.Regressed {
+		t.Fatalf("all waves regressed: %s (%s)", r.Verdict, r.Summary)
+	}
+}
+
+// TestJudgeAdjustsForPredictedRisk: 1.2% failures are a regression for
+// devices predicted at a third of the fleet's risk (baseline 0.67%), and
+// healthy for the fleet as a whole.
+func TestJudgeAdjustsForPredictedRisk(t *testing.T) {
+	gate := &rollout.Gate{Margin: 0.5}
+	base := health.Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	ev := Evidence{All: outcomes(19760, 240), Current: outcomes(19760, 240)}
+	if r, _ := Judge(gate, base, ev, noHolds); r.Verdict != health.Healthy {
+		t.Fatalf("fleet baseline: %s (%s)", r.Verdict, r.Summary)
+	}
+	ev.RiskAll, ev.RiskCurrent = 1.0/3, 1.0/3
+	r, _ := Judge(gate, base, ev, noHolds)
+	if r.Verdict != health.Regressed || !strings.Contains(r.Baseline.Source, "predicted risk") {
+		t.Fatalf("risk-adjusted: %s (%s)", r.Verdict, r.Summary)
+	}
+}

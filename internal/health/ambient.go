@@ -1,0 +1,50 @@
+package health
+
+import "fmt"
+
+// Ambient is how the fleet's other installs (every other deployment's)
+// fare during a deployment compared with the week before it: an incident
+// the release did not cause (a CDN outage, a broken antivirus signature)
+// raises both, and the gate should not blame the release for it.
+type Ambient struct {
+	// Factor multiplies the baseline failure rate (1: no adjustment).
+	Factor float64 `json:"factor"`
+	Now    Rate    `json:"now"`
+	Before Rate    `json:"before"`
+}
+
+// ambientPrior is the weight, in devices, of the week-before rate in the
+// "now" estimate: a few hours of other installs cannot swing the baseline
+// on their own.
+const ambientPrior = 2000
+
+// minAmbientBefore is how many reports the week before needs to serve as
+// the reference.
+const minAmbientBefore = 1000
+
+// AdjustForAmbient raises base's failure rate by the ratio of other
+// installs' failure rate now to the week before, counting only the rise
+// the evidence is sure of: "now" is the lower end of its 95% interval,
+// shrunk toward the week before by ambientPrior devices, and the factor is
+// at most 4. It never lowers the baseline (a quiet week makes no release
+// look worse), and with too little reference it changes nothing. now and
+// before are devices by outcome, as Evaluate takes.
+func AdjustForAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
+	rate := func(m map[string]int64) Rate {
+		failed := m["install_failed"] + m["download_failed"]
+		return NewRate(failed, failed+m["install_succeeded"])
+	}
+	a := Ambient{Factor: 1, Now: rate(now), Before: rate(before)}
+	if a.Before.Of < minAmbientBefore || a.Before.Value <= 0 {
+		return base, a
+	}
+	shrunk := (float64(a.Now.Events) + ambientPrior*a.Before.Value) / float64(a.Now.Of+ambientPrior)
+	a.Factor = min(4, max(1, shrunk/a.Before.Value))
+	if a.Factor < 1.01 {
+		a.Factor = 1
+		return base, a
+	}
+	base.Failure = min(0.5, base.Failure*a.Factor)
+	base.Source += fmt.Sprintf(", × %.2f for the fleet's other installs (%.2f%% now vs %.2f%% the week before)", a.Factor, 100*a.Now.Value, 100*a.Before.Value)
+	return base, a
+}
