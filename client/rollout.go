@@ -34,6 +34,12 @@ type Plan struct {
 	RequireApproval bool       `json:"require_approval,omitempty"`
 	Window          *Window    `json:"maintenance_window,omitempty"`
 	Gate            *Gate      `json:"gate,omitempty"`
+	// Order "risk" exposes the least risky devices first (with Explore,
+	// default 0.2, of every wave chosen at random); it pins the product's
+	// newest risk model unless RiskModel names one.
+	Order     string  `json:"order,omitempty"`
+	Explore   float64 `json:"explore,omitempty"`
+	RiskModel string  `json:"risk_model,omitempty"`
 }
 
 // Gate enables a deployment's health gate; zero values take the defaults.
@@ -223,6 +229,58 @@ type Decision struct {
 	Offered      bool    `json:"offered"`
 	FailedStep   string  `json:"failed_step,omitempty"`
 	Checks       []Check `json:"checks"`
+	// Risk, in a risk-ordered deployment, is the device's predicted
+	// failure risk and why.
+	Risk *RiskExplanation `json:"risk,omitempty"`
+}
+
+// RiskContribution is one attribute value's effect on a device's risk.
+type RiskContribution struct {
+	Feature   string  `json:"feature"`
+	LogOdds   float64 `json:"log_odds"`
+	OddsRatio float64 `json:"odds_ratio"`
+}
+
+// RiskExplanation is a device's predicted failure risk: the sigmoid of the
+// intercept plus every contribution; Quantile is its place in the fleet
+// (0: least risky).
+type RiskExplanation struct {
+	Score         float64            `json:"score"`
+	Intercept     float64            `json:"intercept"`
+	Quantile      float64            `json:"quantile"`
+	Contributions []RiskContribution `json:"contributions"`
+}
+
+// RiskModel summarizes a product's trained risk model.
+type RiskModel struct {
+	ID             string             `json:"id"`
+	Product        string             `json:"product"`
+	TrainedAt      time.Time          `json:"trained_at"`
+	TrainedBy      string             `json:"trained_by"`
+	Examples       int64              `json:"examples"`
+	Failures       int64              `json:"failures"`
+	Lambda         float64            `json:"lambda"`
+	Slope          float64            `json:"slope"`
+	Offset         float64            `json:"offset"`
+	PopulationMean float64            `json:"population_mean"`
+	Population     int                `json:"population"`
+	Weights        int                `json:"weights"`
+	Top            []RiskContribution `json:"top"`
+}
+
+// TrainRiskModel trains a product's risk model from its past deployments'
+// outcomes; risk-ordered deployments created afterwards use it.
+func (c *Client) TrainRiskModel(ctx context.Context, product string) (RiskModel, error) {
+	var out RiskModel
+	err := c.do(ctx, http.MethodPost, "/v1/products/"+url.PathEscape(product)+"/risk-model", nil, nil, &out)
+	return out, err
+}
+
+// RiskModel returns a product's newest risk model.
+func (c *Client) RiskModel(ctx context.Context, product string) (RiskModel, error) {
+	var out RiskModel
+	err := c.do(ctx, http.MethodGet, "/v1/products/"+url.PathEscape(product)+"/risk-model", nil, nil, &out)
+	return out, err
 }
 
 // Explanation is the answer to Explain.

@@ -117,6 +117,8 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"GET /v1/products", read, a.listProducts},
 		{"GET /v1/products/{name}", read, a.getProduct},
 		{"PUT /v1/products/{name}", publish, a.putProduct},
+		{"GET /v1/products/{name}/risk-model", read, a.getRiskModel},
+		{"POST /v1/products/{name}/risk-model", widen, a.trainRiskModel},
 		{"POST /v1/updates", publish, a.createUpdate},
 		{"GET /v1/updates", read, a.listUpdates},
 		{"GET /v1/updates/{id}", read, a.getUpdate},

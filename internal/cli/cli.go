@@ -50,7 +50,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		"API token (env RINGMASTER_TOKEN; default: the admin.token file in --data)")
 	pf.StringVar(&g.data, "data", envOr("RINGMASTER_DATA", "./ringmaster-data"), "data directory (env RINGMASTER_DATA)")
 	root.AddCommand(serveCmd(g), publishCmd(g), deployCmd(g), deploymentCmd(g), holdCmd(g), ringCmd(g), explainCmd(g), healthCmd(g),
-		updateCmd(g), productCmd(g), benchCmd(g), tokenCmd(g), enrollmentCmd(g), deviceCmd(g), auditCmd(g), keysCmd(g), mcpCmd(g), approvalCmd(g), fleetbenchCmd(g))
+		updateCmd(g), productCmd(g), benchCmd(g), tokenCmd(g), enrollmentCmd(g), deviceCmd(g), auditCmd(g), keysCmd(g), mcpCmd(g), approvalCmd(g), fleetbenchCmd(g), riskCmd(g))
 	return root
 }
 

@@ -84,6 +84,8 @@ within 15 minutes.`,
 	f.BoolVar(&gate.AllowInconclusive, "allow-inconclusive", false, "with --gate: let a baked wave advance without enough evidence")
 	f.Float64Var(&gate.BaselineFailure, "baseline-failure", 0, "with --gate: declared baseline failure rate (default: previous release, else 0.02)")
 	f.StringVar(&gate.AutoHold, "auto-hold", "", "with --gate: active or proposed, to hold a cohort that explains a regression instead of pausing")
+	f.StringVar(&plan.Order, "order", "", "device order across waves: hash (default) or risk (least predicted risk first; train a model with `risk train`)")
+	f.Float64Var(&plan.Explore, "explore", 0, "with --order risk: share of every wave chosen at random (default 0.2, at least 0.05)")
 	_ = cmd.MarkFlagRequired("product")
 	_ = cmd.MarkFlagRequired("version")
 	return cmd
@@ -377,6 +379,13 @@ With only --device-id the device comes from the registry (as last seen);
 					verdict = "not offered: " + d.FailedStep
 				}
 				fmt.Fprintf(g.stdout, "\n%s %s (%s, deployment %s): %s\n", d.Product, d.Version, d.UpdateID, d.DeploymentID, verdict)
+				if r := d.Risk; r != nil {
+					fmt.Fprintf(g.stdout, "  risk: predicted failure %.2f%% (%.0f%% of the fleet less risky); intercept %+.2f", 100*r.Score, 100*r.Quantile, r.Intercept)
+					for _, c := range r.Contributions[:min(len(r.Contributions), 5)] {
+						fmt.Fprintf(g.stdout, ", %s %+.2f", c.Feature, c.LogOdds)
+					}
+					fmt.Fprintln(g.stdout)
+				}
 				for _, ch := range d.Checks {
 					mark := "ok  "
 					if !ch.Pass {
@@ -411,4 +420,62 @@ func pairs(flag string, kvs []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+func riskCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "risk", Short: "Train and show products' device-risk models (for --order risk)"}
+	var asJSON bool
+	show := func(m client.RiskModel) error {
+		if asJSON {
+			return g.printJSON(m)
+		}
+		fmt.Fprintf(g.stdout, "%s risk model %s, trained %s by %s\n", m.Product, m.ID, m.TrainedAt.Format(time.RFC3339), m.TrainedBy)
+		fmt.Fprintf(g.stdout, "%d installs (%d failed), %d weights, lambda %g, recalibration slope %.2f; fleet mean risk %.2f%% over %d devices\n",
+			m.Examples, m.Failures, m.Weights, m.Lambda, m.Slope, 100*m.PopulationMean, m.Population)
+		for _, c := range m.Top {
+			fmt.Fprintf(g.stdout, "  %-40s log-odds %+.3f (odds x%.2f)\n", c.Feature, c.LogOdds, c.OddsRatio)
+		}
+		return nil
+	}
+	train := &cobra.Command{
+		Use:   "train PRODUCT",
+		Short: "Train a product's risk model from its past deployments' outcomes",
+		Long: `Train a product's device-risk model: L2-regularized logistic regression over
+the attribute values of the devices that installed its past releases
+(penalty chosen by cross-validation, recalibrated on held-out predictions).
+Risk-ordered deployments created afterwards (deploy --order risk) pin it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.TrainRiskModel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return show(m)
+		},
+	}
+	get := &cobra.Command{
+		Use:   "show PRODUCT",
+		Short: "Show a product's newest risk model and its largest weights",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.RiskModel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return show(m)
+		},
+	}
+	for _, sub := range []*cobra.Command{train, get} {
+		sub.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	cmd.AddCommand(train, get)
+	return cmd
 }

@@ -86,6 +86,11 @@ func (c *Controller) Deploy(ctx context.Context, updateID string, plan rollout.P
 			return rollout.Deployment{}, false, err
 		}
 	}
+	if plan.Order == rollout.OrderRisk {
+		if err := c.pinRiskModel(ctx, updateID, &plan); err != nil {
+			return rollout.Deployment{}, false, err
+		}
+	}
 	now := c.now()
 	id := catalog.NewID("dep", now)
 	d := rollout.Deployment{ID: id, UpdateID: updateID, Plan: plan, Status: rollout.Initial(), Salt: id, CreatedBy: actor}
@@ -96,6 +101,33 @@ func (c *Controller) Deploy(ctx context.Context, updateID string, plan rollout.P
 		c.changed(ctx)
 	}
 	return d, created, err
+}
+
+// pinRiskModel pins a risk-ordered plan to the product's newest risk model
+// (or checks the one it names is the product's).
+func (c *Controller) pinRiskModel(ctx context.Context, updateID string, plan *rollout.Plan) error {
+	u, err := c.store.Update(ctx, updateID)
+	if err != nil {
+		return err
+	}
+	var m store.RiskModel
+	if plan.RiskModel == "" {
+		m, err = c.store.LatestRiskModel(ctx, u.Product)
+	} else {
+		m, err = c.store.RiskModelByID(ctx, plan.RiskModel)
+	}
+	switch {
+	case fault.Is(err, fault.NotFound):
+		return fault.Field("order", "a risk-ordered rollout needs a risk model of %s: %s", u.Product, fault.Message(err))
+	case err != nil:
+		return err
+	case m.Product != u.Product:
+		return fault.Field("risk_model", "risk model %s is of product %s, not %s", m.ID, m.Product, u.Product)
+	case len(m.Model.Quantiles) < 2:
+		return fault.Field("risk_model", "risk model %s was not calibrated on a population", m.ID)
+	}
+	plan.RiskModel = m.ID
+	return nil
 }
 
 // Command carries out an operator's command (pause, resume, halt, cancel,
@@ -216,7 +248,28 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		return health.GateResult{}, err
 	}
 	base = DeclaredBaseline(g, base)
+	// The fleet's other installs since this deployment started, against
+	// the week before it: an ambient incident raises the baseline.
+	now := c.now()
+	during, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt, now)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	before, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt.Add(-7*24*time.Hour), d.CreatedAt)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	base, _ = health.AdjustForAmbient(base, during, before)
 	wave := max(d.Wave, 0)
+	// The wave's planned size: its share of the devices that have the product.
+	audience, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	share := d.Plan.Waves[min(wave, len(d.Plan.Waves)-1)].Percent
+	if wave > 0 {
+		share -= d.Plan.Waves[wave-1].Percent
+	}
 	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
 	if err != nil {
 		return health.GateResult{}, err
@@ -225,7 +278,7 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	ev := Evidence{Wave: wave, All: all, Current: current, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
+	ev := Evidence{Wave: wave, Planned: int64(float64(audience) * max(share, 0) / 100), All: all, Current: current, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
 		counts, err := c.store.HealthCounts(ctx, d.ID, false)
 		if err != nil {
 			return nil, nil, err
@@ -246,6 +299,13 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		}
 		return cells, waveCell, nil
 	}}
+	if d.Plan.Order == rollout.OrderRisk && d.Plan.RiskModel != "" {
+		m, err := c.store.RiskModelByID(ctx, d.Plan.RiskModel)
+		if err != nil {
+			return health.GateResult{}, err
+		}
+		ev.RiskAll, ev.RiskCurrent = relativeRisk(all, m.Model.Mean), relativeRisk(current, m.Model.Mean)
+	}
 	return Judge(g, base, ev, func(rule, evidence string) (HoldState, string, error) {
 		h, err := c.autoHold(ctx, d, rule, evidence, act)
 		switch {
@@ -258,6 +318,17 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		}
 		return HoldIsActive, h.ID, nil
 	})
+}
+
+// relativeRisk is the mean predicted risk of the devices that finished
+// installing (summed in millionths under health.PredictedRisk) relative
+// to the population's mean; 0 when unknown.
+func relativeRisk(devices map[string]int64, population float64) float64 {
+	n := devices["install_succeeded"] + devices["install_failed"] + devices["download_failed"]
+	if n == 0 || population <= 0 {
+		return 0
+	}
+	return float64(devices[string(health.PredictedRisk)]) / 1e6 / float64(n) / population
 }
 
 // DeclaredBaseline overlays a plan gate's declared baseline rates on base.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/risk"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/version"
@@ -18,6 +19,8 @@ import (
 type Release struct {
 	Deployment rollout.Deployment
 	Update     catalog.Update
+	// Risk is the pinned model of a risk-ordered deployment.
+	Risk *risk.Model
 }
 
 // View is everything a Snapshot is built from.
@@ -68,6 +71,7 @@ type release struct {
 	ringMissing   bool
 	prereqs       []prereq
 	threshold     uint32
+	risk          *risk.Model // risk-ordered deployments
 	offer         Offer
 	json          []byte // offer, encoded once per snapshot
 }
@@ -162,7 +166,7 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 			s.Problems = append(s.Problems, "update "+rel.Update.ID+": "+err.Error())
 			continue
 		}
-		r := &release{version: ver, dep: rel.Deployment, upd: rel.Update, threshold: targeting.Threshold(rel.Deployment.Percent)}
+		r := &release{version: ver, dep: rel.Deployment, upd: rel.Update, threshold: targeting.Threshold(rel.Deployment.Percent), risk: rel.Risk}
 		r.applicability = orNever(compile("applicability of "+rel.Update.ID, rel.Update.Applicability), rel.Update.Applicability)
 		r.audience = orNever(compile("audience of "+rel.Deployment.ID, rel.Deployment.Plan.Audience), rel.Deployment.Plan.Audience)
 		if name := rel.Deployment.Plan.Ring; name != "" {
@@ -191,6 +195,19 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 		slices.SortStableFunc(rs, func(a, b *release) int { return b.version.Compare(a.version) })
 	}
 	return s
+}
+
+// position is the device's place in the deployment's order (its hash
+// bucket, or its risk position in a risk-ordered deployment).
+func (r *release) position(c *CheckIn) uint32 {
+	return r.dep.Plan.Position(r.dep.Salt, c.DeviceID, c.Attributes, r.risk)
+}
+
+func explorerNote(dep *rollout.Deployment, deviceID string) string {
+	if risk.Explorer(dep.Salt, deviceID, dep.Plan.ExploreShare()) {
+		return fmt.Sprintf("in the %.0f%% explored at random", 100*dep.Plan.ExploreShare())
+	}
+	return "placed by risk"
 }
 
 // neverRule stands in for a rule that did not compile: it matches nothing.
@@ -223,6 +240,9 @@ type Decision struct {
 	Offered      bool    `json:"offered"`
 	FailedStep   string  `json:"failed_step,omitempty"`
 	Checks       []Check `json:"checks"`
+	// Risk, for a risk-ordered deployment, is the device's predicted
+	// failure risk and each attribute value's contribution to it.
+	Risk *risk.Explanation `json:"risk,omitempty"`
 }
 
 // tracer records checks when explaining; nil on the hot path, where no
@@ -308,7 +328,7 @@ func match(r *targeting.Rule, d *device) (bool, string) {
 // pass, and explain keeps the order.
 func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool {
 	c, dep := d.c, &r.dep
-	if t == nil && (!dep.State.Offering() || r.ringMissing || targeting.Bucket(dep.Salt, c.DeviceID) >= r.threshold) {
+	if t == nil && (!dep.State.Offering() || r.ringMissing || r.position(c) >= r.threshold) {
 		return false
 	}
 	// Every t.add below is guarded: boxing its arguments would allocate even
@@ -390,11 +410,16 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 	if !ok {
 		return false
 	}
-	b := targeting.Bucket(dep.Salt, c.DeviceID)
+	b := r.position(c)
 	ok = b < r.threshold
 	if t != nil {
-		t.add("wave", ok, "bucket %d of %d; wave %d exposes %.4g%% (buckets below %d)%s",
-			b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep))
+		order := "bucket"
+		if r.risk != nil {
+			e := r.risk.Explain(c.Attributes)
+			order = fmt.Sprintf("risk order (predicted failure %.2f%%, %.0f%% of the fleet less risky; %s) position", 100*e.Score, 100*e.Quantile, explorerNote(dep, c.DeviceID))
+		}
+		t.add("wave", ok, "%s %d of %d; wave %d exposes %.4g%% (positions below %d)%s",
+			order, b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep))
 	}
 	if !ok {
 		return false
@@ -566,6 +591,10 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 			dec.FailedStep = "installed"
 			out = append(out, dec)
 			continue
+		}
+		if r.risk != nil {
+			e := r.risk.Explain(c.Attributes)
+			dec.Risk = &e
 		}
 		t := &tracer{}
 		passed := s.decide(d, r, now, t)

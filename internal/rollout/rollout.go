@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/risk"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
@@ -95,6 +96,44 @@ type Plan struct {
 	// Gate, when set, judges each wave's health: a regression pauses the
 	// deployment, and a wave gives way to the next only when healthy.
 	Gate *Gate `json:"gate,omitempty"`
+	// Order is how devices line up across the waves: "" or "hash" (a
+	// uniform hash of the device id), or "risk" (least predicted risk
+	// first, with an exploration share chosen at random; needs a trained
+	// risk model of the product).
+	Order string `json:"order,omitempty"`
+	// Explore is the share of every wave of a risk-ordered rollout chosen
+	// at random, so the health gates see the whole population (default
+	// 0.2, at least 0.05).
+	Explore float64 `json:"explore,omitempty"`
+	// RiskModel is the model a risk-ordered rollout orders by, pinned when
+	// the deployment is created (the product's newest), so the order never
+	// changes under a running rollout.
+	RiskModel string `json:"risk_model,omitempty"`
+}
+
+// OrderRisk orders a rollout by predicted risk.
+const OrderRisk = "risk"
+
+// DefaultExplore is a risk-ordered rollout's exploration share.
+const DefaultExplore = 0.2
+
+// Position places a device in the deployment's order, in the space of
+// targeting.Bucket: a wave at p percent exposes positions below
+// targeting.Threshold(p). With Order "risk" and the plan's model it is the
+// device's risk position (risk.Model.Position), else its hash bucket.
+func (p Plan) Position(salt, deviceID string, attrs map[string]string, m *risk.Model) uint32 {
+	if p.Order != OrderRisk || m == nil {
+		return targeting.Bucket(salt, deviceID)
+	}
+	return m.Position(salt, deviceID, m.Score(attrs), p.ExploreShare())
+}
+
+// ExploreShare is the plan's exploration share (risk-ordered plans).
+func (p Plan) ExploreShare() float64 {
+	if p.Explore > 0 {
+		return p.Explore
+	}
+	return DefaultExplore
 }
 
 // Gate configures a deployment's health gate (zero values take defaults).
@@ -188,6 +227,14 @@ func (p *Plan) Validate() error {
 		g.MinCompleteness > 1 || g.BaselineFailure < 0 || g.BaselineFailure >= 1 || g.BaselineRollback < 0 || g.BaselineRollback >= 1 ||
 		g.BaselineCrash < 0 || g.BaselineCrash >= 1) {
 		return fault.Field("gate", "alpha, beta and baselines must be in [0, 1), margin and min_completeness non-negative (min_completeness at most 1)")
+	}
+	switch {
+	case p.Order != "" && p.Order != "hash" && p.Order != OrderRisk:
+		return fault.Field("order", "must be hash, risk or empty, not %q", p.Order)
+	case p.Explore != 0 && (p.Explore < 0.05 || p.Explore > 1):
+		return fault.Field("explore", "%g is outside 0.05-1: a risk-ordered rollout explores at least 5%% of every wave at random", p.Explore)
+	case p.Order != OrderRisk && (p.Explore != 0 || p.RiskModel != ""):
+		return fault.Field("order", "explore and risk_model apply to risk-ordered rollouts (order \"risk\")")
 	}
 	if p.Start != nil && p.Deadline != nil && !p.Deadline.After(*p.Start) {
 		return fault.Field("deadline", "must be after the start")

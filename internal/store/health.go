@@ -3,12 +3,15 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/risk"
 	"github.com/ringmaster/ringmaster/internal/rollout"
-	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
@@ -59,7 +62,9 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			e    *telemetry.Event
 			dep  *rollout.Deployment
 			wave int
+			risk float64 // predicted risk, in risk-ordered deployments
 		}
+		models := map[string]*risk.Model{}
 		var rows []any
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
@@ -83,7 +88,15 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				continue
 			}
 			ev := e
-			pending[k] = outcome{e: &ev, dep: d, wave: d.Plan.WaveOf(targeting.Bucket(d.Salt, e.DeviceID))}
+			m, err := tx.deploymentRisk(ctx, d, models)
+			if err != nil {
+				return err
+			}
+			o := outcome{e: &ev, dep: d, wave: d.Plan.WaveOf(d.Plan.Position(d.Salt, e.DeviceID, e.Attributes, m))}
+			if m != nil {
+				o.risk = m.Score(e.Attributes)
+			}
+			pending[k] = o
 			order = append(order, k)
 			rows = append(rows, d.ID, e.DeviceID, e.Type, pending[k].wave, e.Time.UTC())
 		}
@@ -117,6 +130,12 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			}
 			for _, c := range cells {
 				counts[key{o.dep.ID, o.wave, o.e.Type, c}]++
+			}
+			switch o.e.Type {
+			case telemetry.InstallSucceeded, telemetry.InstallFailed, telemetry.DownloadFailed:
+				if o.risk > 0 {
+					counts[key{o.dep.ID, o.wave, health.PredictedRisk, ""}] += int64(math.Round(o.risk * 1e6))
+				}
 			}
 		}
 		keys := make([]key, 0, len(counts))
@@ -191,6 +210,24 @@ func (q *queries) insertReturning(ctx context.Context, table string, width int, 
 		args = args[n*width:]
 	}
 	return out, nil
+}
+
+// deploymentRisk returns the pinned risk model of a risk-ordered
+// deployment (nil for others), cached in models.
+func (q *queries) deploymentRisk(ctx context.Context, d *rollout.Deployment, models map[string]*risk.Model) (*risk.Model, error) {
+	id := d.Plan.RiskModel
+	if d.Plan.Order != rollout.OrderRisk || id == "" {
+		return nil, nil
+	}
+	if m, ok := models[id]; ok {
+		return m, nil
+	}
+	m, err := q.RiskModelByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	models[id] = m.Model
+	return m.Model, nil
 }
 
 // eventDeployment finds the deployment an event belongs to: the one it
@@ -326,4 +363,27 @@ func (q *queries) PreviousRelease(ctx context.Context, product, excludeID string
 		}
 	}
 	return rollout.Deployment{}, nil, fault.E(fault.NotFound, "no previous release of %s with %d reports", product, minReports)
+}
+
+// AmbientOutcomes counts devices by install outcome over every deployment
+// but excludeID whose outcome happened in [from, to): how the fleet's other
+// installs fared in a window (the health gate's ambient reference).
+func (q *queries) AmbientOutcomes(ctx context.Context, excludeID string, from, to time.Time) (map[string]int64, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT outcome, COUNT(*) FROM device_outcomes
+		WHERE at >= $1 AND at < $2 AND deployment_id <> $3 AND outcome IN ('install_succeeded', 'install_failed', 'download_failed')
+		GROUP BY outcome`, from.UTC(), to.UTC(), excludeID)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var outcome string
+		var n int64
+		if err := rows.Scan(&outcome, &n); err != nil {
+			return nil, unavailable(err)
+		}
+		out[outcome] = n
+	}
+	return out, unavailable(rows.Err())
 }

@@ -495,6 +495,19 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 			t.Fatalf("wave %d", hc.Wave)
 		}
 	}
+	// The ambient reference: other deployments' outcomes in a window.
+	amb, err := s.AmbientOutcomes(ctx, "dep_other", c.t.Add(-time.Hour), c.t.Add(time.Hour))
+	if err != nil || !reflect.DeepEqual(amb, map[string]int64{"install_failed": 2, "install_succeeded": 1}) {
+		t.Fatalf("AmbientOutcomes = %v, %v", amb, err)
+	}
+	for _, w := range []struct {
+		exclude  string
+		from, to time.Time
+	}{{d.ID, c.t.Add(-time.Hour), c.t.Add(time.Hour)}, {"dep_other", c.t.Add(time.Second), c.t.Add(time.Hour)}, {"dep_other", c.t.Add(-time.Hour), c.t}} {
+		if amb, err := s.AmbientOutcomes(ctx, w.exclude, w.from, w.to); err != nil || len(amb) != 0 {
+			t.Fatalf("AmbientOutcomes(%s, %s, %s) = %v, %v", w.exclude, w.from, w.to, amb, err)
+		}
+	}
 	overall, _ := s.HealthCounts(ctx, d.ID, true)
 	for _, hc := range overall {
 		if hc.Cell != "" {

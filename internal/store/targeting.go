@@ -9,6 +9,8 @@ import (
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/risk"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 )
 
@@ -281,6 +283,7 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 			return err
 		}
 		updates := map[string]catalog.Update{}
+		models := map[string]*risk.Model{}
 		for _, d := range deps {
 			u, ok := updates[d.UpdateID]
 			if !ok {
@@ -289,7 +292,18 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 				}
 				updates[d.UpdateID] = u
 			}
-			v.Releases = append(v.Releases, delivery.Release{Deployment: d, Update: u})
+			rel := delivery.Release{Deployment: d, Update: u}
+			if id := d.Plan.RiskModel; id != "" && d.Plan.Order == rollout.OrderRisk {
+				if _, ok := models[id]; !ok {
+					m, err := tx.RiskModelByID(ctx, id)
+					if err != nil {
+						return err
+					}
+					models[id] = m.Model
+				}
+				rel.Risk = models[id]
+			}
+			v.Releases = append(v.Releases, rel)
 		}
 		if v.Holds, err = tx.Holds(ctx, "", targeting.HoldActive); err != nil {
 			return err
