@@ -121,6 +121,13 @@ func TestAutomaticHold(t *testing.T) {
 		holds, _ = s.admin.Holds(ctx, "agent", "active")
 		return len(holds) == 1
 	})
+	// The controller rebuilds the device snapshot right after committing
+	// the hold; wait until a device of the cohort sees it.
+	waitFor(t, 30*time.Second, func() bool {
+		r, err := s.device.CheckIn(ctx, client.CheckInRequest{DeviceID: "probe", Attributes: map[string]string{"oem": "contoso"},
+			Installed: []client.Installed{{Product: "agent", Version: "1.0"}}})
+		return err == nil && len(r.Offers) == 0
+	})
 	h := holds[0]
 	if h.Source != "automatic" || h.Rule != `device.attributes["oem"] == "contoso"` || h.DeploymentID != d.ID || h.CreatedBy != "health-gate" ||
 		!strings.Contains(h.Reason, "automatic: oem=contoso failure rate") || !strings.Contains(h.Reason, "vs baseline 2.00%") {

@@ -18,7 +18,34 @@ type Observed struct {
 	Size    []int64 // devices in each wave's slice of the fleet
 	// Cells returns counts per cohort cell over all waves and in wave w.
 	Cells func(w int) ([]health.CellDevices, map[string]map[string]int64, error)
+	// Ambient and AmbientBefore: devices by outcome of other releases'
+	// installs since the rollout started, and in the week before.
+	Ambient, AmbientBefore map[string]int64
+	// Risk: for risk-ordered policies, the predicted failure risk summed
+	// over the devices that reported, overall and per wave.
+	Risk *RiskSums
 }
+
+// RiskSums are predicted risks summed over reporting devices, and the
+// fleet's mean predicted risk.
+type RiskSums struct {
+	All   float64
+	Waves []float64
+	Fleet float64
+}
+
+// relative is the mean predicted risk of n reporting devices whose risks
+// sum to sum, relative to the fleet's (0 when nothing reported).
+func (r *RiskSums) relative(sum float64, n int64) float64 {
+	if n == 0 || r.Fleet <= 0 {
+		return 0
+	}
+	return sum / float64(n) / r.Fleet
+}
+
+// orderer is a policy that orders devices by predicted risk, with a share
+// of them explored at random.
+type orderer interface{ explore() float64 }
 
 // Decision is what a policy does at an hour.
 type Decision struct {
@@ -52,6 +79,7 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // ringmaster is Ringmaster's policy: the server's rollout.Step and health
 // gate (controller.Judge) with automatic cohort holds.
 type ringmaster struct {
+	name   string
 	plan   rollout.Plan
 	status rollout.Status
 	base   health.Baseline
@@ -65,11 +93,28 @@ func newRingmaster(n int) *ringmaster {
 	}
 	plan := rollout.Plan{Waves: ws, Bake: rollout.Duration(2 * time.Hour),
 		Gate: &rollout.Gate{BaselineFailure: baseFailure, BaselineRollback: baseRollback, BaselineCrash: baseCrash, AutoHold: "active", Margin: 0.5}}
-	return &ringmaster{plan: plan, status: rollout.Initial(),
+	return &ringmaster{name: "ringmaster", plan: plan, status: rollout.Initial(),
 		base: controller.DeclaredBaseline(plan.Gate, health.Baseline{Source: "fleet"}), held: map[string]bool{}}
 }
 
-func (r *ringmaster) Name() string { return "ringmaster" }
+func (r *ringmaster) Name() string { return r.name }
+
+// riskOrdered is Ringmaster's policy with risk-ordered targeting: devices
+// are placed by risk.Model.Position (least risky first, a fifth of every
+// wave explored at random) and the gate's baseline follows the predicted
+// risk of the devices that reported.
+type riskOrdered struct{ *ringmaster }
+
+func newRiskOrdered(n int) *riskOrdered {
+	r := newRingmaster(n)
+	r.name = "ringmaster-risk"
+	return &riskOrdered{r}
+}
+
+// exploreShare is the share of every wave chosen at random.
+const exploreShare = 0.2
+
+func (riskOrdered) explore() float64 { return exploreShare }
 func (r *ringmaster) Waves() []float64 {
 	out := make([]float64, len(r.plan.Waves))
 	for i, w := range r.plan.Waves {
@@ -84,9 +129,14 @@ func (r *ringmaster) Step(h int, obs *Observed) Decision {
 	observations := rollout.Observations{}
 	if r.status.State == rollout.Running {
 		wave := max(r.status.Wave, 0)
-		ev := controller.Evidence{Wave: wave, All: obs.All, Current: obs.Waves[wave],
+		ev := controller.Evidence{Wave: wave, Planned: obs.Size[wave], All: obs.All, Current: obs.Waves[wave],
 			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }}
-		g, err := controller.Judge(r.plan.Gate, r.base, ev, func(rule, _ string) (controller.HoldState, string, error) {
+		if obs.Risk != nil {
+			ev.RiskAll = obs.Risk.relative(obs.Risk.All, reportedOf(obs.All))
+			ev.RiskCurrent = obs.Risk.relative(obs.Risk.Waves[wave], reportedOf(obs.Waves[wave]))
+		}
+		base, _ := health.AdjustForAmbient(r.base, obs.Ambient, obs.AmbientBefore)
+		g, err := controller.Judge(r.plan.Gate, base, ev, func(rule, _ string) (controller.HoldState, string, error) {
 			if !r.held[rule] {
 				r.held[rule] = true
 				d.Holds = append(d.Holds, rule)
@@ -183,7 +233,7 @@ func (rateLimit) Step(h int, _ *Observed) Decision {
 func Policies(n int) []Policy {
 	ws := waves(n)
 	return []Policy{
-		newRingmaster(n),
+		newRingmaster(n), newRiskOrdered(n),
 		&hawkbit{groups: ws, threshold: 0.03}, &hawkbit{groups: ws, threshold: 0.05}, &hawkbit{groups: ws, threshold: 0.10},
 		&wufb{perDay: 25},
 		&rings{rings: ws, bake: 24}, &rings{rings: ws, bake: 48}, &rings{rings: ws, bake: 168},

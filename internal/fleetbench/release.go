@@ -83,6 +83,14 @@ func newRelease(w *World, c Class, rng *rand.Rand) release {
 	return r
 }
 
+// harms reports whether the release harms device d (holding it is right).
+func (r release) harms(w *World, d *Device) bool {
+	if r.cohort != nil {
+		return w.in(d, *r.cohort)
+	}
+	return r.class.Bad()
+}
+
 // Outcome is what one install did.
 type Outcome uint8
 
@@ -151,6 +159,13 @@ func (r release) install(w *World, d *Device, h int, rng *rand.Rand) (Outcome, i
 		return o, -1 // never reported
 	}
 	return o, extra + telemetryDelay(rng)
+}
+
+// otherRelease samples an install of another, good release at hour h: the
+// device's own baseline with any ambient incident, nothing of r's effect.
+func otherRelease(r release, w *World, d *Device, h int, rng *rand.Rand) (Outcome, int) {
+	good := release{class: Good, oddsMul: 1, crashMul: 1, ambient: r.ambient, ambientFrom: r.ambientFrom, ambientTo: r.ambientTo, ambientOddsMul: r.ambientOddsMul}
+	return good.install(w, d, h, rng)
 }
 
 // telemetryDelay is log-normal: median 6 h, 90th percentile 24 h.

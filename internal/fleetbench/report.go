@@ -35,6 +35,9 @@ type Summary struct {
 	P95ExposedAtDetection  float64 `json:"p95_exposed_at_detection"`
 	MeanCohortExposed      float64 `json:"mean_cohort_exposed_at_detection"`
 	MeanExcessFailures     float64 `json:"mean_excess_failures"`
+	// MeanEarlyFailures: expected failures among the first 10% of the
+	// fleet to install (good classes: what risk ordering spares).
+	MeanEarlyFailures      float64 `json:"mean_early_failures"`
 	HoldRate               float64 `json:"hold_rate"`
 	FalseHolds             int     `json:"false_holds"`
 	WronglyHeldDeviceDays  float64 `json:"wrongly_held_device_days"`
@@ -123,6 +126,7 @@ func summarize(rs []Result) []Summary {
 			det = append(det, float64(r.ExposedAtDetection))
 			s.MeanCohortExposed += float64(r.CohortExposedAtDetection)
 			s.MeanExcessFailures += r.ExcessFailures
+			s.MeanEarlyFailures += r.EarlyFailures
 			s.FalseHolds += r.FalseHolds
 			s.WronglyHeldDeviceDays += r.WronglyHeldDeviceDays
 			s.ComputeSeconds += r.ComputeSeconds
@@ -141,6 +145,7 @@ func summarize(rs []Result) []Summary {
 		s.HoldRate /= n
 		s.MeanCohortExposed /= n
 		s.MeanExcessFailures /= n
+		s.MeanEarlyFailures /= n
 		for _, d := range det {
 			s.MeanExposedAtDetection += d / n
 		}
@@ -194,10 +199,10 @@ func (r *Report) WriteTable(out io.Writer) error {
 				kind = "bad: exposure is harm"
 			}
 			fmt.Fprintf(tw, "\t\n%s (%s)\t\n", class, kind)
-			fmt.Fprintln(tw, "policy\thalted\texposed at detection\tp95\tcohort exposed\texcess failures\theld\tfalse holds\twrongly held device-days\thours to detect\thours to 100%\tp95\t")
+			fmt.Fprintln(tw, "policy\thalted\texposed at detection\tp95\tcohort exposed\texcess failures\tfailures in first 10%\theld\tfalse holds\twrongly held device-days\thours to detect\thours to 100%\tp95\t")
 		}
-		fmt.Fprintf(tw, "%s\t%.0f%%\t%.0f\t%.0f\t%.0f\t%.1f\t%.0f%%\t%d\t%.0f\t%s\t%s\t%s\t\n", s.Policy, 100*s.HaltRate, s.MeanExposedAtDetection,
-			s.P95ExposedAtDetection, s.MeanCohortExposed, s.MeanExcessFailures, 100*s.HoldRate, s.FalseHolds, s.WronglyHeldDeviceDays,
+		fmt.Fprintf(tw, "%s\t%.0f%%\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f%%\t%d\t%.0f\t%s\t%s\t%s\t\n", s.Policy, 100*s.HaltRate, s.MeanExposedAtDetection,
+			s.P95ExposedAtDetection, s.MeanCohortExposed, s.MeanExcessFailures, s.MeanEarlyFailures, 100*s.HoldRate, s.FalseHolds, s.WronglyHeldDeviceDays,
 			hours(s.MedianHoursToDetection), hours(s.MedianHoursTo100), hours(s.P95HoursTo100))
 	}
 	return tw.Flush()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -26,6 +27,9 @@ type Result struct {
 	// ExcessFailures: expected failures beyond the fleet's own baseline
 	// among the exposed (the release's harm).
 	ExcessFailures float64 `json:"excess_failures"`
+	// EarlyFailures: expected failures among the first 10% of the fleet
+	// to install.
+	EarlyFailures float64 `json:"early_failures"`
 	// CohortExposed: exposed devices of a cohort-bad release's cohort.
 	CohortExposed int64 `json:"cohort_exposed"`
 	Halted        bool  `json:"halted"`
@@ -50,20 +54,27 @@ type Result struct {
 type report struct {
 	dev     int32
 	outcome Outcome
+	other   bool // an install of another release (the ambient reference)
 }
 
+// otherInstallsPerDay is the share of the fleet installing some other
+// release each day (overlapping releases: drivers, definitions, apps).
+const otherInstallsPerDay = 0.10
+
 type simulation struct {
-	w         *World
-	rel       release
-	p         Policy
-	plan      rollout.Plan // the policy's grouping, for WaveOf
-	buckets   []uint32
-	wave      []uint8
-	cohort    []string
-	rules     *targeting.Env
-	obs       Observed
-	events    []cellEvent // every counted event, for cells on demand
-	needCells bool
+	w          *World
+	rel        release
+	p          Policy
+	plan       rollout.Plan // the policy's grouping, for WaveOf
+	buckets    []uint32
+	wave       []uint8
+	cohort     []string
+	rules      *targeting.Env
+	obs        Observed
+	events     []cellEvent // every counted event, for cells on demand
+	needCells  bool
+	risk       *worldRisk // for risk-ordered policies
+	cellCounts *cellCounter
 }
 
 // Run simulates release class cls on world w (seed identifies the world
@@ -86,8 +97,17 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	}
 	// Devices by check-in hour, in bucket order.
 	var byPhase [24][]int32
+	order, riskOrdered := p.(orderer)
+	if riskOrdered {
+		s.risk = w.risk()
+		s.obs.Risk = &RiskSums{Waves: make([]float64, len(s.plan.Waves)), Fleet: s.risk.fleetMean}
+	}
 	for i := range w.Devices {
-		s.buckets[i] = targeting.Bucket(salt, w.Devices[i].ID)
+		if riskOrdered {
+			s.buckets[i] = s.risk.model.Position(salt, w.Devices[i].ID, s.risk.scores[i], order.explore())
+		} else {
+			s.buckets[i] = targeting.Bucket(salt, w.Devices[i].ID)
+		}
 		s.wave[i] = uint8(s.plan.WaveOf(s.buckets[i]))
 		s.obs.Size[s.wave[i]]++
 		byPhase[w.Devices[i].phase] = append(byPhase[w.Devices[i].phase], int32(i))
@@ -96,6 +116,28 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 		sort.Slice(byPhase[g], func(a, b int) bool { return s.buckets[byPhase[g][a]] < s.buckets[byPhase[g][b]] })
 	}
 	s.obs.Cells = s.cells
+	s.obs.Ambient, s.obs.AmbientBefore = map[string]int64{}, map[string]int64{}
+	other := rand.New(rand.NewPCG(seed^classSeed(cls), 0x07e4))
+	perHour := int(float64(n) * otherInstallsPerDay / 24)
+	// otherInstalls: devices checking in at hour h install another
+	// (good) release, subject to the same ambient incidents.
+	otherInstalls := func(h int, report func(dev int32, o Outcome, delay int)) {
+		devs := byPhase[(h%24+24)%24]
+		for range perHour {
+			i := devs[other.IntN(len(devs))]
+			o, delay := otherRelease(rel, w, &w.Devices[i], h, other)
+			report(i, o, delay)
+		}
+	}
+	if s.needCells {
+		for h := -7 * 24; h < 0; h++ {
+			otherInstalls(h, func(_ int32, o Outcome, delay int) {
+				if delay >= 0 {
+					countInto(s.obs.AmbientBefore, o)
+				}
+			})
+		}
+	}
 	res := Result{Policy: p.Name(), Class: cls, World: seed, HaltHour: -1, HoldHour: -1, To50: -1, To90: -1, To100: -1}
 	var ptr [24]int
 	pending := make([][]report, Horizon+24*8)
@@ -103,9 +145,20 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	var heldAt []int // hour each held good device was held
 	for h := 0; h < Horizon; h++ {
 		for _, r := range pending[h] {
+			if r.other {
+				countInto(s.obs.Ambient, r.outcome)
+				continue
+			}
 			s.count(int(r.dev), r.outcome)
 		}
 		pending[h] = nil
+		if s.needCells {
+			otherInstalls(h, func(i int32, o Outcome, delay int) {
+				if delay >= 0 && h+delay < len(pending) {
+					pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o, other: true})
+				}
+			})
+		}
 		d := p.Step(h, &s.obs)
 		for _, src := range d.Holds {
 			rule, err := rules.Compile(src)
@@ -146,7 +199,7 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 			i := devs[ptr[g]]
 			dev := &w.Devices[i]
 			if held(holds, w, dev) {
-				if !(rel.cohort != nil && w.in(dev, *rel.cohort)) {
+				if !rel.harms(w, dev) {
 					heldAt = append(heldAt, h)
 				}
 				continue
@@ -155,6 +208,9 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 			o, delay := rel.install(w, dev, h, rng)
 			res.Exposed++
 			fp := rel.failureP(w, dev, h)
+			if res.Exposed <= int64(n/10) {
+				res.EarlyFailures += fp
+			}
 			// Harm: failures beyond the device's own, plus crashes beyond the fleet's.
 			res.ExcessFailures += fp - rel.baselineP(w, dev, h) + (1-fp)*(1-baseRollback)*baseCrash*(rel.crashMul-1)
 			if rel.cohort != nil && w.in(dev, *rel.cohort) {
@@ -197,11 +253,11 @@ func held(holds []*targeting.Rule, w *World, d *Device) bool {
 	return false
 }
 
-// holdIsRight: a hold is right when most devices it matches are in the
-// release's bad cohort.
+// holdIsRight: a hold is right when most devices it matches are harmed
+// by the release (any hold of a globally bad release).
 func (s *simulation) holdIsRight(rule *targeting.Rule) bool {
 	if s.rel.cohort == nil {
-		return false
+		return s.rel.class.Bad()
 	}
 	var matched, bad int
 	for i := range s.w.Devices {
@@ -222,11 +278,23 @@ func (s *simulation) holdIsRight(rule *targeting.Rule) bool {
 // count records a device's reported outcome as the server counts it: an
 // install that later rolled back or crashed also succeeded.
 func (s *simulation) count(i int, o Outcome) {
+	if s.risk != nil {
+		s.obs.Risk.All += s.risk.scores[i]
+		s.obs.Risk.Waves[s.wave[i]] += s.risk.scores[i]
+	}
 	switch o {
 	case RolledBack, Crashed:
 		s.add(i, Succeeded.event())
 	}
 	s.add(i, o.event())
+}
+
+// countInto counts an outcome of another release into m.
+func countInto(m map[string]int64, o Outcome) {
+	if o == RolledBack || o == Crashed {
+		m[Succeeded.event()]++
+	}
+	m[o.event()]++
 }
 
 func (s *simulation) add(i int, event string) {
@@ -243,30 +311,76 @@ type cellEvent struct {
 	event string
 }
 
-// cells counts every reported event per cohort cell (the server's own
-// telemetry.Cells), from the start: the gate asks only when it localizes a
-// regression, so this is rare.
-func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[string]int64, error) {
-	all := map[string]map[string]int64{}
-	cur := map[string]map[string]int64{}
-	for _, e := range s.events {
-		d := &s.w.Devices[e.dev]
-		for _, c := range telemetry.Cells(s.w.Attributes(d), s.cohort, nil)[1:] {
-			if all[c] == nil {
-				all[c] = map[string]int64{}
-			}
-			all[c][e.event]++
-			if int(s.wave[e.dev]) == wave {
-				if cur[c] == nil {
-					cur[c] = map[string]int64{}
-				}
-				cur[c][e.event]++
+// cellEvents are the events the gate counts per cell, by index.
+var cellEvents = []string{"offered", "install_succeeded", "install_failed", "download_failed", "rolled_back", "post_install_crash"}
+
+// cellCounter counts events per cohort cell incrementally: each device's
+// cells (the server's own telemetry.Cells) are computed once, and each call
+// counts only the events since the last.
+type cellCounter struct {
+	names    []string
+	index    map[string]int32
+	devCells map[int32][]int32
+	all      [][6]int64
+	waves    [][][6]int64
+	cursor   int
+}
+
+func (s *simulation) deviceCells(dev int32) []int32 {
+	cc := s.cellCounts
+	if c, ok := cc.devCells[dev]; ok {
+		return c
+	}
+	var out []int32
+	for _, name := range telemetry.Cells(s.w.Attributes(&s.w.Devices[dev]), s.cohort, nil)[1:] {
+		i, ok := cc.index[name]
+		if !ok {
+			i = int32(len(cc.names))
+			cc.index[name] = i
+			cc.names = append(cc.names, name)
+			cc.all = append(cc.all, [6]int64{})
+			for w := range cc.waves {
+				cc.waves[w] = append(cc.waves[w], [6]int64{})
 			}
 		}
+		out = append(out, i)
 	}
-	out := make([]health.CellDevices, 0, len(all))
-	for c, devs := range all {
-		out = append(out, health.CellDevices{Cell: c, Devices: devs})
+	cc.devCells[dev] = out
+	return out
+}
+
+// cells counts every reported event per cohort cell, from the start: the
+// gate asks only when it localizes a regression.
+func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[string]int64, error) {
+	if s.cellCounts == nil {
+		s.cellCounts = &cellCounter{index: map[string]int32{}, devCells: map[int32][]int32{}, waves: make([][][6]int64, len(s.plan.Waves))}
+	}
+	cc := s.cellCounts
+	for _, e := range s.events[cc.cursor:] {
+		k := slices.Index(cellEvents, e.event)
+		w := s.wave[e.dev]
+		for _, c := range s.deviceCells(e.dev) {
+			cc.all[c][k]++
+			cc.waves[w][c][k]++
+		}
+	}
+	cc.cursor = len(s.events)
+	devices := func(counts [6]int64) map[string]int64 {
+		m := make(map[string]int64, len(cellEvents))
+		for k, n := range counts {
+			if n > 0 {
+				m[cellEvents[k]] = n
+			}
+		}
+		return m
+	}
+	out := make([]health.CellDevices, 0, len(cc.names))
+	cur := map[string]map[string]int64{}
+	for i, name := range cc.names {
+		out = append(out, health.CellDevices{Cell: name, Devices: devices(cc.all[i])})
+		if cc.waves[wave][i] != ([6]int64{}) {
+			cur[name] = devices(cc.waves[wave][i])
+		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Cell < out[b].Cell })
 	cur[""] = s.obs.Waves[wave]

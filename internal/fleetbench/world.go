@@ -11,6 +11,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"sync"
+
+	"github.com/ringmaster/ringmaster/internal/risk"
 )
 
 // attribute is one device property and its possible values.
@@ -38,6 +41,10 @@ type World struct {
 	attrs   []attribute
 	Devices []Device
 	index   map[string]int // attribute name → position
+	seed    uint64
+
+	riskOnce  sync.Once
+	riskModel *worldRisk
 }
 
 func values(prefix string, n int) []string {
@@ -52,7 +59,7 @@ func values(prefix string, n int) []string {
 // baseline failure rate near base, from seed.
 func NewWorld(n int, base float64, seed uint64) *World {
 	rng := rand.New(rand.NewPCG(seed, 0xf1ee7))
-	w := &World{index: map[string]int{}}
+	w := &World{index: map[string]int{}, seed: seed}
 	add := func(name string, vals []string, visible, cohort bool) {
 		w.index[name] = len(w.attrs)
 		w.attrs = append(w.attrs, attribute{name: name, values: vals, visible: visible, cohort: cohort})
@@ -219,4 +226,51 @@ func (w *World) pickCohort(rng *rand.Rand, attrs []string, share float64) (cohor
 	k := min(len(cands), 3)
 	c := cands[rng.IntN(k)]
 	return c.c, c.s
+}
+
+// worldRisk is a risk model trained on a past release of the world, and
+// every device's predicted risk.
+type worldRisk struct {
+	model     *risk.Model
+	scores    []float64
+	fleetMean float64
+}
+
+// pastReleaseShare is the share of the fleet whose outcomes of a past
+// (good) release train the risk model.
+const pastReleaseShare = 0.15
+
+// risk trains (once) the world's risk model on a past release: a random
+// pastReleaseShare of the fleet installed it and 97% reported, each device
+// failing at its own baseline risk (which the model can learn only through
+// the attributes the server sees).
+func (w *World) risk() *worldRisk {
+	w.riskOnce.Do(func() {
+		rng := rand.New(rand.NewPCG(w.seed, 0x7157))
+		var ex []risk.Example
+		for i := range w.Devices {
+			d := &w.Devices[i]
+			if rng.Float64() >= pastReleaseShare {
+				continue
+			}
+			failed := rng.Float64() < sigmoid(d.logit)
+			if rng.Float64() < 0.03 {
+				continue
+			}
+			ex = append(ex, risk.Example{Attributes: w.Attributes(d), Failed: failed})
+		}
+		m, err := risk.Train(ex, risk.Options{})
+		if err != nil {
+			panic(fmt.Sprintf("risk model: %v", err)) // a world always has failures and successes
+		}
+		r := &worldRisk{model: m, scores: make([]float64, len(w.Devices))}
+		for i := range w.Devices {
+			r.scores[i] = m.Score(w.Attributes(&w.Devices[i]))
+			r.fleetMean += r.scores[i]
+		}
+		r.fleetMean /= float64(len(w.Devices))
+		m.Calibrate(r.scores)
+		w.riskModel = r
+	})
+	return w.riskModel
 }
