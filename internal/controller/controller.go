@@ -19,6 +19,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
 // Controller moves deployments. Safe for concurrent use.
@@ -226,6 +227,10 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 // Default baselines when neither the plan nor a previous release gives one.
 var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01, Source: "default"}
 
+// ambientWindow is how far back the gate looks at the fleet's other
+// installs: incidents come and go, so recent ones tell.
+const ambientWindow = 24 * time.Hour
+
 // minBaselineReports is how many finished devices a previous release needs
 // to serve as a baseline.
 const minBaselineReports = 200
@@ -251,11 +256,16 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	// The fleet's other installs since this deployment started, against
 	// the week before it: an ambient incident raises the baseline.
 	now := c.now()
-	during, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt, now)
+	recent := now.Add(-ambientWindow)
+	if recent.Before(d.CreatedAt) {
+		recent = d.CreatedAt
+	}
+	during, err := c.store.AmbientOutcomes(ctx, d.ID, recent, now)
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	before, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt.Add(-7*24*time.Hour), d.CreatedAt)
+	weekBefore := d.CreatedAt.Add(-7 * 24 * time.Hour)
+	before, err := c.store.AmbientOutcomes(ctx, d.ID, weekBefore, d.CreatedAt)
 	if err != nil {
 		return health.GateResult{}, err
 	}
@@ -278,7 +288,16 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	ev := Evidence{Wave: wave, Planned: int64(float64(audience) * max(share, 0) / 100), All: all, Current: current, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
+	ev := Evidence{Wave: wave, Planned: int64(float64(audience) * max(share, 0) / 100), All: all, Current: current,
+		AmbientCell: func(cell string) (map[string]int64, map[string]int64, error) {
+			attrs := telemetry.ParseCell(cell)
+			during, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, recent, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			before, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, weekBefore, d.CreatedAt)
+			return during, before, err
+		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
 		counts, err := c.store.HealthCounts(ctx, d.ID, false)
 		if err != nil {
 			return nil, nil, err

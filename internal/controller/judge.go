@@ -20,6 +20,11 @@ type Evidence struct {
 	Planned int64
 	All     map[string]int64
 	Current map[string]int64
+	// AmbientCell, when set, returns the fleet's other installs on a
+	// cohort cell's devices since the rollout started and in the week
+	// before: a regression confined to a cell whose other installs fail
+	// as much more is an ambient incident, not the release.
+	AmbientCell func(cell string) (now, before map[string]int64, err error)
 	// RiskAll and RiskCurrent: in a risk-ordered rollout, the mean
 	// predicted failure risk of the devices that reported (over all waves,
 	// in the current wave) relative to the population the baseline was
@@ -101,6 +106,27 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 		r.Summary += "; not localized to a cohort, so the rollout pauses"
 		return r, nil
 	}
+	var cellAll map[string]int64
+	for _, c := range cells {
+		if c.Cell == loc.Cell {
+			cellAll = c.Devices
+		}
+	}
+	if ev.AmbientCell != nil {
+		now, before, err := ev.AmbientCell(loc.Cell)
+		if err != nil {
+			return r, err
+		}
+		if cellBase, amb := health.AdjustForCellAmbient(baseAll, now, before); amb.Factor > 1 && health.Evaluate(cfg, cellBase, cellAll, ev.Wave).Verdict != health.Regressed {
+			out := currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, nil)
+			if out.Verdict == health.Healthy {
+				out.Verdict = health.Inconclusive
+			}
+			out.Summary = fmt.Sprintf("rollout regressed only in %s, where the fleet's other installs also fail %.2f times as often as the week before (%.2f%% vs %.2f%%): an ambient incident, not this release; waiting it out",
+				loc.Cell, amb.Factor, 100*amb.Now.Value, 100*amb.Before.Value)
+			return out, nil
+		}
+	}
 	rule := CellRule(loc.Cell)
 	evidence := fmt.Sprintf("automatic: %s %s rate %.2f%% (%d of %d) vs baseline %.2f%% (log LR %.1f over the family-wise %.1f for %d tests); rest of the rollout: %s",
 		loc.Cell, loc.Test.Metric, 100*loc.Test.Observed.Value, loc.Test.Observed.Events, loc.Test.Observed.Of, 100*loc.Test.Baseline,
@@ -122,12 +148,6 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 	rest, restAll := map[string]int64{}, map[string]int64{}
 	for k, v := range ev.Current {
 		rest[k] = v - current[loc.Cell][k]
-	}
-	var cellAll map[string]int64
-	for _, c := range cells {
-		if c.Cell == loc.Cell {
-			cellAll = c.Devices
-		}
 	}
 	for k, v := range ev.All {
 		restAll[k] = v - cellAll[k]

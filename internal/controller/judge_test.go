@@ -47,3 +47,34 @@ func TestJudgeAdjustsForPredictedRisk(t *testing.T) {
 		t.Fatalf("risk-adjusted: %s (%s)", r.Verdict, r.Summary)
 	}
 }
+
+// TestJudgeForgivesAmbientCohort: a regression confined to a cohort whose
+// other installs fail as much more than the week before is an ambient
+// incident: no hold, no pause; the same regression with the cohort's other
+// installs normal is held.
+func TestJudgeForgivesAmbientCohort(t *testing.T) {
+	gate := &rollout.Gate{AutoHold: "active"}
+	base := health.Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	cellDevs := outcomes(1900, 100) // 5% in oem=contoso, 2% elsewhere
+	ev := Evidence{All: outcomes(19500, 500), Current: outcomes(19500, 500),
+		Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
+			return []health.CellDevices{{Cell: "oem=contoso", Devices: cellDevs}, {Cell: "oem=fabrikam", Devices: outcomes(17600, 400)}},
+				map[string]map[string]int64{"oem=contoso": cellDevs}, nil
+		}}
+	var held []string
+	holds := func(rule, _ string) (HoldState, string, error) { held = append(held, rule); return HoldIsActive, "hld_1", nil }
+	// The cohort's other installs: 5% now against 2% the week before.
+	ev.AmbientCell = func(string) (map[string]int64, map[string]int64, error) {
+		return outcomes(950, 50), outcomes(9800, 200), nil
+	}
+	r, err := Judge(gate, base, ev, holds)
+	if err != nil || len(held) != 0 || r.Verdict == health.Regressed || !strings.Contains(r.Summary, "ambient incident") {
+		t.Fatalf("ambient cohort: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
+	}
+	ev.AmbientCell = func(string) (map[string]int64, map[string]int64, error) {
+		return outcomes(980, 20), outcomes(9800, 200), nil
+	}
+	if r, err := Judge(gate, base, ev, holds); err != nil || len(held) != 1 || r.Cohort == nil {
+		t.Fatalf("release-caused cohort regression: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
+	}
+}

@@ -19,8 +19,11 @@ type Observed struct {
 	// Cells returns counts per cohort cell over all waves and in wave w.
 	Cells func(w int) ([]health.CellDevices, map[string]map[string]int64, error)
 	// Ambient and AmbientBefore: devices by outcome of other releases'
-	// installs since the rollout started, and in the week before.
+	// installs reported in the last day of the rollout, and in the week
+	// before it.
 	Ambient, AmbientBefore map[string]int64
+	// AmbientCell is the same for one cohort cell's devices.
+	AmbientCell func(cell string) (now, before map[string]int64, err error)
 	// Risk: for risk-ordered policies, the predicted failure risk summed
 	// over the devices that reported, overall and per wave.
 	Risk *RiskSums
@@ -67,11 +70,20 @@ func reportedOf(m map[string]int64) int64 {
 	return m["install_succeeded"] + failed(m)
 }
 
-// waves scales a 1/10/50/100% layout so the first wave holds at least
-// minFirst devices (a gate cannot judge a wave too small to report).
+// waves is the rollout layout every policy groups devices by: a canary of
+// about 1,500 devices (big enough to catch a gross regression, too small
+// to prove health), a first wave of about 10,000 (enough to prove the
+// failure rate healthy), then 10% and everyone. On small fleets the waves
+// that would not grow are merged.
 func waves(n int) []float64 {
-	first := max(1, min(20, 100*8000/float64(n)))
-	return []float64{first, max(10, 3*first), 50, 100}
+	var out []float64
+	for _, pct := range []float64{100 * 1500 / float64(n), 100 * 10000 / float64(n), max(10, 300*10000/float64(n)), 100} {
+		pct = min(pct, 100)
+		if len(out) == 0 || pct > out[len(out)-1] {
+			out = append(out, pct)
+		}
+	}
+	return out
 }
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -92,7 +104,7 @@ func newRingmaster(n int) *ringmaster {
 		ws = append(ws, rollout.Wave{Percent: p})
 	}
 	plan := rollout.Plan{Waves: ws, Bake: rollout.Duration(2 * time.Hour),
-		Gate: &rollout.Gate{BaselineFailure: baseFailure, BaselineRollback: baseRollback, BaselineCrash: baseCrash, AutoHold: "active", Margin: 0.5}}
+		Gate: &rollout.Gate{BaselineFailure: baseFailure, BaselineRollback: baseRollback, BaselineCrash: baseCrash, AutoHold: "active", Margin: 0.5, MinCompleteness: 0.4}}
 	return &ringmaster{name: "ringmaster", plan: plan, status: rollout.Initial(),
 		base: controller.DeclaredBaseline(plan.Gate, health.Baseline{Source: "fleet"}), held: map[string]bool{}}
 }
@@ -130,7 +142,7 @@ func (r *ringmaster) Step(h int, obs *Observed) Decision {
 	if r.status.State == rollout.Running {
 		wave := max(r.status.Wave, 0)
 		ev := controller.Evidence{Wave: wave, Planned: obs.Size[wave], All: obs.All, Current: obs.Waves[wave],
-			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }}
+			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }, AmbientCell: obs.AmbientCell}
 		if obs.Risk != nil {
 			ev.RiskAll = obs.Risk.relative(obs.Risk.All, reportedOf(obs.All))
 			ev.RiskCurrent = obs.Risk.relative(obs.Risk.Waves[wave], reportedOf(obs.Waves[wave]))

@@ -54,12 +54,17 @@ type Result struct {
 type report struct {
 	dev     int32
 	outcome Outcome
-	other   bool // an install of another release (the ambient reference)
+	other   bool  // an install of another release (the ambient reference)
+	at      int32 // hour reported (other releases' installs)
 }
+
+// ambientWindow is how far back, in hours, the gate looks at other
+// releases' installs: incidents come and go, so recent ones tell.
+const ambientWindow = 24
 
 // otherInstallsPerDay is the share of the fleet installing some other
 // release each day (overlapping releases: drivers, definitions, apps).
-const otherInstallsPerDay = 0.10
+const otherInstallsPerDay = 0.30
 
 type simulation struct {
 	w          *World
@@ -75,6 +80,13 @@ type simulation struct {
 	needCells  bool
 	risk       *worldRisk // for risk-ordered policies
 	cellCounts *cellCounter
+	// others and othersBefore: other releases' reported installs since
+	// the rollout started (oldest first; othersFrom is the first inside
+	// the ambient window) and in the week before; ambientBefore caches
+	// the week before per cohort cell.
+	others, othersBefore []report
+	othersFrom           int
+	ambientBefore        map[string]map[string]int64
 }
 
 // Run simulates release class cls on world w (seed identifies the world
@@ -116,6 +128,7 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 		sort.Slice(byPhase[g], func(a, b int) bool { return s.buckets[byPhase[g][a]] < s.buckets[byPhase[g][b]] })
 	}
 	s.obs.Cells = s.cells
+	s.obs.AmbientCell = s.ambientCell
 	s.obs.Ambient, s.obs.AmbientBefore = map[string]int64{}, map[string]int64{}
 	other := rand.New(rand.NewPCG(seed^classSeed(cls), 0x07e4))
 	perHour := int(float64(n) * otherInstallsPerDay / 24)
@@ -131,9 +144,10 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	}
 	if s.needCells {
 		for h := -7 * 24; h < 0; h++ {
-			otherInstalls(h, func(_ int32, o Outcome, delay int) {
+			otherInstalls(h, func(i int32, o Outcome, delay int) {
 				if delay >= 0 {
-					countInto(s.obs.AmbientBefore, o)
+					countInto(s.obs.AmbientBefore, o, 1)
+					s.othersBefore = append(s.othersBefore, report{dev: i, outcome: o})
 				}
 			})
 		}
@@ -146,12 +160,17 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	for h := 0; h < Horizon; h++ {
 		for _, r := range pending[h] {
 			if r.other {
-				countInto(s.obs.Ambient, r.outcome)
+				countInto(s.obs.Ambient, r.outcome, 1)
+				r.at = int32(h)
+				s.others = append(s.others, r)
 				continue
 			}
 			s.count(int(r.dev), r.outcome)
 		}
 		pending[h] = nil
+		for ; s.othersFrom < len(s.others) && int(s.others[s.othersFrom].at) <= h-ambientWindow; s.othersFrom++ {
+			countInto(s.obs.Ambient, s.others[s.othersFrom].outcome, -1)
+		}
 		if s.needCells {
 			otherInstalls(h, func(i int32, o Outcome, delay int) {
 				if delay >= 0 && h+delay < len(pending) {
@@ -223,9 +242,11 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 			}
 		}
 	}
-	if !res.Halted && res.HoldHour < 0 {
+	if !res.Halted { // a hold contains only its cohort: the rest was exposed
 		res.ExposedAtDetection = res.Exposed
-		res.CohortExposedAtDetection = res.CohortExposed
+		if res.HoldHour < 0 {
+			res.CohortExposedAtDetection = res.CohortExposed
+		}
 	}
 	for _, at := range heldAt {
 		res.WronglyHeldDeviceDays += float64(Horizon-at) / 24
@@ -289,12 +310,13 @@ func (s *simulation) count(i int, o Outcome) {
 	s.add(i, o.event())
 }
 
-// countInto counts an outcome of another release into m.
-func countInto(m map[string]int64, o Outcome) {
+// countInto counts (n = 1) or uncounts (n = -1) an outcome of another
+// release in m.
+func countInto(m map[string]int64, o Outcome, n int64) {
 	if o == RolledBack || o == Crashed {
-		m[Succeeded.event()]++
+		m[Succeeded.event()] += n
 	}
-	m[o.event()]++
+	m[o.event()] += n
 }
 
 func (s *simulation) add(i int, event string) {
@@ -385,4 +407,39 @@ func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[strin
 	sort.Slice(out, func(a, b int) bool { return out[a].Cell < out[b].Cell })
 	cur[""] = s.obs.Waves[wave]
 	return out, cur, nil
+}
+
+// ambientCell counts other releases' installs on a cohort cell's devices
+// in the ambient window and in the week before (the server's store does
+// the same from device_outcomes and the registry).
+func (s *simulation) ambientCell(cell string) (map[string]int64, map[string]int64, error) {
+	want := telemetry.ParseCell(cell)
+	in := func(dev int32) bool {
+		for k, v := range want {
+			if s.w.Value(&s.w.Devices[dev], k) != v {
+				return false
+			}
+		}
+		return true
+	}
+	if s.ambientBefore == nil {
+		s.ambientBefore = map[string]map[string]int64{}
+	}
+	before := s.ambientBefore[cell]
+	if before == nil {
+		before = map[string]int64{}
+		for _, r := range s.othersBefore {
+			if in(r.dev) {
+				countInto(before, r.outcome, 1)
+			}
+		}
+		s.ambientBefore[cell] = before
+	}
+	now := map[string]int64{}
+	for _, r := range s.others[s.othersFrom:] {
+		if in(r.dev) {
+			countInto(now, r.outcome, 1)
+		}
+	}
+	return now, before, nil
 }

@@ -48,3 +48,26 @@ func AdjustForAmbient(base Baseline, now, before map[string]int64) (Baseline, Am
 	base.Source += fmt.Sprintf(", × %.2f for the fleet's other installs (%.2f%% now vs %.2f%% the week before)", a.Factor, 100*a.Now.Value, 100*a.Before.Value)
 	return base, a
 }
+
+// minCellAmbient is how many other installs a cohort cell needs, now and
+// the week before, for AdjustForCellAmbient to judge it.
+const minCellAmbient = 100
+
+// AdjustForCellAmbient is AdjustForAmbient for one cohort cell, which has
+// far fewer other installs: it takes the upper end of the 95% interval of
+// their failure rate now, unshrunk, relative to the week before. It is
+// generous because it only ever spares a cohort a hold: a regression the
+// release caused stands far above what its cohort's other installs show.
+func AdjustForCellAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
+	rate := func(m map[string]int64) Rate {
+		failed := m["install_failed"] + m["download_failed"]
+		return NewRate(failed, failed+m["install_succeeded"])
+	}
+	a := Ambient{Factor: 1, Now: rate(now), Before: rate(before)}
+	if a.Now.Of < minCellAmbient || a.Before.Of < minCellAmbient || a.Before.Value <= 0 {
+		return base, a
+	}
+	a.Factor = min(4, max(1, a.Now.High/a.Before.Value))
+	base.Failure = min(0.5, base.Failure*a.Factor)
+	return base, a
+}

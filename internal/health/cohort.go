@@ -26,6 +26,12 @@ type Localization struct {
 	Rest GateResult `json:"rest"`
 }
 
+// MaxCohortShare is the largest share of the reporting devices a cohort
+// cell may hold to explain a regression: holding more is not containing a
+// cohort but halting most of the rollout under another name, and a broad
+// regression (a global one shows in every big cell) must pause it.
+const MaxCohortShare = 0.2
+
 // Localize looks for the most general cohort cell that explains a
 // regression: a cell whose own rates regress at the family-wise level and
 // without which the rest of the devices do not. Single attributes come
@@ -39,12 +45,13 @@ func Localize(cfg GateConfig, base Baseline, overall map[string]int64, cells []C
 		general int // number of attributes: fewer is more general
 	}
 	var tested []cand
+	all := Evaluate(cfg, base, overall, wave).Reported
 	for _, c := range cells {
 		if c.Cell == "" || strings.Contains(c.Cell, "=other") {
 			continue
 		}
 		r := Evaluate(cfg, base, c.Devices, wave)
-		if r.Reported == 0 {
+		if r.Reported == 0 || float64(r.Reported) > MaxCohortShare*float64(all) {
 			continue
 		}
 		best := r.Tests[0]

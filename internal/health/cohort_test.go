@@ -19,8 +19,15 @@ func TestLocalize(t *testing.T) {
 	}
 	overall := outcome(3040, 160)
 	loc, ok := Localize(DefaultGate, base, overall, cells, 0)
-	if !ok || loc.Cell != "oem=contoso" || loc.Rest.Verdict == Regressed || loc.Tested != 15 {
+	// fabrikam and both arch cells hold more than MaxCohortShare of the
+	// devices: only contoso and its pair are candidates (2 cells x 3 metrics).
+	if !ok || loc.Cell != "oem=contoso" || loc.Rest.Verdict == Regressed || loc.Tested != 6 {
 		t.Fatalf("localization = %+v, %v", loc, ok)
+	}
+	// A regression confined to 40% of the devices is too broad to hold.
+	broad := []CellDevices{{"oem=contoso", outcome(1100, 100)}, {"oem=fabrikam", outcome(1760, 40)}}
+	if loc, ok := Localize(DefaultGate, base, outcome(2860, 140), broad, 0); ok {
+		t.Fatalf("a 40%% cell was held as a cohort: %+v", loc)
 	}
 	// A fleet-wide regression is not localized.
 	wide := []CellDevices{{"oem=contoso", outcome(900, 100)}, {"oem=fabrikam", outcome(900, 100)}}

@@ -163,6 +163,16 @@ func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int)
 	return EvaluateWave(cfg, base, devices, wave, 0, nil)
 }
 
+// reportsOf is the share of a wave's devices metric i is measured on:
+// every device that finishes installing for failures, the successes for
+// rollbacks and crashes.
+func reportsOf(i int, base Baseline) float64 {
+	if i == 0 {
+		return 1
+	}
+	return 1 - base.Failure
+}
+
 // EvaluateWave is Evaluate for a wave of planned devices (0: unknown)
 // within a rollout whose counts over every wave so far are all (nil: only
 // this wave). A metric is healthy when this wave or all waves together
@@ -170,8 +180,9 @@ func Evaluate(cfg GateConfig, base Baseline, devices map[string]int64, wave int)
 // waves before it still add evidence. A rare metric (rollbacks, crashes)
 // that even the whole wave could not prove healthy is watched rather than
 // required: it cannot hold the wave back forever, and its regression test
-// still pauses the rollout. Install failures, the primary metric, are
-// always required.
+// still pauses the rollout. A wave too small to prove even install failures
+// healthy is a canary: it advances once enough of it has reported without
+// a regression, having caught only gross ones.
 func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave int, planned int64, all map[string]int64) GateResult {
 	ok := devices["install_succeeded"]
 	failed := devices["install_failed"] + devices["download_failed"]
@@ -206,7 +217,7 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 			t.Verdict = Healthy
 		case overAll != nil && healthy(overAll[i].k, overAll[i].n, p0, hi):
 			t.Verdict, t.HealthyOverAll = Healthy, true
-		case i > 0 && planned > 0 && !provable(cfg, float64(planned)*(1-base.Failure), p0, hi):
+		case planned > 0 && !provable(cfg, float64(planned)*reportsOf(i, base), p0, hi):
 			t.Verdict, t.Watched = Inconclusive, true
 			watched = append(watched, m.name)
 		default:
@@ -226,6 +237,9 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 		res.Verdict = Inconclusive
 		res.Summary = fmt.Sprintf("wave %d inconclusive: %.0f%% of %d offered devices have reported (need %.0f%%)",
 			wave+1, 100*res.Completeness, offered, 100*cfg.MinCompleteness)
+	case len(watched) == len(metrics):
+		res.Summary = fmt.Sprintf("wave %d healthy as a canary: %.0f%% of its devices reported and nothing regressed (a wave of %d devices cannot prove health; later waves must)",
+			wave+1, 100*res.Completeness, planned)
 	case len(watched) > 0:
 		res.Summary = fmt.Sprintf("wave %d healthy: failures below %.0f%% of their baseline with confidence %g; %s watched (a wave of %d devices cannot prove such rare rates, and a regression still pauses the rollout)",
 			wave+1, 100*(1+cfg.Margin), 1-cfg.Beta, strings.Join(watched, ", "), planned)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -384,6 +385,41 @@ func (q *queries) AmbientOutcomes(ctx context.Context, excludeID string, from, t
 			return nil, unavailable(err)
 		}
 		out[outcome] = n
+	}
+	return out, unavailable(rows.Err())
+}
+
+// maxAmbientCellRows bounds the other installs AmbientCellOutcomes reads.
+const maxAmbientCellRows = 500_000
+
+// AmbientCellOutcomes is AmbientOutcomes for the devices whose registry
+// attributes match every attribute of cell (a cohort cell, parsed): the
+// health gate asks only for a cell a regression localized to.
+func (q *queries) AmbientCellOutcomes(ctx context.Context, excludeID string, cell map[string]string, from, to time.Time) (map[string]int64, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT o.outcome, dv.attributes FROM device_outcomes o JOIN devices dv ON dv.id = o.device_id
+		WHERE o.at >= $1 AND o.at < $2 AND o.deployment_id <> $3 AND o.outcome IN ('install_succeeded', 'install_failed', 'download_failed')
+		LIMIT $4`, from.UTC(), to.UTC(), excludeID, maxAmbientCellRows)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var outcome, attrs string
+		if err := rows.Scan(&outcome, &attrs); err != nil {
+			return nil, unavailable(err)
+		}
+		var a map[string]string
+		if json.Unmarshal([]byte(attrs), &a) != nil {
+			continue
+		}
+		match := true
+		for k, v := range cell {
+			match = match && a[k] == v
+		}
+		if match {
+			out[outcome]++
+		}
 	}
 	return out, unavailable(rows.Err())
 }

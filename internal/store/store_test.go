@@ -508,6 +508,25 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 			t.Fatalf("AmbientOutcomes(%s, %s, %s) = %v, %v", w.exclude, w.from, w.to, amb, err)
 		}
 	}
+	// Per cohort cell, by the registry's attributes of each device.
+	if err := s.RecordSightings(ctx, []registry.Seen{
+		{DeviceID: "d1", Attributes: map[string]string{"oem": "contoso", "arch": "x64"}, At: c.t, CheckIns: 1},
+		{DeviceID: "d2", Attributes: map[string]string{"oem": "fabrikam", "arch": "x64"}, At: c.t, CheckIns: 1},
+		{DeviceID: "d3", Attributes: map[string]string{"oem": "northwind", "arch": "x64"}, At: c.t, CheckIns: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for cell, want := range map[string]map[string]int64{
+		"oem=contoso":            {"install_failed": 1},
+		"arch=x64":               {"install_failed": 2, "install_succeeded": 1},
+		"oem=northwind|arch=x64": {"install_succeeded": 1},
+		"oem=other":              {},
+	} {
+		got, err := s.AmbientCellOutcomes(ctx, "dep_other", telemetry.ParseCell(cell), c.t.Add(-time.Hour), c.t.Add(time.Hour))
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("AmbientCellOutcomes(%s) = %v, %v; want %v", cell, got, err, want)
+		}
+	}
 	overall, _ := s.HealthCounts(ctx, d.ID, true)
 	for _, hc := range overall {
 		if hc.Cell != "" {
