@@ -298,26 +298,26 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 			before, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, weekBefore, d.CreatedAt)
 			return during, before, err
 		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
-		counts, err := c.store.HealthCounts(ctx, d.ID, false)
-		if err != nil {
-			return nil, nil, err
-		}
-		byCell, waveCell := map[string]map[string]int64{}, map[string]map[string]int64{}
-		for _, hc := range counts {
-			if byCell[hc.Cell] == nil {
-				byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
+			counts, err := c.store.HealthCounts(ctx, d.ID, false)
+			if err != nil {
+				return nil, nil, err
 			}
-			byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
-			if hc.Wave == wave {
-				waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+			byCell, waveCell := map[string]map[string]int64{}, map[string]map[string]int64{}
+			for _, hc := range counts {
+				if byCell[hc.Cell] == nil {
+					byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
+				}
+				byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+				if hc.Wave == wave {
+					waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+				}
 			}
-		}
-		cells := make([]health.CellDevices, 0, len(byCell))
-		for cell, devs := range byCell {
-			cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})
-		}
-		return cells, waveCell, nil
-	}}
+			cells := make([]health.CellDevices, 0, len(byCell))
+			for cell, devs := range byCell {
+				cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})
+			}
+			return cells, waveCell, nil
+		}}
 	if d.Plan.Order == rollout.OrderRisk && d.Plan.RiskModel != "" {
 		m, err := c.store.RiskModelByID(ctx, d.Plan.RiskModel)
 		if err != nil {

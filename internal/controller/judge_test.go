@@ -62,7 +62,10 @@ func TestJudgeForgivesAmbientCohort(t *testing.T) {
 				map[string]map[string]int64{"oem=contoso": cellDevs}, nil
 		}}
 	var held []string
-	holds := func(rule, _ string) (HoldState, string, error) { held = append(held, rule); return HoldIsActive, "hld_1", nil }
+	holds := func(rule, _ string) (HoldState, string, error) {
+		held = append(held, rule)
+		return HoldIsActive, "hld_1", nil
+	}
 	// The cohort's other installs: 5% now against 2% the week before.
 	ev.AmbientCell = func(string) (map[string]int64, map[string]int64, error) {
 		return outcomes(950, 50), outcomes(9800, 200), nil
