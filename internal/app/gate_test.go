@@ -99,16 +99,18 @@ func TestAutomaticHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oems := []string{"contoso", "fabrikam", "northwind"}
+	// Six OEMs: a cohort holds at most a fifth of the devices (health.MaxCohortShare).
+	fleet := []string{"contoso", "fabrikam", "northwind", "adatum", "litware", "tailspin"}
 	var events []client.DeviceEvent
 	for i := 0; i < 600; i++ {
 		typ := "install_succeeded"
-		if oems[i%3] == "contoso" && i%2 == 0 {
+		if fleet[i%6] == "contoso" && i/6%2 == 0 {
 			typ = "install_failed"
 		}
 		events = append(events, client.DeviceEvent{EventID: fmt.Sprintf("e-%d", i), DeviceID: fmt.Sprintf("dev-%03d", i), UpdateID: u.ID,
-			Type: typ, Time: time.Now().Add(-time.Minute).UTC(), Attributes: map[string]string{"oem": oems[i%3], "arch": []string{"x64", "arm64"}[i%2]}})
+			Type: typ, Time: time.Now().Add(-time.Minute).UTC(), Attributes: map[string]string{"oem": fleet[i%6], "arch": []string{"x64", "arm64"}[i/3%2]}})
 	}
+	oems := fleet[:3]
 	for len(events) > 0 {
 		n := min(len(events), 300)
 		if _, err := s.devices(t).send(ctx, events[:n]); err != nil {

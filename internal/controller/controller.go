@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -33,6 +34,33 @@ type Controller struct {
 	// changed is called after a commit that may change what devices are
 	// offered (to refresh the snapshot at once).
 	changed func(ctx context.Context)
+
+	mu sync.Mutex
+	// scanned is when the gate last scanned each deployment's cohorts
+	// against their own baselines (cohortScanEvery).
+	scanned map[string]time.Time
+}
+
+// cohortScanEvery is how often the gate scans a deployment's cohort cells
+// against the previous release's (every cell's counts are read).
+const cohortScanEvery = 5 * time.Minute
+
+// scanDue reports whether deployment id's cohorts are due a scan, marking
+// it scanned when act (reads always scan).
+func (c *Controller) scanDue(id string, now time.Time, act bool) bool {
+	if !act {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scanned == nil {
+		c.scanned = map[string]time.Time{}
+	}
+	if now.Sub(c.scanned[id]) < cohortScanEvery {
+		return false
+	}
+	c.scanned[id] = now
+	return true
 }
 
 // Notifier enqueues alerts in a transaction.
@@ -227,8 +255,9 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 // Default baselines when neither the plan nor a previous release gives one.
 var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01, Source: "default"}
 
-// ambientWindow is how far back the gate looks at the fleet's other
-// installs: incidents come and go, so recent ones tell.
+// ambientWindow is the recent window of the fleet's other installs the
+// gate compares (with the window since the rollout started) to the week
+// before: incidents come and go.
 const ambientWindow = 24 * time.Hour
 
 // minBaselineReports is how many finished devices a previous release needs
@@ -244,7 +273,9 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		g = &rollout.Gate{}
 	}
 	base := defaultBaseline
+	prevID := ""
 	if prev, devs, err := c.store.PreviousRelease(ctx, d.Product, d.ID, minBaselineReports); err == nil {
+		prevID = prev.ID
 		ok := devs["install_succeeded"]
 		failed := devs["install_failed"] + devs["download_failed"]
 		base = health.Baseline{Failure: health.NewRate(failed, ok+failed).Value, Rollback: health.NewRate(devs["rolled_back"], ok).Value,
@@ -260,10 +291,15 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if recent.Before(d.CreatedAt) {
 		recent = d.CreatedAt
 	}
-	during, err := c.store.AmbientOutcomes(ctx, d.ID, recent, now)
+	since, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt, now)
 	if err != nil {
 		return health.GateResult{}, err
 	}
+	lastDay, err := c.store.AmbientOutcomes(ctx, d.ID, recent, now)
+	if err != nil {
+		return health.GateResult{}, err
+	}
+	during := health.WorseWindow(since, lastDay)
 	weekBefore := d.CreatedAt.Add(-7 * 24 * time.Hour)
 	before, err := c.store.AmbientOutcomes(ctx, d.ID, weekBefore, d.CreatedAt)
 	if err != nil {
@@ -291,12 +327,16 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	ev := Evidence{Wave: wave, Planned: int64(float64(audience) * max(share, 0) / 100), All: all, Current: current,
 		AmbientCell: func(cell string) (map[string]int64, map[string]int64, error) {
 			attrs := telemetry.ParseCell(cell)
-			during, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, recent, now)
+			since, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, d.CreatedAt, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			lastDay, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, recent, now)
 			if err != nil {
 				return nil, nil, err
 			}
 			before, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, weekBefore, d.CreatedAt)
-			return during, before, err
+			return health.WorseWindow(since, lastDay), before, err
 		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
 			counts, err := c.store.HealthCounts(ctx, d.ID, false)
 			if err != nil {
@@ -318,6 +358,13 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 			}
 			return cells, waveCell, nil
 		}}
+	if prevID != "" && g.AutoHold != "" && c.scanDue(d.ID, now, act) {
+		counts, err := c.store.HealthCounts(ctx, prevID, false)
+		if err != nil {
+			return health.GateResult{}, err
+		}
+		ev.PriorCells = priorCells(counts)
+	}
 	if d.Plan.Order == rollout.OrderRisk && d.Plan.RiskModel != "" {
 		m, err := c.store.RiskModelByID(ctx, d.Plan.RiskModel)
 		if err != nil {
@@ -337,6 +384,26 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		}
 		return HoldIsActive, h.ID, nil
 	})
+}
+
+// priorCells sums a previous release's health counts per cohort cell over
+// its waves.
+func priorCells(counts []store.HealthCount) []health.CellDevices {
+	byCell := map[string]map[string]int64{}
+	for _, hc := range counts {
+		if hc.Cell == "" {
+			continue
+		}
+		if byCell[hc.Cell] == nil {
+			byCell[hc.Cell] = map[string]int64{}
+		}
+		byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+	}
+	out := make([]health.CellDevices, 0, len(byCell))
+	for cell, devs := range byCell {
+		out = append(out, health.CellDevices{Cell: cell, Devices: devs})
+	}
+	return out
 }
 
 // relativeRisk is the mean predicted risk of the devices that finished

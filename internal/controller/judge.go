@@ -20,6 +20,9 @@ type Evidence struct {
 	Planned int64
 	All     map[string]int64
 	Current map[string]int64
+	// PriorCells, when set, are the previous release's device counts per
+	// cohort cell: each cell's own baseline for a cohort scan at every look.
+	PriorCells []health.CellDevices
 	// AmbientCell, when set, returns the fleet's other installs on a
 	// cohort cell's devices since the rollout started and in the week
 	// before: a regression confined to a cell whose other installs fail
@@ -81,7 +84,10 @@ func GateConfig(g *rollout.Gate) health.GateConfig {
 // evidence), unless the plan holds cohorts automatically and the
 // regression is localized to one cohort, whose hold (per holds) lets the
 // rest go on, judged without it; otherwise the current wave must be
-// healthy to advance. The server's controller and fleetbench both call it.
+// healthy to advance. With the previous release's counts per cohort
+// (ev.PriorCells), every look also scans the cohorts against their own
+// baselines, so a cohort too small to move the whole rollout is held
+// early. The server's controller and fleetbench both call it.
 func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (health.GateResult, error) {
 	cfg := GateConfig(g)
 	autoHold := ""
@@ -89,22 +95,32 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 		autoHold = g.AutoHold
 	}
 	baseAll, baseCurrent := riskAdjusted(cfg, base, ev.RiskAll), riskAdjusted(cfg, base, ev.RiskCurrent)
+	var cellBase func(string) health.Baseline
+	if ev.PriorCells != nil {
+		cellBase = health.CellBaselines(baseAll, ev.PriorCells)
+	}
 	r := health.Evaluate(cfg, baseAll, ev.All, ev.Wave)
-	if r.Verdict != health.Regressed {
+	regressed := r.Verdict == health.Regressed
+	if !regressed && (autoHold == "" || ev.Cells == nil || cellBase == nil) {
 		return currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, ev.All), nil
 	}
-	r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
-	if autoHold == "" || ev.Cells == nil {
-		return r, nil
+	if regressed {
+		r.Summary = strings.Replace(r.Summary, fmt.Sprintf("wave %d regressed", r.Wave+1), "rollout regressed (all waves so far)", 1)
+		if autoHold == "" || ev.Cells == nil {
+			return r, nil
+		}
 	}
 	cells, current, err := ev.Cells()
 	if err != nil {
 		return r, err
 	}
-	loc, ok := health.Localize(cfg, baseAll, ev.All, cells, ev.Wave)
-	if !ok {
+	loc, ok := health.LocalizeWith(cfg, baseAll, ev.All, cells, ev.Wave, cellBase)
+	switch {
+	case !ok && regressed:
 		r.Summary += "; not localized to a cohort, so the rollout pauses"
 		return r, nil
+	case !ok:
+		return currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, ev.All), nil
 	}
 	var cellAll map[string]int64
 	for _, c := range cells {
@@ -117,12 +133,16 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 		if err != nil {
 			return r, err
 		}
-		if cellBase, amb := health.AdjustForCellAmbient(baseAll, now, before); amb.Factor > 1 && health.Evaluate(cfg, cellBase, cellAll, ev.Wave).Verdict != health.Regressed {
+		cb := baseAll
+		if cellBase != nil {
+			cb = cellBase(loc.Cell)
+		}
+		if cb, amb := health.AdjustForCellAmbient(cb, now, before); amb.Factor > 1 && health.Evaluate(cfg, cb, cellAll, ev.Wave).Verdict != health.Regressed {
 			out := currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, nil)
 			if out.Verdict == health.Healthy {
 				out.Verdict = health.Inconclusive
 			}
-			out.Summary = fmt.Sprintf("rollout regressed only in %s, where the fleet's other installs also fail %.2f times as often as the week before (%.2f%% vs %.2f%%): an ambient incident, not this release; waiting it out",
+			out.Summary = fmt.Sprintf("%s regressed, but the fleet's other installs on it also fail %.2f times as often as the week before (%.2f%% vs %.2f%%): an ambient incident, not this release; waiting it out",
 				loc.Cell, amb.Factor, 100*amb.Now.Value, 100*amb.Before.Value)
 			return out, nil
 		}
@@ -135,12 +155,20 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 	if err != nil {
 		return r, err
 	}
-	r.Cohort, r.HoldID = &loc, holdID
 	switch {
+	case state == HoldWasReleased && !regressed:
+		// A person released it on purpose and the rollout as a whole is fine.
+		return currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, ev.All), nil
 	case state == HoldWasReleased:
+		r.Cohort, r.HoldID = &loc, holdID
 		r.Summary += fmt.Sprintf("; cohort %s was held automatically (%s) and a person released that hold, so the rollout pauses", loc.Cell, holdID)
 		return r, nil
 	case state == HoldIsProposed || autoHold == "proposed":
+		if !regressed {
+			r.Verdict = health.Inconclusive
+			r.Summary = fmt.Sprintf("cohort %s regressed against its own baseline", loc.Cell)
+		}
+		r.Cohort, r.HoldID = &loc, holdID
 		r.Summary += fmt.Sprintf("; localized to %s: proposed hold %s awaits activation", loc.Cell, orPending(holdID))
 		return r, nil
 	}

@@ -81,3 +81,38 @@ func TestJudgeForgivesAmbientCohort(t *testing.T) {
 		t.Fatalf("release-caused cohort regression: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
 	}
 }
+
+// TestJudgeScansCohortsAgainstTheirOwnBaselines: a cohort too small to move
+// the whole rollout is held when it fails well beyond its own rate in the
+// previous release; a cohort that always failed more is not.
+func TestJudgeScansCohortsAgainstTheirOwnBaselines(t *testing.T) {
+	gate := &rollout.Gate{AutoHold: "active"}
+	base := health.Baseline{Failure: 0.02, Rollback: 0.5, Crash: 0.5}
+	cells := []health.CellDevices{
+		{Cell: "model=old", Devices: outcomes(450, 50)}, // 10%: it failed 9% last time
+		{Cell: "model=bad", Devices: outcomes(450, 50)}, // 10%: it failed 2% last time
+		{Cell: "model=main", Devices: outcomes(39200, 600)},
+	}
+	prior := []health.CellDevices{
+		{Cell: "model=old", Devices: outcomes(9100, 900)},
+		{Cell: "model=bad", Devices: outcomes(9800, 200)},
+		{Cell: "model=main", Devices: outcomes(98000, 2000)},
+	}
+	all := outcomes(40100, 700) // 1.7%: the rollout as a whole is fine
+	ev := Evidence{All: all, Current: all, PriorCells: prior,
+		Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
+			return cells, map[string]map[string]int64{}, nil
+		}}
+	var held []string
+	holds := func(rule, _ string) (HoldState, string, error) { held = append(held, rule); return HoldIsActive, "hld_1", nil }
+	r, err := Judge(gate, base, ev, holds)
+	if err != nil || len(held) != 1 || held[0] != `device.attributes["model"] == "bad"` || r.Verdict == health.Regressed {
+		t.Fatalf("scan: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
+	}
+	// Without the previous release's cells there is no scan.
+	held = nil
+	ev.PriorCells = nil
+	if _, err := Judge(gate, base, ev, holds); err != nil || len(held) != 0 {
+		t.Fatalf("scanned without baselines: holds %v, %v", held, err)
+	}
+}

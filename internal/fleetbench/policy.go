@@ -19,9 +19,11 @@ type Observed struct {
 	// Cells returns counts per cohort cell over all waves and in wave w.
 	Cells func(w int) ([]health.CellDevices, map[string]map[string]int64, error)
 	// Ambient and AmbientBefore: devices by outcome of other releases'
-	// installs reported in the last day of the rollout, and in the week
-	// before it.
-	Ambient, AmbientBefore map[string]int64
+	// installs during the rollout (the worse of since it started and the
+	// last day, health.WorseWindow), and in the week before it.
+	Ambient, AmbientLastDay, AmbientBefore map[string]int64
+	// PriorCells: the past release's device counts per cohort cell.
+	PriorCells []health.CellDevices
 	// AmbientCell is the same for one cohort cell's devices.
 	AmbientCell func(cell string) (now, before map[string]int64, err error)
 	// Risk: for risk-ordered policies, the predicted failure risk summed
@@ -142,7 +144,7 @@ func (r *ringmaster) Step(h int, obs *Observed) Decision {
 	if r.status.State == rollout.Running {
 		wave := max(r.status.Wave, 0)
 		ev := controller.Evidence{Wave: wave, Planned: obs.Size[wave], All: obs.All, Current: obs.Waves[wave],
-			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }, AmbientCell: obs.AmbientCell}
+			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }, AmbientCell: obs.AmbientCell, PriorCells: obs.PriorCells}
 		if obs.Risk != nil {
 			ev.RiskAll = obs.Risk.relative(obs.Risk.All, reportedOf(obs.All))
 			ev.RiskCurrent = obs.Risk.relative(obs.Risk.Waves[wave], reportedOf(obs.Waves[wave]))

@@ -85,8 +85,9 @@ type simulation struct {
 	// the ambient window) and in the week before; ambientBefore caches
 	// the week before per cohort cell.
 	others, othersBefore []report
+	ambientSince         map[string]int64 // other installs since the rollout started
 	othersFrom           int
-	ambientBefore        map[string]map[string]int64
+	ambientCells         map[string]*cellAmbient
 }
 
 // Run simulates release class cls on world w (seed identifies the world
@@ -129,7 +130,10 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	}
 	s.obs.Cells = s.cells
 	s.obs.AmbientCell = s.ambientCell
-	s.obs.Ambient, s.obs.AmbientBefore = map[string]int64{}, map[string]int64{}
+	if s.needCells {
+		s.obs.PriorCells = w.priorCells()
+	}
+	s.obs.AmbientLastDay, s.obs.AmbientBefore, s.ambientSince = map[string]int64{}, map[string]int64{}, map[string]int64{}
 	other := rand.New(rand.NewPCG(seed^classSeed(cls), 0x07e4))
 	perHour := int(float64(n) * otherInstallsPerDay / 24)
 	// otherInstalls: devices checking in at hour h install another
@@ -160,7 +164,8 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	for h := 0; h < Horizon; h++ {
 		for _, r := range pending[h] {
 			if r.other {
-				countInto(s.obs.Ambient, r.outcome, 1)
+				countInto(s.obs.AmbientLastDay, r.outcome, 1)
+				countInto(s.ambientSince, r.outcome, 1)
 				r.at = int32(h)
 				s.others = append(s.others, r)
 				continue
@@ -169,8 +174,9 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 		}
 		pending[h] = nil
 		for ; s.othersFrom < len(s.others) && int(s.others[s.othersFrom].at) <= h-ambientWindow; s.othersFrom++ {
-			countInto(s.obs.Ambient, s.others[s.othersFrom].outcome, -1)
+			countInto(s.obs.AmbientLastDay, s.others[s.othersFrom].outcome, -1)
 		}
+		s.obs.Ambient = health.WorseWindow(s.ambientSince, s.obs.AmbientLastDay)
 		if s.needCells {
 			otherInstalls(h, func(i int32, o Outcome, delay int) {
 				if delay >= 0 && h+delay < len(pending) {
@@ -324,27 +330,33 @@ func (s *simulation) add(i int, event string) {
 	s.obs.All[event]++
 	s.obs.Waves[w][event]++
 	if s.needCells {
-		s.events = append(s.events, cellEvent{dev: int32(i), event: event})
+		s.events = append(s.events, cellEvent{dev: int32(i), event: uint8(slices.Index(cellEvents[:], event))})
 	}
 }
 
 type cellEvent struct {
 	dev   int32
-	event string
+	event uint8 // index in cellEvents
 }
 
 // cellEvents are the events the gate counts per cell, by index.
-var cellEvents = []string{"offered", "install_succeeded", "install_failed", "download_failed", "rolled_back", "post_install_crash"}
+var cellEvents = [...]string{"offered", "install_succeeded", "install_failed", "download_failed", "rolled_back", "post_install_crash"}
 
 // cellCounter counts events per cohort cell incrementally: each device's
-// cells (the server's own telemetry.Cells) are computed once, and each call
-// counts only the events since the last.
+// cells (the server's own telemetry.Cells) are computed once, each call
+// counts only the events since the last in arrays, and only the cells
+// they touched have their maps (which live as long as the simulation)
+// brought up to date.
 type cellCounter struct {
-	names    []string
 	index    map[string]int32
 	devCells map[int32][]int32
-	all      [][6]int64
-	waves    [][][6]int64
+	counts   [][6]int64   // by cell index, all waves
+	waves    [][][6]int64 // per wave, by cell index
+	all      []health.CellDevices
+	current  []map[string]map[string]int64 // per wave: cell → counts
+	dirty    []int32                       // cells touched since the last call
+	touched  []bool                        // by cell index
+	sorted   []health.CellDevices          // all, by cell name
 	cursor   int
 }
 
@@ -357,13 +369,15 @@ func (s *simulation) deviceCells(dev int32) []int32 {
 	for _, name := range telemetry.Cells(s.w.Attributes(&s.w.Devices[dev]), s.cohort, nil)[1:] {
 		i, ok := cc.index[name]
 		if !ok {
-			i = int32(len(cc.names))
+			i = int32(len(cc.all))
 			cc.index[name] = i
-			cc.names = append(cc.names, name)
-			cc.all = append(cc.all, [6]int64{})
+			cc.all = append(cc.all, health.CellDevices{Cell: name, Devices: map[string]int64{}})
+			cc.counts = append(cc.counts, [6]int64{})
+			cc.touched = append(cc.touched, false)
 			for w := range cc.waves {
 				cc.waves[w] = append(cc.waves[w], [6]int64{})
 			}
+			cc.sorted = nil
 		}
 		out = append(out, i)
 	}
@@ -371,75 +385,113 @@ func (s *simulation) deviceCells(dev int32) []int32 {
 	return out
 }
 
-// cells counts every reported event per cohort cell, from the start: the
-// gate asks only when it localizes a regression.
+// cells counts every reported event per cohort cell, from the start.
 func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[string]int64, error) {
 	if s.cellCounts == nil {
-		s.cellCounts = &cellCounter{index: map[string]int32{}, devCells: map[int32][]int32{}, waves: make([][][6]int64, len(s.plan.Waves))}
+		n := len(s.plan.Waves)
+		s.cellCounts = &cellCounter{index: map[string]int32{}, devCells: map[int32][]int32{}, waves: make([][][6]int64, n),
+			current: make([]map[string]map[string]int64, n)}
+		for w := range n {
+			s.cellCounts.current[w] = map[string]map[string]int64{}
+		}
 	}
 	cc := s.cellCounts
 	for _, e := range s.events[cc.cursor:] {
-		k := slices.Index(cellEvents, e.event)
 		w := s.wave[e.dev]
 		for _, c := range s.deviceCells(e.dev) {
-			cc.all[c][k]++
-			cc.waves[w][c][k]++
+			cc.counts[c][e.event]++
+			cc.waves[w][c][e.event]++
+			if !cc.touched[c] {
+				cc.touched[c] = true
+				cc.dirty = append(cc.dirty, c)
+			}
 		}
 	}
 	cc.cursor = len(s.events)
-	devices := func(counts [6]int64) map[string]int64 {
-		m := make(map[string]int64, len(cellEvents))
-		for k, n := range counts {
+	for _, c := range cc.dirty {
+		cc.touched[c] = false
+		cell := cc.all[c]
+		for k, n := range cc.counts[c] {
 			if n > 0 {
-				m[cellEvents[k]] = n
+				cell.Devices[cellEvents[k]] = n
 			}
 		}
-		return m
-	}
-	out := make([]health.CellDevices, 0, len(cc.names))
-	cur := map[string]map[string]int64{}
-	for i, name := range cc.names {
-		out = append(out, health.CellDevices{Cell: name, Devices: devices(cc.all[i])})
-		if cc.waves[wave][i] != ([6]int64{}) {
-			cur[name] = devices(cc.waves[wave][i])
+		for w := range cc.waves {
+			if cc.waves[w][c] == ([6]int64{}) {
+				continue
+			}
+			m := cc.current[w][cell.Cell]
+			if m == nil {
+				m = map[string]int64{}
+				cc.current[w][cell.Cell] = m
+			}
+			for k, n := range cc.waves[w][c] {
+				if n > 0 {
+					m[cellEvents[k]] = n
+				}
+			}
 		}
 	}
-	sort.Slice(out, func(a, b int) bool { return out[a].Cell < out[b].Cell })
-	cur[""] = s.obs.Waves[wave]
-	return out, cur, nil
+	cc.dirty = cc.dirty[:0]
+	if cc.sorted == nil {
+		cc.sorted = slices.Clone(cc.all)
+		sort.Slice(cc.sorted, func(a, b int) bool { return cc.sorted[a].Cell < cc.sorted[b].Cell })
+	}
+	cc.current[wave][""] = s.obs.Waves[wave]
+	return cc.sorted, cc.current[wave], nil
+}
+
+// cellAmbient is one cohort cell's other installs, counted incrementally.
+type cellAmbient struct {
+	in                    func(dev int32) bool
+	before, since, recent map[string]int64
+	added, expired        int // cursors into others
 }
 
 // ambientCell counts other releases' installs on a cohort cell's devices
-// in the ambient window and in the week before (the server's store does
-// the same from device_outcomes and the registry).
+// during the rollout (the worse of since it started and the last day) and
+// in the week before (the server's store does the same from
+// device_outcomes and the registry).
 func (s *simulation) ambientCell(cell string) (map[string]int64, map[string]int64, error) {
-	want := telemetry.ParseCell(cell)
-	in := func(dev int32) bool {
-		for k, v := range want {
-			if s.w.Value(&s.w.Devices[dev], k) != v {
-				return false
-			}
+	if s.ambientCells == nil {
+		s.ambientCells = map[string]*cellAmbient{}
+	}
+	a := s.ambientCells[cell]
+	if a == nil {
+		type kv struct {
+			attr  int
+			value string
 		}
-		return true
-	}
-	if s.ambientBefore == nil {
-		s.ambientBefore = map[string]map[string]int64{}
-	}
-	before := s.ambientBefore[cell]
-	if before == nil {
-		before = map[string]int64{}
+		var want []kv
+		for k, v := range telemetry.ParseCell(cell) {
+			want = append(want, kv{s.w.index[k], v})
+		}
+		a = &cellAmbient{before: map[string]int64{}, since: map[string]int64{}, recent: map[string]int64{}, in: func(dev int32) bool {
+			d := &s.w.Devices[dev]
+			for _, x := range want {
+				if s.w.attrs[x.attr].values[d.attrs[x.attr]] != x.value {
+					return false
+				}
+			}
+			return true
+		}}
 		for _, r := range s.othersBefore {
-			if in(r.dev) {
-				countInto(before, r.outcome, 1)
+			if a.in(r.dev) {
+				countInto(a.before, r.outcome, 1)
 			}
 		}
-		s.ambientBefore[cell] = before
+		s.ambientCells[cell] = a
 	}
-	now := map[string]int64{}
-	for _, r := range s.others[s.othersFrom:] {
-		if in(r.dev) {
-			countInto(now, r.outcome, 1)
+	for ; a.added < len(s.others); a.added++ {
+		if r := s.others[a.added]; a.in(r.dev) {
+			countInto(a.since, r.outcome, 1)
+			countInto(a.recent, r.outcome, 1)
 		}
 	}
-	return now, before, nil
+	for ; a.expired < s.othersFrom; a.expired++ {
+		if r := s.others[a.expired]; a.in(r.dev) {
+			countInto(a.recent, r.outcome, -1)
+		}
+	}
+	return health.WorseWindow(a.since, a.recent), a.before, nil
 }

@@ -13,7 +13,9 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/risk"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
 // attribute is one device property and its possible values.
@@ -43,8 +45,12 @@ type World struct {
 	index   map[string]int // attribute name → position
 	seed    uint64
 
-	riskOnce  sync.Once
-	riskModel *worldRisk
+	pastOnce     sync.Once
+	pastInstalls []pastInstall
+	priorOnce    sync.Once
+	prior        []health.CellDevices
+	riskOnce     sync.Once
+	riskModel    *worldRisk
 }
 
 func values(prefix string, n int) []string {
@@ -240,24 +246,67 @@ type worldRisk struct {
 // (good) release train the risk model.
 const pastReleaseShare = 0.15
 
-// risk trains (once) the world's risk model on a past release: a random
-// pastReleaseShare of the fleet installed it and 97% reported, each device
-// failing at its own baseline risk (which the model can learn only through
-// the attributes the server sees).
-func (w *World) risk() *worldRisk {
-	w.riskOnce.Do(func() {
+// pastInstall is one device's install of a past (good) release.
+type pastInstall struct {
+	dev    int32
+	failed bool
+}
+
+// past returns (once) the world's past release: a random pastReleaseShare
+// of the fleet installed it and 97% reported, each device failing at its
+// own baseline risk.
+func (w *World) past() []pastInstall {
+	w.pastOnce.Do(func() {
 		rng := rand.New(rand.NewPCG(w.seed, 0x7157))
-		var ex []risk.Example
 		for i := range w.Devices {
-			d := &w.Devices[i]
 			if rng.Float64() >= pastReleaseShare {
 				continue
 			}
-			failed := rng.Float64() < sigmoid(d.logit)
+			failed := rng.Float64() < sigmoid(w.Devices[i].logit)
 			if rng.Float64() < 0.03 {
 				continue
 			}
-			ex = append(ex, risk.Example{Attributes: w.Attributes(d), Failed: failed})
+			w.pastInstalls = append(w.pastInstalls, pastInstall{dev: int32(i), failed: failed})
+		}
+	})
+	return w.pastInstalls
+}
+
+// priorCells returns (once) the past release's device counts per cohort
+// cell, as the server's health counts keep them (telemetry.Cells): the
+// gate's per-cohort baselines.
+func (w *World) priorCells() []health.CellDevices {
+	w.priorOnce.Do(func() {
+		counts := map[string]map[string]int64{}
+		cohort := w.CohortAttributes()
+		for _, p := range w.past() {
+			event := Succeeded.event()
+			if p.failed {
+				event = InstallFailed.event()
+			}
+			for _, c := range telemetry.Cells(w.Attributes(&w.Devices[p.dev]), cohort, nil)[1:] {
+				if counts[c] == nil {
+					counts[c] = map[string]int64{}
+				}
+				counts[c][event]++
+			}
+		}
+		w.prior = make([]health.CellDevices, 0, len(counts))
+		for c, m := range counts {
+			w.prior = append(w.prior, health.CellDevices{Cell: c, Devices: m})
+		}
+		sort.Slice(w.prior, func(a, b int) bool { return w.prior[a].Cell < w.prior[b].Cell })
+	})
+	return w.prior
+}
+
+// risk trains (once) the world's risk model on the past release (which it
+// can learn only through the attributes the server sees).
+func (w *World) risk() *worldRisk {
+	w.riskOnce.Do(func() {
+		var ex []risk.Example
+		for _, p := range w.past() {
+			ex = append(ex, risk.Example{Attributes: w.Attributes(&w.Devices[p.dev]), Failed: p.failed})
 		}
 		m, err := risk.Train(ex, risk.Options{})
 		if err != nil {

@@ -71,3 +71,22 @@ func AdjustForCellAmbient(base Baseline, now, before map[string]int64) (Baseline
 	base.Failure = min(0.5, base.Failure*a.Factor)
 	return base, a
 }
+
+// WorseWindow returns whichever of two windows of other installs (say,
+// since the rollout started and the last day) fails more, among those with
+// at least minCellAmbient reports: the rollout's evidence spans both, so
+// forgiving by the worse keeps an incident's failures forgiven after it
+// ends and a fresh incident from being diluted by the days before it.
+func WorseWindow(a, b map[string]int64) map[string]int64 {
+	rate := func(m map[string]int64) (float64, bool) {
+		failed := m["install_failed"] + m["download_failed"]
+		n := failed + m["install_succeeded"]
+		return float64(failed) / float64(max(n, 1)), n >= minCellAmbient
+	}
+	ra, okA := rate(a)
+	rb, okB := rate(b)
+	if okB && (!okA || rb > ra) {
+		return b
+	}
+	return a
+}

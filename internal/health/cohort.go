@@ -39,6 +39,14 @@ const MaxCohortShare = 0.2
 // values cannot be expressed as a rule and are skipped. ok is false when
 // no cell explains it (the regression is not localized).
 func Localize(cfg GateConfig, base Baseline, overall map[string]int64, cells []CellDevices, wave int) (Localization, bool) {
+	return LocalizeWith(cfg, base, overall, cells, wave, nil)
+}
+
+// LocalizeWith is Localize with a baseline per cell (nil: base for all),
+// which lets a scan run before the whole rollout regresses: cells differ
+// by nature (old firmware fails more), and only a cell worse than its own
+// baseline is the release's doing.
+func LocalizeWith(cfg GateConfig, base Baseline, overall map[string]int64, cells []CellDevices, wave int, cellBase func(cell string) Baseline) (Localization, bool) {
 	type cand struct {
 		cell    CellDevices
 		test    Test
@@ -50,7 +58,11 @@ func Localize(cfg GateConfig, base Baseline, overall map[string]int64, cells []C
 		if c.Cell == "" || strings.Contains(c.Cell, "=other") {
 			continue
 		}
-		r := Evaluate(cfg, base, c.Devices, wave)
+		b := base
+		if cellBase != nil {
+			b = cellBase(c.Cell)
+		}
+		r := Evaluate(cfg, b, c.Devices, wave)
 		if r.Reported == 0 || float64(r.Reported) > MaxCohortShare*float64(all) {
 			continue
 		}
@@ -85,4 +97,32 @@ func Localize(cfg GateConfig, base Baseline, overall map[string]int64, cells []C
 		}
 	}
 	return Localization{Threshold: threshold, Tested: 3 * len(tested)}, false
+}
+
+// minPriorReports is how many devices of a cell must have finished the
+// previous release for its rate to be the cell's baseline.
+const minPriorReports = 100
+
+// CellBaselines returns each cohort cell's baseline from a previous
+// release's counts per cell (prior): the upper end of the 95% interval of
+// the cell's failure rate there, never below base's (a generous baseline
+// keeps a scan at every look from holding cells that merely differ a
+// little from the last release). Cells with too few prior reports, and
+// rollbacks and crashes, keep base's rates.
+func CellBaselines(base Baseline, prior []CellDevices) func(cell string) Baseline {
+	rates := make(map[string]float64, len(prior))
+	for _, c := range prior {
+		failed := c.Devices["install_failed"] + c.Devices["download_failed"]
+		if n := failed + c.Devices["install_succeeded"]; n >= minPriorReports {
+			rates[c.Cell] = NewRate(failed, n).High
+		}
+	}
+	return func(cell string) Baseline {
+		b := base
+		if r, ok := rates[cell]; ok {
+			b.Failure = max(b.Failure, r)
+			b.Source += ", this cohort's rate in the previous release"
+		}
+		return b
+	}
 }
