@@ -104,7 +104,10 @@ func TestJudgeScansCohortsAgainstTheirOwnBaselines(t *testing.T) {
 			return cells, map[string]map[string]int64{}, nil
 		}}
 	var held []string
-	holds := func(rule, _ string) (HoldState, string, error) { held = append(held, rule); return HoldIsActive, "hld_1", nil }
+	holds := func(rule, _ string) (HoldState, string, error) {
+		held = append(held, rule)
+		return HoldIsActive, "hld_1", nil
+	}
 	r, err := Judge(gate, base, ev, holds)
 	if err != nil || len(held) != 1 || held[0] != `device.attributes["model"] == "bad"` || r.Verdict == health.Regressed {
 		t.Fatalf("scan: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
