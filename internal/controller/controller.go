@@ -189,12 +189,15 @@ func (c *Controller) Command(ctx context.Context, id string, cmd rollout.Command
 // Tick applies Step to every scheduled or running deployment at now. A
 // failure on one deployment is logged and does not stop the others.
 func (c *Controller) Tick(ctx context.Context, now time.Time) error {
-	deps, err := c.store.Deployments(ctx, store.DeploymentFilter{States: []rollout.State{rollout.Scheduled, rollout.Running}})
+	deps, err := c.store.Deployments(ctx, store.DeploymentFilter{States: []rollout.State{rollout.Scheduled, rollout.Running, rollout.Completed}})
 	if err != nil {
 		return err
 	}
 	moved := false
 	for _, d := range deps {
+		if d.State == rollout.Completed && !rollout.Watched(d.Plan, d.Status, now) {
+			continue
+		}
 		obs := c.observe(ctx, &d)
 		before := d.Status
 		// Most ticks change nothing: decide on the listed row first, and
@@ -241,7 +244,7 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 		}
 		obs.AudienceSize = n
 	}
-	if d.Plan.Gate != nil && d.State == rollout.Running {
+	if rollout.Watched(d.Plan, d.Status, c.now()) {
 		g, err := c.Gate(ctx, d, true)
 		if err != nil {
 			c.log.Warn("health gate failed; the wave waits", "deployment", d.ID, "err", err)

@@ -95,13 +95,16 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 		autoHold = g.AutoHold
 	}
 	baseAll, baseCurrent := riskAdjusted(cfg, base, ev.RiskAll), riskAdjusted(cfg, base, ev.RiskCurrent)
-	var cellBase func(string) health.Baseline
+	var prior map[string]map[string]int64
 	if ev.PriorCells != nil {
-		cellBase = health.CellBaselines(baseAll, ev.PriorCells)
+		prior = make(map[string]map[string]int64, len(ev.PriorCells))
+		for _, c := range ev.PriorCells {
+			prior[c.Cell] = c.Devices
+		}
 	}
 	r := health.Evaluate(cfg, baseAll, ev.All, ev.Wave)
 	regressed := r.Verdict == health.Regressed
-	if !regressed && (autoHold == "" || ev.Cells == nil || cellBase == nil) {
+	if !regressed && (autoHold == "" || ev.Cells == nil || prior == nil) {
 		return currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, ev.All), nil
 	}
 	if regressed {
@@ -114,7 +117,7 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 	if err != nil {
 		return r, err
 	}
-	loc, ok := health.LocalizeWith(cfg, baseAll, ev.All, cells, ev.Wave, cellBase)
+	loc, ok := health.LocalizeWith(cfg, baseAll, ev.All, cells, ev.Wave, prior, !regressed)
 	switch {
 	case !ok && regressed:
 		r.Summary += "; not localized to a cohort, so the rollout pauses"
@@ -134,8 +137,8 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 			return r, err
 		}
 		cb := baseAll
-		if cellBase != nil {
-			cb = cellBase(loc.Cell)
+		if loc.Test.Metric == "failure" {
+			cb.Failure = max(cb.Failure, loc.Test.Baseline) // the cell's own previous rate, when it was tested on it
 		}
 		if cb, amb := health.AdjustForCellAmbient(cb, now, before); amb.Factor > 1 && health.Evaluate(cfg, cb, cellAll, ev.Wave).Verdict != health.Regressed {
 			out := currentWave(cfg, baseCurrent, ev.Current, ev.Wave, ev.Planned, nil)

@@ -141,7 +141,7 @@ func (r *ringmaster) Step(h int, obs *Observed) Decision {
 	now := epoch.Add(time.Duration(h) * time.Hour)
 	var d Decision
 	observations := rollout.Observations{}
-	if r.status.State == rollout.Running {
+	if rollout.Watched(r.plan, r.status, now) {
 		wave := max(r.status.Wave, 0)
 		ev := controller.Evidence{Wave: wave, Planned: obs.Size[wave], All: obs.All, Current: obs.Waves[wave],
 			Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) { return obs.Cells(wave) }, AmbientCell: obs.AmbientCell, PriorCells: obs.PriorCells}

@@ -248,25 +248,24 @@ const pastReleaseShare = 0.15
 
 // pastInstall is one device's install of a past (good) release.
 type pastInstall struct {
-	dev    int32
-	failed bool
+	dev     int32
+	outcome Outcome
 }
 
 // past returns (once) the world's past release: a random pastReleaseShare
-// of the fleet installed it and 97% reported, each device failing at its
-// own baseline risk.
+// of the fleet installed a good release and 97% reported (each device
+// failing at its own baseline risk; rollbacks and crashes at the fleet's).
 func (w *World) past() []pastInstall {
 	w.pastOnce.Do(func() {
 		rng := rand.New(rand.NewPCG(w.seed, 0x7157))
+		good := release{class: Good, oddsMul: 1, crashMul: 1}
 		for i := range w.Devices {
 			if rng.Float64() >= pastReleaseShare {
 				continue
 			}
-			failed := rng.Float64() < sigmoid(w.Devices[i].logit)
-			if rng.Float64() < 0.03 {
-				continue
+			if o, delay := good.install(w, &w.Devices[i], 0, rng); delay >= 0 {
+				w.pastInstalls = append(w.pastInstalls, pastInstall{dev: int32(i), outcome: o})
 			}
-			w.pastInstalls = append(w.pastInstalls, pastInstall{dev: int32(i), failed: failed})
 		}
 	})
 	return w.pastInstalls
@@ -280,15 +279,11 @@ func (w *World) priorCells() []health.CellDevices {
 		counts := map[string]map[string]int64{}
 		cohort := w.CohortAttributes()
 		for _, p := range w.past() {
-			event := Succeeded.event()
-			if p.failed {
-				event = InstallFailed.event()
-			}
 			for _, c := range telemetry.Cells(w.Attributes(&w.Devices[p.dev]), cohort, nil)[1:] {
 				if counts[c] == nil {
 					counts[c] = map[string]int64{}
 				}
-				counts[c][event]++
+				countInto(counts[c], p.outcome, 1)
 			}
 		}
 		w.prior = make([]health.CellDevices, 0, len(counts))
@@ -306,7 +301,7 @@ func (w *World) risk() *worldRisk {
 	w.riskOnce.Do(func() {
 		var ex []risk.Example
 		for _, p := range w.past() {
-			ex = append(ex, risk.Example{Attributes: w.Attributes(&w.Devices[p.dev]), Failed: p.failed})
+			ex = append(ex, risk.Example{Attributes: w.Attributes(&w.Devices[p.dev]), Failed: p.outcome == InstallFailed || p.outcome == DownloadFailed})
 		}
 		m, err := risk.Train(ex, risk.Options{})
 		if err != nil {

@@ -13,6 +13,12 @@ type Ambient struct {
 	Before Rate    `json:"before"`
 }
 
+// failureRate is the install failure rate of devices by outcome.
+func failureRate(m map[string]int64) Rate {
+	failed := m["install_failed"] + m["download_failed"]
+	return NewRate(failed, failed+m["install_succeeded"])
+}
+
 // ambientPrior is the weight, in devices, of the week-before rate in the
 // "now" estimate: a few hours of other installs cannot swing the baseline
 // on their own.
@@ -30,11 +36,7 @@ const minAmbientBefore = 1000
 // look worse), and with too little reference it changes nothing. now and
 // before are devices by outcome, as Evaluate takes.
 func AdjustForAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
-	rate := func(m map[string]int64) Rate {
-		failed := m["install_failed"] + m["download_failed"]
-		return NewRate(failed, failed+m["install_succeeded"])
-	}
-	a := Ambient{Factor: 1, Now: rate(now), Before: rate(before)}
+	a := Ambient{Factor: 1, Now: failureRate(now), Before: failureRate(before)}
 	if a.Before.Of < minAmbientBefore || a.Before.Value <= 0 {
 		return base, a
 	}
@@ -59,11 +61,7 @@ const minCellAmbient = 100
 // generous because it only ever spares a cohort a hold: a regression the
 // release caused stands far above what its cohort's other installs show.
 func AdjustForCellAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
-	rate := func(m map[string]int64) Rate {
-		failed := m["install_failed"] + m["download_failed"]
-		return NewRate(failed, failed+m["install_succeeded"])
-	}
-	a := Ambient{Factor: 1, Now: rate(now), Before: rate(before)}
+	a := Ambient{Factor: 1, Now: failureRate(now), Before: failureRate(before)}
 	if a.Now.Of < minCellAmbient || a.Before.Of < minCellAmbient || a.Before.Value <= 0 {
 		return base, a
 	}
@@ -78,14 +76,8 @@ func AdjustForCellAmbient(base Baseline, now, before map[string]int64) (Baseline
 // forgiving by the worse keeps an incident's failures forgiven after it
 // ends and a fresh incident from being diluted by the days before it.
 func WorseWindow(a, b map[string]int64) map[string]int64 {
-	rate := func(m map[string]int64) (float64, bool) {
-		failed := m["install_failed"] + m["download_failed"]
-		n := failed + m["install_succeeded"]
-		return float64(failed) / float64(max(n, 1)), n >= minCellAmbient
-	}
-	ra, okA := rate(a)
-	rb, okB := rate(b)
-	if okB && (!okA || rb > ra) {
+	ra, rb := failureRate(a), failureRate(b)
+	if rb.Of >= minCellAmbient && (ra.Of < minCellAmbient || rb.Value > ra.Value) {
 		return b
 	}
 	return a

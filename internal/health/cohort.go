@@ -39,14 +39,18 @@ const MaxCohortShare = 0.2
 // values cannot be expressed as a rule and are skipped. ok is false when
 // no cell explains it (the regression is not localized).
 func Localize(cfg GateConfig, base Baseline, overall map[string]int64, cells []CellDevices, wave int) (Localization, bool) {
-	return LocalizeWith(cfg, base, overall, cells, wave, nil)
+	return LocalizeWith(cfg, base, overall, cells, wave, nil, false)
 }
 
-// LocalizeWith is Localize with a baseline per cell (nil: base for all),
-// which lets a scan run before the whole rollout regresses: cells differ
-// by nature (old firmware fails more), and only a cell worse than its own
-// baseline is the release's doing.
-func LocalizeWith(cfg GateConfig, base Baseline, overall map[string]int64, cells []CellDevices, wave int, cellBase func(cell string) Baseline) (Localization, bool) {
+// LocalizeWith is Localize with the previous release's counts per cell
+// (prior; nil: none), which lets a scan run before the whole rollout
+// regresses: cells differ by nature (old firmware fails more), and only a
+// cell worse than it was in the previous release is the release's doing.
+// A metric whose cell had at least minPriorReports in the previous release
+// is tested against it (PriorTest); the others against base, or, with
+// onlyPrior (a scan while the rollout as a whole is fine), not at all: a
+// small cell's own nature is not a regression.
+func LocalizeWith(cfg GateConfig, base Baseline, overall map[string]int64, cells []CellDevices, wave int, prior map[string]map[string]int64, onlyPrior bool) (Localization, bool) {
 	type cand struct {
 		cell    CellDevices
 		test    Test
@@ -58,13 +62,20 @@ func LocalizeWith(cfg GateConfig, base Baseline, overall map[string]int64, cells
 		if c.Cell == "" || strings.Contains(c.Cell, "=other") {
 			continue
 		}
-		b := base
-		if cellBase != nil {
-			b = cellBase(c.Cell)
-		}
-		r := Evaluate(cfg, b, c.Devices, wave)
+		r := Evaluate(cfg, base, c.Devices, wave)
 		if r.Reported == 0 || float64(r.Reported) > MaxCohortShare*float64(all) {
 			continue
+		}
+		if prior != nil {
+			now, before := metricsOf(base, c.Devices), metricsOf(base, prior[c.Cell])
+			if before[0].n < minPriorReports && onlyPrior {
+				continue // no baseline of its own: nothing to scan it against
+			}
+			for i := range r.Tests {
+				if before[i].n >= minPriorReports {
+					r.Tests[i] = PriorTest(now[i].name, now[i].k, now[i].n, before[i].k, before[i].n)
+				}
+			}
 		}
 		best := r.Tests[0]
 		for _, t := range r.Tests[1:] {
@@ -99,30 +110,45 @@ func LocalizeWith(cfg GateConfig, base Baseline, overall map[string]int64, cells
 	return Localization{Threshold: threshold, Tested: 3 * len(tested)}, false
 }
 
-// minPriorReports is how many devices of a cell must have finished the
-// previous release for its rate to be the cell's baseline.
+// minPriorReports is how many devices of a cell must have reported a
+// metric in the previous release for the cell to be tested against it.
 const minPriorReports = 100
 
-// CellBaselines returns each cohort cell's baseline from a previous
-// release's counts per cell (prior): the upper end of the 95% interval of
-// the cell's failure rate there, never below base's (a generous baseline
-// keeps a scan at every look from holding cells that merely differ a
-// little from the last release). Cells with too few prior reports, and
-// rollbacks and crashes, keep base's rates.
-func CellBaselines(base Baseline, prior []CellDevices) func(cell string) Baseline {
-	rates := make(map[string]float64, len(prior))
-	for _, c := range prior {
-		failed := c.Devices["install_failed"] + c.Devices["download_failed"]
-		if n := failed + c.Devices["install_succeeded"]; n >= minPriorReports {
-			rates[c.Cell] = NewRate(failed, n).High
-		}
+// PriorTest is a metric's always-valid test of "worse than in the previous
+// release" for one cohort cell: k events of n now against k0 of n0 then.
+// Conditional on the k+k0 events, the share that happened now is binomial
+// with p = n/(n+n0) when the rate did not change (the Poisson rate-ratio
+// test), and the mixture over rate ratios 1.25-5 is, as in Evaluate, a
+// nonnegative supermartingale under it. Its power is bounded by the
+// previous release's evidence, as it should be: a cell measured on a few
+// devices then cannot be called worse now with more confidence than that.
+func PriorTest(metric string, k, n, k0, n0 int64) Test {
+	t := Test{Metric: metric, Observed: NewRate(k, n), Baseline: NewRate(k0, n0).Value, LogLRBetter: math.Inf(-1), Verdict: Inconclusive}
+	if n == 0 || n0 == 0 || k+k0 == 0 {
+		t.LogLRWorse = math.Inf(-1)
+		return t
 	}
-	return func(cell string) Baseline {
-		b := base
-		if r, ok := rates[cell]; ok {
-			b.Failure = max(b.Failure, r)
-			b.Source += ", this cohort's rate in the previous release"
-		}
-		return b
+	share := float64(n) / float64(n+n0)
+	terms := make([]float64, len(worseRatios))
+	for i, r := range worseRatios {
+		p := r * float64(n) / (r*float64(n) + float64(n0))
+		terms[i] = float64(k)*math.Log(p/share) + float64(k0)*math.Log((1-p)/(1-share)) - math.Log(float64(len(worseRatios)))
 	}
+	t.LogLRWorse = logSumExp(terms)
+	return t
+}
+
+func logSumExp(terms []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range terms {
+		m = math.Max(m, x)
+	}
+	if math.IsInf(m, -1) {
+		return m
+	}
+	sum := 0.0
+	for _, x := range terms {
+		sum += math.Exp(x - m)
+	}
+	return m + math.Log(sum)
 }

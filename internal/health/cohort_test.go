@@ -1,6 +1,10 @@
 package health
 
-import "testing"
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
 
 func outcome(ok, failed int64) map[string]int64 {
 	return map[string]int64{"install_succeeded": ok, "install_failed": failed}
@@ -38,5 +42,41 @@ func TestLocalize(t *testing.T) {
 	noisy := []CellDevices{{"oem=a", outcome(8, 2)}, {"oem=b", outcome(1990, 40)}}
 	if loc, ok := Localize(DefaultGate, base, outcome(1998, 42), noisy, 0); ok {
 		t.Fatalf("noise localized to %+v", loc)
+	}
+}
+
+// TestPriorTest: a cell failing as it did in the previous release is
+// rarely called worse however often it is looked at (alpha 1%, 200 looks
+// per cell over 300 cells), and a cell failing five times its previous
+// rate is caught within a few hundred reports.
+func TestPriorTest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	thr := math.Log(1 / 0.01)
+	falsely := 0
+	for range 300 {
+		p := 0.01 + 0.06*rng.Float64() // cells differ by nature
+		var k0 int64
+		for range 1500 {
+			if rng.Float64() < p {
+				k0++
+			}
+		}
+		var k, n int64
+		for n < 10000 {
+			n++
+			if rng.Float64() < p {
+				k++
+			}
+			if n%50 == 0 && PriorTest("failure", k, n, k0, 1500).LogLRWorse >= thr {
+				falsely++
+				break
+			}
+		}
+	}
+	if falsely > 6 {
+		t.Errorf("%d of 300 cells as good as before called worse", falsely)
+	}
+	if r := PriorTest("failure", 30, 300, 30, 1500); r.LogLRWorse < thr || r.Baseline != 0.02 || r.Observed.Value != 0.1 {
+		t.Errorf("10%% against 2%%: %+v", r)
 	}
 }

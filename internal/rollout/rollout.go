@@ -111,6 +111,19 @@ type Plan struct {
 	RiskModel string `json:"risk_model,omitempty"`
 }
 
+// Watch is how long a gated deployment stays under its health gate after
+// its last wave started: reports keep arriving (telemetry is late, crashes
+// surface days after install) and devices that had not checked in yet are
+// still offered it. A regression then pauses the offers; automatic holds
+// still apply.
+const Watch = 7 * 24 * time.Hour
+
+// Watched reports whether the health gate judges a deployment at now:
+// while it runs, and for Watch after its last wave started.
+func Watched(p Plan, s Status, now time.Time) bool {
+	return p.Gate != nil && (s.State == Running || s.State == Completed && now.Sub(s.WaveStarted) < Watch)
+}
+
 // OrderRisk orders a rollout by predicted risk.
 const OrderRisk = "risk"
 
@@ -314,14 +327,17 @@ func Step(p Plan, s Status, obs Observations, now time.Time) (Status, []Action) 
 			return s, nil
 		}
 		return startWave(p, s, 0, now, acts)
-	case Running:
+	case Running, Completed:
 	default:
 		return s, nil
 	}
-	if p.Gate != nil && obs.Gate != nil && obs.Gate.Verdict == "regressed" {
-		s.PausedFrom, s.PausedAt, s.State = Running, now, Paused
+	if Watched(p, s, now) && obs.Gate != nil && obs.Gate.Verdict == "regressed" {
+		s.PausedFrom, s.PausedAt, s.State = s.State, now, Paused
 		s.By, s.Reason = GateActor, obs.Gate.Summary
 		return s, append(acts, Action{Kind: "gate_paused", Wave: s.Wave, Percent: s.Percent, Detail: obs.Gate.Summary, By: GateActor})
+	}
+	if s.State == Completed {
+		return s, nil
 	}
 	w := p.Waves[s.Wave]
 	if w.DevicesPerPeriod > 0 {

@@ -226,3 +226,28 @@ func TestStepWithGate(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchAfterCompletion: a gated deployment stays under its gate for
+// Watch after its last wave started; a regression then pauses the offers,
+// and resuming returns it to completed. Ungated or older ones are left be.
+func TestWatchAfterCompletion(t *testing.T) {
+	p := Plan{Waves: waves(100), Gate: &Gate{}}
+	s := Status{State: Completed, Wave: 0, Percent: 100, WaveStarted: t0}
+	bad := Observations{Gate: &GateObservation{Verdict: "regressed", Summary: "crash rate 2% vs 0.5%"}}
+	next, acts := Step(p, s, bad, at(72))
+	if next.State != Paused || next.PausedFrom != Completed || len(acts) != 1 || acts[0].Kind != "gate_paused" {
+		t.Fatalf("regression 3 days after completion: %+v %+v", next, acts)
+	}
+	if resumed, _, err := Apply(p, next, Resume, "alice", "false alarm", at(73)); err != nil || resumed.State != Completed {
+		t.Fatalf("resume: %+v, %v", resumed, err)
+	}
+	if next, _ := Step(p, s, bad, at(24*8)); next.State != Completed {
+		t.Fatalf("regression after the watch: %+v", next)
+	}
+	if next, _ := Step(Plan{Waves: waves(100)}, s, bad, at(72)); next.State != Completed {
+		t.Fatalf("ungated: %+v", next)
+	}
+	if next, acts := Step(p, s, Observations{Gate: &GateObservation{Verdict: "healthy"}}, at(72)); next != s || len(acts) != 0 {
+		t.Fatalf("healthy: %+v %+v", next, acts)
+	}
+}
