@@ -155,3 +155,34 @@ func TestTrainSeparable(t *testing.T) {
 		t.Fatalf("slope %.2f, offset %.2f: m2 %.3f, m0 %.3f", m.Slope, m.Offset, risky, safe)
 	}
 }
+
+// BenchmarkPosition is the check-in path's extra cost in a risk-ordered
+// deployment: a device's score and its position.
+func BenchmarkPosition(b *testing.B) {
+	ex, devs := fleet(20000, 4)
+	m, err := Train(ex, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	scores := make([]float64, len(devs))
+	for i, d := range devs {
+		scores[i] = m.Score(d)
+	}
+	m.Calibrate(scores)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d := devs[i%len(devs)]
+		_ = m.Position("salt", "dev-1234", m.Score(d), 0.2)
+	}
+}
+
+// BenchmarkTrain: cross-validated training on 100,000 installs with three
+// attributes (the server trains on at most 100,000).
+func BenchmarkTrain(b *testing.B) {
+	ex, _ := fleet(100000, 5)
+	for b.Loop() {
+		if _, err := Train(ex, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
