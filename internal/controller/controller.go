@@ -263,6 +263,43 @@ var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01
 // before: incidents come and go.
 const ambientWindow = 24 * time.Hour
 
+// ambient are the windows of the fleet's other installs the gate reads:
+// since the deployment started, the last day of it, the week before it.
+type ambient struct{ start, recent, now, weekBefore time.Time }
+
+func ambientWindows(d *rollout.Deployment, now time.Time) ambient {
+	recent := now.Add(-ambientWindow)
+	if recent.Before(d.CreatedAt) {
+		recent = d.CreatedAt
+	}
+	return ambient{start: d.CreatedAt, recent: recent, now: now, weekBefore: d.CreatedAt.Add(-7 * 24 * time.Hour)}
+}
+
+// outcomes reads the windows with count: during the rollout (the worse of
+// since it started and the last day) and the week before.
+func (a ambient) outcomes(count func(from, to time.Time) (map[string]int64, error)) (during, before map[string]int64, err error) {
+	since, err := count(a.start, a.now)
+	if err != nil {
+		return nil, nil, err
+	}
+	lastDay, err := count(a.recent, a.now)
+	if err != nil {
+		return nil, nil, err
+	}
+	before, err = count(a.weekBefore, a.start)
+	return health.WorseWindow(since, lastDay), before, err
+}
+
+// plannedSize estimates how many devices a wave reaches: its share of the
+// devices that have the product.
+func (c *Controller) plannedSize(ctx context.Context, d *rollout.Deployment, wave int) (int64, error) {
+	audience, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+	if err != nil {
+		return 0, err
+	}
+	return int64(float64(audience) * d.Plan.WaveShare(wave) / 100), nil
+}
+
 // minBaselineReports is how many finished devices a previous release needs
 // to serve as a baseline.
 const minBaselineReports = 200
@@ -287,37 +324,19 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		return health.GateResult{}, err
 	}
 	base = DeclaredBaseline(g, base)
-	// The fleet's other installs since this deployment started, against
-	// the week before it: an ambient incident raises the baseline.
 	now := c.now()
-	recent := now.Add(-ambientWindow)
-	if recent.Before(d.CreatedAt) {
-		recent = d.CreatedAt
-	}
-	since, err := c.store.AmbientOutcomes(ctx, d.ID, d.CreatedAt, now)
-	if err != nil {
-		return health.GateResult{}, err
-	}
-	lastDay, err := c.store.AmbientOutcomes(ctx, d.ID, recent, now)
-	if err != nil {
-		return health.GateResult{}, err
-	}
-	during := health.WorseWindow(since, lastDay)
-	weekBefore := d.CreatedAt.Add(-7 * 24 * time.Hour)
-	before, err := c.store.AmbientOutcomes(ctx, d.ID, weekBefore, d.CreatedAt)
+	amb := ambientWindows(d, now)
+	during, before, err := amb.outcomes(func(from, to time.Time) (map[string]int64, error) {
+		return c.store.AmbientOutcomes(ctx, d.ID, from, to)
+	})
 	if err != nil {
 		return health.GateResult{}, err
 	}
 	base, _ = health.AdjustForAmbient(base, during, before)
 	wave := max(d.Wave, 0)
-	// The wave's planned size: its share of the devices that have the product.
-	audience, err := c.store.CountDevicesWithProduct(ctx, d.Product)
+	planned, err := c.plannedSize(ctx, d, wave)
 	if err != nil {
 		return health.GateResult{}, err
-	}
-	share := d.Plan.Waves[min(wave, len(d.Plan.Waves)-1)].Percent
-	if wave > 0 {
-		share -= d.Plan.Waves[wave-1].Percent
 	}
 	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
 	if err != nil {
@@ -327,19 +346,12 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	ev := Evidence{Wave: wave, Planned: int64(float64(audience) * max(share, 0) / 100), All: all, Current: current,
+	ev := Evidence{Wave: wave, Planned: planned, All: all, Current: current,
 		AmbientCell: func(cell string) (map[string]int64, map[string]int64, error) {
 			attrs := telemetry.ParseCell(cell)
-			since, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, d.CreatedAt, now)
-			if err != nil {
-				return nil, nil, err
-			}
-			lastDay, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, recent, now)
-			if err != nil {
-				return nil, nil, err
-			}
-			before, err := c.store.AmbientCellOutcomes(ctx, d.ID, attrs, weekBefore, d.CreatedAt)
-			return health.WorseWindow(since, lastDay), before, err
+			return amb.outcomes(func(from, to time.Time) (map[string]int64, error) {
+				return c.store.AmbientCellOutcomes(ctx, d.ID, attrs, from, to)
+			})
 		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
 			counts, err := c.store.HealthCounts(ctx, d.ID, false)
 			if err != nil {

@@ -11,7 +11,8 @@ import (
 
 // Evidence is what the health gate judges a deployment on: devices by
 // outcome over all waves so far and in the current wave, and (computed
-// only when a regression needs localizing) the same per cohort cell.
+// only when a regression needs localizing or the cohorts are scanned) the
+// same per cohort cell.
 type Evidence struct {
 	Wave int
 	// Planned is how many devices the current wave is expected to reach
@@ -24,9 +25,10 @@ type Evidence struct {
 	// cohort cell: each cell's own baseline for a cohort scan at every look.
 	PriorCells []health.CellDevices
 	// AmbientCell, when set, returns the fleet's other installs on a
-	// cohort cell's devices since the rollout started and in the week
-	// before: a regression confined to a cell whose other installs fail
-	// as much more is an ambient incident, not the release.
+	// cohort cell's devices during the rollout (health.WorseWindow of since
+	// it started and the last day) and in the week before: a regression
+	// confined to a cell whose other installs fail as much more is an
+	// ambient incident, not the release.
 	AmbientCell func(cell string) (now, before map[string]int64, err error)
 	// RiskAll and RiskCurrent: in a risk-ordered rollout, the mean
 	// predicted failure risk of the devices that reported (over all waves,

@@ -503,6 +503,18 @@ func Apply(p Plan, s Status, cmd Command, actor, reason string, now time.Time) (
 	return s, act, nil
 }
 
+// WaveShare is the percentage of the audience wave i adds.
+func (p Plan) WaveShare(i int) float64 {
+	if i < 0 || i >= len(p.Waves) {
+		return 0
+	}
+	share := p.Waves[i].target()
+	if i > 0 {
+		share -= p.Waves[i-1].target()
+	}
+	return max(share, 0)
+}
+
 // WaveOf is the wave in which a device in bucket b is first exposed: the
 // first wave whose target percentage admits the bucket.
 func (p Plan) WaveOf(b uint32) int {

@@ -251,3 +251,12 @@ func TestWatchAfterCompletion(t *testing.T) {
 		t.Fatalf("healthy: %+v %+v", next, acts)
 	}
 }
+
+func TestWaveShare(t *testing.T) {
+	p := Plan{Waves: []Wave{{Percent: 1}, {Percent: 10}, {DevicesPerPeriod: 50, Period: Duration(time.Hour)}}}
+	for i, want := range []float64{1, 9, 90, 0} {
+		if got := p.WaveShare(i); got != want {
+			t.Errorf("wave %d: share %g, want %g", i, got, want)
+		}
+	}
+}
