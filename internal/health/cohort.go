@@ -137,18 +137,3 @@ func PriorTest(metric string, k, n, k0, n0 int64) Test {
 	t.LogLRWorse = logSumExp(terms)
 	return t
 }
-
-func logSumExp(terms []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range terms {
-		m = math.Max(m, x)
-	}
-	if math.IsInf(m, -1) {
-		return m
-	}
-	sum := 0.0
-	for _, x := range terms {
-		sum += math.Exp(x - m)
-	}
-	return m + math.Log(sum)
-}

@@ -127,18 +127,23 @@ func logMixture(k, n int64, p0 float64, ratios []float64, base float64) float64 
 		}
 		terms = append(terms, float64(k)*math.Log(p/p0)+float64(n-k)*math.Log((1-p)/(1-p0))-math.Log(float64(len(ratios))))
 	}
+	return logSumExp(terms)
+}
+
+// logSumExp is log Σ exp(terms), computed stably.
+func logSumExp(terms []float64) float64 {
 	m := math.Inf(-1)
-	for _, t := range terms {
-		m = math.Max(m, t)
+	for _, x := range terms {
+		m = math.Max(m, x)
 	}
 	if math.IsInf(m, -1) {
 		return m
 	}
-	s := 0.0
-	for _, t := range terms {
-		s += math.Exp(t - m)
+	sum := 0.0
+	for _, x := range terms {
+		sum += math.Exp(x - m)
 	}
-	return m + math.Log(s)
+	return m + math.Log(sum)
 }
 
 // provable reports whether n devices at exactly the baseline rate p0 would
