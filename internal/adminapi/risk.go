@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -27,7 +28,7 @@ const (
 type riskModelSummary struct {
 	ID             string              `json:"id"`
 	Product        string              `json:"product"`
-	TrainedAt      string              `json:"trained_at"`
+	TrainedAt      time.Time           `json:"trained_at"`
 	TrainedBy      string              `json:"trained_by"`
 	Examples       int64               `json:"examples"`
 	Failures       int64               `json:"failures"`
@@ -41,7 +42,7 @@ type riskModelSummary struct {
 }
 
 func summarizeRisk(m store.RiskModel) riskModelSummary {
-	return riskModelSummary{ID: m.ID, Product: m.Product, TrainedAt: m.TrainedAt.Format("2006-01-02T15:04:05Z07:00"), TrainedBy: m.TrainedBy,
+	return riskModelSummary{ID: m.ID, Product: m.Product, TrainedAt: m.TrainedAt, TrainedBy: m.TrainedBy,
 		Examples: m.Model.Examples, Failures: m.Model.Failures, Lambda: m.Model.Lambda, Slope: m.Model.Slope, Offset: m.Model.Offset,
 		PopulationMean: m.Model.Mean, Population: m.Model.Population, Weights: len(m.Model.Weights), Top: m.Model.Top(riskSummaryTop)}
 }
