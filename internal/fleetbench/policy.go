@@ -113,6 +113,10 @@ func newRingmaster(n int) *ringmaster {
 
 func (r *ringmaster) Name() string { return r.name }
 
+// judgesCohorts marks Ringmaster's policies: the simulation keeps cohort
+// cells, other releases' installs and the past release's cells for them.
+func (r *ringmaster) judgesCohorts() {}
+
 // riskOrdered is Ringmaster's policy with risk-ordered targeting: devices
 // are placed by risk.Model.Position (least risky first, a fifth of every
 // wave explored at random) and the gate's baseline follows the predicted

@@ -96,7 +96,7 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	start := time.Now()
 	rel := newRelease(w, cls, rand.New(rand.NewPCG(seed, classSeed(cls))))
 	s := &simulation{w: w, rel: rel, p: p, rules: rules, cohort: w.CohortAttributes()}
-	_, s.needCells = p.(*ringmaster)
+	_, s.needCells = p.(interface{ judgesCohorts() }) // Ringmaster's policies, risk-ordered too
 	for _, pct := range p.Waves() {
 		s.plan.Waves = append(s.plan.Waves, rollout.Wave{Percent: pct})
 	}
