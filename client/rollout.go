@@ -222,13 +222,15 @@ type Check struct {
 
 // Decision explains whether a device is offered one update.
 type Decision struct {
-	UpdateID     string  `json:"update_id"`
-	DeploymentID string  `json:"deployment_id,omitempty"`
-	Product      string  `json:"product"`
-	Version      string  `json:"version"`
-	Offered      bool    `json:"offered"`
-	FailedStep   string  `json:"failed_step,omitempty"`
-	Checks       []Check `json:"checks"`
+	UpdateID     string `json:"update_id"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Product      string `json:"product"`
+	Version      string `json:"version"`
+	Offered      bool   `json:"offered"`
+	// FailedStep is the first failing step, FailedSteps every one.
+	FailedStep  string   `json:"failed_step,omitempty"`
+	FailedSteps []string `json:"failed_steps,omitempty"`
+	Checks      []Check  `json:"checks"`
 	// Risk, in a risk-ordered deployment, is the device's predicted
 	// failure risk and why.
 	Risk *RiskExplanation `json:"risk,omitempty"`

@@ -376,7 +376,11 @@ With only --device-id the device comes from the registry (as last seen);
 			for _, d := range ex.Decisions {
 				verdict := "OFFERED"
 				if !d.Offered {
-					verdict = "not offered: " + d.FailedStep
+					steps := d.FailedSteps
+					if len(steps) == 0 {
+						steps = []string{d.FailedStep} // an older server
+					}
+					verdict = "not offered: " + strings.Join(steps, ", ")
 				}
 				fmt.Fprintf(g.stdout, "\n%s %s (%s, deployment %s): %s\n", d.Product, d.Version, d.UpdateID, d.DeploymentID, verdict)
 				if r := d.Risk; r != nil {

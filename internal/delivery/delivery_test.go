@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,8 +177,12 @@ func TestDecision(t *testing.T) {
 			if d.Offered != (tt.failed == "") || d.FailedStep != tt.failed {
 				t.Fatalf("decision offered=%v failed=%q, want failed %q: %+v", d.Offered, d.FailedStep, tt.failed, d.Checks)
 			}
-			if tt.failed != "" && !strings.Contains(d.Checks[len(d.Checks)-1].Detail, tt.detail) {
-				t.Fatalf("failing check %+v does not mention %q", d.Checks[len(d.Checks)-1], tt.detail)
+			if tt.failed == "" {
+				return
+			}
+			first := slices.IndexFunc(d.Checks, func(c Check) bool { return !c.Pass })
+			if first < 0 || !strings.Contains(d.Checks[first].Detail, tt.detail) || d.FailedSteps[0] != tt.failed {
+				t.Fatalf("first failing check of %+v does not mention %q (failed steps %v)", d.Checks, tt.detail, d.FailedSteps)
 			}
 		})
 	}
@@ -198,6 +203,32 @@ func TestHeldNewestFallsBackToOlder(t *testing.T) {
 	decs := snap.Explain(c, "", testNow)
 	if decs[0].Version != "3.0" || decs[0].FailedStep != "hold" || decs[1].Version != "2.0" || !decs[1].Offered {
 		t.Fatalf("explain = %+v", decs)
+	}
+}
+
+// TestExplainListsEveryReason: a held device outside the current wave is
+// told both, so the operator learns of the hold before the wave reaches it.
+func TestExplainListsEveryReason(t *testing.T) {
+	r := rel("os", "2.0")
+	r.Deployment.Percent = 0
+	snap := snapshot(t, View{Releases: []Release{r}, Holds: []targeting.Hold{{ID: "hld_1", Product: "os",
+		Rule: `device.attributes.oem == "contoso"`, Reason: "driver crash", Source: targeting.HoldManual}}})
+	c := checkIn("os", "1.0")
+	c.Attributes = map[string]string{"oem": "contoso"}
+	d := snap.Explain(c, "", testNow)[0]
+	if d.Offered || d.FailedStep != "wave" || strings.Join(d.FailedSteps, ",") != "wave,hold" {
+		t.Fatalf("decision = %+v", d)
+	}
+	if last := d.Checks[len(d.Checks)-1]; last.Step != "hold" || last.Pass || !strings.Contains(last.Detail, "hld_1") {
+		t.Fatalf("checks = %+v", d.Checks)
+	}
+	// Everything after the first failure is still checked, in order.
+	var steps []string
+	for _, c := range d.Checks {
+		steps = append(steps, c.Step)
+	}
+	if got := strings.Join(steps, ","); got != "newer,floor,applicability,prerequisites,deployment,ring,audience,wave,maintenance_window,hold" {
+		t.Fatalf("steps = %s", got)
 	}
 }
 

@@ -233,13 +233,16 @@ type Check struct {
 
 // Decision explains whether a device is offered one update.
 type Decision struct {
-	UpdateID     string  `json:"update_id"`
-	DeploymentID string  `json:"deployment_id,omitempty"`
-	Product      string  `json:"product"`
-	Version      string  `json:"version"`
-	Offered      bool    `json:"offered"`
-	FailedStep   string  `json:"failed_step,omitempty"`
-	Checks       []Check `json:"checks"`
+	UpdateID     string `json:"update_id"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Product      string `json:"product"`
+	Version      string `json:"version"`
+	Offered      bool   `json:"offered"`
+	// FailedStep is the first step that failed; FailedSteps every one
+	// (each is a reason the device is not offered the update).
+	FailedStep  string   `json:"failed_step,omitempty"`
+	FailedSteps []string `json:"failed_steps,omitempty"`
+	Checks      []Check  `json:"checks"`
 	// Risk, for a risk-ordered deployment, is the device's predicted
 	// failure risk and each attribute value's contribution to it.
 	Risk *risk.Explanation `json:"risk,omitempty"`
@@ -322,15 +325,21 @@ func match(r *targeting.Rule, d *device) (bool, string) {
 	return ok, r.Source
 }
 
-// decide runs every check for one release, in order, stopping at the first
-// that fails. Without a tracer (the hot path) it first runs the checks that
-// cost no rule evaluation; the outcome is the same, since every check must
-// pass, and explain keeps the order.
+// decide runs every check for one release, in order. On the hot path
+// (no tracer) it stops at the first that fails, and first runs the checks
+// that cost no rule evaluation: the outcome is the same, since every check
+// must pass. When explaining it runs every check, so the trace lists every
+// reason a device is not offered (a held device outside the wave shows
+// both), in the same order.
 func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool {
 	c, dep := d.c, &r.dep
 	if t == nil && (!dep.State.Offering() || r.ringMissing || r.position(c) >= r.threshold) {
 		return false
 	}
+	pass := true
+	// fail records a failed step; it reports whether to stop (on the hot
+	// path, at once).
+	fail := func() bool { pass = false; return t == nil }
 	// Every t.add below is guarded: boxing its arguments would allocate even
 	// when t is nil, on every check-in.
 	installed := c.Installed[r.offer.Product]
@@ -338,55 +347,68 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 	if t != nil {
 		t.add("newer", ok, "installed %s, update %s", installed, r.version)
 	}
-	if !ok {
+	if !ok && fail() {
 		return false
 	}
+	floorOK := true
 	for _, f := range s.floors[r.offer.Product] {
 		if installed.Less(f) && f.Less(r.version) {
 			if t != nil {
 				t.add("floor", false, "%s must be installed first (installed %s)", f, installed)
 			}
-			return false
+			floorOK = false
+			break
 		}
 	}
-	if t != nil {
+	if !floorOK && fail() {
+		return false
+	}
+	if floorOK && t != nil {
 		t.add("floor", true, "no floor between %s and %s", installed, r.version)
 	}
 	ok, detail := check(r.applicability, d, t)
 	if t != nil {
 		t.add("applicability", ok, "%s", detail)
 	}
-	if !ok {
+	if !ok && fail() {
 		return false
 	}
+	prereqOK := true
 	for _, p := range r.prereqs {
 		have, has := c.Installed[p.product]
 		if !has || have.Less(p.min) {
 			if t != nil {
 				t.add("prerequisites", false, "needs %s >= %s (installed %s)", p.product, p.min, orNone(have, has))
 			}
-			return false
+			prereqOK = false
+			break
 		}
 	}
-	if t != nil {
+	if !prereqOK && fail() {
+		return false
+	}
+	if prereqOK && t != nil {
 		t.add("prerequisites", true, "%d met", len(r.prereqs))
 	}
 	if !dep.State.Offering() {
 		if t != nil {
 			t.add("deployment", false, "deployment %s is %s%s", dep.ID, dep.State, stateDetail(dep))
 		}
-		return false
-	}
-	if t != nil {
+		if fail() {
+			return false
+		}
+	} else if t != nil {
 		t.add("deployment", true, "deployment %s is %s (wave %d of %d)", dep.ID, dep.State, dep.Wave+1, len(dep.Plan.Waves))
 	}
-	if r.ringMissing {
+	switch {
+	case r.ringMissing:
 		if t != nil {
 			t.add("ring", false, "ring %q does not exist", dep.Plan.Ring)
 		}
-		return false
-	}
-	if r.ring != nil {
+		if fail() {
+			return false
+		}
+	case r.ring != nil:
 		_, member := r.ring.members[c.DeviceID]
 		ok, detail = member, "explicit member"
 		if !member && r.ring.rule != nil {
@@ -397,17 +419,17 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 		if t != nil {
 			t.add("ring", ok, "ring %s: %s", r.ring.name, detail)
 		}
-		if !ok {
+		if !ok && fail() {
 			return false
 		}
-	} else if t != nil {
+	case t != nil:
 		t.add("ring", true, "no ring: every device of %s", r.offer.Product)
 	}
 	ok, detail = check(r.audience, d, t)
 	if t != nil {
 		t.add("audience", ok, "%s", detail)
 	}
-	if !ok {
+	if !ok && fail() {
 		return false
 	}
 	b := r.position(c)
@@ -421,7 +443,7 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 		t.add("wave", ok, "%s %d of %d; wave %d exposes %.4g%% (positions below %d)%s",
 			order, b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep))
 	}
-	if !ok {
+	if !ok && fail() {
 		return false
 	}
 	if w := dep.Plan.Window; w != nil && !dep.Plan.Expedite {
@@ -430,27 +452,31 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 		if t != nil {
 			t.add("maintenance_window", ok, "window %s-%s local; device time %s (tz %q)", hm(w.Start), hm(w.End), hm(local), c.Attributes["tz"])
 		}
-		if !ok {
+		if !ok && fail() {
 			return false
 		}
 	} else if t != nil {
 		t.add("maintenance_window", true, "none%s", map[bool]string{true: " (expedited)"}[dep.Plan.Expedite])
 	}
+	held := false
 	for _, h := range s.holds[r.offer.Product] {
 		if h.UpdateID != "" && h.UpdateID != r.offer.UpdateID {
 			continue
 		}
-		if held, _ := check(h.rule, d, t); held {
+		if match, _ := check(h.rule, d, t); match {
 			if t != nil {
 				t.add("hold", false, "hold %s (%s): %s; rule %s", h.ID, h.Source, h.Reason, h.Rule)
 			}
-			return false
+			held = true
+			if fail() {
+				return false
+			}
 		}
 	}
-	if t != nil {
+	if !held && t != nil {
 		t.add("hold", true, "no active hold matches")
 	}
-	return true
+	return pass
 }
 
 func orNone(v version.Version, ok bool) string {
@@ -588,7 +614,7 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 		dec := Decision{UpdateID: r.offer.UpdateID, DeploymentID: r.offer.DeploymentID, Product: r.offer.Product, Version: r.offer.Version}
 		if _, ok := c.Installed[r.offer.Product]; !ok {
 			dec.Checks = []Check{{Step: "installed", Pass: false, Detail: "device does not report " + r.offer.Product + " installed"}}
-			dec.FailedStep = "installed"
+			dec.FailedStep, dec.FailedSteps = "installed", []string{"installed"}
 			out = append(out, dec)
 			continue
 		}
@@ -601,11 +627,16 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 		dec.Checks = t.checks
 		switch {
 		case !passed:
-			dec.FailedStep = t.checks[len(t.checks)-1].Step
+			for _, c := range t.checks {
+				if !c.Pass && !slices.Contains(dec.FailedSteps, c.Step) {
+					dec.FailedSteps = append(dec.FailedSteps, c.Step)
+				}
+			}
+			dec.FailedStep = dec.FailedSteps[0]
 		case offered[r.offer.UpdateID]:
 			dec.Offered = true
 		default:
-			dec.FailedStep = "superseded"
+			dec.FailedStep, dec.FailedSteps = "superseded", []string{"superseded"}
 			dec.Checks = append(dec.Checks, Check{Step: "superseded", Pass: false, Detail: "a newer release of " + r.offer.Product + " is offered instead"})
 		}
 		out = append(out, dec)

@@ -207,7 +207,8 @@ func (s *Server) tools() {
 			return cohortsOut{Overall: rep.Health.Overall, Cohorts: rep.Health.Cells}, err
 		})
 	tool(s, "explain_device", "Why a device is or is not offered each update: every check (version, applicability, deployment state, "+
-		"ring, audience, wave bucket, holds, windows) with its outcome.", access.Read, readOnly,
+		"ring, audience, wave bucket, holds, windows) with its outcome; failed_steps lists every reason it is not offered "+
+		"(a held device outside the current wave shows both wave and hold).", access.Read, readOnly,
 		func(ctx context.Context, p access.Principal, in explainIn) (explainOut, error) {
 			dev, err := s.cfg.Store.Device(ctx, in.DeviceID)
 			if err != nil {
