@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // Installed is a product version a device runs.
@@ -40,6 +41,16 @@ type Offer struct {
 	Severity     string        `json:"severity"`
 	Title        string        `json:"title,omitempty"`
 	Payloads     []PayloadLink `json:"payloads"`
+	// OfferReceipt is the server's signed record of this offer; cite it in
+	// every event about the update (Offer.Event does), or the event does
+	// not count toward the release's health.
+	OfferReceipt string `json:"offer_receipt,omitempty"`
+}
+
+// Event returns an event of type typ about this offer, citing its receipt.
+func (o Offer) Event(eventID, deviceID, typ string, at time.Time) DeviceEvent {
+	return DeviceEvent{EventID: eventID, DeviceID: deviceID, UpdateID: o.UpdateID, DeploymentID: o.DeploymentID,
+		Type: typ, Time: at, OfferReceipt: o.OfferReceipt}
 }
 
 // CheckInResponse is the server's answer to a check-in.

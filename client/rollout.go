@@ -33,7 +33,10 @@ type Plan struct {
 	Expedite        bool       `json:"expedite,omitempty"`
 	RequireApproval bool       `json:"require_approval,omitempty"`
 	Window          *Window    `json:"maintenance_window,omitempty"`
-	Gate            *Gate      `json:"gate,omitempty"`
+	// Gate: a plan of more than one wave is gated with the defaults unless
+	// NoGate; a single wave only with a Gate.
+	Gate   *Gate `json:"gate,omitempty"`
+	NoGate bool  `json:"no_gate,omitempty"`
 	// Order "risk" exposes the least risky devices first (with Explore,
 	// default 0.2, of every wave chosen at random); it pins the product's
 	// newest risk model unless RiskModel names one.
@@ -333,8 +336,12 @@ type Health struct {
 		By      string  `json:"by"`
 		Reason  string  `json:"reason"`
 	} `json:"deployment"`
-	Gate   *GateResult `json:"gate,omitempty"`
-	Health struct {
+	// Offered is how many devices the server offered the update to, and
+	// OfferedByWave the same per wave (index 0 is wave 1).
+	Offered       int64       `json:"offered"`
+	OfferedByWave []int64     `json:"offered_by_wave"`
+	Gate          *GateResult `json:"gate,omitempty"`
+	Health        struct {
 		Overall Rates `json:"overall"`
 		Waves   []struct {
 			Wave int `json:"wave"`
@@ -364,6 +371,8 @@ type DeviceEvent struct {
 	Time         time.Time         `json:"time"`
 	ErrorCode    string            `json:"error_code,omitempty"`
 	Attributes   map[string]string `json:"attributes,omitempty"`
+	// OfferReceipt is the offer_receipt of the offer the event is about.
+	OfferReceipt string `json:"offer_receipt,omitempty"`
 }
 
 // EventResult is the server's answer for one event.
@@ -379,9 +388,12 @@ type EventsResponse struct {
 	Accepted int `json:"accepted"`
 	// Unauthenticated counts valid events sent without a device credential:
 	// the server keeps them apart and they never count toward health.
-	Unauthenticated int           `json:"unauthenticated"`
-	Rejected        int           `json:"rejected"`
-	Results         []EventResult `json:"results"`
+	Unauthenticated int `json:"unauthenticated"`
+	// NotOffered counts valid events that cite no offer the server made to
+	// the device before the event: they never count toward health.
+	NotOffered int           `json:"not_offered"`
+	Rejected   int           `json:"rejected"`
+	Results    []EventResult `json:"results"`
 }
 
 // SendEvents reports a batch of device events; each is answered on its own.

@@ -101,15 +101,33 @@ type EnrollmentKey struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// MaxDevices, when positive, is how many devices the key may enroll;
+	// Enrolled how many it has.
+	MaxDevices int64 `json:"max_devices,omitempty"`
+	Enrolled   int64 `json:"enrolled"`
+}
+
+// NewEnrollmentKey describes an enrollment key to issue.
+type NewEnrollmentKey struct {
+	Name string `json:"name"`
+	TTL  string `json:"ttl,omitempty"`
+	// MaxDevices caps how many devices the key enrolls (0: no quota).
+	MaxDevices int64 `json:"max_devices,omitempty"`
 }
 
 // CreateEnrollmentKey issues an enrollment key; the secret is returned once.
 func (c *Client) CreateEnrollmentKey(ctx context.Context, name, ttl string) (EnrollmentKey, string, error) {
+	return c.IssueEnrollmentKey(ctx, NewEnrollmentKey{Name: name, TTL: ttl})
+}
+
+// IssueEnrollmentKey issues an enrollment key with options; the secret is
+// returned once.
+func (c *Client) IssueEnrollmentKey(ctx context.Context, k NewEnrollmentKey) (EnrollmentKey, string, error) {
 	var out struct {
 		Key    EnrollmentKey `json:"enrollment_key"`
 		Secret string        `json:"secret"`
 	}
-	err := c.do(ctx, http.MethodPost, "/v1/enrollment-keys", nil, map[string]string{"name": name, "ttl": ttl}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/enrollment-keys", nil, k, &out)
 	return out.Key, out.Secret, err
 }
 
@@ -132,6 +150,17 @@ func (c *Client) RevokeEnrollmentKey(ctx context.Context, id, reason string) (En
 // RevokeDevice makes a device's credential worthless.
 func (c *Client) RevokeDevice(ctx context.Context, deviceID, reason string) error {
 	return c.do(ctx, http.MethodPost, "/v1/devices/"+url.PathEscape(deviceID)+"/revoke", nil, reasonBody(reason), nil)
+}
+
+// ResetDevice starts a device's next credential generation: every
+// credential it holds is refused, and it may enroll again with any valid
+// key. It returns the new generation.
+func (c *Client) ResetDevice(ctx context.Context, deviceID, reason string) (int64, error) {
+	var out struct {
+		Generation int64 `json:"generation"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/devices/"+url.PathEscape(deviceID)+"/reset", nil, reasonBody(reason), &out)
+	return out.Generation, err
 }
 
 func reasonBody(reason string) any {

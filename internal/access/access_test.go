@@ -83,20 +83,32 @@ func TestTokens(t *testing.T) {
 
 func TestDeviceCredentials(t *testing.T) {
 	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
-	cred := k.Credential("laptop-42")
-	if id, err := k.Verify(cred); err != nil || id != "laptop-42" {
-		t.Fatalf("Verify = %q, %v", id, err)
+	cred := k.Credential("laptop-42", 0)
+	if id, gen, err := k.Verify(cred); err != nil || id != "laptop-42" || gen != 0 {
+		t.Fatalf("Verify = %q, %d, %v", id, gen, err)
 	}
+	next := k.Credential("laptop-42", 3)
+	if id, gen, err := k.Verify(next); err != nil || id != "laptop-42" || gen != 3 {
+		t.Fatalf("Verify(generation 3) = %q, %d, %v", id, gen, err)
+	}
+	if next == cred {
+		t.Fatal("a new generation must mint a new credential")
+	}
+	dot := strings.IndexByte(next, '.')
 	other := NewDeviceKey([]byte("another key, another server....."))
 	for name, c := range map[string]string{
-		"another server's key": other.Credential("laptop-42"),
-		"another device's mac": cred[:strings.IndexByte(cred, '.')] + k.Credential("laptop-43")[strings.IndexByte(k.Credential("laptop-43"), '.'):],
-		"truncated":            cred[:len(cred)-2],
-		"no prefix":            strings.TrimPrefix(cred, "rmd_"),
-		"empty id":             "rmd_." + strings.Repeat("0", 64),
-		"too long":             cred + strings.Repeat("0", 300),
+		"another server's key":   other.Credential("laptop-42", 0),
+		"another device's mac":   cred[:strings.IndexByte(cred, '.')] + k.Credential("laptop-43", 0)[strings.IndexByte(k.Credential("laptop-43", 0), '.'):],
+		"truncated":              cred[:len(cred)-2],
+		"no prefix":              strings.TrimPrefix(cred, "rmd_"),
+		"empty id":               "rmd_." + strings.Repeat("0", 64),
+		"too long":               cred + strings.Repeat("0", 300),
+		"generation relabelled":  next[:dot] + ".4" + next[dot+2:],
+		"generation 0 spelled":   next[:dot] + ".0" + cred[strings.IndexByte(cred, '.'):],
+		"leading zero":           next[:dot] + ".03" + next[dot+2:],
+		"old mac, new gen label": next[:dot] + ".3" + cred[strings.IndexByte(cred, '.'):],
 	} {
-		if _, err := k.Verify(c); !fault.Is(err, fault.Unauthorized) {
+		if _, _, err := k.Verify(c); !fault.Is(err, fault.Unauthorized) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -104,22 +116,105 @@ func TestDeviceCredentials(t *testing.T) {
 
 // FuzzVerifyCredential: device credentials are device input; whatever
 // arrives, Verify only returns a device id for a credential the key minted
-// for that id, and never panics.
+// for that id and generation, and never panics.
 func FuzzVerifyCredential(f *testing.F) {
 	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
-	f.Add(k.Credential("laptop-42"))
+	f.Add(k.Credential("laptop-42", 0))
+	f.Add(k.Credential("laptop-42", 7))
 	f.Add("rmd_.")
 	f.Add("rmd_bGFwdG9w.zz")
+	f.Add("rmd_bGFwdG9w.1.zz")
 	f.Fuzz(func(t *testing.T, s string) {
-		id, err := k.Verify(s)
+		id, gen, err := k.Verify(s)
 		if err != nil {
 			if !fault.Is(err, fault.Unauthorized) {
 				t.Fatalf("error kind %v", err)
 			}
 			return
 		}
-		if k.Credential(id) != s {
-			t.Fatalf("accepted %q for %q, which is not the credential minted for it", s, id)
+		if k.Credential(id, gen) != s {
+			t.Fatalf("accepted %q for %q generation %d, which is not the credential minted for it", s, id, gen)
+		}
+	})
+}
+
+func TestOfferReceipts(t *testing.T) {
+	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
+	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	want := Receipt{DeploymentID: "dep_06h1ke0eeeng29k1tc7xcnct84", Wave: 2, At: at}
+	r := string(k.AppendReceipt(nil, "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm", want))
+	got, err := k.VerifyReceipt(r, "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm")
+	if err != nil || got != want {
+		t.Fatalf("VerifyReceipt(%q) = %+v, %v", r, got, err)
+	}
+	parts := strings.Split(r, ".")
+	other := NewDeviceKey([]byte("another key, another server....."))
+	for name, c := range map[string]struct{ receipt, device, update string }{
+		"another device":     {r, "laptop-43", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"another update":     {r, "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhn"},
+		"earlier wave":       {parts[0] + ".1." + parts[2] + "." + parts[3], "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"earlier time":       {parts[0] + "." + parts[1] + ".1764570000." + parts[3], "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"another deployment": {"dep_06h1ke0eeeng29k1tc7xcnct85." + strings.Join(parts[1:], "."), "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"another server":     {string(other.AppendReceipt(nil, "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm", want)), "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"missing":            {"", "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"leading zero wave":  {parts[0] + ".02." + parts[2] + "." + parts[3], "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+		"upper-case mac":     {parts[0] + "." + parts[1] + "." + parts[2] + "." + strings.ToUpper(parts[3]), "laptop-42", "upd_06h1ke0dagtjy8xhb1qq10rbhm"},
+	} {
+		if _, err := k.VerifyReceipt(c.receipt, c.device, c.update); !fault.Is(err, fault.Invalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// FuzzVerifyReceipt: receipts are device input; only the exact receipt the
+// key issued for a device and update verifies, and nothing panics.
+func FuzzVerifyReceipt(f *testing.F) {
+	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
+	f.Add(string(k.AppendReceipt(nil, "d", "upd_x", Receipt{DeploymentID: "dep_x", Wave: 1, At: time.Unix(1764576000, 0)})))
+	f.Add("dep_x.1.2.zz")
+	f.Add("....")
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := k.VerifyReceipt(s, "d", "upd_x")
+		if err != nil {
+			if !fault.Is(err, fault.Invalid) {
+				t.Fatalf("error kind %v", err)
+			}
+			return
+		}
+		if again := string(k.AppendReceipt(nil, "d", "upd_x", r)); again != s {
+			t.Fatalf("accepted %q, but the receipt issued for %+v is %q", s, r, again)
+		}
+	})
+}
+
+// BenchmarkReceipt: the check-in path signs one receipt per offer; the
+// events path verifies one per event.
+func BenchmarkReceipt(b *testing.B) {
+	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
+	r := Receipt{DeploymentID: "dep_06h1ke0eeeng29k1tc7xcnct84", Wave: 1, At: time.Unix(1764576000, 0)}
+	buf := make([]byte, 0, 128)
+	b.Run("sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = k.AppendReceipt(buf[:0], "bench-device-0000042", "upd_06h1ke0dagtjy8xhb1qq10rbhm", r)
+		}
+	})
+	s := string(buf)
+	b.Run("verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := k.VerifyReceipt(s, "bench-device-0000042", "upd_06h1ke0dagtjy8xhb1qq10rbhm"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	cred := k.Credential("bench-device-0000042", 0)
+	b.Run("credential", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := k.Verify(cred); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

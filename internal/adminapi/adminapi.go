@@ -142,6 +142,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"POST /v1/explain", read, a.explain},
 		{"GET /v1/devices/{id}", read, a.getDevice},
 		{"POST /v1/devices/{id}/revoke", administer, a.revokeDevice},
+		{"POST /v1/devices/{id}/reset", administer, a.resetDevice},
 		{"POST /v1/tokens", administer, a.createToken},
 		{"GET /v1/tokens", administer, a.listTokens},
 		{"POST /v1/tokens/{id}/revoke", administer, a.revokeToken},

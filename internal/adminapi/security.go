@@ -112,8 +112,9 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request, prefix string, fn f
 }
 
 type enrollmentKeyRequest struct {
-	Name string `json:"name"`
-	TTL  string `json:"ttl,omitempty"`
+	Name       string `json:"name"`
+	TTL        string `json:"ttl,omitempty"`
+	MaxDevices int64  `json:"max_devices,omitempty"`
 }
 
 // createEnrollmentKey issues a fleet enrollment key (shown once).
@@ -127,6 +128,9 @@ func (a *API) createEnrollmentKey(w http.ResponseWriter, r *http.Request) {
 	if err == nil && (req.Name == "" || len(req.Name) > 100) {
 		err = fault.Field("name", "an enrollment key needs a name of 1-100 characters")
 	}
+	if err == nil && req.MaxDevices < 0 {
+		err = fault.Field("max_devices", "must not be negative (0: no quota)")
+	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -134,6 +138,7 @@ func (a *API) createEnrollmentKey(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	actor := Principal(ctx).Actor()
 	secret, k := access.NewEnrollmentKey(req.Name, actor, a.cfg.Now().UTC().Truncate(time.Microsecond), ttl)
+	k.MaxDevices = req.MaxDevices
 	if err := a.cfg.Store.CreateEnrollmentKey(ctx, k, actor); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -159,20 +164,8 @@ func (a *API) revokeEnrollmentKey(w http.ResponseWriter, r *http.Request) {
 // revokeDevice makes a device's credential worthless: its check-ins and
 // events are refused, and it cannot enroll again.
 func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	var err error
-	if !delivery.ValidDeviceID(id) {
-		err = fault.Field("id", "device ids are 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit")
-	}
-	var reason string
-	if err == nil {
-		reason, err = decodeReason(r)
-	}
-	if err == nil && reason == "" {
-		err = fault.Field("reason", "say why the device is revoked")
-	}
-	if err != nil {
-		httpapi.WriteError(w, r, err)
+	id, reason, ok := deviceAction(w, r, "say why the device is revoked")
+	if !ok {
 		return
 	}
 	ctx := r.Context()
@@ -182,6 +175,44 @@ func (a *API) revokeDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	a.refresh(ctx)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "revoked": true})
+}
+
+// resetDevice starts a device's next credential generation: every earlier
+// credential is refused, and the device may enroll again with any key.
+func (a *API) resetDevice(w http.ResponseWriter, r *http.Request) {
+	id, reason, ok := deviceAction(w, r, "say why the device is reset")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	gen, err := a.cfg.Store.ResetDevice(ctx, id, Principal(ctx).Actor(), reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.refresh(ctx)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "generation": gen, "reset": true})
+}
+
+// deviceAction validates POST /v1/devices/{id}/… with a required reason;
+// it answers the request itself when it reports false.
+func deviceAction(w http.ResponseWriter, r *http.Request, needReason string) (id, reason string, ok bool) {
+	id = r.PathValue("id")
+	var err error
+	if !delivery.ValidDeviceID(id) {
+		err = fault.Field("id", "device ids are 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit")
+	}
+	if err == nil {
+		reason, err = decodeReason(r)
+	}
+	if err == nil && reason == "" {
+		err = fault.Field("reason", "%s", needReason)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return "", "", false
+	}
+	return id, reason, true
 }
 
 // listAudit returns audit entries, newest first, filtered by actor, action

@@ -22,6 +22,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/controller"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/health"
+	"github.com/ringmaster/ringmaster/internal/risk"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
@@ -46,7 +47,7 @@ type Change struct {
 	HoldID       string        `json:"hold_id,omitempty" jsonschema:"the hold, for release_hold"`
 	Product      string        `json:"product,omitempty" jsonschema:"the product, for deploy"`
 	Version      string        `json:"version,omitempty" jsonschema:"the version, for deploy"`
-	Plan         *rollout.Plan `json:"plan,omitempty" jsonschema:"the rollout plan, for deploy (waves, bake, gate, audience)"`
+	Plan         *rollout.Plan `json:"plan,omitempty" jsonschema:"the rollout plan, for deploy (waves, bake, gate, audience); more than one wave is health-gated unless no_gate"`
 	Reason       string        `json:"reason" jsonschema:"why; recorded in the audit log"`
 }
 
@@ -159,8 +160,13 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 		}
 		f, err := pl.forecast(ctx, d.Product, d.Percent, nextPercent, d.Plan.Gate, counts)
 		if c.Action == Resume {
-			// Resuming re-opens the current wave to the devices not yet offered.
-			f.NewlyExposed = max(0, int64(float64(f.AudienceDevices)*d.Percent/100)-reported(counts))
+			// Resuming re-opens the current wave to the devices the server
+			// has not offered it to yet (its own records).
+			unoffered, oerr := pl.unoffered(ctx, d)
+			if oerr != nil {
+				return "", state{}, Forecast{}, oerr
+			}
+			f.NewlyExposed = unoffered
 			f.NextPercent = d.Percent
 			f.ExpectedFailures = float64(f.NewlyExposed) * f.FailureRate
 			scaleCohorts(&f)
@@ -217,22 +223,35 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 	return "", state{}, Forecast{}, fault.Field("action", "%q is not one of %s", c.Action, strings.Join(Actions, ", "))
 }
 
-// reported is a lower bound on the devices that have reported: each device
-// counts once per outcome, so per wave the largest outcome count (devices
-// are in one wave each). A lower bound keeps the exposure forecast on the
-// safe side: it never understates what a resume newly exposes.
-func reported(counts []store.HealthCount) int64 {
-	perWave := map[int]int64{}
-	for _, hc := range counts {
-		if hc.Cell == "" {
-			perWave[hc.Wave] = max(perWave[hc.Wave], hc.Devices)
+// unoffered counts the registry's devices of the deployment's product
+// whose place in its order is within the current share but whom the
+// server has not offered the update yet (its offer records): what resuming
+// exposes, before ring, audience and holds narrow it.
+func (pl *Planner) unoffered(ctx context.Context, d rollout.Deployment) (int64, error) {
+	devs, err := pl.cfg.Store.DevicesWithProduct(ctx, d.Product, maxForecastDevices)
+	if err != nil {
+		return 0, err
+	}
+	offered, err := pl.cfg.Store.OfferedDevices(ctx, d.ID)
+	if err != nil {
+		return 0, err
+	}
+	var m *risk.Model
+	if d.Plan.Order == rollout.OrderRisk && d.Plan.RiskModel != "" {
+		rm, err := pl.cfg.Store.RiskModelByID(ctx, d.Plan.RiskModel)
+		if err != nil {
+			return 0, err
+		}
+		m = rm.Model
+	}
+	threshold := targeting.Threshold(d.Percent)
+	var n int64
+	for _, dev := range devs {
+		if !offered[dev.ID] && d.Plan.Position(d.Salt, dev.ID, dev.Attributes, m) < threshold {
+			n++
 		}
 	}
-	var n int64
-	for _, v := range perWave {
-		n += v
-	}
-	return n
+	return n, nil
 }
 
 // forecast estimates the devices a move from one exposure to another

@@ -180,8 +180,8 @@ func (a *App) routes() http.Handler {
 	deviceapi.New(deviceapi.Config{
 		Snapshots: a.Snapshots, Content: a.Content, Recorder: a.Recorder, Events: a.Events, NextCheck: a.cfg.NextCheck,
 		Now: time.Now, Metrics: reg,
-		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash,
-			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate},
+		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash, Enrollments: a.Store,
+			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate, EnrollRate: a.cfg.EnrollRate},
 	}).Register(mux)
 	planner := agent.New(agent.Config{Store: a.Store, Controller: a.Controller, Rules: a.Rules, Refresh: a.Snapshots.Refresh, Now: time.Now})
 	mcpServer := mcpserver.New(mcpserver.Config{Store: a.Store, Controller: a.Controller, Planner: planner, Rules: a.Rules,
@@ -243,7 +243,14 @@ func (a *App) Routes() []httpapi.Route { return a.router.Routes() }
 
 // DeviceCredential returns the credential a device would get by enrolling
 // (for tests and benchmarks that simulate enrolled fleets).
-func (a *App) DeviceCredential(deviceID string) string { return a.deviceKey.Credential(deviceID) }
+func (a *App) DeviceCredential(deviceID string) string { return a.deviceKey.Credential(deviceID, 0) }
+
+// OfferReceipt returns the receipt the server signs when it offers a
+// deployment's update to a device in a wave at a time (for benchmarks that
+// simulate fleets reporting on offers without checking in first).
+func (a *App) OfferReceipt(deviceID, updateID, deploymentID string, wave int, at time.Time) string {
+	return string(a.deviceKey.AppendReceipt(nil, deviceID, updateID, access.Receipt{DeploymentID: deploymentID, Wave: wave, At: at}))
+}
 
 // Handler returns the server's HTTP handler (for in-process benchmarks).
 func (a *App) Handler() http.Handler { return a.handler }

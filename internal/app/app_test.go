@@ -59,9 +59,11 @@ func startServerWith(t *testing.T, dsn string, mut func(*config.Config)) *server
 	cfg.RegistryFlush = 50 * time.Millisecond
 	cfg.JobPoll = 50 * time.Millisecond
 	cfg.RolloutTick = time.Second
-	// One test process plays a whole fleet from 127.0.0.1; tests of the
-	// per-source limit set it themselves.
+	// One test process plays a whole fleet from 127.0.0.1 with one
+	// enrollment key; tests of the per-source and per-key limits set them
+	// themselves.
 	cfg.SourceRate.Rate = 0
+	cfg.EnrollRate.Rate = 0
 	if mut != nil {
 		mut(&cfg)
 	}

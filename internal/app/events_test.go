@@ -55,7 +55,11 @@ func TestDeviceEvents(t *testing.T) {
 	}
 	// One device's batch: each event is answered on its own.
 	bad := client.DeviceEvent{EventID: "bad-1", DeviceID: "dev-000", UpdateID: u.ID, Type: "exploded", Time: time.Now()}
-	resp, err = s.devices(t).device("dev-000").SendEvents(ctx, []client.DeviceEvent{batch[0], bad, batch[0]})
+	cited, err := s.devices(t).cite(ctx, "dev-000", []client.DeviceEvent{batch[0], bad, batch[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = s.devices(t).device("dev-000").SendEvents(ctx, cited)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -12,12 +14,14 @@ import (
 // with a real enrollment key and sends only its own events, with its own
 // credential.
 type enrolledFleet struct {
-	t     *testing.T
-	url   string
-	key   string
-	base  *client.Client
-	mu    sync.Mutex
-	creds map[string]string
+	t        *testing.T
+	url      string
+	key      string
+	base     *client.Client
+	admin    *client.Client
+	mu       sync.Mutex
+	creds    map[string]string
+	products map[string]string // update id → product
 }
 
 func newFleet(t *testing.T, url string, admin *client.Client) *enrolledFleet {
@@ -27,37 +31,117 @@ func newFleet(t *testing.T, url string, admin *client.Client) *enrolledFleet {
 		t.Fatal(err)
 	}
 	base, _ := client.New(url, "")
-	return &enrolledFleet{t: t, url: url, key: secret, base: base, creds: map[string]string{}}
+	return &enrolledFleet{t: t, url: url, key: secret, base: base, creds: map[string]string{}, products: map[string]string{}, admin: admin}
 }
 
-// device returns the client of an enrolled device.
+// device returns the client of an enrolled device (from the test's own
+// goroutine: it fails the test if the device cannot enroll).
 func (f *enrolledFleet) device(id string) *client.Client {
 	f.t.Helper()
 	return f.base.WithToken(f.credential(id))
 }
 
-// credential enrolls a device (once) and returns its credential.
+// credential enrolls a device (once) and returns its credential; from the
+// test's own goroutine.
 func (f *enrolledFleet) credential(id string) string {
 	f.t.Helper()
+	c, err := f.enroll(id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// enroll enrolls a device once and returns its credential.
+func (f *enrolledFleet) enroll(id string) (string, error) {
 	f.mu.Lock()
 	c, ok := f.creds[id]
 	f.mu.Unlock()
 	if ok {
-		return c
+		return c, nil
 	}
 	e, err := f.base.Enroll(context.Background(), f.key, id)
 	if err != nil {
-		f.t.Fatalf("enroll %s: %v", id, err)
+		return "", fmt.Errorf("enroll %s: %w", id, err)
 	}
 	f.mu.Lock()
 	f.creds[id] = e.Credential
 	f.mu.Unlock()
-	return e.Credential
+	return e.Credential, nil
 }
 
-// send groups events by device and sends each group with its device's
-// credential, a few devices at a time; the answers are summed.
+// send is how honest devices report: each device checks in first (with
+// the events' attributes, running each event's product at 0.0.1) and cites
+// the offer receipt of each update it was offered; events about updates
+// it was not offered go uncited, and the server answers them not_offered.
 func (f *enrolledFleet) send(ctx context.Context, events []client.DeviceEvent) (client.EventsResponse, error) {
+	return f.post(ctx, events, true)
+}
+
+// sendUncited sends events as they are, citing no offer (forged evidence).
+func (f *enrolledFleet) sendUncited(ctx context.Context, events []client.DeviceEvent) (client.EventsResponse, error) {
+	return f.post(ctx, events, false)
+}
+
+// product returns the product of an update.
+func (f *enrolledFleet) product(ctx context.Context, updateID string) (string, error) {
+	f.mu.Lock()
+	p, ok := f.products[updateID]
+	f.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	u, err := f.admin.Update(ctx, updateID)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	f.products[updateID] = u.Product
+	f.mu.Unlock()
+	return u.Product, nil
+}
+
+// cite checks device id in and sets the offer receipt of every event about
+// an update it is offered. Safe to call from any goroutine.
+func (f *enrolledFleet) cite(ctx context.Context, id string, events []client.DeviceEvent) ([]client.DeviceEvent, error) {
+	cred, err := f.enroll(id)
+	if err != nil {
+		return nil, err
+	}
+	req := client.CheckInRequest{DeviceID: id, Attributes: map[string]string{}}
+	seen := map[string]bool{}
+	for _, e := range events {
+		for k, v := range e.Attributes {
+			req.Attributes[k] = v
+		}
+		p, err := f.product(ctx, e.UpdateID)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[p] {
+			seen[p] = true
+			req.Installed = append(req.Installed, client.Installed{Product: p, Version: "0.0.1"})
+		}
+	}
+	resp, err := f.base.WithToken(cred).CheckIn(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(events)
+	for i := range out {
+		for _, o := range resp.Offers {
+			if o.UpdateID == out[i].UpdateID {
+				out[i].OfferReceipt = o.OfferReceipt
+			}
+		}
+	}
+	return out, nil
+}
+
+// post groups events by device and sends each group with its device's
+// credential (checking in first to cite offers, when cite), a few devices
+// at a time; the answers are summed.
+func (f *enrolledFleet) post(ctx context.Context, events []client.DeviceEvent, cite bool) (client.EventsResponse, error) {
 	var order []string
 	byDevice := map[string][]client.DeviceEvent{}
 	for _, e := range events {
@@ -76,13 +160,24 @@ func (f *enrolledFleet) send(ctx context.Context, events []client.DeviceEvent) (
 	for range 8 {
 		wg.Go(func() {
 			for id := range work {
-				r, err := f.device(id).SendEvents(ctx, byDevice[id])
+				// Workers never fail the test themselves (that would leave
+				// the sender blocked); the first error is returned.
+				batch := byDevice[id]
+				cred, err := f.enroll(id)
+				if err == nil && cite {
+					batch, err = f.cite(ctx, id, batch)
+				}
+				var r client.EventsResponse
+				if err == nil {
+					r, err = f.base.WithToken(cred).SendEvents(ctx, batch)
+				}
 				mu.Lock()
 				if err != nil && first == nil {
 					first = err
 				}
 				total.Accepted += r.Accepted
 				total.Rejected += r.Rejected
+				total.NotOffered += r.NotOffered
 				total.Unauthenticated += r.Unauthenticated
 				total.Results = append(total.Results, r.Results...)
 				mu.Unlock()

@@ -65,9 +65,11 @@ func mustCall(t *testing.T, sess *mcp.ClientSession, name string, args map[strin
 }
 
 // regressedDeployment publishes os 5.0 to 200 registered devices in waves
-// of 10/50/100% with no automatic gate, and has 60 enrolled devices report:
-// every contoso device fails, the others succeed.
-func regressedDeployment(t *testing.T, s *server) client.Deployment {
+// of 10/50/100% with no health gate (no_gate), and has the enrolled devices
+// the first wave was offered to report on their offers: every contoso
+// device fails, the others succeed. It returns the failures and reports
+// counted.
+func regressedDeployment(t *testing.T, s *server) (d client.Deployment, failed, reported int64) {
 	t.Helper()
 	ctx := context.Background()
 	u := publishSmall(t, s, "os", "5.0")
@@ -78,20 +80,34 @@ func regressedDeployment(t *testing.T, s *server) client.Deployment {
 			t.Fatal(err)
 		}
 	}
-	d, err := s.admin.DeployPlan(ctx, "os", "5.0", client.Plan{Waves: []client.Wave{{Percent: 10}, {Percent: 50}, {Percent: 100}}, Bake: "1h"})
+	d, err := s.admin.DeployPlan(ctx, "os", "5.0", client.Plan{Waves: []client.Wave{{Percent: 10}, {Percent: 50}, {Percent: 100}}, Bake: "1h", NoGate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := installEvents(u, 60, "r", 2) // even devices (contoso) fail
-	if r, err := s.devices(t).send(ctx, events); err != nil || r.Accepted != 60 {
-		t.Fatalf("send: %+v, %v", r, err)
+	events := installEvents(u, 200, "r", 2) // even devices (contoso) fail
+	r, err := s.devices(t).send(ctx, events)
+	if err != nil || r.Accepted+r.NotOffered != 200 {
+		t.Fatalf("send: %d accepted, %d not offered, %v", r.Accepted, r.NotOffered, err)
+	}
+	for _, res := range r.Results {
+		if res.Status == "accepted" {
+			reported++
+			var i int
+			fmt.Sscanf(res.EventID, "r-%d", &i)
+			if i%2 == 0 {
+				failed++
+			}
+		}
+	}
+	if failed == 0 || failed == reported {
+		t.Fatalf("the first wave holds %d contoso devices of %d: the scenario needs both oems", failed, reported)
 	}
 	waitFor(t, 30*time.Second, func() bool {
 		h, err := s.admin.DeploymentHealth(ctx, d.ID)
 		n, _ := s.Store.CountDevicesWithProduct(ctx, "os")
-		return err == nil && h.Health.Overall.Devices["install_failed"] == 30 && n == 200
+		return err == nil && h.Health.Overall.Devices["install_failed"] == failed && h.Offered == reported && n == 200
 	})
-	return d
+	return d, failed, reported
 }
 
 // TestMCPAgentScenario: a deployment regresses; an agent reads its health,
@@ -102,7 +118,7 @@ func regressedDeployment(t *testing.T, s *server) client.Deployment {
 func TestMCPAgentScenario(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
-	d := regressedDeployment(t, s)
+	d, failed, reported := regressedDeployment(t, s)
 	agentTok, agentSecret, err := s.admin.CreateToken(ctx, client.NewToken{Name: "oncall-agent", Role: "agent", Budget: 30})
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +137,7 @@ func TestMCPAgentScenario(t *testing.T) {
 		} `json:"health"`
 	}
 	mustCall(t, sess, "deployment_status", map[string]any{"deployment_id": d.ID}, &status)
-	if status.Deployment.State != "running" || status.Health.Overall.Failure.Events != 30 || status.Health.Overall.Failure.Of != 60 {
+	if status.Deployment.State != "running" || status.Health.Overall.Failure.Events != failed || status.Health.Overall.Failure.Of != reported {
 		t.Fatalf("status = %+v", status)
 	}
 	var cohorts struct {
@@ -131,7 +147,7 @@ func TestMCPAgentScenario(t *testing.T) {
 		} `json:"cohorts"`
 	}
 	mustCall(t, sess, "cohort_health", map[string]any{"deployment_id": d.ID}, &cohorts)
-	if len(cohorts.Cohorts) == 0 || cohorts.Cohorts[0].Cell != "oem=contoso" || cohorts.Cohorts[0].Failure.Events != 30 {
+	if len(cohorts.Cohorts) == 0 || cohorts.Cohorts[0].Cell != "oem=contoso" || cohorts.Cohorts[0].Failure.Events != failed {
 		t.Fatalf("cohorts = %+v", cohorts)
 	}
 	mustCall(t, sess, "pause_deployment", map[string]any{"deployment_id": d.ID, "reason": "30 of 60 installs failed, all on oem=contoso"}, nil)
@@ -174,14 +190,22 @@ func TestMCPAgentScenario(t *testing.T) {
 	if plan.WithinBudget || plan.Forecast.NewlyExposed != 80 {
 		t.Fatalf("advance plan = %+v", plan)
 	}
-	late := installEvents(publishedUpdate(t, s, "os", "5.0"), 1, "late", 0)
-	late[0].DeviceID = "dev-061"
-	if _, err := s.devices(t).send(ctx, late); err != nil {
-		t.Fatal(err)
+	// A device the first wave is offered to checks in late and reports.
+	u := publishedUpdate(t, s, "os", "5.0")
+	for i := 0; ; i++ {
+		late := installEvents(u, 1, fmt.Sprintf("late-%d", i), 0)
+		late[0].DeviceID, late[0].Attributes = fmt.Sprintf("late-%d", i), map[string]string{"oem": "fabrikam"}
+		r, err := s.devices(t).send(ctx, late)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Accepted == 1 {
+			break
+		}
 	}
 	waitFor(t, 30*time.Second, func() bool {
 		h, _ := s.admin.DeploymentHealth(ctx, d.ID)
-		return h.Health.Overall.Devices["install_succeeded"] == 31
+		return h.Health.Overall.Devices["install_succeeded"] == reported-failed+1
 	})
 	if msg := call(t, sess, "apply_plan", map[string]any{"plan_hash": plan.Hash}, nil); !strings.Contains(msg, "stale") {
 		t.Fatalf("stale plan applied or refused for another reason: %q", msg)
@@ -268,7 +292,7 @@ func publishedUpdate(t *testing.T, s *server, product, version string) client.Up
 func TestMCPTools(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
-	d := regressedDeployment(t, s)
+	d, _, _ := regressedDeployment(t, s)
 	sess := mcpSession(t, s, s.token)
 	tools, err := sess.ListTools(ctx, nil)
 	if err != nil {

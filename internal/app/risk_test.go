@@ -49,7 +49,7 @@ func TestRiskOrderedRollout(t *testing.T) {
 			typ = "install_failed"
 		}
 		events = append(events, client.DeviceEvent{EventID: fmt.Sprintf("past-%d", i), DeviceID: fmt.Sprintf("dev-%03d", i), UpdateID: past.UpdateID,
-			DeploymentID: past.ID, Type: typ, Time: time.Now().Add(-time.Hour).UTC(), Attributes: attrs(i)})
+			DeploymentID: past.ID, Type: typ, Time: time.Now().UTC(), Attributes: attrs(i)})
 	}
 	for len(events) > 0 {
 		k := min(len(events), 300)

@@ -199,7 +199,7 @@ func TestKillDuringRollout(t *testing.T) {
 	if _, err := admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{path}, client.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 10}, {Percent: 50, Bake: "1h"}, {Percent: 100}}, Bake: "2s"})
+	d, err := admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 10}, {Percent: 50, Bake: "1h"}, {Percent: 100}}, Bake: "2s", NoGate: true})
 	if err != nil {
 		t.Fatal(err)
 	}

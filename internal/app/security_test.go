@@ -60,7 +60,7 @@ func TestForgedEventsMoveNoGate(t *testing.T) {
 	// 2. Wrong credentials: another device's, a made-up one, one minted
 	// with a key that is not the server's.
 	legit := s.devices(t)
-	other := access.NewDeviceKey(randomKey()).Credential("dev-001")
+	other := access.NewDeviceKey(randomKey()).Credential("dev-001", 0)
 	for name, cred := range map[string]string{
 		"another device's credential": legit.credential("dev-999"),
 		"made up":                     "rmd_ZGV2LTAwMQ.00",
@@ -74,9 +74,21 @@ func TestForgedEventsMoveNoGate(t *testing.T) {
 	}
 	// 3. A real device replays its own failure: under the same event id
 	// and under new ones. It counts once.
-	dev := legit.device("dev-legit")
-	one := installEvents(bad, 1, "legit", 1)
-	one[0].DeviceID = "dev-legit"
+	// A real device reports on its own offer: one of the first wave's.
+	var one []client.DeviceEvent
+	legitID := ""
+	for i := 0; legitID == ""; i++ {
+		id := fmt.Sprintf("dev-legit-%d", i)
+		e := installEvents(bad, 1, "legit", 1)
+		e[0].DeviceID = id
+		if one, err = legit.cite(ctx, id, e); err != nil {
+			t.Fatal(err)
+		}
+		if one[0].OfferReceipt != "" {
+			legitID = id
+		}
+	}
+	dev := legit.device(legitID)
 	var limited int
 	for i := range 100 {
 		batch := one
@@ -157,8 +169,8 @@ func TestDeviceAuthRequired(t *testing.T) {
 	if r, err := kiosk.CheckIn(ctx, req); err != nil || len(r.Offers) != 1 {
 		t.Fatalf("enrolled check-in: %+v, %v", r, err)
 	}
-	if again, _ := s.device.Enroll(ctx, key, "kiosk-1"); again.Credential != e.Credential {
-		t.Fatal("enrolling again gave another credential")
+	if again, err := s.device.Enroll(ctx, key, "kiosk-1"); !client.IsKind(err, "conflict") || again.Credential != "" {
+		t.Fatalf("enrolling again: %+v, %v (want 409 and no credential)", again, err)
 	}
 	impostor := req
 	impostor.DeviceID = "kiosk-2"
@@ -190,8 +202,13 @@ func TestDeviceAuthRequired(t *testing.T) {
 	if _, err := s.device.Enroll(ctx, short, "kiosk-4"); !client.IsKind(err, "unauthorized") || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired enrollment key: %v", err)
 	}
-	if es, _ := s.admin.Audit(ctx, client.AuditFilter{Target: "kiosk-1"}); len(es) != 1 || es[0].Action != "device.revoke" || es[0].Reason != "stolen" {
+	if es, _ := s.admin.Audit(ctx, client.AuditFilter{Action: "device.revoke", Target: "kiosk-1"}); len(es) != 1 || es[0].Reason != "stolen" {
 		t.Fatalf("device revocation audit: %+v", es)
+	}
+	// Its enrollment, the refused second one and the refused one after
+	// the revocation are the key's.
+	if es, _ := s.admin.Audit(ctx, client.AuditFilter{Action: "device.enroll*", Target: "kiosk-1"}); len(es) != 3 {
+		t.Fatalf("enrollment audit of kiosk-1: %+v", es)
 	}
 }
 

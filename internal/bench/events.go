@@ -55,12 +55,15 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	types := []telemetry.Type{telemetry.Offered, telemetry.DownloadCompleted, telemetry.InstallStarted, telemetry.InstallSucceeded, telemetry.InstallFailed}
 	oems := []string{"contoso", "fabrikam", "northwind", "tailspin"}
 	seq := 0
+	offeredAt := time.Now().Add(-time.Hour).Truncate(time.Second).UTC()
 	newEvent := func(device string) telemetry.Event {
 		seq++
 		d := deps[rng.IntN(len(deps))]
+		// Each event cites the server's receipt for its offer, as devices do.
 		return telemetry.Event{ID: fmt.Sprintf("bench-%d-%d", cfg.Seed, seq), DeviceID: device,
 			UpdateID: d.UpdateID, DeploymentID: d.ID, Type: types[rng.IntN(len(types))], Time: time.Now().Add(-time.Minute).UTC(),
-			Attributes: map[string]string{"oem": oems[rng.IntN(len(oems))], "arch": []string{"x64", "arm64"}[rng.IntN(2)]}}
+			Attributes:   map[string]string{"oem": oems[rng.IntN(len(oems))], "arch": []string{"x64", "arm64"}[rng.IntN(2)]},
+			OfferReceipt: a.OfferReceipt(device, d.UpdateID, d.ID, 0, offeredAt)}
 	}
 	// Enough distinct batches that the endpoint rarely sees a repeat; each
 	// is one enrolled device's, sent with its credential.
@@ -79,6 +82,10 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	probe, err := post(ctx, client, url+"/v1/device/events", bodies[0])
 	if err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
+	}
+	var answer struct{ Accepted int }
+	if err := json.Unmarshal(probe, &answer); err != nil || answer.Accepted != cfg.BatchSize {
+		return nil, fmt.Errorf("probe: %d of %d events accepted (%v): %s", answer.Accepted, cfg.BatchSize, err, probe)
 	}
 	baseURL, stopBase, err := startBaseline(baselineBody(len(probe)))
 	if err != nil {
@@ -112,7 +119,8 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 		batch := make([]telemetry.Event, n)
 		for j := range batch {
 			batch[j] = newEvent(deviceName(rng.IntN(cfg.Devices)))
-			batch[j].Received = time.Now().UTC()
+			// As the device API publishes it, with its verified offer.
+			batch[j].Received, batch[j].OfferedAt = time.Now().UTC(), offeredAt
 		}
 		if err := a.Events.Publish(ctx, batch); err != nil {
 			return nil, err

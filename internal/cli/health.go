@@ -31,16 +31,20 @@ func healthCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "%s %s %s: %s, wave %d at %g%%\n\n", h.Deployment.ID, h.Deployment.Product, h.Deployment.Version,
 				h.Deployment.State, h.Deployment.Wave+1, h.Deployment.Percent)
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "POPULATION\tSUCCEEDED\tFAILURE RATE\tROLLBACK RATE\tCRASH RATE")
-			row := func(name string, r client.Rates) {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", name, r.Devices["install_succeeded"], rate(r.Failure), rate(r.Rollback), rate(r.Crash))
+			fmt.Fprintln(tw, "POPULATION\tOFFERED\tSUCCEEDED\tFAILURE RATE\tROLLBACK RATE\tCRASH RATE")
+			row := func(name, offered string, r client.Rates) {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", name, offered, r.Devices["install_succeeded"], rate(r.Failure), rate(r.Rollback), rate(r.Crash))
 			}
-			row("all", d.Overall)
+			row("all", fmt.Sprint(h.Offered), d.Overall)
 			for _, w := range d.Waves {
-				row(fmt.Sprintf("wave %d", w.Wave+1), w.Rates)
+				offered := "-"
+				if w.Wave >= 0 && w.Wave < len(h.OfferedByWave) {
+					offered = fmt.Sprint(h.OfferedByWave[w.Wave])
+				}
+				row(fmt.Sprintf("wave %d", w.Wave+1), offered, w.Rates)
 			}
 			for _, c := range d.Cells {
-				row(c.Cell, c.Rates)
+				row(c.Cell, "-", c.Rates)
 			}
 			if err := tw.Flush(); err != nil {
 				return err

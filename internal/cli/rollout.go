@@ -17,7 +17,7 @@ func deployCmd(g *globals) *cobra.Command {
 	var product, version, waves, bake, start, deadline, window string
 	var plan client.Plan
 	var gate client.Gate
-	var gated bool
+	var gated, noGate bool
 	cmd := &cobra.Command{
 		Use:   "deploy --product P --version V [--ring R] [--waves 1,10,50,100] [--bake 24h] [--start TIME] [--require-approval]",
 		Short: "Deploy a published version by a plan; prints the deployment id",
@@ -28,7 +28,11 @@ running --bake before the next; --ring and --audience narrow the audience;
 then; --require-approval makes every wave wait for "deployment approve";
 --window 22:00-05:00 limits offers to a daily window in the device's local
 time (attribute tz); --expedite offers at once and asks devices to check back
-within 15 minutes.`,
+within 15 minutes.
+
+A deployment of more than one wave is health-gated by default (a regression
+pauses it and a wave advances only when healthy); --no-gate opts out. A
+single-wave deployment is gated only with --gate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if waves != "" {
@@ -53,9 +57,14 @@ within 15 minutes.`,
 					return err
 				}
 			}
-			if gated || cmd.Flags().Changed("baseline-failure") || gate.AllowInconclusive || gate.AutoHold != "" {
+			customGate := gated || cmd.Flags().Changed("baseline-failure") || gate.AllowInconclusive || gate.AutoHold != ""
+			switch {
+			case noGate && customGate:
+				return fmt.Errorf("--no-gate cannot be combined with --gate, --baseline-failure, --allow-inconclusive or --auto-hold")
+			case customGate:
 				plan.Gate = &gate
 			}
+			plan.NoGate = noGate
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -80,7 +89,8 @@ within 15 minutes.`,
 	f.StringVar(&window, "window", "", "daily maintenance window in device local time, e.g. 22:00-05:00")
 	f.BoolVar(&plan.Expedite, "expedite", false, "offer at once, outside windows, and ask devices to check back soon")
 	f.BoolVar(&plan.RequireApproval, "require-approval", false, "every wave waits for a human's approval")
-	f.BoolVar(&gated, "gate", false, "health gate: a regression pauses the rollout; a wave advances only when healthy")
+	f.BoolVar(&gated, "gate", false, "health gate: a regression pauses the rollout; a wave advances only when healthy (default with more than one wave)")
+	f.BoolVar(&noGate, "no-gate", false, "roll several waves out without a health gate")
 	f.BoolVar(&gate.AllowInconclusive, "allow-inconclusive", false, "with --gate: let a baked wave advance without enough evidence")
 	f.Float64Var(&gate.BaselineFailure, "baseline-failure", 0, "with --gate: declared baseline failure rate (default: previous release, else 0.02)")
 	f.StringVar(&gate.AutoHold, "auto-hold", "", "with --gate: active or proposed, to hold a cohort that explains a regression instead of pausing")

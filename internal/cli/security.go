@@ -97,14 +97,15 @@ func tokenCmd(g *globals) *cobra.Command {
 func enrollmentCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "enrollment", Short: "Manage device enrollment keys (admin)"}
 	var name, ttl, reason string
+	var maxDevices int64
 	create := &cobra.Command{
-		Use: "create --name N [--ttl DUR]", Short: "Create an enrollment key; prints its secret (shown once)", Args: cobra.NoArgs,
+		Use: "create --name N [--ttl DUR] [--max-devices N]", Short: "Create an enrollment key; prints its secret (shown once)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			k, secret, err := c.CreateEnrollmentKey(cmd.Context(), name, ttl)
+			k, secret, err := c.IssueEnrollmentKey(cmd.Context(), client.NewEnrollmentKey{Name: name, TTL: ttl, MaxDevices: maxDevices})
 			if err != nil {
 				return err
 			}
@@ -115,6 +116,7 @@ func enrollmentCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&name, "name", "", "which fleet or image it is for (required)")
 	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 2160h (default: no expiry)")
+	create.Flags().Int64Var(&maxDevices, "max-devices", 0, "how many devices the key may enroll (default: no quota)")
 	_ = create.MarkFlagRequired("name")
 	list := &cobra.Command{
 		Use: "list", Short: "List enrollment keys", Args: cobra.NoArgs,
@@ -128,9 +130,13 @@ func enrollmentCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tCREATED BY\tEXPIRES\tREVOKED")
+			fmt.Fprintln(tw, "ID\tNAME\tENROLLED\tCREATED BY\tEXPIRES\tREVOKED")
 			for _, k := range ks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.CreatedBy, fmtTime(k.ExpiresAt), fmtTime(k.RevokedAt))
+				enrolled := fmt.Sprint(k.Enrolled)
+				if k.MaxDevices > 0 {
+					enrolled += fmt.Sprintf(" of %d", k.MaxDevices)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, enrolled, k.CreatedBy, fmtTime(k.ExpiresAt), fmtTime(k.RevokedAt))
 			}
 			return tw.Flush()
 		},
@@ -175,7 +181,25 @@ func deviceCmd(g *globals) *cobra.Command {
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why (required)")
 	_ = revoke.MarkFlagRequired("reason")
-	cmd.AddCommand(revoke)
+	reset := &cobra.Command{
+		Use: "reset ID --reason TEXT", Short: "Refuse every credential the device holds and let it enroll again (a reflashed or stolen-credential device)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			gen, err := c.ResetDevice(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s reset: earlier credentials are refused; it may enroll again (credential generation %d)\n", args[0], gen)
+			return nil
+		},
+	}
+	reset.Flags().StringVar(&reason, "reason", "", "why (required)")
+	_ = reset.MarkFlagRequired("reason")
+	cmd.AddCommand(revoke, reset)
 	return cmd
 }
 

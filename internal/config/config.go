@@ -71,6 +71,9 @@ type Config struct {
 	DeviceRate ratelimit.Limits `yaml:"device_rate"`
 	SourceRate ratelimit.Limits `yaml:"source_rate"`
 	TokenRate  ratelimit.Limits `yaml:"token_rate"`
+	// EnrollRate limits enrollments per enrollment key, so one leaked key
+	// cannot mint an army of device ids at line rate.
+	EnrollRate ratelimit.Limits `yaml:"enroll_rate"`
 	// TLSCert and TLSKey, both set, make the listener serve HTTPS only
 	// (TLS 1.2 or newer).
 	TLSCert string `yaml:"tls_cert"`
@@ -134,6 +137,7 @@ func Default() Config {
 		DeviceRate:      ratelimit.Limits{Rate: 1, Burst: 60},
 		SourceRate:      ratelimit.Limits{Rate: 1000, Burst: 5000},
 		TokenRate:       ratelimit.Limits{Rate: 100, Burst: 500},
+		EnrollRate:      ratelimit.Limits{Rate: 10, Burst: 1000},
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
 		ShutdownTimeout: 20 * time.Second,
@@ -238,8 +242,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("events_sync must not be negative, cohort_max_values must be positive, at most 32 cohort_attributes")
 	case c.DeviceAuth != "optional" && c.DeviceAuth != "required":
 		return fmt.Errorf("device_auth must be optional or required, not %q", c.DeviceAuth)
-	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0:
-		return fmt.Errorf("device_rate, source_rate and token_rate must not be negative")
+	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0 || c.EnrollRate.Rate < 0:
+		return fmt.Errorf("device_rate, source_rate, token_rate and enroll_rate must not be negative")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return fmt.Errorf("tls_cert and tls_key must be set together")
 	case c.TUF.TimestampTTL < 2*time.Second || c.TUF.SnapshotTTL < c.TUF.TimestampTTL || c.TUF.TargetsTTL < c.TUF.TimestampTTL || c.TUF.RootTTL < c.TUF.TimestampTTL:

@@ -338,13 +338,43 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	all, err := c.store.OutcomeDevices(ctx, d.ID, -1)
+	// One read of the counts: the whole rollout, the current wave and the
+	// cohort cells must agree, or a cell counted after the overall (under
+	// slow aggregation) looks larger than its share and is not localized.
+	counts, err := c.store.HealthCounts(ctx, d.ID, false)
 	if err != nil {
 		return health.GateResult{}, err
 	}
-	current, err := c.store.OutcomeDevices(ctx, d.ID, wave)
+	all, current := map[string]int64{}, map[string]int64{}
+	byCell, waveCell := map[string]map[string]int64{}, map[string]map[string]int64{}
+	for _, hc := range counts {
+		if hc.Outcome == telemetry.Offered {
+			continue // exposure is the server's record below, not what devices say
+		}
+		if hc.Cell == "" {
+			all[string(hc.Outcome)] += hc.Devices
+			if hc.Wave == wave {
+				current[string(hc.Outcome)] += hc.Devices
+			}
+		}
+		if byCell[hc.Cell] == nil {
+			byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
+		}
+		byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+		if hc.Wave == wave {
+			waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
+		}
+	}
+	// Exposure: the devices the server offered the update to.
+	offers, err := c.store.OfferCounts(ctx, d.ID)
 	if err != nil {
 		return health.GateResult{}, err
+	}
+	for w, n := range offers {
+		all[string(telemetry.Offered)] += n
+		if w == wave {
+			current[string(telemetry.Offered)] += n
+		}
 	}
 	ev := Evidence{Wave: wave, Planned: planned, All: all, Current: current,
 		AmbientCell: func(cell string) (map[string]int64, map[string]int64, error) {
@@ -353,20 +383,6 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 				return c.store.AmbientCellOutcomes(ctx, d.ID, attrs, from, to)
 			})
 		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
-			counts, err := c.store.HealthCounts(ctx, d.ID, false)
-			if err != nil {
-				return nil, nil, err
-			}
-			byCell, waveCell := map[string]map[string]int64{}, map[string]map[string]int64{}
-			for _, hc := range counts {
-				if byCell[hc.Cell] == nil {
-					byCell[hc.Cell], waveCell[hc.Cell] = map[string]int64{}, map[string]int64{}
-				}
-				byCell[hc.Cell][string(hc.Outcome)] += hc.Devices
-				if hc.Wave == wave {
-					waveCell[hc.Cell][string(hc.Outcome)] += hc.Devices
-				}
-			}
 			cells := make([]health.CellDevices, 0, len(byCell))
 			for cell, devs := range byCell {
 				cells = append(cells, health.CellDevices{Cell: cell, Devices: devs})

@@ -111,7 +111,7 @@ func TestSimulatedRollout(t *testing.T) {
 			ctx := context.Background()
 			u := f.publish(t, "agent", "2.0")
 			plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}},
-				Bake: rollout.Duration(24 * time.Hour)}
+				Bake: rollout.Duration(24 * time.Hour), NoGate: true}
 			d, _, err := f.ctl.Deploy(ctx, u.ID, plan, "test")
 			if err != nil {
 				t.Fatal(err)
@@ -167,7 +167,7 @@ func TestCommandsReachDevices(t *testing.T) {
 	f := newFixture(t, dbtest.SQLite(t))
 	ctx := context.Background()
 	u := f.publish(t, "agent", "2.0")
-	plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 50}, {Percent: 100}}, Bake: rollout.Duration(time.Hour), RequireApproval: true}
+	plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 50}, {Percent: 100}}, Bake: rollout.Duration(time.Hour), RequireApproval: true, NoGate: true}
 	d, _, err := f.ctl.Deploy(ctx, u.ID, plan, "alice")
 	if err != nil || d.State != rollout.Scheduled || !d.AwaitingApproval {
 		t.Fatalf("deploy = %+v, %v", d, err)

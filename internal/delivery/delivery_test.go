@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -75,7 +76,8 @@ func TestOffersSupersedence(t *testing.T) {
 				t.Fatalf("offers = %v, want %v", got, tt.want)
 			}
 			// The pre-encoded response says the same.
-			buf, n := snap.AppendResponse(nil, tt.device, testNow, time.Hour)
+			buf, made := snap.AppendResponse(nil, tt.device, testNow, time.Hour, nil, nil)
+			n := len(made)
 			var resp struct {
 				Offers []Offer `json:"offers"`
 				Next   int     `json:"next_check_seconds"`
@@ -232,11 +234,44 @@ func TestExplainListsEveryReason(t *testing.T) {
 	}
 }
 
+type fakeReceipts struct{}
+
+func (fakeReceipts) AppendReceipt(dst []byte, deviceID string, m Made, now time.Time) []byte {
+	return fmt.Appendf(dst, "%s/%s/%s/%d/%d", deviceID, m.UpdateID, m.DeploymentID, m.Wave, now.Unix())
+}
+
+// TestResponseCarriesReceipts: each offer carries its receipt, and the
+// offers made are returned with the wave that first included the device.
+func TestResponseCarriesReceipts(t *testing.T) {
+	r := rel("os", "2.0")
+	r.Deployment.Plan.Waves = []rollout.Wave{{Percent: 0.001}, {Percent: 100}}
+	snap := snapshot(t, View{Releases: []Release{r}})
+	c := checkIn("os", "1")
+	buf, made := snap.AppendResponse(nil, c, testNow, time.Hour, fakeReceipts{}, nil)
+	var resp struct {
+		Offers []struct {
+			UpdateID string `json:"update_id"`
+			Receipt  string `json:"offer_receipt"`
+		} `json:"offers"`
+	}
+	if err := json.Unmarshal(buf, &resp); err != nil || len(resp.Offers) != 1 || len(made) != 1 {
+		t.Fatalf("response %s (%v), made %+v", buf, err, made)
+	}
+	wave := 1 // position is almost surely beyond the first 0.001%
+	if targeting.Bucket(r.Deployment.Salt, c.DeviceID) < targeting.Threshold(0.001) {
+		wave = 0
+	}
+	want := fmt.Sprintf("%s/%s/%s/%d/%d", c.DeviceID, r.Update.ID, r.Deployment.ID, wave, testNow.Unix())
+	if resp.Offers[0].Receipt != want || made[0] != (Made{UpdateID: r.Update.ID, DeploymentID: r.Deployment.ID, Wave: wave}) {
+		t.Fatalf("receipt %q, made %+v; want %q", resp.Offers[0].Receipt, made, want)
+	}
+}
+
 func TestExpediteShortensNextCheck(t *testing.T) {
 	r := rel("os", "2.0")
 	r.Deployment.Plan.Expedite = true
 	snap := snapshot(t, View{Releases: []Release{r}})
-	buf, _ := snap.AppendResponse(nil, checkIn("os", "1"), testNow, time.Hour)
+	buf, _ := snap.AppendResponse(nil, checkIn("os", "1"), testNow, time.Hour, nil, nil)
 	if !strings.Contains(string(buf), `"next_check_seconds":900`) || !strings.Contains(string(buf), `"expedite":true`) {
 		t.Fatalf("response %s", buf)
 	}
@@ -310,7 +345,7 @@ func FuzzDecodeCheckIn(f *testing.F) {
 				t.Fatalf("accepted attribute %q=%q", k, v)
 			}
 		}
-		buf, _ := snap.AppendResponse(nil, c, testNow, time.Hour)
+		buf, _ := snap.AppendResponse(nil, c, testNow, time.Hour, nil, nil)
 		if !json.Valid(buf) {
 			t.Fatalf("invalid response JSON %s", buf)
 		}

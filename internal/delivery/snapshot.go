@@ -33,6 +33,9 @@ type View struct {
 	Floors map[string][]string
 	// Revoked lists devices whose credentials no longer count.
 	Revoked map[string]bool
+	// Generations maps each device an admin has reset to its current
+	// credential generation; credentials of earlier ones are refused.
+	Generations map[string]int64
 }
 
 // Offer is what a device is told to install.
@@ -107,10 +110,15 @@ type Snapshot struct {
 	Problems []string
 	zones    zones
 	revoked  map[string]bool
+	gens     map[string]int64
 }
 
 // Revoked reports whether a device's credential has been revoked.
 func (s *Snapshot) Revoked(deviceID string) bool { return s.revoked[deviceID] }
+
+// CredentialCurrent reports whether a credential of generation gen is the
+// device's current one (not superseded by a reset).
+func (s *Snapshot) CredentialCurrent(deviceID string, gen int64) bool { return gen >= s.gens[deviceID] }
 
 // Compiler compiles rules, ideally caching them across snapshots.
 type Compiler interface {
@@ -123,7 +131,7 @@ type Compiler interface {
 // Problems.
 func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 	s := &Snapshot{Generation: v.Generation, BuiltAt: builtAt, byProduct: map[string][]*release{},
-		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked}
+		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked, gens: v.Generations}
 	compile := func(what, src string) *targeting.Rule {
 		r, err := rules.Compile(src)
 		if err != nil {
@@ -644,18 +652,44 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 	return out
 }
 
+// Made is one offer made to a device: the deployment, and the wave whose
+// share first included the device. The server records it (exposure) and
+// signs it into the offer's receipt.
+type Made struct {
+	UpdateID     string
+	DeploymentID string
+	Wave         int
+}
+
+// Receipts signs offers; the device cites the receipt in its events.
+type Receipts interface {
+	// AppendReceipt appends the receipt of offer m, made to deviceID at
+	// now, to dst.
+	AppendReceipt(dst []byte, deviceID string, m Made, now time.Time) []byte
+}
+
 // AppendResponse appends the JSON check-in answer for c at now to buf:
 // {"offers":[...],"next_check_seconds":N}, reusing the offers' JSON encoded
-// when the snapshot was built. Devices with an expedited offer are asked to
-// check back within ExpediteNextCheck. It returns how many offers it wrote.
-func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, now time.Time, nextCheck time.Duration) ([]byte, int) {
+// when the snapshot was built, and appends each offer made to made. With
+// receipts, each offer carries its signed "offer_receipt". Devices with an
+// expedited offer are asked to check back within ExpediteNextCheck.
+func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, now time.Time, nextCheck time.Duration, receipts Receipts, made []Made) ([]byte, []Made) {
 	buf = append(buf, `{"offers":[`...)
 	n := 0
 	s.each(&c, now, func(r *release) {
 		if n > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, r.json...)
+		m := Made{UpdateID: r.offer.UpdateID, DeploymentID: r.offer.DeploymentID, Wave: r.dep.Plan.WaveOf(r.position(&c))}
+		if receipts == nil {
+			buf = append(buf, r.json...)
+		} else {
+			buf = append(buf, r.json[:len(r.json)-1]...) // the object without its closing brace
+			buf = append(buf, `,"offer_receipt":"`...)
+			buf = receipts.AppendReceipt(buf, c.DeviceID, m, now)
+			buf = append(buf, `"}`...)
+		}
+		made = append(made, m)
 		if r.offer.Expedite {
 			nextCheck = min(nextCheck, ExpediteNextCheck)
 		}
@@ -664,5 +698,5 @@ func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, now time.Time, nextChec
 	buf = append(buf, `],"next_check_seconds":`...)
 	buf = strconv.AppendInt(buf, int64(nextCheck/time.Second), 10)
 	buf = append(buf, '}')
-	return buf, n
+	return buf, made
 }

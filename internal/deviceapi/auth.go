@@ -57,9 +57,12 @@ func (a *API) authenticate(r *http.Request) (string, error) {
 	if !ok || !access.IsDeviceCredential(cred) {
 		return "", refused("bad_credential", fault.Unauthorized, "the Authorization header must be \"Bearer rmd_…\" (a device credential)")
 	}
-	id, err := a.cfg.Auth.Key.Verify(cred)
+	id, gen, err := a.cfg.Auth.Key.Verify(cred)
 	if err != nil {
 		return "", refusal{reason: "bad_credential", err: err}
+	}
+	if !a.cfg.Snapshots.Snapshot().CredentialCurrent(id, gen) {
+		return "", refused("reset", fault.Unauthorized, "device %q was reset and this credential no longer counts; enroll again", id)
 	}
 	return id, nil
 }
@@ -117,8 +120,10 @@ type enrollRequest struct {
 const maxEnrollBytes = 4 << 10
 
 // enroll exchanges an enrollment key and a device id for the device's
-// credential. Enrolling again returns the same credential; a revoked device
-// cannot enroll.
+// credential. A device id is enrolled once: enrolling it again is refused
+// (409) until an admin resets it; a key past its quota (403) or its rate
+// (429) enrolls nothing; a revoked device cannot enroll. Enrollments and
+// refusals by a known key are audited as the key's.
 func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
 		a.refuse(w, r, refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later"))
@@ -133,9 +138,6 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 	if fault.Is(err, fault.NotFound) {
 		err = refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
 	}
-	if err == nil {
-		err = access.CheckEnrollment(k, a.cfg.Now())
-	}
 	if err != nil {
 		a.refuse(w, r, err)
 		return
@@ -149,12 +151,45 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, fault.Field("device_id", "device ids are 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"))
 		return
 	}
-	if a.cfg.Snapshots.Snapshot().Revoked(req.DeviceID) {
-		a.refuse(w, r, refused("revoked", fault.Forbidden, "device %q has been revoked and cannot enroll", req.DeviceID))
+	// From here on, a refusal names a key and a device: audit it.
+	refuse := func(err error) {
+		a.cfg.Auth.Enrollments.RefuseEnrollment(r.Context(), k.ID, req.DeviceID, fault.Message(err))
+		a.refuse(w, r, err)
+	}
+	if err := access.CheckEnrollment(k, a.cfg.Now()); err != nil {
+		refuse(refusal{reason: "bad_credential", err: err})
 		return
 	}
-	httpapi.Logger(r.Context()).Info("device enrolled", "device", req.DeviceID, "enrollment_key", k.ID)
+	if a.cfg.Snapshots.Snapshot().Revoked(req.DeviceID) {
+		refuse(refused("revoked", fault.Forbidden, "device %q has been revoked and cannot enroll", req.DeviceID))
+		return
+	}
+	if !a.perEnroll.Allow(k.ID, a.cfg.Now()) {
+		err := refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", k.ID)
+		if !a.auditFloods.Allow(k.ID, a.cfg.Now()) {
+			// A flood is audited a few times a minute, and counted in full on
+			// ringmaster_device_requests_refused_total, so it cannot flood
+			// the audit log.
+			a.refuse(w, r, err)
+			return
+		}
+		refuse(err)
+		return
+	}
+	gen, err := a.cfg.Auth.Enrollments.EnrollDevice(r.Context(), req.DeviceID, k)
+	switch {
+	case fault.Is(err, fault.Conflict):
+		a.refuse(w, r, refusal{reason: "already_enrolled", err: err}) // audited by the store
+		return
+	case fault.Is(err, fault.Forbidden):
+		a.refuse(w, r, refusal{reason: "quota", err: err})
+		return
+	case err != nil:
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(r.Context()).Info("device enrolled", "device", req.DeviceID, "generation", gen, "enrollment_key", k.ID)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"device_id": req.DeviceID, "credential": a.cfg.Auth.Key.Credential(req.DeviceID), "enrolled_at": a.cfg.Now().UTC().Format(time.RFC3339),
+		"device_id": req.DeviceID, "credential": a.cfg.Auth.Key.Credential(req.DeviceID, gen), "enrolled_at": a.cfg.Now().UTC().Format(time.RFC3339),
 	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
@@ -59,24 +60,40 @@ const (
 // Auth configures device authentication and limits.
 type Auth struct {
 	Mode string
-	// Key checks device credentials.
+	// Key checks device credentials and signs offer receipts.
 	Key access.DeviceKey
 	// EnrollmentKey finds an enrollment key by the hash of its secret.
 	EnrollmentKey func(ctx context.Context, hash string) (access.EnrollmentKey, error)
-	// DeviceRate limits requests per device; SourceRate per source address.
-	DeviceRate, SourceRate ratelimit.Limits
+	// Enrollments records enrollments (once per device id and credential
+	// generation, within a key's quota) and audits refusals.
+	Enrollments Enrollments
+	// DeviceRate limits requests per device; SourceRate per source
+	// address; EnrollRate enrollments per enrollment key.
+	DeviceRate, SourceRate, EnrollRate ratelimit.Limits
+}
+
+// Enrollments records device enrollments.
+type Enrollments interface {
+	// EnrollDevice returns the credential generation to mint for deviceID,
+	// or a refusal (Conflict: already enrolled; Forbidden: quota reached).
+	EnrollDevice(ctx context.Context, deviceID string, k access.EnrollmentKey) (int64, error)
+	// RefuseEnrollment audits an enrollment refused at the door.
+	RefuseEnrollment(ctx context.Context, keyID, deviceID, why string)
 }
 
 // API is the device plane's HTTP surface. Safe for concurrent use.
 type API struct {
-	cfg                  Config
-	perDevice, perSource *ratelimit.Limiter
-	refused              *prometheus.CounterVec
-	checkins             prometheus.Counter
-	offers               prometheus.Counter
-	events               *prometheus.CounterVec
-	bufs                 sync.Pool // *bytes.Buffer for request bodies
-	outs                 sync.Pool // *[]byte for responses
+	cfg                             Config
+	perDevice, perSource, perEnroll *ratelimit.Limiter
+	auditFloods                     *ratelimit.Limiter // audited rate-limit refusals per enrollment key
+	receipts                        receiptSigner
+	refused                         *prometheus.CounterVec
+	checkins                        prometheus.Counter
+	offers                          prometheus.Counter
+	events                          *prometheus.CounterVec
+	bufs                            sync.Pool // *bytes.Buffer for request bodies
+	outs                            sync.Pool // *[]byte for responses
+	mades                           sync.Pool // *[]delivery.Made: the offers of a check-in
 }
 
 // New returns the device API.
@@ -91,16 +108,20 @@ func New(cfg Config) *API {
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringmaster_device_events_total",
-			Help: "Device events received, by status (accepted, rejected, unauthenticated: valid but from a device without a credential, so not counted toward health).",
+			Help: "Device events received, by status (accepted; rejected: invalid; unauthenticated: valid but from a device without a credential; not_offered: citing no offer the server made to the device before the event; the last two are not counted toward health).",
 		}, []string{"status"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringmaster_device_requests_refused_total",
-			Help: "Device requests refused, by reason (unauthenticated, bad_credential, revoked, device_mismatch, rate_limited).",
+			Help: "Device requests refused, by reason (unauthenticated, bad_credential, reset, revoked, device_mismatch, rate_limited, already_enrolled, quota).",
 		}, []string{"reason"}),
-		perDevice: ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
-		perSource: ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
-		bufs:      sync.Pool{New: func() any { return new(bytes.Buffer) }},
-		outs:      sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+		perDevice:   ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
+		perSource:   ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
+		perEnroll:   ratelimit.New(cfg.Auth.EnrollRate, 10*time.Minute),
+		auditFloods: ratelimit.New(ratelimit.Limits{Rate: 0.1, Burst: 5}, 10*time.Minute),
+		receipts:    receiptSigner{cfg.Auth.Key},
+		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		outs:        sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+		mades:       sync.Pool{New: func() any { m := make([]delivery.Made, 0, 8); return &m }},
 	}
 	cfg.Metrics.MustRegister(a.checkins, a.offers, a.events, a.refused)
 	return a
@@ -115,9 +136,10 @@ func (a *API) Register(mux *httpapi.Router) {
 }
 
 // postEvents accepts a batch of events: each is validated on its own and
-// answered in "results"; the valid ones are stored in the event log before
-// the answer (so an accepted event is never lost), and counted by the
-// health aggregator exactly once per device and outcome.
+// answered in "results"; the valid ones that cite an offer the server made
+// to the device before the event (its offer receipt) are stored in the
+// event log before the answer (so an accepted event is never lost), and
+// counted by the health aggregator exactly once per device and outcome.
 func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
 	id, in, ok := a.authenticatedBody(w, r, telemetry.MaxBatchBytes)
 	if !ok {
@@ -148,17 +170,64 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	events, notOffered := a.offered(events, results)
 	if len(events) > 0 {
 		if err := a.cfg.Events.Publish(r.Context(), events); err != nil {
 			httpapi.WriteError(w, r, err)
 			return
 		}
 	}
+	rejected := len(results) - len(events) - notOffered
 	a.events.WithLabelValues("accepted").Add(float64(len(events)))
-	a.events.WithLabelValues("rejected").Add(float64(len(results) - len(events)))
+	a.events.WithLabelValues("rejected").Add(float64(rejected))
+	a.events.WithLabelValues("not_offered").Add(float64(notOffered))
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"accepted": len(events), "rejected": len(results) - len(events), "results": results,
+		"accepted": len(events), "rejected": rejected, "not_offered": notOffered, "results": results,
 	})
+}
+
+// OfferClockSkew is how far before the offer an event's time may be: the
+// device's clock may run behind the server's.
+const OfferClockSkew = 10 * time.Minute
+
+// offered keeps the events whose offer receipt shows that the server
+// offered the event's update to its device before the event, setting
+// their deployment and wave from the receipt; the others are answered
+// not_offered, saying why. results is indexed like the batch, and its
+// accepted entries are the events, in order.
+func (a *API) offered(events []telemetry.Event, results []telemetry.Result) (kept []telemetry.Event, notOffered int) {
+	kept = events[:0]
+	i := 0
+	for _, e := range events {
+		for results[i].Status != "accepted" {
+			i++
+		}
+		res := &results[i]
+		i++
+		rc, err := a.cfg.Auth.Key.VerifyReceipt(e.OfferReceipt, e.DeviceID, e.UpdateID)
+		switch {
+		case err != nil:
+		case e.DeploymentID != "" && e.DeploymentID != rc.DeploymentID:
+			err = fault.E(fault.Invalid, "deployment_id %s is not the deployment of the offer receipt (%s)", e.DeploymentID, rc.DeploymentID)
+		case e.Time.Before(rc.At.Add(-OfferClockSkew)):
+			err = fault.E(fault.Invalid, "the event (%s) happened before the server offered the update (%s)", e.Time.Format(time.RFC3339), rc.At.Format(time.RFC3339))
+		}
+		if err != nil {
+			res.Status, res.Error = "not_offered", fault.Message(err)+"; not counted toward release health"
+			notOffered++
+			continue
+		}
+		e.DeploymentID, e.Wave, e.OfferedAt = rc.DeploymentID, rc.Wave, rc.At
+		kept = append(kept, e)
+	}
+	return kept, notOffered
+}
+
+// receiptSigner signs the offers of check-in answers.
+type receiptSigner struct{ key access.DeviceKey }
+
+func (s receiptSigner) AppendReceipt(dst []byte, deviceID string, m delivery.Made, now time.Time) []byte {
+	return s.key.AppendReceipt(dst, deviceID, m.UpdateID, access.Receipt{DeploymentID: m.DeploymentID, Wave: m.Wave, At: now})
 }
 
 // authenticatedBody authenticates a device request and reads its body (up
@@ -204,8 +273,10 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 	out := a.outs.Get().(*[]byte)
 	defer a.outs.Put(out)
 	now := a.cfg.Now()
-	body, n := a.cfg.Snapshots.Snapshot().AppendResponse((*out)[:0], c, now, a.cfg.NextCheck)
-	*out = body // keep the grown buffer for reuse
+	mb := a.mades.Get().(*[]delivery.Made)
+	defer a.mades.Put(mb)
+	body, made := a.cfg.Snapshots.Snapshot().AppendResponse((*out)[:0], c, now, a.cfg.NextCheck, a.receipts, (*mb)[:0])
+	*out, *mb = body, made // keep the grown buffers for reuse
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
@@ -215,9 +286,16 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 	for p, v := range c.Installed {
 		installed[p] = v.String()
 	}
-	a.cfg.Recorder.Record(registry.Seen{DeviceID: c.DeviceID, Attributes: c.Attributes, Installed: installed, At: now})
+	seen := registry.Seen{DeviceID: c.DeviceID, Attributes: c.Attributes, Installed: installed, At: now}
+	for _, m := range made {
+		// Offered at every check-in until installed; recorded once.
+		if !a.cfg.Recorder.Recorded(c.DeviceID, m.DeploymentID) {
+			seen.Offers = append(seen.Offers, registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: now.UTC().Truncate(time.Second)})
+		}
+	}
+	a.cfg.Recorder.Record(seen)
 	a.checkins.Inc()
-	a.offers.Add(float64(n))
+	a.offers.Add(float64(len(made)))
 }
 
 func (a *API) content(w http.ResponseWriter, r *http.Request) {

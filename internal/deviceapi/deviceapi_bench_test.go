@@ -97,7 +97,7 @@ func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool) {
 	mux := httpapi.NewRouter()
 	a.Register(mux)
 	h := httpapi.Middleware(mux, slog.New(slog.DiscardHandler), httpapi.NewMetrics(reg), QuietRoute)
-	cred := "Bearer " + key.Credential(benchDevice)
+	cred := "Bearer " + key.Credential(benchDevice, 0)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -66,6 +66,7 @@ type deploymentIn struct {
 // open because a gate result can nest the cohort it localized.
 type statusOut struct {
 	Deployment controller.DeploymentSummary `json:"deployment"`
+	Offered    int64                        `json:"offered" jsonschema:"devices the server offered the update to (its own records)"`
 	Health     health.Report                `json:"health"`
 	Gate       any                          `json:"gate,omitempty" jsonschema:"the gate's verdict (healthy, inconclusive, regressed), tests with observed rates, thresholds and baseline, completeness"`
 }
@@ -190,7 +191,7 @@ func (s *Server) tools() {
 				return statusOut{}, err
 			}
 			rep, err := s.cfg.Controller.Report(ctx, d, 10)
-			out := statusOut{Deployment: rep.Deployment, Health: rep.Health}
+			out := statusOut{Deployment: rep.Deployment, Offered: rep.Offered, Health: rep.Health}
 			if rep.Gate != nil {
 				out.Gate = rep.Gate
 			}

@@ -5,7 +5,10 @@ package registry
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -21,13 +24,25 @@ type Device struct {
 }
 
 // Seen is one device's check-ins within a batch: the latest attributes and
-// installed versions, and how many check-ins they stand for.
+// installed versions, how many check-ins they stand for, and the offers
+// they were answered with.
 type Seen struct {
 	DeviceID   string
 	Attributes map[string]string
 	Installed  map[string]string
 	At         time.Time
 	CheckIns   int64
+	Offers     []Offer
+}
+
+// Offer is the server's record that it offered a deployment's update to a
+// device: the exposure the health gate, forecasts and budgets count. Only
+// the first offer per deployment and device is kept.
+type Offer struct {
+	DeploymentID string
+	// Wave is the wave whose share first included the device (from 0).
+	Wave int
+	At   time.Time
 }
 
 // Writer persists a batch of sightings in one transaction.
@@ -49,6 +64,52 @@ type Recorder struct {
 	written  atomic.Int64
 	// flushed receives after every write attempt; tests use it to wait.
 	flushed chan struct{}
+	// recorded remembers offers already written, so the same offer made
+	// at every check-in until the device installs it is written once.
+	recorded *offerSet
+}
+
+// maxRecordedOffers bounds the memory of offers already written (about
+// 40 bytes each); past it the memory starts afresh, and an offer written
+// before is written again, harmlessly.
+const maxRecordedOffers = 1 << 20
+
+// offerSet is a set of offers by a hash of deployment and device. Safe for
+// concurrent use: read on every check-in with offers, written per batch.
+type offerSet struct {
+	seed maphash.Seed
+	mu   sync.RWMutex
+	m    map[uint64]struct{}
+}
+
+type offerKey struct{ device, deployment string }
+
+func (s *offerSet) has(deviceID, deploymentID string) bool {
+	k := maphash.Comparable(s.seed, offerKey{deviceID, deploymentID})
+	s.mu.RLock()
+	_, ok := s.m[k]
+	s.mu.RUnlock()
+	return ok
+}
+
+func (s *offerSet) add(batch []Seen) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range batch {
+		for _, o := range d.Offers {
+			if len(s.m) >= maxRecordedOffers {
+				clear(s.m)
+			}
+			s.m[maphash.Comparable(s.seed, offerKey{d.DeviceID, o.DeploymentID})] = struct{}{}
+		}
+	}
+}
+
+// Recorded reports whether an offer of deploymentID to deviceID has been
+// written already, so a check-in need not pass it on again. Safe for
+// concurrent use.
+func (r *Recorder) Recorded(deviceID, deploymentID string) bool {
+	return r.recorded.has(deviceID, deploymentID)
 }
 
 // NewRecorder returns a Recorder that holds up to buffer pending sightings
@@ -56,7 +117,7 @@ type Recorder struct {
 func NewRecorder(w Writer, log *slog.Logger, buffer int, interval time.Duration) *Recorder {
 	return &Recorder{
 		in: make(chan Seen, buffer), w: w, log: log, maxBatch: 1000, interval: interval,
-		flushed: make(chan struct{}, 1),
+		flushed: make(chan struct{}, 1), recorded: &offerSet{seed: maphash.MakeSeed(), m: map[uint64]struct{}{}},
 	}
 }
 
@@ -96,10 +157,12 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 		clear(pending)
 		if err := r.w.RecordSightings(ctx, batch); err != nil {
-			// The devices will be seen again at their next check-in.
+			// The devices will be seen again at their next check-in (and
+			// offered again, until they install it).
 			r.log.Warn("device registry write failed; batch dropped", "devices", len(batch), "err", err)
 		} else {
 			r.written.Add(int64(len(batch)))
+			r.recorded.add(batch)
 		}
 		select {
 		case r.flushed <- struct{}{}:
@@ -110,8 +173,16 @@ func (r *Recorder) Run(ctx context.Context) error {
 		if s.CheckIns == 0 {
 			s.CheckIns = 1
 		}
+		s.Offers = slices.DeleteFunc(s.Offers, func(o Offer) bool { return r.recorded.has(s.DeviceID, o.DeploymentID) })
 		if p, ok := pending[s.DeviceID]; ok {
 			s.CheckIns += p.CheckIns
+			for _, o := range p.Offers { // the earlier offer of a deployment is the record
+				if i := slices.IndexFunc(s.Offers, func(n Offer) bool { return n.DeploymentID == o.DeploymentID }); i >= 0 {
+					s.Offers[i] = o
+				} else {
+					s.Offers = append(s.Offers, o)
+				}
+			}
 		}
 		pending[s.DeviceID] = s
 	}

@@ -94,8 +94,11 @@ type Plan struct {
 	// Window limits offers to a daily maintenance window.
 	Window *Window `json:"maintenance_window,omitempty"`
 	// Gate, when set, judges each wave's health: a regression pauses the
-	// deployment, and a wave gives way to the next only when healthy.
+	// deployment, and a wave gives way to the next only when healthy. A
+	// plan of more than one wave is gated with the defaults unless NoGate.
 	Gate *Gate `json:"gate,omitempty"`
+	// NoGate rolls a multi-wave plan out without a health gate, on purpose.
+	NoGate bool `json:"no_gate,omitempty"`
 	// Order is how devices line up across the waves: "" or "hash" (a
 	// uniform hash of the device id), or "risk" (least predicted risk
 	// first, with an exploration share chosen at random; needs a trained
@@ -229,6 +232,14 @@ func (p *Plan) Validate() error {
 	}
 	if p.Bake < 0 {
 		return fault.Field("bake", "must not be negative")
+	}
+	switch {
+	case p.NoGate && p.Gate != nil:
+		return fault.Field("no_gate", "a plan cannot both set a gate and say no_gate")
+	case len(p.Waves) > 1 && p.Gate == nil && !p.NoGate:
+		// Safe by default: waves are only as safe as the health check
+		// between them.
+		p.Gate = &Gate{}
 	}
 	if p.Window != nil && (p.Window.Start < 0 || p.Window.Start >= 1440 || p.Window.End < 0 || p.Window.End > 1440 || p.Window.Start == p.Window.End) {
 		return fault.Field("maintenance_window", "minutes must be within a day and start must differ from end")

@@ -82,6 +82,7 @@ func TestStep(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.plan.NoGate = true // the plan's own mechanics, without a gate's verdicts (TestStepWithGate)
 			if err := tt.plan.Validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -176,6 +177,24 @@ func TestPlanValidate(t *testing.T) {
 	p := Plan{}
 	if err := p.Validate(); err != nil || len(p.Waves) != 1 || p.Waves[0].Percent != 100 {
 		t.Fatalf("empty plan: %v, %+v", err, p)
+	}
+	// Safe by default: more than one wave is gated unless no_gate says so;
+	// one wave only when asked.
+	multi := Plan{Waves: waves(1, 10, 100)}
+	if err := multi.Validate(); err != nil || multi.Gate == nil {
+		t.Fatalf("a multi-wave plan is not gated by default: %v, %+v", err, multi.Gate)
+	}
+	optOut := Plan{Waves: waves(1, 10, 100), NoGate: true}
+	if err := optOut.Validate(); err != nil || optOut.Gate != nil {
+		t.Fatalf("no_gate: %v, %+v", err, optOut.Gate)
+	}
+	single := Plan{Waves: waves(100)}
+	if err := single.Validate(); err != nil || single.Gate != nil {
+		t.Fatalf("a single wave was gated: %v, %+v", err, single.Gate)
+	}
+	both := Plan{Waves: waves(1, 100), NoGate: true, Gate: &Gate{}}
+	if err := both.Validate(); !fault.Is(err, fault.Invalid) {
+		t.Fatalf("gate and no_gate together: %v", err)
 	}
 	if ws, err := ParseWaves("1, 10,50%,100"); err != nil || len(ws) != 4 || ws[2].Percent != 50 {
 		t.Fatalf("ParseWaves = %+v, %v", ws, err)

@@ -16,10 +16,17 @@ import (
 const sightingsPerStatement = 200
 
 // RecordSightings upserts a batch of device sightings in one transaction,
-// many rows per statement. A sighting older than what is stored only adds
-// its check-in count.
+// many rows per statement, with the offers they were answered with (the
+// first offer of a deployment to a device is kept). A sighting older than
+// what is stored only adds its check-in count.
 func (s *Store) RecordSightings(ctx context.Context, batch []registry.Seen) error {
 	return s.InTx(ctx, func(tx *Tx) error {
+		var offers []any
+		for _, d := range batch {
+			for _, o := range d.Offers {
+				offers = append(offers, o.DeploymentID, d.DeviceID, o.Wave, o.At.UTC())
+			}
+		}
 		for len(batch) > 0 {
 			n := min(len(batch), sightingsPerStatement)
 			if err := tx.upsertDevices(ctx, batch[:n]); err != nil {
@@ -27,8 +34,71 @@ func (s *Store) RecordSightings(ctx context.Context, batch []registry.Seen) erro
 			}
 			batch = batch[n:]
 		}
-		return nil
+		_, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "deployment_id")
+		return err
 	})
+}
+
+// OfferCounts returns how many devices the server has offered a
+// deployment's update to, by the wave whose share first included them.
+func (q *queries) OfferCounts(ctx context.Context, deploymentID string) (map[int]int64, error) {
+	return queryCounts[int](ctx, q.db, `SELECT wave, COUNT(*) FROM offers WHERE deployment_id = $1 GROUP BY wave`, deploymentID)
+}
+
+// queryCounts runs a query of (key, count) rows into a map.
+func queryCounts[K comparable](ctx context.Context, db dbtx, query string, args ...any) (map[K]int64, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := map[K]int64{}
+	for rows.Next() {
+		var k K
+		var n int64
+		if err := rows.Scan(&k, &n); err != nil {
+			return nil, unavailable(err)
+		}
+		out[k] = n
+	}
+	return out, unavailable(rows.Err())
+}
+
+// OfferedDevices returns the devices the server has offered a
+// deployment's update to.
+func (q *queries) OfferedDevices(ctx context.Context, deploymentID string) (map[string]bool, error) {
+	return querySet(ctx, q.db, `SELECT device_id FROM offers WHERE deployment_id = $1`, deploymentID)
+}
+
+// querySet runs a query of one text column into a set.
+func querySet(ctx context.Context, db dbtx, query string, args ...any) (map[string]bool, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, unavailable(err)
+		}
+		out[v] = true
+	}
+	return out, unavailable(rows.Err())
+}
+
+// Offered returns the server's record of offering a deployment's update
+// to a device, or NotFound.
+func (q *queries) Offered(ctx context.Context, deploymentID, deviceID string) (registry.Offer, error) {
+	o := registry.Offer{DeploymentID: deploymentID}
+	err := q.db.QueryRowContext(ctx, `SELECT wave, offered_at FROM offers WHERE deployment_id = $1 AND device_id = $2`, deploymentID, deviceID).
+		Scan(&o.Wave, &o.At)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, fault.E(fault.NotFound, "deployment %s was never offered to device %q", deploymentID, deviceID)
+	}
+	o.At = o.At.UTC()
+	return o, unavailable(err)
 }
 
 func (q *queries) upsertDevices(ctx context.Context, rows []registry.Seen) error {

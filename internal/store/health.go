@@ -34,8 +34,9 @@ type Cohort struct {
 
 // RecordEvents counts a batch of events exactly once, in one transaction:
 // an event id seen before is skipped; otherwise the event's device counts
-// once per deployment and outcome, in its wave and in every cohort cell of
-// its attributes. If anything fails nothing is counted, so the batch can
+// once per deployment and outcome, in the wave its verified offer receipt
+// names (Event.Wave) and in every cohort cell of its attributes. Events
+// without a verified offer (Event.OfferedAt unset) count nothing. If anything fails nothing is counted, so the batch can
 // be redelivered safely. Rows are written many per statement.
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
@@ -66,7 +67,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			risk float64 // predicted risk, in risk-ordered deployments
 		}
 		models := map[string]*risk.Model{}
-		var rows []any
+		var rows, offers []any
+		offerSeen := map[string]bool{}
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
 		for _, e := range events {
@@ -78,7 +80,9 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			if err != nil {
 				return err
 			}
-			if d == nil {
+			if d == nil || e.OfferedAt.IsZero() {
+				// No deployment, or no verified offer (the device API only
+				// publishes events citing a valid offer receipt).
 				t.Unattributed++
 				continue
 			}
@@ -93,13 +97,24 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			if err != nil {
 				return err
 			}
-			o := outcome{e: &ev, dep: d, wave: d.Plan.WaveOf(d.Plan.Position(d.Salt, e.DeviceID, e.Attributes, m))}
+			// The wave the server offered it in, as its signed receipt says.
+			o := outcome{e: &ev, dep: d, wave: e.Wave}
 			if m != nil {
 				o.risk = m.Score(e.Attributes)
 			}
 			pending[k] = o
 			order = append(order, k)
-			rows = append(rows, d.ID, e.DeviceID, e.Type, pending[k].wave, e.Time.UTC())
+			rows = append(rows, d.ID, e.DeviceID, e.Type, o.wave, e.Time.UTC())
+			// The offer's record, re-derived from the receipt: a record lost
+			// in a crash before its batch was written comes back with the
+			// first event that cites the offer.
+			if od := d.ID + "|" + e.DeviceID; !offerSeen[od] {
+				offerSeen[od] = true
+				offers = append(offers, d.ID, e.DeviceID, e.Wave, e.OfferedAt.UTC())
+			}
+		}
+		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "deployment_id"); err != nil {
+			return err
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
 			"deployment_id || '|' || device_id || '|' || outcome")
@@ -370,23 +385,9 @@ func (q *queries) PreviousRelease(ctx context.Context, product, excludeID string
 // but excludeID whose outcome happened in [from, to): how the fleet's other
 // installs fared in a window (the health gate's ambient reference).
 func (q *queries) AmbientOutcomes(ctx context.Context, excludeID string, from, to time.Time) (map[string]int64, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT outcome, COUNT(*) FROM device_outcomes
+	return queryCounts[string](ctx, q.db, `SELECT outcome, COUNT(*) FROM device_outcomes
 		WHERE at >= $1 AND at < $2 AND deployment_id <> $3 AND outcome IN ('install_succeeded', 'install_failed', 'download_failed')
 		GROUP BY outcome`, from.UTC(), to.UTC(), excludeID)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var outcome string
-		var n int64
-		if err := rows.Scan(&outcome, &n); err != nil {
-			return nil, unavailable(err)
-		}
-		out[outcome] = n
-	}
-	return out, unavailable(rows.Err())
 }
 
 // maxAmbientCellRows bounds the other installs AmbientCellOutcomes reads.

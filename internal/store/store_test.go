@@ -453,25 +453,36 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 		t.Fatal(err)
 	}
 	cohort := store.Cohort{Attributes: []string{"oem", "arch"}, MaxValues: 2}
+	// Events as the device API publishes them: with the deployment and
+	// wave of the verified offer receipt they cite.
+	waveOf := map[string]int{"d1": 0, "d2": 1, "d3": 1}
 	ev := func(id, dev string, typ telemetry.Type, oem string) telemetry.Event {
-		return telemetry.Event{ID: id, DeviceID: dev, UpdateID: u.ID, Type: typ, Time: c.t, Received: c.t,
-			Attributes: map[string]string{"oem": oem, "arch": "x64"}}
+		return telemetry.Event{ID: id, DeviceID: dev, UpdateID: u.ID, DeploymentID: d.ID, Type: typ, Time: c.t, Received: c.t,
+			Attributes: map[string]string{"oem": oem, "arch": "x64"}, Wave: waveOf[dev], OfferedAt: c.t.Add(-time.Minute)}
 	}
+	uncited := ev("e6", "d7", telemetry.InstallSucceeded, "contoso")
+	uncited.OfferedAt = time.Time{} // no verified offer: counts nothing
 	batch := []telemetry.Event{
 		ev("e1", "d1", telemetry.InstallFailed, "contoso"),
 		ev("e2", "d2", telemetry.InstallFailed, "fabrikam"),
 		ev("e3", "d3", telemetry.InstallSucceeded, "northwind"), // a third oem: counted as "other"
 		ev("e4", "d1", telemetry.InstallFailed, "contoso"),      // the same device again: counted once
-		{ID: "e5", DeviceID: "d9", UpdateID: "upd_00000000000000000000000000", Type: telemetry.Offered, Time: c.t, Received: c.t},
+		{ID: "e5", DeviceID: "d9", UpdateID: "upd_00000000000000000000000000", Type: telemetry.Offered, Time: c.t, Received: c.t, OfferedAt: c.t},
+		uncited,
 	}
 	tally, err := s.RecordEvents(ctx, batch, cohort)
-	if err != nil || tally != (store.Tally{Counted: 3, Repeats: 1, Unattributed: 1}) {
+	if err != nil || tally != (store.Tally{Counted: 3, Repeats: 1, Unattributed: 2}) {
 		t.Fatalf("first delivery: %+v, %v", tally, err)
 	}
 	// Redelivery of the same batch counts nothing.
 	tally, err = s.RecordEvents(ctx, batch, cohort)
-	if err != nil || tally != (store.Tally{Duplicates: 5}) {
+	if err != nil || tally != (store.Tally{Duplicates: 6}) {
 		t.Fatalf("redelivery: %+v, %v", tally, err)
+	}
+	// The offers the events cite are re-derived into the server's records
+	// (a record lost before its batch was written comes back).
+	if offers, err := s.OfferCounts(ctx, d.ID); err != nil || !reflect.DeepEqual(offers, map[int]int64{0: 1, 1: 2}) {
+		t.Fatalf("OfferCounts after events = %v, %v", offers, err)
 	}
 	counts, err := s.HealthCounts(ctx, d.ID, false)
 	if err != nil {
@@ -489,10 +500,10 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("counts\n got %v\nwant %v", got, want)
 	}
-	// Waves come from the device's bucket under the deployment's plan.
+	// Waves are the receipts' (the server's word), not recomputed.
 	for _, hc := range counts {
-		if hc.Wave != 0 && hc.Wave != 1 {
-			t.Fatalf("wave %d", hc.Wave)
+		if hc.Cell == "" && hc.Outcome == telemetry.InstallSucceeded && hc.Wave != 1 || hc.Cell == "oem=contoso" && hc.Wave != 0 {
+			t.Fatalf("%s/%s counted in wave %d", hc.Outcome, hc.Cell, hc.Wave)
 		}
 	}
 	// The ambient reference: other deployments' outcomes in a window.
@@ -513,8 +524,24 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 		{DeviceID: "d1", Attributes: map[string]string{"oem": "contoso", "arch": "x64"}, At: c.t, CheckIns: 1},
 		{DeviceID: "d2", Attributes: map[string]string{"oem": "fabrikam", "arch": "x64"}, At: c.t, CheckIns: 1},
 		{DeviceID: "d3", Attributes: map[string]string{"oem": "northwind", "arch": "x64"}, At: c.t, CheckIns: 1},
+		// An offer made at a check-in.
+		{DeviceID: "d4", At: c.t, CheckIns: 1, Offers: []registry.Offer{{DeploymentID: d.ID, Wave: 0, At: c.t}}},
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// A later offer to d1: the first record stands.
+	if err := s.RecordSightings(ctx, []registry.Seen{{DeviceID: "d1", Attributes: map[string]string{"oem": "contoso", "arch": "x64"},
+		At: c.t, CheckIns: 1, Offers: []registry.Offer{{DeploymentID: d.ID, Wave: 1, At: c.t}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if offers, err := s.OfferCounts(ctx, d.ID); err != nil || !reflect.DeepEqual(offers, map[int]int64{0: 2, 1: 2}) {
+		t.Fatalf("OfferCounts after sightings = %v, %v", offers, err)
+	}
+	if o, err := s.Offered(ctx, d.ID, "d1"); err != nil || o.Wave != 0 || !o.At.Equal(c.t.Add(-time.Minute)) {
+		t.Fatalf("Offered(d1) = %+v, %v", o, err)
+	}
+	if _, err := s.Offered(ctx, d.ID, "d7"); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("Offered(never offered) = %v", err)
 	}
 	for cell, want := range map[string]map[string]int64{
 		"oem=contoso":            {"install_failed": 1},
@@ -685,10 +712,80 @@ func testEnrollment(t *testing.T, s *store.Store, c *clock) {
 	if es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: "device.revoke"}); len(es) != 1 || es[0].Target != "d1" {
 		t.Fatalf("device revocation audit = %+v", es)
 	}
+	testDeviceEnrollment(t, s, c)
 	k1, _ := s.Secret(ctx, "k")
 	k2, _ := s.Secret(ctx, "k")
 	if len(k1) != 32 || !slices.Equal(k1, k2) {
 		t.Fatalf("Secret not stable: %x %x", k1, k2)
+	}
+}
+
+// testDeviceEnrollment: a device id enrolls once per generation; a reset
+// starts the next generation and lets it enroll again with any key; a
+// key's quota holds; enrollments, refusals and resets are audited.
+func testDeviceEnrollment(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	_, k := access.NewEnrollmentKey("quota", "tester", c.t, 0)
+	k.MaxDevices = 3
+	_, other := access.NewEnrollmentKey("other", "tester", c.t, 0)
+	for _, key := range []access.EnrollmentKey{k, other} {
+		if err := s.CreateEnrollmentKey(ctx, key, "tester"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if gen, err := s.EnrollDevice(ctx, "e1", k); err != nil || gen != 0 {
+		t.Fatalf("EnrollDevice = %d, %v", gen, err)
+	}
+	// Again, with either key: refused, and the quota is not spent.
+	for _, key := range []access.EnrollmentKey{k, other} {
+		if _, err := s.EnrollDevice(ctx, "e1", key); !fault.Is(err, fault.Conflict) {
+			t.Fatalf("re-enrollment with %s: %v", key.Name, err)
+		}
+	}
+	for _, id := range []string{"e2", "e3"} {
+		if _, err := s.EnrollDevice(ctx, id, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.EnrollDevice(ctx, "e4", k); !fault.Is(err, fault.Forbidden) {
+		t.Fatalf("past the quota: %v", err)
+	}
+	if got, _ := s.EnrollmentKeyByHash(ctx, k.Hash); got.Enrolled != 3 || got.MaxDevices != 3 {
+		t.Fatalf("key after 3 enrollments: %+v", got)
+	}
+	gen0, _ := s.Generation(ctx)
+	gen, err := s.ResetDevice(ctx, "e1", "admin", "reflashed")
+	if err != nil || gen != 1 {
+		t.Fatalf("ResetDevice = %d, %v", gen, err)
+	}
+	v, err := s.View(ctx)
+	if err != nil || v.Generations["e1"] != 1 || v.Generations["e2"] != 0 || v.Generation != gen0+1 {
+		t.Fatalf("view generations = %v (catalog generation %d from %d), %v", v.Generations, v.Generation, gen0, err)
+	}
+	// The reset gave e1's place back, and e1 enrolls again with another key.
+	if got, _ := s.EnrollmentKeyByHash(ctx, k.Hash); got.Enrolled != 2 {
+		t.Fatalf("key after a reset: %+v", got)
+	}
+	if gen, err := s.EnrollDevice(ctx, "e1", other); err != nil || gen != 1 {
+		t.Fatalf("enrollment after reset = %d, %v", gen, err)
+	}
+	if _, err := s.EnrollDevice(ctx, "e1", k); !fault.Is(err, fault.Conflict) {
+		t.Fatalf("second enrollment after reset: %v", err)
+	}
+	// A device never enrolled (credentials from before enrollments were
+	// recorded) is reset to generation 1.
+	if gen, err := s.ResetDevice(ctx, "legacy", "admin", "lost"); err != nil || gen != 1 {
+		t.Fatalf("reset of an unenrolled device = %d, %v", gen, err)
+	}
+	for action, want := range map[string]int{"device.enroll": 4, "device.enroll_refused": 4, "device.reset": 2} {
+		es, err := s.AuditEntries(ctx, store.AuditFilter{Action: action})
+		if err != nil || len(es) != want {
+			t.Fatalf("audit %s: %d entries, want %d (%v)", action, len(es), want, err)
+		}
+	}
+	es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: "device.enroll_refused", Target: "e4"})
+	if len(es) != 1 || es[0].Actor != store.EnrollmentActor(k.ID) || !strings.Contains(es[0].Reason, "quota") {
+		t.Fatalf("quota refusal audit = %+v", es)
 	}
 }
 

@@ -314,6 +314,9 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 		if v.Revoked, err = tx.RevokedDevices(ctx); err != nil {
 			return err
 		}
+		if v.Generations, err = tx.CredentialGenerations(ctx); err != nil {
+			return err
+		}
 		products, err := tx.Products(ctx)
 		if err != nil {
 			return err

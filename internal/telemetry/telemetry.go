@@ -54,15 +54,23 @@ type Event struct {
 	Time         time.Time         `json:"time"`
 	ErrorCode    string            `json:"error_code,omitempty"`
 	Attributes   map[string]string `json:"attributes,omitempty"`
+	// OfferReceipt is the offer_receipt of the check-in answer that offered
+	// the update: the device's proof that the server offered it.
+	OfferReceipt string `json:"offer_receipt,omitempty"`
 	// Received is when the server accepted it (set by the server).
 	Received time.Time `json:"received"`
+	// Wave and OfferedAt are what the verified receipt says: the wave that
+	// exposed the device and when (set by the server; an event without
+	// them is not counted).
+	Wave      int       `json:"wave"`
+	OfferedAt time.Time `json:"offered_at"`
 }
 
 // Result is the answer for one event of a batch.
 type Result struct {
 	EventID string `json:"event_id,omitempty"`
 	Index   int    `json:"index"`
-	Status  string `json:"status"` // accepted, rejected
+	Status  string `json:"status"` // accepted, rejected, not_offered, unauthenticated
 	Error   string `json:"error,omitempty"`
 }
 
@@ -73,6 +81,7 @@ const (
 	MaxEventIDLen   = 64
 	MaxErrorCodeLen = 64
 	MaxAttributes   = 32
+	MaxReceiptLen   = 160
 	// Events may be late (devices report when they can) but not from the
 	// far past or the future.
 	MaxAge  = 30 * 24 * time.Hour
@@ -135,7 +144,7 @@ func parseEvent(v *fastjson.Value, now time.Time) (Event, error) {
 	}
 	str := func(k string) string { return string(v.GetStringBytes(k)) }
 	e.ID, e.DeviceID, e.UpdateID, e.DeploymentID = str("event_id"), str("device_id"), str("update_id"), str("deployment_id")
-	e.Type, e.ErrorCode = Type(str("type")), str("error_code")
+	e.Type, e.ErrorCode, e.OfferReceipt = Type(str("type")), str("error_code"), str("offer_receipt")
 	switch {
 	case !validEventID(e.ID):
 		return e, fmt.Errorf("event_id must be 1-%d of A-Z a-z 0-9 . _ : -", MaxEventIDLen)
@@ -149,6 +158,8 @@ func parseEvent(v *fastjson.Value, now time.Time) (Event, error) {
 		return e, fmt.Errorf("type %q is not one of %v", clip(string(e.Type)), Types)
 	case len(e.ErrorCode) > MaxErrorCodeLen || !utf8.ValidString(e.ErrorCode):
 		return e, fmt.Errorf("error_code must be UTF-8 of at most %d bytes", MaxErrorCodeLen)
+	case len(e.OfferReceipt) > MaxReceiptLen:
+		return e, fmt.Errorf("offer_receipt must be at most %d bytes", MaxReceiptLen)
 	}
 	ts := str("time")
 	t, err := time.Parse(time.RFC3339Nano, ts)

@@ -90,6 +90,7 @@ func TestCells(t *testing.T) {
 func FuzzParseBatch(f *testing.F) {
 	f.Add([]byte(`{"events":[` + ev("e1", "install_failed", `,"attributes":{"oem":"x"}`) + `]}`))
 	f.Add([]byte(`{"events":[1,{},[]]}`))
+	f.Add([]byte(`{"events":[` + ev("e2", "install_succeeded", `,"offer_receipt":"dep_x.0.1764576000.00112233445566778899aabbccddeeff"`) + `]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		events, results, err := ParseBatch(body, now)
 		if err != nil {
@@ -108,7 +109,7 @@ func FuzzParseBatch(f *testing.F) {
 			t.Fatalf("%d accepted results for %d events", accepted, len(events))
 		}
 		for _, e := range events {
-			if !validEventID(e.ID) || e.Time.IsZero() {
+			if !validEventID(e.ID) || e.Time.IsZero() || len(e.OfferReceipt) > MaxReceiptLen || !e.OfferedAt.IsZero() {
 				t.Fatalf("accepted an invalid event %+v", e)
 			}
 		}
