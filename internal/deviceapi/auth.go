@@ -151,9 +151,14 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, fault.Field("device_id", "device ids are 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"))
 		return
 	}
-	// From here on, a refusal names a key and a device: audit it.
+	// From here on, a refusal names a key and a device: audit it, up to
+	// a.auditFloods a key (every one is counted on
+	// ringmaster_device_requests_refused_total), so a flood with a leaked,
+	// expired or revoked key cannot flood the audit log.
 	refuse := func(err error) {
-		a.cfg.Auth.Enrollments.RefuseEnrollment(r.Context(), k.ID, req.DeviceID, fault.Message(err))
+		if a.auditFloods.Allow(k.ID, a.cfg.Now()) {
+			a.cfg.Auth.Enrollments.RefuseEnrollment(r.Context(), k.ID, req.DeviceID, fault.Message(err))
+		}
 		a.refuse(w, r, err)
 	}
 	if err := access.CheckEnrollment(k, a.cfg.Now()); err != nil {
@@ -165,15 +170,7 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.perEnroll.Allow(k.ID, a.cfg.Now()) {
-		err := refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", k.ID)
-		if !a.auditFloods.Allow(k.ID, a.cfg.Now()) {
-			// A flood is audited a few times a minute, and counted in full on
-			// ringmaster_device_requests_refused_total, so it cannot flood
-			// the audit log.
-			a.refuse(w, r, err)
-			return
-		}
-		refuse(err)
+		refuse(refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", k.ID))
 		return
 	}
 	gen, err := a.cfg.Auth.Enrollments.EnrollDevice(r.Context(), req.DeviceID, k)

@@ -85,7 +85,7 @@ type Enrollments interface {
 type API struct {
 	cfg                             Config
 	perDevice, perSource, perEnroll *ratelimit.Limiter
-	auditFloods                     *ratelimit.Limiter // audited rate-limit refusals per enrollment key
+	auditFloods                     *ratelimit.Limiter // audited door refusals per enrollment key
 	receipts                        receiptSigner
 	refused                         *prometheus.CounterVec
 	checkins                        prometheus.Counter
@@ -114,10 +114,12 @@ func New(cfg Config) *API {
 			Name: "ringmaster_device_requests_refused_total",
 			Help: "Device requests refused, by reason (unauthenticated, bad_credential, reset, revoked, device_mismatch, rate_limited, already_enrolled, quota).",
 		}, []string{"reason"}),
-		perDevice:   ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
-		perSource:   ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
-		perEnroll:   ratelimit.New(cfg.Auth.EnrollRate, 10*time.Minute),
-		auditFloods: ratelimit.New(ratelimit.Limits{Rate: 0.1, Burst: 5}, 10*time.Minute),
+		perDevice: ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
+		perSource: ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
+		perEnroll: ratelimit.New(cfg.Auth.EnrollRate, 10*time.Minute),
+		// Enrollment refusals audited per key at the door (expired or
+		// revoked key, revoked device, over the key's rate).
+		auditFloods: ratelimit.New(ratelimit.Limits{Rate: 1, Burst: 100}, 10*time.Minute),
 		receipts:    receiptSigner{cfg.Auth.Key},
 		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		outs:        sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
