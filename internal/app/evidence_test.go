@@ -151,10 +151,15 @@ func testForgedEvidence(t *testing.T, s *server) {
 	// offered it once the wave opens), and its exposure is the server's
 	// count of offers.
 	reportUntilCompleted(t, s, healthy.ID, installEvents(good, 300, "ok", 0))
-	h, err := s.admin.DeploymentHealth(ctx, healthy.ID)
-	if err != nil || h.Offered != 300 || h.Health.Overall.Devices["install_succeeded"] != 300 || len(h.OfferedByWave) != 2 ||
-		h.OfferedByWave[0] == 0 || h.OfferedByWave[1] == 0 {
-		t.Fatalf("healthy rollout: offered %d %v, succeeded %d, %v", h.Offered, h.OfferedByWave, h.Health.Overall.Devices["install_succeeded"], err)
+	// It may complete before every report is counted (half of a wave
+	// proves it): all 300 are, in the end, in both waves.
+	var h client.Health
+	waitFor(t, 30*time.Second, func() bool {
+		h, err = s.admin.DeploymentHealth(ctx, healthy.ID)
+		return err == nil && h.Offered == 300 && h.Health.Overall.Devices["install_succeeded"] == 300
+	})
+	if len(h.OfferedByWave) != 2 || h.OfferedByWave[0] == 0 || h.OfferedByWave[1] == 0 || h.OfferedByWave[0]+h.OfferedByWave[1] != 300 {
+		t.Fatalf("healthy rollout: offered by wave %v", h.OfferedByWave)
 	}
 
 	// 5. Honest failures from offered devices pause the regressed rollout
