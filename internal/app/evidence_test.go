@@ -193,25 +193,30 @@ func testForgedEvidence(t *testing.T, s *server) {
 }
 
 // reportUntilCompleted has the fleet report events (checking in first,
-// citing its offers) whenever the deployment opens a new wave, until it
-// completes: each wave's devices are offered the update once it opens.
+// citing its offers) as devices that check in every few seconds would:
+// when the deployment opens a new wave, every 2 s until it completes, and
+// once more after, so every device is offered it and reports.
 func reportUntilCompleted(t *testing.T, s *server, depID string, events []client.DeviceEvent) {
 	t.Helper()
 	ctx := context.Background()
-	reported := -2
+	send := func() {
+		if r, err := s.devices(t).send(ctx, events); err != nil || r.Accepted+r.NotOffered != len(events) {
+			t.Fatalf("send: %d accepted, %d not offered, %v", r.Accepted, r.NotOffered, err)
+		}
+	}
+	reported, last := -2, time.Time{}
 	waitFor(t, 90*time.Second, func() bool {
 		d, err := s.admin.Deployment(ctx, depID)
 		if err != nil || d.State == "completed" {
 			return err == nil
 		}
-		if d.Wave != reported {
-			if r, err := s.devices(t).send(ctx, events); err != nil || r.Accepted+r.NotOffered != len(events) {
-				t.Fatalf("send: %d accepted, %d not offered, %v", r.Accepted, r.NotOffered, err)
-			}
-			reported = d.Wave
+		if d.Wave != reported || time.Since(last) > 2*time.Second {
+			send()
+			reported, last = d.Wave, time.Now()
 		}
 		return false
 	})
+	send()
 }
 
 func grepLines(s, substr string) string {

@@ -83,6 +83,38 @@ func (f *enrolledFleet) sendUncited(ctx context.Context, events []client.DeviceE
 	return f.post(ctx, events, false)
 }
 
+// citeAll has every device of events check in (a few at a time) and
+// returns the events citing the offers they were made, without sending
+// them: a fleet offered the update before any of it reports.
+func (f *enrolledFleet) citeAll(ctx context.Context, events []client.DeviceEvent) ([]client.DeviceEvent, error) {
+	var (
+		mu    sync.Mutex
+		out   []client.DeviceEvent
+		first error
+		wg    sync.WaitGroup
+		work  = make(chan client.DeviceEvent)
+	)
+	for range 8 {
+		wg.Go(func() {
+			for e := range work {
+				cited, err := f.cite(ctx, e.DeviceID, []client.DeviceEvent{e})
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				out = append(out, cited...)
+				mu.Unlock()
+			}
+		})
+	}
+	for _, e := range events {
+		work <- e
+	}
+	close(work)
+	wg.Wait()
+	return out, first
+}
+
 // product returns the product of an update.
 func (f *enrolledFleet) product(ctx context.Context, updateID string) (string, error) {
 	f.mu.Lock()
