@@ -105,7 +105,8 @@ func regressedDeployment(t *testing.T, s *server) (d client.Deployment, failed, 
 	waitFor(t, 30*time.Second, func() bool {
 		h, err := s.admin.DeploymentHealth(ctx, d.ID)
 		n, _ := s.Store.CountDevicesWithProduct(ctx, "os")
-		return err == nil && h.Health.Overall.Devices["install_failed"] == failed && h.Offered == reported && n == 200
+		return err == nil && h.Health.Overall.Devices["install_failed"] == failed &&
+			h.Health.Overall.Devices["install_succeeded"] == reported-failed && h.Offered == reported && n == 200
 	})
 	return d, failed, reported
 }
