@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -87,32 +88,45 @@ func (f *enrolledFleet) sendUncited(ctx context.Context, events []client.DeviceE
 // returns the events citing the offers they were made, without sending
 // them: a fleet offered the update before any of it reports.
 func (f *enrolledFleet) citeAll(ctx context.Context, events []client.DeviceEvent) ([]client.DeviceEvent, error) {
+	var mu sync.Mutex
+	var out []client.DeviceEvent
+	err := fewAtATime(len(events), func(i int) error {
+		cited, err := f.cite(ctx, events[i].DeviceID, events[i:i+1])
+		mu.Lock()
+		out = append(out, cited...)
+		mu.Unlock()
+		return err
+	})
+	return out, err
+}
+
+// fewAtATime calls fn(0) … fn(n-1), eight at a time, and returns the first
+// error. fn never fails the test itself (from another goroutine that would
+// leave the caller blocked).
+func fewAtATime(n int, fn func(i int) error) error {
 	var (
 		mu    sync.Mutex
-		out   []client.DeviceEvent
 		first error
 		wg    sync.WaitGroup
-		work  = make(chan client.DeviceEvent)
+		work  = make(chan int)
 	)
 	for range 8 {
 		wg.Go(func() {
-			for e := range work {
-				cited, err := f.cite(ctx, e.DeviceID, []client.DeviceEvent{e})
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
+			for i := range work {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
 				}
-				out = append(out, cited...)
-				mu.Unlock()
 			}
 		})
 	}
-	for _, e := range events {
-		work <- e
+	for i := range n {
+		work <- i
 	}
 	close(work)
 	wg.Wait()
-	return out, first
+	return first
 }
 
 // product returns the product of an update.
@@ -182,46 +196,29 @@ func (f *enrolledFleet) post(ctx context.Context, events []client.DeviceEvent, c
 		}
 		byDevice[e.DeviceID] = append(byDevice[e.DeviceID], e)
 	}
-	var (
-		mu    sync.Mutex
-		total client.EventsResponse
-		first error
-		wg    sync.WaitGroup
-		work  = make(chan string)
-	)
-	for range 8 {
-		wg.Go(func() {
-			for id := range work {
-				// Workers never fail the test themselves (that would leave
-				// the sender blocked); the first error is returned.
-				batch := byDevice[id]
-				cred, err := f.enroll(id)
-				if err == nil && cite {
-					batch, err = f.cite(ctx, id, batch)
-				}
-				var r client.EventsResponse
-				if err == nil {
-					r, err = f.base.WithToken(cred).SendEvents(ctx, batch)
-				}
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
-				}
-				total.Accepted += r.Accepted
-				total.Rejected += r.Rejected
-				total.NotOffered += r.NotOffered
-				total.Unauthenticated += r.Unauthenticated
-				total.Results = append(total.Results, r.Results...)
-				mu.Unlock()
-			}
-		})
-	}
-	for _, id := range order {
-		work <- id
-	}
-	close(work)
-	wg.Wait()
-	return total, first
+	var mu sync.Mutex
+	var total client.EventsResponse
+	err := fewAtATime(len(order), func(i int) error {
+		id := order[i]
+		batch := byDevice[id]
+		cred, err := f.enroll(id)
+		if err == nil && cite {
+			batch, err = f.cite(ctx, id, batch)
+		}
+		var r client.EventsResponse
+		if err == nil {
+			r, err = f.base.WithToken(cred).SendEvents(ctx, batch)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		total.Accepted += r.Accepted
+		total.Rejected += r.Rejected
+		total.NotOffered += r.NotOffered
+		total.Unauthenticated += r.Unauthenticated
+		total.Results = append(total.Results, r.Results...)
+		return err
+	})
+	return total, err
 }
 
 // devices returns the server's test fleet, creating it on first use.
