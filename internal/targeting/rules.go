@@ -230,7 +230,7 @@ func (sizes) EstimateCallCost(function, overloadID string, target *cost.AstNode,
 		versionArgs = versionArgs || a.Type().IsExactType(versionType)
 	}
 	if function == "version" || versionArgs {
-		return &cost.CallEstimate{CostEstimate: cost.CostEstimate{Min: 1, Max: 5}}
+		return cost.NewCallEstimate(cost.RangedCostEstimate(1, 5), nil)
 	}
 	return nil
 }

@@ -154,10 +154,6 @@ func (r *Repo) signWith(md interface {
 	return nil
 }
 
-type signedRole interface {
-	ToBytes(pretty bool) ([]byte, error)
-}
-
 func putRole[T metadata.Roles](ctx context.Context, tx *store.Tx, md *metadata.Metadata[T]) error {
 	b, err := md.ToBytes(false)
 	if err != nil {
