@@ -286,22 +286,52 @@ func (c *Client) WaitPublished(ctx context.Context, updateID string, every time.
 
 // Deployment rolls an update out to devices.
 type Deployment struct {
-	ID               string    `json:"id"`
-	UpdateID         string    `json:"update_id"`
-	Product          string    `json:"product"`
-	Version          string    `json:"version"`
-	State            string    `json:"state"`
-	Wave             int       `json:"wave"`
-	WaveStarted      time.Time `json:"wave_started"`
-	Percent          float64   `json:"percent"`
-	Approved         int       `json:"approved"`
-	AwaitingApproval bool      `json:"awaiting_approval"`
+	ID       string `json:"id"`
+	UpdateID string `json:"update_id"`
+	Product  string `json:"product"`
+	Version  string `json:"version"`
+	State    string `json:"state"`
+	// Wave is the index of the current wave, counting from 0 (people
+	// number waves from 1: index 0 is "wave 1"); -1 before the first
+	// starts. WaveStarted is when it started.
+	Wave        int       `json:"wave"`
+	WaveStarted time.Time `json:"wave_started,omitzero"`
+	Percent     float64   `json:"percent"`
+	// Approved is the index of the last wave a person approved; -1 for none.
+	Approved         int  `json:"approved"`
+	AwaitingApproval bool `json:"awaiting_approval,omitempty"`
 	By               string    `json:"by,omitempty"`
 	Reason           string    `json:"reason,omitempty"`
 	Plan             Plan      `json:"plan"`
 	CreatedBy        string    `json:"created_by"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// MarshalJSON leaves out the wave and the approval while they are unset.
+func (d Deployment) MarshalJSON() ([]byte, error) {
+	type plain Deployment // without these methods
+	return json.Marshal(struct {
+		plain
+		Wave     *int `json:"wave,omitempty"`
+		Approved *int `json:"approved,omitempty"`
+	}{plain(d), setIndex(d.Wave), setIndex(d.Approved)})
+}
+
+// UnmarshalJSON reads a deployment; a missing wave or approval is -1.
+func (d *Deployment) UnmarshalJSON(b []byte) error {
+	type plain Deployment
+	p := plain{Wave: -1, Approved: -1}
+	err := json.Unmarshal(b, &p)
+	*d = Deployment(p)
+	return err
+}
+
+func setIndex(i int) *int {
+	if i < 0 {
+		return nil
+	}
+	return &i
 }
 
 // Deploy makes a published version available to all devices of its product

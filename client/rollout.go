@@ -150,10 +150,11 @@ func (c *Client) CreateHold(ctx context.Context, product, version, rule, reason 
 	return out, err
 }
 
-// ReleaseHold releases a hold.
-func (c *Client) ReleaseHold(ctx context.Context, id string) (Hold, error) {
+// ReleaseHold releases a hold, saying why (required: its devices are
+// offered the update again).
+func (c *Client) ReleaseHold(ctx context.Context, id, reason string) (Hold, error) {
 	var out Hold
-	err := c.do(ctx, http.MethodPost, "/v1/holds/"+url.PathEscape(id)+"/release", nil, nil, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/holds/"+url.PathEscape(id)+"/release", nil, map[string]string{"reason": reason}, &out)
 	return out, err
 }
 

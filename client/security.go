@@ -265,7 +265,7 @@ type RotateResult struct {
 // RotateOnlineKeys replaces the targets, snapshot and timestamp keys.
 func (c *Client) RotateOnlineKeys(ctx context.Context, reason string) (RotateResult, error) {
 	var out RotateResult
-	err := c.do(ctx, http.MethodPost, "/v1/tuf-admin/rotate-online", url.Values{"reason": {reason}}, nil, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/tuf-admin/rotate-online", nil, map[string]string{"reason": reason}, &out)
 	return out, err
 }
 

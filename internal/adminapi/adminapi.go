@@ -185,8 +185,11 @@ func Principal(ctx context.Context) access.Principal {
 func (a *API) Authenticate(ctx context.Context, header string) (access.Principal, error) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")
 	secret = strings.TrimSpace(secret)
-	if !ok || !access.WellFormed(secret) {
+	switch {
+	case !ok || secret == "":
 		return access.Principal{}, fault.E(fault.Unauthorized, "a bearer token is required (Authorization: Bearer rmt_…)")
+	case !access.WellFormed(secret):
+		return access.Principal{}, fault.E(fault.Unauthorized, "the bearer token is not a Ringmaster API token (rmt_ and 64 hex digits)")
 	}
 	t, err := a.cfg.Store.TokenByHash(ctx, access.Hash(secret))
 	if fault.Is(err, fault.NotFound) {

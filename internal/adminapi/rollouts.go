@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -176,6 +177,16 @@ type reasonRequest struct {
 	Reason string `json:"reason"`
 }
 
+// RequireReason reads the {"reason": …} body of an action that must say
+// why: a change that stops or widens a rollout, a key rotation.
+func RequireReason(r *http.Request) (string, error) {
+	reason, err := RequireReason(r)
+	if err == nil && strings.TrimSpace(reason) == "" {
+		err = fault.Field("reason", "say why; the reason is recorded with the change in the audit log")
+	}
+	return reason, err
+}
+
 // commandDeployment carries out pause, resume, halt, cancel, approve or
 // advance, with the caller as actor and the given reason.
 func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
@@ -189,29 +200,23 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	var req reasonRequest
-	if r.ContentLength != 0 {
-		if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-	}
-	if err := catalog.ValidateReason("reason", req.Reason); err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
 	ctx := r.Context()
 	if _, err := a.deployment(r); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d, err := a.cfg.Controller.Command(ctx, id, cmd, Principal(ctx).Actor(), req.Reason)
+	reason, err := RequireReason(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d, err := a.cfg.Controller.Command(ctx, id, cmd, Principal(ctx).Actor(), reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	httpapi.Logger(ctx).Info("deployment command", "deployment", d.ID, "command", cmd, "state", d.State,
-		"actor", Principal(ctx).Actor(), "reason", req.Reason)
+		"actor", Principal(ctx).Actor(), "reason", reason)
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
@@ -345,14 +350,19 @@ func (a *API) releaseHold(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	reason, err := RequireReason(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
 	id, ctx := held.ID, r.Context()
-	h, err := a.cfg.Store.ReleaseHold(ctx, id, Principal(ctx).Actor())
+	h, err := a.cfg.Store.ReleaseHold(ctx, id, Principal(ctx).Actor(), reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	a.refresh(ctx)
-	httpapi.Logger(ctx).Info("hold released", "hold", h.ID, "actor", Principal(ctx).Actor())
+	httpapi.Logger(ctx).Info("hold released", "hold", h.ID, "actor", Principal(ctx).Actor(), "reason", reason)
 	httpapi.WriteJSON(w, http.StatusOK, h)
 }
 

@@ -450,7 +450,7 @@ func (pl *Planner) execute(ctx context.Context, c Change, actor string) (any, er
 	case Resume, Advance, Approve:
 		res, err = pl.cfg.Controller.Command(ctx, c.DeploymentID, rollout.Command(c.Action), actor, c.Reason)
 	case ReleaseHold:
-		res, err = pl.cfg.Store.ReleaseHold(ctx, c.HoldID, actor)
+		res, err = pl.cfg.Store.ReleaseHold(ctx, c.HoldID, actor, c.Reason)
 		if err == nil {
 			err = pl.cfg.Refresh(ctx)
 		}

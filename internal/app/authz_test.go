@@ -182,13 +182,13 @@ func TestRoles(t *testing.T) {
 	if _, err := agent.Command(ctx, d.ID, "pause", "regression suspected"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = agent.Command(ctx, d.ID, "resume", "")
+	_, err = agent.Command(ctx, d.ID, "resume", "looks fine")
 	forbidden("agent resumes", err)
 	h, err := agent.CreateHold(ctx, "agent", "", `device.attributes["oem"] == "contoso"`, "contoso crashes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = agent.ReleaseHold(ctx, h.ID)
+	_, err = agent.ReleaseHold(ctx, h.ID, "agents may not widen")
 	forbidden("agent releases a hold", err)
 	_, err = agent.Deploy(ctx, "os", "1.0")
 	forbidden("agent deploys", err)
@@ -201,14 +201,14 @@ func TestRoles(t *testing.T) {
 	if ds, err := viewer.Deployments(ctx, ""); err != nil || len(ds) != 1 {
 		t.Fatalf("viewer lists %+v, %v", ds, err)
 	}
-	_, err = viewer.Command(ctx, d.ID, "halt", "")
+	_, err = viewer.Command(ctx, d.ID, "halt", "looks bad")
 	forbidden("viewer halts", err)
 	_, err = viewer.Audit(ctx, client.AuditFilter{})
 	forbidden("viewer reads the audit log", err)
 
 	// A release manager scoped to "os" cannot touch agent's deployment.
 	osOnly := as(access.RoleReleaseManager, "os")
-	_, err = osOnly.Command(ctx, d.ID, "halt", "")
+	_, err = osOnly.Command(ctx, d.ID, "halt", "looks bad")
 	forbidden("os-scoped release manager halts an agent deployment", err)
 	if ds, err := osOnly.Deployments(ctx, ""); err != nil || len(ds) != 0 {
 		t.Fatalf("os-scoped list = %+v, %v", ds, err)

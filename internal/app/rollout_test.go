@@ -76,7 +76,7 @@ func TestHoldsPauseAndRulesOverHTTP(t *testing.T) {
 			t.Fatalf("%s (oem %s) offered=%v with the hold active", dv.DeviceID, dv.Attributes["oem"], got[dv.DeviceID])
 		}
 	}
-	if _, err := s.admin.ReleaseHold(ctx, h.ID); err != nil {
+	if _, err := s.admin.ReleaseHold(ctx, h.ID, "fabrikam fixed its firmware"); err != nil {
 		t.Fatal(err)
 	}
 	if got := offeredSet(t, s, devs); len(got) != 200 {

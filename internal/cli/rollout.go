@@ -94,11 +94,25 @@ single-wave deployment is gated only with --gate.`,
 	f.BoolVar(&gate.AllowInconclusive, "allow-inconclusive", false, "with --gate: let a baked wave advance without enough evidence")
 	f.Float64Var(&gate.BaselineFailure, "baseline-failure", 0, "with --gate: declared baseline failure rate (default: previous release, else 0.02)")
 	f.StringVar(&gate.AutoHold, "auto-hold", "", "with --gate: active or proposed, to hold a cohort that explains a regression instead of pausing")
-	f.StringVar(&plan.Order, "order", "", "device order across waves: hash (default) or risk (least predicted risk first; train a model with `risk train`)")
+	f.StringVar(&plan.Order, "order", "", "device order across waves: hash (default) or risk (least predicted risk first; train a model with ringmaster risk train)")
 	f.Float64Var(&plan.Explore, "explore", 0, "with --order risk: share of every wave chosen at random (default 0.2, at least 0.05)")
 	_ = cmd.MarkFlagRequired("product")
 	_ = cmd.MarkFlagRequired("version")
 	return cmd
+}
+
+// progress says where a deployment is, for people: waves numbered from 1.
+func progress(d client.Deployment) string {
+	n := len(d.Plan.Waves)
+	switch {
+	case d.AwaitingApproval && d.State != "paused":
+		return fmt.Sprintf("awaiting approval of wave %d of %d", d.Wave+2, n)
+	case d.Wave < 0:
+		return d.State
+	case d.State == "completed":
+		return fmt.Sprintf("completed (%d of %d waves)", n, n)
+	}
+	return fmt.Sprintf("%s, wave %d of %d at %g%%", d.State, d.Wave+1, n, d.Percent)
 }
 
 func parseTime(flag, s string) (*time.Time, error) {
@@ -133,7 +147,7 @@ func deploymentCmd(g *globals) *cobra.Command {
 		{"approve", "Let the next wave start"},
 		{"advance", "Start the next wave now, skipping the rest of the bake"},
 	} {
-		cmd.AddCommand(&cobra.Command{
+		sub := &cobra.Command{
 			Use: c.name + " ID --reason TEXT", Short: c.short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				cl, err := g.client()
@@ -144,12 +158,14 @@ func deploymentCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "%s %s wave %d/%d at %g%%\n", d.ID, d.State, d.Wave+1, len(d.Plan.Waves), d.Percent)
+				fmt.Fprintf(g.stdout, "%s %s\n", d.ID, progress(d))
 				return nil
 			},
-		})
+		}
+		sub.Flags().StringVar(&reason, "reason", "", "why (required; recorded with the change)")
+		_ = sub.MarkFlagRequired("reason")
+		cmd.AddCommand(sub)
 	}
-	cmd.PersistentFlags().StringVar(&reason, "reason", "", "why (recorded with the change)")
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show a deployment and its events", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -190,10 +206,9 @@ func deploymentCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tSTATE\tWAVE\tPERCENT\tCREATED")
+			fmt.Fprintln(tw, "ID\tPRODUCT\tVERSION\tPROGRESS\tCREATED")
 			for _, d := range ds {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%g%%\t%s\n", d.ID, d.Product, d.Version, d.State, d.Wave+1,
-					len(d.Plan.Waves), d.Percent, d.CreatedAt.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, d.Product, d.Version, progress(d), d.CreatedAt.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
@@ -230,13 +245,13 @@ func holdCmd(g *globals) *cobra.Command {
 	_ = create.MarkFlagRequired("rule")
 	_ = create.MarkFlagRequired("reason")
 	release := &cobra.Command{
-		Use: "release ID", Short: "Release a hold", Args: cobra.ExactArgs(1),
+		Use: "release ID --reason TEXT", Short: "Release a hold: its devices are offered the update again", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			h, err := c.ReleaseHold(cmd.Context(), args[0])
+			h, err := c.ReleaseHold(cmd.Context(), args[0], reason)
 			if err != nil {
 				return err
 			}
@@ -244,6 +259,8 @@ func holdCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	release.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
+	_ = release.MarkFlagRequired("reason")
 	list := &cobra.Command{
 		Use: "list", Short: "List holds", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -380,7 +380,8 @@ func keysCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	rotate.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	rotate.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
+	_ = rotate.MarkFlagRequired("reason")
 	rotate.Flags().StringVar(&out, "out", "", "where to write the draft root when the server cannot sign it")
 	root := &cobra.Command{Use: "root", Short: "Draft, sign and push a new root"}
 	draft := &cobra.Command{

@@ -1,6 +1,9 @@
 package rollout
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Deployment rolls one published update out to an audience by a plan.
 type Deployment struct {
@@ -15,6 +18,34 @@ type Deployment struct {
 	CreatedBy string    `json:"created_by"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MarshalJSON leaves out what is not set yet: the wave before the first
+// one starts and the approval before any.
+func (d Deployment) MarshalJSON() ([]byte, error) {
+	type plain Deployment // without these methods
+	return json.Marshal(struct {
+		plain
+		Wave     *int `json:"wave,omitempty"`
+		Approved *int `json:"approved,omitempty"`
+	}{plain(d), setIndex(d.Wave), setIndex(d.Approved)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes: a missing wave or approval
+// is -1.
+func (d *Deployment) UnmarshalJSON(b []byte) error {
+	type plain Deployment
+	p := plain{Status: Status{Wave: -1, Approved: -1}}
+	err := json.Unmarshal(b, &p)
+	*d = Deployment(p)
+	return err
+}
+
+func setIndex(i int) *int {
+	if i < 0 {
+		return nil
+	}
+	return &i
 }
 
 // Event is one thing that happened to a deployment.

@@ -456,6 +456,9 @@ func Apply(p Plan, s Status, cmd Command, actor, reason string, now time.Time) (
 	if s.State.Terminal() {
 		return conflict("deployment is %s; nothing can change it", s.State)
 	}
+	if strings.TrimSpace(reason) == "" {
+		return s, Action{}, fault.Field("reason", "say why the deployment should %s; the reason is recorded with the change", cmd)
+	}
 	act := Action{Wave: s.Wave, Percent: s.Percent, Detail: reason}
 	switch cmd {
 	case Pause:
@@ -487,8 +490,13 @@ func Apply(p Plan, s Status, cmd Command, actor, reason string, now time.Time) (
 		if !p.RequireApproval {
 			return conflict("this deployment's plan does not require approval")
 		}
-		if s.Approved >= next {
-			return conflict("wave %d is already approved", next+1)
+		if !s.AwaitingApproval {
+			// An approval is for the wave that waits, judged on what its
+			// predecessor showed: never a blank cheque for a wave to come.
+			if s.State == Scheduled {
+				return conflict("no wave is waiting for approval; wave 1 asks when the deployment starts")
+			}
+			return conflict("no wave is waiting for approval; wave %d asks when wave %d has baked", next+1, s.Wave+1)
 		}
 		s.Approved = next
 		act.Kind, act.Wave = "approved", next

@@ -127,7 +127,9 @@ func TestApply(t *testing.T) {
 		{"nothing after cancel", plain, Status{State: Cancelled}, Cancel, Status{}, "cancelled"},
 		{"approve next wave", approval, Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 0, AwaitingApproval: true}, Approve,
 			Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 1, AwaitingApproval: true, By: "alice", Reason: "why"}, ""},
-		{"approve twice", approval, Status{State: Running, Wave: 0, Approved: 1}, Approve, Status{}, "already approved"},
+		{"approve twice", approval, Status{State: Running, Wave: 0, Approved: 1}, Approve, Status{}, "no wave is waiting for approval; wave 2 asks when wave 1 has baked"},
+		{"approve before the wave asks", approval, Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: 0}, Approve, Status{}, "no wave is waiting"},
+		{"approve before the start", approval, Status{State: Scheduled, Wave: -1, Approved: -1}, Approve, Status{}, "wave 1 asks when the deployment starts"},
 		{"approve without approvals", plain, running, Approve, Status{}, "does not require approval"},
 		{"approve after the last wave", approval, Status{State: Running, Wave: 2, Approved: 2}, Approve, Status{}, "no wave is left"},
 		{"advance skips bake", plain, running, Advance,
@@ -159,6 +161,20 @@ func TestApply(t *testing.T) {
 				t.Fatal("no action recorded")
 			}
 		})
+	}
+}
+
+// Every command that stops or widens a rollout says why; a blank reason
+// changes nothing.
+func TestApplyNeedsReason(t *testing.T) {
+	running := Status{State: Running, Wave: 0, WaveStarted: at(0), Percent: 10, Approved: -1}
+	for _, cmd := range Commands {
+		for _, reason := range []string{"", "  \t"} {
+			got, _, err := Apply(Plan{Waves: waves(10, 50, 100)}, running, cmd, "alice", reason, at(5))
+			if !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), "reason") || got != running {
+				t.Errorf("%s with reason %q: %v, status %+v", cmd, reason, err, got)
+			}
+		}
 	}
 }
 

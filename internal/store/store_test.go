@@ -401,11 +401,11 @@ func testHoldsAndRings(t *testing.T, s *store.Store, c *clock) {
 		t.Fatalf("View holds = %+v", v.Holds)
 	}
 	c.t = c.t.Add(time.Minute)
-	r, err := s.ReleaseHold(ctx, h.ID, "token:y")
+	r, err := s.ReleaseHold(ctx, h.ID, "token:y", "fixed")
 	if err != nil || r.Status != targeting.HoldReleased || r.ReleasedBy != "token:y" || r.ReleasedAt == nil || !r.ReleasedAt.Equal(c.t) {
 		t.Fatalf("ReleaseHold = %+v, %v", r, err)
 	}
-	if again, err := s.ReleaseHold(ctx, h.ID, "token:z"); err != nil || again.ReleasedBy != "token:y" {
+	if again, err := s.ReleaseHold(ctx, h.ID, "token:z", "again"); err != nil || again.ReleasedBy != "token:y" {
 		t.Fatalf("second release = %+v, %v", again, err)
 	}
 	if v, _ := s.View(ctx); len(v.Holds) != 0 {
@@ -414,7 +414,7 @@ func testHoldsAndRings(t *testing.T, s *store.Store, c *clock) {
 	if hs, _ := s.Holds(ctx, "os", ""); len(hs) != 1 {
 		t.Fatalf("Holds = %+v", hs)
 	}
-	_, err = s.ReleaseHold(ctx, "hld_00000000000000000000000000", "x")
+	_, err = s.ReleaseHold(ctx, "hld_00000000000000000000000000", "x", "gone")
 	wantKind(t, err, fault.NotFound)
 
 	ring, created, err := s.PutRing(ctx, targeting.Ring{Name: "canary", Rank: 0, Members: []string{"d2", "d1"}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"github.com/ringmaster/ringmaster/internal/audit"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -61,7 +62,10 @@ func (s *Store) CreateHold(ctx context.Context, h targeting.Hold, extra func(*Tx
 
 // ReleaseHold lets the hold's devices be offered again. Releasing a
 // released hold returns it unchanged.
-func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.Hold, err error) {
+func (s *Store) ReleaseHold(ctx context.Context, id, actor, reason string) (h targeting.Hold, err error) {
+	if strings.TrimSpace(reason) == "" {
+		return h, fault.Field("reason", "say why the hold is released; its devices are offered the update again")
+	}
 	err = s.InTx(ctx, func(tx *Tx) error {
 		before, err := tx.Hold(ctx, id)
 		if err != nil {
@@ -79,7 +83,7 @@ func (s *Store) ReleaseHold(ctx context.Context, id, actor string) (h targeting.
 			if err := tx.BumpGeneration(ctx); err != nil {
 				return err
 			}
-			return tx.audit(ctx, actor, audit.Change{Action: "hold.release", Target: id, Before: before, After: h})
+			return tx.audit(ctx, actor, audit.Change{Action: "hold.release", Target: id, Before: before, After: h, Reason: reason})
 		}
 		return nil
 	})

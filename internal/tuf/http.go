@@ -94,8 +94,8 @@ func (r *Repo) status(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Repo) rotate(w http.ResponseWriter, req *http.Request) {
-	reason := req.URL.Query().Get("reason")
-	if err := catalog.ValidateReason("reason", reason); err != nil {
+	reason, err := adminapi.RequireReason(req)
+	if err != nil {
 		httpapi.WriteError(w, req, err)
 		return
 	}
