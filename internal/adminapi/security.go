@@ -10,6 +10,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/duration"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/store"
@@ -25,9 +26,9 @@ func parseTTL(field, s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 || d > 10*365*24*time.Hour {
-		return 0, fault.Field(field, "must be a positive duration such as 720h, at most ten years")
+	d, err := duration.Parse(s)
+	if err != nil || d <= 0 || d > 10*365*duration.Day {
+		return 0, fault.Field(field, "must be a positive duration such as 720h or 90d, at most ten years; not %q", s)
 	}
 	return d, nil
 }

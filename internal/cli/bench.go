@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ringmaster/ringmaster/internal/bench"
+	"github.com/ringmaster/ringmaster/internal/duration"
 )
 
 func benchCmd(g *globals) *cobra.Command {
@@ -56,7 +57,8 @@ included) and the throughput ratio.`,
 	f := checkin.Flags()
 	f.IntVar(&cfg.Devices, "devices", 10000, "simulated devices (N)")
 	f.IntVar(&cfg.Concurrency, "concurrency", 32, "concurrent clients (C)")
-	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured phase (D)")
+	cfg.Duration = 5 * time.Second
+	f.Var((*duration.Value)(&cfg.Duration), "duration", "length of each measured phase (D)")
 	f.IntVar(&cfg.Rounds, "rounds", 2, "alternating baseline/ringmaster rounds")
 	f.IntVar(&cfg.Products, "products", 50, "products in the seeded catalog")
 	f.IntVar(&cfg.Versions, "versions", 20, "published versions per product")
@@ -106,7 +108,8 @@ answered but dropped by the stream's de-duplication.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Devices, "devices", 10000, "distinct devices reporting")
 	f.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent clients")
-	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured phase")
+	cfg.Duration = 5 * time.Second
+	f.Var((*duration.Value)(&cfg.Duration), "duration", "length of each measured phase")
 	f.IntVar(&cfg.Rounds, "rounds", 2, "alternating baseline/ringmaster rounds")
 	f.IntVar(&cfg.BatchSize, "batch", 100, "events per request")
 	f.IntVar(&cfg.Aggregate, "aggregate", 20000, "events timed through the aggregator")

@@ -12,6 +12,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/duration"
 	"github.com/ringmaster/ringmaster/internal/tuf"
 )
 
@@ -282,7 +283,7 @@ func auditCmd(g *globals) *cobra.Command {
 
 // parseWhen reads an RFC 3339 time or a duration ago.
 func parseWhen(s string) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
+	if d, err := duration.Parse(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
@@ -425,7 +426,8 @@ func keysCmd(g *globals) *cobra.Command {
 	draft.Flags().StringVar(&from, "from", "", "start from this root file instead of the server's")
 	draft.Flags().StringArrayVar(&rootKeys, "root-key", nil, "key file whose public key becomes a root key (repeatable; replaces the current root keys)")
 	draft.Flags().IntVar(&threshold, "threshold", 0, "root signatures required (default: unchanged)")
-	draft.Flags().DurationVar(&expires, "expires", 365*24*time.Hour, "how long the new root is valid")
+	expires = 365 * duration.Day
+	draft.Flags().Var((*duration.Value)(&expires), "expires", "how long the new root is valid, e.g. 365d")
 	_ = draft.MarkFlagRequired("out")
 	var keyFile string
 	sign := &cobra.Command{

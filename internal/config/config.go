@@ -6,10 +6,13 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"github.com/ringmaster/ringmaster/internal/duration"
 	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"os"
+	"reflect"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -153,6 +156,10 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("read config file: %w", err)
 		}
+		b, err = normalizeDurations(b)
+		if err != nil {
+			return c, fmt.Errorf("config file %s: %w", path, err)
+		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&c); err != nil {
@@ -163,6 +170,56 @@ func Load(path string, getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// normalizeDurations rewrites the duration settings of a config file in
+// Go's spelling, so they may be written in days ("365d") like everywhere
+// else, and a bad one is named with its line.
+func normalizeDurations(b []byte) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil || len(doc.Content) == 0 {
+		return b, nil // the decoder reports the syntax error, or the file is empty
+	}
+	changed := false
+	var walk func(n *yaml.Node, t reflect.Type, path string) error
+	walk = func(n *yaml.Node, t reflect.Type, path string) error {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case t == durationType && n.Kind == yaml.ScalarNode:
+			d, err := duration.Parse(n.Value)
+			if err != nil {
+				return fmt.Errorf("line %d: %s: %w", n.Line, path, err)
+			}
+			n.Value, n.Tag, n.Style, changed = d.String(), "!!str", 0, true
+		case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := n.Content[i].Value
+				for j := range t.NumField() {
+					f := t.Field(j)
+					if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
+						if err := walk(n.Content[i+1], f.Type, strings.TrimPrefix(path+"."+key, ".")); err != nil {
+							return err
+						}
+					}
+				}
+			}
+		case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+			for i, item := range n.Content {
+				if err := walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(doc.Content[0], reflect.TypeFor[Config](), ""); err != nil || !changed {
+		return b, err
+	}
+	return yaml.Marshal(&doc)
 }
 
 func (c *Config) applyEnv(getenv func(string) string) error {
@@ -188,7 +245,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
-			d, err := time.ParseDuration(v)
+			d, err := duration.Parse(v)
 			if err != nil {
 				return fmt.Errorf("%s: %w", k, err)
 			}

@@ -28,6 +28,28 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 }
 
+// Durations in the file and the environment may be written in days, as
+// the README writes the TUF lifetimes; a bad one names its key and line.
+func TestLoadDays(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ringmaster.yaml")
+	os.WriteFile(file, []byte("# lifetimes\nlisten: 127.0.0.1:9000\ntuf:\n  root_ttl: 365d\n  targets_ttl: 90d\n  snapshot_ttl: 1d12h\n"+
+		"next_check: 30m\nwebhooks:\n  - name: 7d\n    url: https://example.com/hook\n"), 0o600)
+	c, err := Load(file, func(k string) string { return map[string]string{"RINGMASTER_TUF_TIMESTAMP_TTL": "2d"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TUF.RootTTL != 365*24*time.Hour || c.TUF.TargetsTTL != 90*24*time.Hour || c.TUF.SnapshotTTL != 36*time.Hour ||
+		c.TUF.TimestampTTL != 48*time.Hour || c.NextCheck != 30*time.Minute || c.Listen != "127.0.0.1:9000" ||
+		len(c.Webhooks) != 1 || c.Webhooks[0].Name != "7d" {
+		t.Fatalf("config = %+v", c)
+	}
+	os.WriteFile(file, []byte("listen: x\ntuf:\n  root_ttl: a year\n"), 0o600)
+	_, err = Load(file, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "line 3: tuf.root_ttl") || !strings.Contains(err.Error(), "such as 90s, 30m, 24h or 7d") {
+		t.Fatalf("bad duration: %v", err)
+	}
+}
+
 func TestLoadRejects(t *testing.T) {
 	dir := t.TempDir()
 	for name, body := range map[string]string{

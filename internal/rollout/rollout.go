@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringmaster/ringmaster/internal/duration"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/risk"
 	"github.com/ringmaster/ringmaster/internal/targeting"
@@ -33,16 +34,17 @@ func (s State) Terminal() bool { return s == Halted || s == Cancelled }
 // Offering reports whether devices in the exposed waves are offered.
 func (s State) Offering() bool { return s == Running || s == Completed }
 
-// Duration is a time.Duration that reads and writes as "24h" in JSON.
+// Duration is a time.Duration that reads as "24h" or "7d" and writes as
+// "24h0m0s" in JSON.
 type Duration time.Duration
 
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("durations are strings like \"24h\"")
+		return fmt.Errorf("durations are strings such as \"24h\" or \"7d\"")
 	}
-	v, err := time.ParseDuration(s)
+	v, err := duration.Parse(s)
 	if err != nil {
 		return err
 	}
