@@ -181,6 +181,13 @@ func Principal(ctx context.Context) access.Principal {
 	return p
 }
 
+// Streams reports whether a request streams a payload upload (which may
+// take hours on a slow link and is bounded by its size instead of a body
+// deadline).
+func Streams(r *http.Request) bool {
+	return r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/updates/") && strings.Contains(r.URL.Path, "/payloads/")
+}
+
 // Authenticate resolves a bearer token to its principal.
 func (a *API) Authenticate(ctx context.Context, header string) (access.Principal, error) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")

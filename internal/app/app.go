@@ -160,6 +160,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	a.listener = httpapi.LimitConnsPerSource(a.listener, cfg.MaxConnsPerSource, log)
 	return a, nil
 }
 
@@ -218,7 +219,8 @@ func (a *App) routes() http.Handler {
 	}))
 	mux.HandleFunc("/", httpapi.NotFound)
 	a.router = mux
-	return httpapi.SecurityHeaders(httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
+	h := httpapi.BodyDeadline(mux, a.cfg.BodyTimeout, adminapi.Streams)
+	return httpapi.SecurityHeaders(httpapi.Middleware(h, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
 }
 
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {

@@ -77,6 +77,13 @@ type Config struct {
 	// EnrollRate limits enrollments per enrollment key, so one leaked key
 	// cannot mint an army of device ids at line rate.
 	EnrollRate ratelimit.Limits `yaml:"enroll_rate"`
+	// BodyTimeout bounds how long a client may take to send a request body
+	// (payload uploads excepted); MaxConnsPerSource caps the connections
+	// one address holds open (0: no cap, for a server behind a load
+	// balancer, which then bounds its clients). Both keep slow or broken
+	// clients from holding every connection.
+	BodyTimeout       time.Duration `yaml:"body_timeout"`
+	MaxConnsPerSource int           `yaml:"max_conns_per_source"`
 	// TLSCert and TLSKey, both set, make the listener serve HTTPS only
 	// (TLS 1.2 or newer).
 	TLSCert string `yaml:"tls_cert"`
@@ -144,6 +151,8 @@ func Default() Config {
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
 		ShutdownTimeout: 20 * time.Second,
+		BodyTimeout:       30 * time.Second,
+		MaxConnsPerSource: 512,
 	}
 }
 
@@ -241,7 +250,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
 		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
 		"RINGMASTER_EVENTS_SYNC": &c.EventsSync, "RINGMASTER_TUF_TIMESTAMP_TTL": &c.TUF.TimestampTTL,
-		"RINGMASTER_TUF_REFRESH": &c.TUF.Refresh,
+		"RINGMASTER_TUF_REFRESH": &c.TUF.Refresh, "RINGMASTER_BODY_TIMEOUT": &c.BodyTimeout,
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
@@ -252,7 +261,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			*p = d
 		}
 	}
-	ints := map[string]*int{"RINGMASTER_REGISTRY_BUFFER": &c.RegistryBuffer, "RINGMASTER_JOB_WORKERS": &c.JobWorkers}
+	ints := map[string]*int{"RINGMASTER_REGISTRY_BUFFER": &c.RegistryBuffer, "RINGMASTER_JOB_WORKERS": &c.JobWorkers,
+		"RINGMASTER_MAX_CONNS_PER_SOURCE": &c.MaxConnsPerSource}
 	for k, p := range ints {
 		if v := getenv(k); v != "" {
 			n, err := strconv.Atoi(v)
@@ -301,6 +311,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("device_auth must be optional or required, not %q", c.DeviceAuth)
 	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0 || c.EnrollRate.Rate < 0:
 		return fmt.Errorf("device_rate, source_rate, token_rate and enroll_rate must not be negative")
+	case c.BodyTimeout < 0 || c.MaxConnsPerSource < 0:
+		return fmt.Errorf("body_timeout and max_conns_per_source must not be negative (0 turns either off)")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return fmt.Errorf("tls_cert and tls_key must be set together")
 	case c.TUF.TimestampTTL < 2*time.Second || c.TUF.SnapshotTTL < c.TUF.TimestampTTL || c.TUF.TargetsTTL < c.TUF.TimestampTTL || c.TUF.RootTTL < c.TUF.TimestampTTL:

@@ -143,7 +143,7 @@ func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req enrollRequest
-	if err := httpapi.DecodeJSON(r, &req, maxEnrollBytes, true); err != nil {
+	if err := httpapi.DecodeDeviceJSON(r, &req, maxEnrollBytes, true); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}

@@ -246,7 +246,7 @@ func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit in
 	in.Reset()
 	if _, err := in.ReadFrom(io.LimitReader(r.Body, limit+1)); err != nil {
 		a.bufs.Put(in)
-		httpapi.WriteError(w, r, err)
+		httpapi.WriteError(w, r, httpapi.BodyError(err))
 		return "", nil, false
 	}
 	return id, in, true

@@ -114,9 +114,17 @@ func DecodeJSON(r *http.Request, dst any, limit int64, strict bool) error {
 			return fault.E(fault.Invalid, "Content-Type must be application/json, not %q", ct)
 		}
 	}
+	return DecodeDeviceJSON(r, dst, limit, strict)
+}
+
+// DecodeDeviceJSON is DecodeJSON for the device plane, which reads every
+// body as JSON whatever its Content-Type says: device agents and curl -d
+// send JSON labelled as a form, and check-ins and events have always taken
+// it. The body is still parsed strictly as JSON.
+func DecodeDeviceJSON(r *http.Request, dst any, limit int64, strict bool) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return fault.Wrap(err, fault.Invalid, "could not read the request body")
+		return BodyError(err)
 	}
 	if int64(len(body)) > limit {
 		return fault.E(fault.TooLarge, "request body is larger than %d bytes", limit)
