@@ -426,3 +426,47 @@ func TestMCPStdio(t *testing.T) {
 		t.Fatalf("relayed list_products: %+v", out)
 	}
 }
+
+// TestMCPStdioDrains: calls piped into `ringmaster mcp` are all answered
+// before it exits at the end of its input, slow ones included.
+func TestMCPStdioDrains(t *testing.T) {
+	s := startServer(t, "")
+	publishSmall(t, s, "agent", "1.0")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "mcp", "--url", s.url)
+	cmd.Env = append(os.Environ(), "RINGMASTER_TEST_CHILD=serve", "RINGMASTER_TOKEN="+s.token)
+	cmd.Stdin = strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_products","arguments":{}}}
+{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_deployments","arguments":{}}}
+{"jsonrpc":"2.0","id":"last","method":"tools/list"}
+`)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ringmaster mcp: %v\n%s", err, stderr.String())
+	}
+	ids := map[string]string{}
+	for line := range strings.Lines(string(out)) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Result json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON-RPC: %q", line)
+		}
+		ids[string(m.ID)] = string(m.Result)
+	}
+	for _, id := range []string{"1", "2", "3", `"last"`} {
+		if ids[id] == "" {
+			t.Errorf("request %s was not answered before exit; got %d answers:\n%s", id, len(ids), out)
+		}
+	}
+	if !strings.Contains(ids["2"], "agent") {
+		t.Errorf("list_products answer: %s", ids["2"])
+	}
+}

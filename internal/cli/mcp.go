@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -37,10 +42,121 @@ func mcpCmd(g *globals) *cobra.Command {
 			if err := relay(ctx, remote, local); err != nil {
 				return err
 			}
-			return local.Run(ctx, &mcp.StdioTransport{})
+			return local.Run(ctx, drainingStdio(ctx, os.Stdin, os.Stdout))
 		},
 	}
 }
+
+// drainingStdio is MCP's stdio transport, except that the end of the
+// input is passed on only once every request read has been answered:
+// replies to piped calls (echo '…tools/call…' | ringmaster mcp) are
+// written before the process exits instead of being lost.
+func drainingStdio(ctx context.Context, in io.Reader, out io.Writer) mcp.Transport {
+	d := &drain{ctx: ctx, answered: make(chan struct{}, 1)}
+	return &mcp.IOTransport{
+		Reader: &drainReader{d: d, r: bufio.NewReader(in)},
+		Writer: &drainWriter{d: d, w: out},
+	}
+}
+
+// drain counts the requests read and the responses written.
+type drain struct {
+	ctx      context.Context
+	mu       sync.Mutex
+	requests int
+	answers  int
+	answered chan struct{} // signalled on each response
+}
+
+// jsonrpcKind says whether one JSON-RPC message is a request (an id and a
+// method) or a response (an id and no method).
+func jsonrpcKind(line []byte) (request, response bool) {
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(line, &m) != nil || len(m.ID) == 0 || string(m.ID) == "null" {
+		return false, false
+	}
+	return m.Method != "", m.Method == ""
+}
+
+type drainReader struct {
+	d    *drain
+	r    *bufio.Reader
+	line []byte // what is left of the current line
+}
+
+func (r *drainReader) Read(p []byte) (int, error) {
+	if len(r.line) == 0 {
+		line, err := r.r.ReadBytes('\n')
+		if len(line) > 0 {
+			if req, _ := jsonrpcKind(line); req {
+				r.d.mu.Lock()
+				r.d.requests++
+				r.d.mu.Unlock()
+			}
+			r.line = line
+		} else if err != nil {
+			if err == io.EOF {
+				r.d.wait()
+			}
+			return 0, err
+		}
+	}
+	n := copy(p, r.line)
+	r.line = r.line[n:]
+	return n, nil
+}
+
+func (r *drainReader) Close() error { return nil }
+
+// wait returns once every request read has been answered, or ctx ends.
+func (d *drain) wait() {
+	for {
+		d.mu.Lock()
+		done := d.answers >= d.requests
+		d.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-d.answered:
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+type drainWriter struct {
+	d       *drain
+	w       io.Writer
+	partial []byte
+}
+
+func (w *drainWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.partial = append(w.partial, p[:n]...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if _, resp := jsonrpcKind(w.partial[:i]); resp {
+			w.d.mu.Lock()
+			w.d.answers++
+			w.d.mu.Unlock()
+			select {
+			case w.d.answered <- struct{}{}:
+			default:
+			}
+		}
+		w.partial = w.partial[i+1:]
+	}
+	return n, err
+}
+
+func (w *drainWriter) Close() error { return nil }
 
 // relay registers on local every tool, prompt and resource template of
 // remote, each forwarding to remote.
