@@ -3,6 +3,7 @@
 package jobs
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"log/slog"
@@ -25,12 +26,37 @@ type Config struct {
 	PollInterval time.Duration
 }
 
+// quiet passes a library's warnings and errors on as they are and its
+// routine information (River's "producer job counts" every few seconds,
+// its cleaners every minute) at debug level: an operator's log at info
+// shows what Ringmaster did, not the library's heartbeat.
+type quiet struct{ slog.Handler }
+
+func (q quiet) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.Handler.Enabled(ctx, demote(l))
+}
+
+func (q quiet) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quiet) WithAttrs(as []slog.Attr) slog.Handler { return quiet{q.Handler.WithAttrs(as)} }
+func (q quiet) WithGroup(name string) slog.Handler    { return quiet{q.Handler.WithGroup(name)} }
+
+func demote(l slog.Level) slog.Level {
+	if l < slog.LevelWarn {
+		return slog.LevelDebug
+	}
+	return l
+}
+
 // NewClient returns a River client for workers and periodic jobs. Periodic
 // jobs are enqueued by the elected leader only, so they run once across
 // replicas.
 func NewClient(s *store.Store, log *slog.Logger, cfg Config, workers *river.Workers, periodic []*river.PeriodicJob) (*river.Client[*sql.Tx], error) {
 	c, err := river.NewClient(s.RiverDriver(), &river.Config{
-		Logger:               log,
+		Logger:               slog.New(quiet{log.Handler()}),
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
 		Workers:              workers,
 		PeriodicJobs:         periodic,
