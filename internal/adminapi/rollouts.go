@@ -180,7 +180,7 @@ type reasonRequest struct {
 // RequireReason reads the {"reason": …} body of an action that must say
 // why: a change that stops or widens a rollout, a key rotation.
 func RequireReason(r *http.Request) (string, error) {
-	reason, err := RequireReason(r)
+	reason, err := decodeReason(r)
 	if err == nil && strings.TrimSpace(reason) == "" {
 		err = fault.Field("reason", "say why; the reason is recorded with the change in the audit log")
 	}

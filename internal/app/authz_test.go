@@ -213,6 +213,16 @@ func TestRoles(t *testing.T) {
 	if ds, err := osOnly.Deployments(ctx, ""); err != nil || len(ds) != 0 {
 		t.Fatalf("os-scoped list = %+v, %v", ds, err)
 	}
+	// Rings are populations every product deploys to: a scoped release
+	// manager reads them (to deploy --ring) but cannot change them.
+	if _, err := s.admin.PutRing(ctx, client.Ring{Name: "canary", Rank: 0, Members: []string{"lab-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := osOnly.Rings(ctx); err != nil || len(rs) != 1 || rs[0].Name != "canary" {
+		t.Fatalf("os-scoped ring list = %+v, %v", rs, err)
+	}
+	_, err = osOnly.PutRing(ctx, client.Ring{Name: "canary", Rank: 0, Members: []string{"lab-1", "lab-2"}})
+	forbidden("os-scoped release manager changes a ring", err)
 
 	// Revoked and expired tokens are refused.
 	tok, secret, err := s.admin.CreateToken(ctx, client.NewToken{Name: "short", Role: "viewer", TTL: "1s"})
