@@ -243,6 +243,8 @@ type TUFRole struct {
 	KeyIDs    []string  `json:"keyids"`
 	Threshold int       `json:"threshold"`
 	HeldKeys  int       `json:"held_keys"`
+	// HeldKeyIDs are the keys the server holds (files KEYS_DIR/<id>.key).
+	HeldKeyIDs []string `json:"held_keyids"`
 }
 
 // TUFStatus returns the repository's roles.

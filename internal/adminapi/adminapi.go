@@ -344,6 +344,16 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	if nu.Kind == "" && catalog.ValidateProductName("product", nu.Product) == nil {
+		// A new version is of the kind its product's releases have been,
+		// unless it says otherwise: publishing 1.2.0 of an app is an app.
+		k, err := a.cfg.Store.LastKind(r.Context(), nu.Product)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		nu.Kind = k
+	}
 	nu.Normalize()
 	v, err := nu.Validate(a.cfg.MaxPayloadBytes)
 	if err == nil {

@@ -93,7 +93,7 @@ type Update struct {
 	Prerequisites []Prerequisite `json:"prerequisites,omitempty"`
 	State         UpdateState    `json:"state"`
 	FailureReason string         `json:"failure_reason,omitempty"`
-	Payloads      []Payload      `json:"payloads"`
+	Payloads      []Payload      `json:"payloads,omitempty"` // not in lists
 	CreatedAt     time.Time      `json:"created_at"`
 	PublishedAt   *time.Time     `json:"published_at,omitempty"`
 }
@@ -245,7 +245,8 @@ type NewUpdate struct {
 	Payloads       []NewPayload   `json:"payloads"`
 }
 
-// Normalize fills defaults: kind "quality", severity "none".
+// Normalize fills defaults: kind "quality" (the API first gives an update
+// without a kind its product's last kind), severity "none".
 func (u *NewUpdate) Normalize() {
 	if u.Kind == "" {
 		u.Kind = KindQuality

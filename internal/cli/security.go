@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -352,7 +353,23 @@ func keysCmd(g *globals) *cobra.Command {
 				r := roles[name]
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\n", name, r.Version, r.Expires.UTC().Format(time.RFC3339), r.Threshold, len(r.KeyIDs), r.HeldKeys)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// The ids, because moving a key offline starts from its file
+			// (KEYS_DIR/<id>.key, by default ringmaster-data/keys).
+			fmt.Fprintln(g.stdout, "\nKEY ID                                                            ROLE       HELD BY SERVER")
+			for _, name := range []string{tuf.Root, tuf.Targets, tuf.Snapshot, tuf.Timestamp} {
+				r := roles[name]
+				for _, id := range r.KeyIDs {
+					held := "no (offline)"
+					if slices.Contains(r.HeldKeyIDs, id) {
+						held = "yes: keys/" + id + ".key"
+					}
+					fmt.Fprintf(g.stdout, "%-64s  %-9s  %s\n", id, name, held)
+				}
+			}
+			return nil
 		},
 	}
 	rotate := &cobra.Command{

@@ -281,6 +281,17 @@ func (q *queries) Updates(ctx context.Context, f UpdateFilter) ([]catalog.Update
 	return out, unavailable(rows.Err())
 }
 
+// LastKind is the kind of the product's newest update, or "" when it has
+// none: an update published without a kind takes it.
+func (q *queries) LastKind(ctx context.Context, product string) (catalog.Kind, error) {
+	var k catalog.Kind
+	err := q.db.QueryRowContext(ctx, `SELECT kind FROM updates WHERE product = $1 ORDER BY id DESC LIMIT 1`, product).Scan(&k)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return k, unavailable(err)
+}
+
 // SetPayloadState moves a payload from one state to another. It returns
 // Conflict if the payload is not in state from, NotFound if it does not exist.
 func (q *queries) SetPayloadState(ctx context.Context, updateID, sha256 string, from, to catalog.PayloadState) error {

@@ -180,8 +180,19 @@ func testCreateUpdate(t *testing.T, s *store.Store, c *clock) {
 	_, err = s.Update(ctx, "upd_00000000000000000000000000")
 	wantKind(t, err, fault.NotFound)
 
+	if k, err := s.LastKind(ctx, "agent"); err != nil || k != catalog.KindQuality {
+		t.Fatalf("LastKind = %q, %v", k, err)
+	}
+	if k, err := s.LastKind(ctx, "nothing-yet"); err != nil || k != "" {
+		t.Fatalf("LastKind of a product without updates = %q, %v", k, err)
+	}
 	c.t = c.t.Add(time.Millisecond) // ids order by creation time
-	mustCreate(t, s, newUpdate("agent", "1.3", payA))
+	app13 := newUpdate("agent", "1.3", payA)
+	app13.Kind = catalog.KindApp
+	mustCreate(t, s, app13)
+	if k, err := s.LastKind(ctx, "agent"); err != nil || k != catalog.KindApp {
+		t.Fatalf("LastKind after an app = %q, %v", k, err)
+	}
 	list, err := s.Updates(ctx, store.UpdateFilter{Product: "agent"})
 	if err != nil || len(list) != 2 || list[0].Version != "1.2" || list[1].Version != "1.3" {
 		t.Fatalf("Updates = %+v, %v", list, err)

@@ -480,8 +480,10 @@ type RoleStatus struct {
 	Expires   time.Time `json:"expires"`
 	KeyIDs    []string  `json:"keyids"`
 	Threshold int       `json:"threshold"`
-	// HeldKeys is how many of the role's keys this server holds.
-	HeldKeys int `json:"held_keys"`
+	// HeldKeys is how many of the role's keys this server holds, and
+	// HeldKeyIDs which (each is the file KEYS_DIR/<id>.key).
+	HeldKeys   int      `json:"held_keys"`
+	HeldKeyIDs []string `json:"held_keyids"`
 }
 
 // Status returns the newest version of each role.
@@ -497,21 +499,22 @@ func (r *Repo) Status() (Status, error) {
 	st := Status{Roles: map[string]RoleStatus{}}
 	for role, spec := range root.Signed.Roles {
 		v := cur.versions[role]
+		held := r.held(spec)
 		st.Roles[role] = RoleStatus{Version: v.version, Expires: v.expires, KeyIDs: spec.KeyIDs,
-			Threshold: spec.Threshold, HeldKeys: r.held(spec)}
+			Threshold: spec.Threshold, HeldKeys: len(held), HeldKeyIDs: held}
 	}
 	return st, nil
 }
 
-// held counts the keys of a role this server's keyring holds.
-func (r *Repo) held(spec *metadata.Role) int {
-	n := 0
+// held lists the keys of a role this server's keyring holds.
+func (r *Repo) held(spec *metadata.Role) []string {
+	ids := []string{}
 	for _, id := range spec.KeyIDs {
 		if r.cfg.Keys.Signer(id) != nil {
-			n++
+			ids = append(ids, id)
 		}
 	}
-	return n
+	return ids
 }
 
 func keySummary(root *metadata.Metadata[metadata.RootType]) map[string]any {
@@ -640,7 +643,7 @@ func (r *Repo) AcceptRoot(ctx context.Context, body []byte, actor, reason string
 			if spec == nil {
 				return fault.E(fault.Invalid, "the new root has no %s role", role)
 			}
-			if r.held(spec) < spec.Threshold {
+			if len(r.held(spec)) < spec.Threshold {
 				return fault.E(fault.Invalid, "this server does not hold the %s keys the new root names; create them with rotate-online", role)
 			}
 		}
