@@ -111,6 +111,8 @@ func progress(d client.Deployment) string {
 		return d.State
 	case d.State == "completed":
 		return fmt.Sprintf("completed (%d of %d waves)", n, n)
+	case d.State == "halted" || d.State == "cancelled":
+		return fmt.Sprintf("%s in wave %d of %d", d.State, d.Wave+1, n)
 	}
 	return fmt.Sprintf("%s, wave %d of %d at %g%%", d.State, d.Wave+1, n, d.Percent)
 }

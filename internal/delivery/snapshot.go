@@ -443,13 +443,17 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 	b := r.position(c)
 	ok = b < r.threshold
 	if t != nil {
-		order := "bucket"
+		order := "position"
 		if r.risk != nil {
 			e := r.risk.Explain(c.Attributes)
 			order = fmt.Sprintf("risk order (predicted failure %.2f%%, %.0f%% of the fleet less risky; %s) position", 100*e.Score, 100*e.Quantile, explorerNote(dep, c.DeviceID))
 		}
-		t.add("wave", ok, "%s %d of %d; wave %d exposes %.4g%% (positions below %d)%s",
-			order, b, targeting.Buckets, dep.Wave+1, dep.Percent, r.threshold, approvalNote(dep))
+		if dep.Wave < 0 {
+			t.add("wave", ok, "%s %d of %d; no wave has started%s", order, b, targeting.Buckets, approvalNote(dep))
+		} else {
+			t.add("wave", ok, "%s %d of %d; wave %d of %d exposes %.4g%% (positions below %d)%s",
+				order, b, targeting.Buckets, dep.Wave+1, len(dep.Plan.Waves), dep.Percent, r.threshold, approvalNote(dep))
+		}
 	}
 	if !ok && fail() {
 		return false
