@@ -419,7 +419,8 @@ func (pl *Planner) ForecastNextWave(ctx context.Context, p access.Principal, dep
 	if err := p.Authorize(access.Read); err != nil {
 		return Forecast{}, err
 	}
-	_, _, f, err := pl.resolve(ctx, p, &Change{Action: Advance, DeploymentID: deploymentID})
+	// A forecast changes nothing; the reason only lets the command be tried.
+	_, _, f, err := pl.resolve(ctx, p, &Change{Action: Advance, DeploymentID: deploymentID, Reason: "forecast"})
 	return f, err
 }
 
