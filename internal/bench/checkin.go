@@ -51,6 +51,15 @@ type CheckinConfig struct {
 	// catalog holds.
 	Holds int
 	Seed  uint64
+	// Progress, when set, hears what the benchmark is doing (seeding, each
+	// phase) for a person watching; results never go through it.
+	Progress func(msg string) `json:"-"`
+}
+
+func (c CheckinConfig) say(format string, args ...any) {
+	if c.Progress != nil {
+		c.Progress(fmt.Sprintf(format, args...))
+	}
 }
 
 // Result is one measured phase (summed over rounds).
@@ -124,6 +133,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 
 	rep := &CheckinReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster check-in"}}
 	for round := 0; round < cfg.Rounds; round++ {
+		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
 		if err := drive(ctx, client, baseURL+"/v1/device/check", bodies, cfg, &rep.Baseline); err != nil {
 			return nil, err
 		}
@@ -325,6 +335,7 @@ func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (s
 		os.RemoveAll(dir)
 		return "", nil, nil, err
 	}
+	cfg.say("seeding the catalog: %d products × %d versions, %d deployments, %d holds", cfg.Products, cfg.Versions, cfg.Deployments, cfg.Holds)
 	if err := seed(ctx, a, cfg); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, nil, err
@@ -348,6 +359,9 @@ func seed(ctx context.Context, a *app.App, cfg CheckinConfig) error {
 	perProduct := (cfg.Deployments + cfg.Products - 1) / max(cfg.Products, 1)
 	deployed := 0
 	for p := 0; p < cfg.Products; p++ {
+		if p > 0 && p%max(cfg.Products/10, 1) == 0 {
+			cfg.say("seeded %d of %d products", p, cfg.Products)
+		}
 		name := productName(p)
 		if _, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: name}); err != nil {
 			return err

@@ -94,6 +94,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	defer stopBase()
 	rep := &EventsReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster events"}}
 	for round := 0; round < cfg.Rounds; round++ {
+		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
 		if err := drive(ctx, client, baseURL+"/v1/device/events", bodies, cfg.CheckinConfig, &rep.Baseline); err != nil {
 			return nil, err
 		}
@@ -114,6 +115,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	}
 	p0 := processed()
 	start := time.Now()
+	cfg.say("timing %d events through the aggregator", cfg.Aggregate)
 	for sent := 0; sent < cfg.Aggregate; {
 		n := min(500, cfg.Aggregate-sent)
 		batch := make([]telemetry.Event, n)

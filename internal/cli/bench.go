@@ -35,7 +35,8 @@ included) and the throughput ratio.`,
 			if useURL = cmd.Flags().Changed("url"); useURL {
 				cfg.URL = g.url
 			}
-			log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log, progress := g.benchOutput()
+			cfg.Progress = progress
 			fmt.Fprintf(g.stderr, "check-in benchmark: %d devices, concurrency %d, %d rounds of %s per phase\n",
 				cfg.Devices, cfg.Concurrency, cfg.Rounds, cfg.Duration)
 			rep, err := bench.RunCheckin(cmd.Context(), cfg, log)
@@ -85,7 +86,8 @@ the database. Request bodies cycle through 2,000 distinct batches; a repeat is
 answered but dropped by the stream's de-duplication.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			log, progress := g.benchOutput()
+			cfg.Progress = progress
 			fmt.Fprintf(g.stderr, "events benchmark: batches of %d, concurrency %d, %d rounds of %s per phase\n",
 				cfg.BatchSize, cfg.Concurrency, cfg.Rounds, cfg.Duration)
 			rep, err := bench.RunEvents(cmd.Context(), cfg, log)
@@ -119,6 +121,15 @@ answered but dropped by the stream's de-duplication.`,
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
+}
+
+// benchOutput is where a benchmark talks: progress lines on stderr, and
+// the throwaway in-process server's log only for errors (its first-start
+// notes about signing keys are not results), so stdout holds the report.
+func (g *globals) benchOutput() (*slog.Logger, func(string)) {
+	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	start := time.Now()
+	return log, func(msg string) { fmt.Fprintf(g.stderr, "[%5.1fs] %s\n", time.Since(start).Seconds(), msg) }
 }
 
 func round(d time.Duration) time.Duration {
