@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"time"
@@ -106,13 +107,32 @@ func (c *Client) Command(ctx context.Context, id, command, reason string) (Deplo
 
 // Event is something that happened to a deployment.
 type Event struct {
-	ID      string    `json:"id"`
-	At      time.Time `json:"at"`
-	Actor   string    `json:"actor"`
-	Kind    string    `json:"kind"`
-	Wave    int       `json:"wave"`
-	Percent float64   `json:"percent"`
-	Detail  string    `json:"detail,omitempty"`
+	ID    string    `json:"id"`
+	At    time.Time `json:"at"`
+	Actor string    `json:"actor"`
+	Kind  string    `json:"kind"`
+	// Wave is the index (from 0) of the wave it concerns; -1 for none.
+	Wave    int     `json:"wave"`
+	Percent float64 `json:"percent"`
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// MarshalJSON leaves out the wave of an event that concerns none.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		Wave *int `json:"wave,omitempty"`
+	}{plain(e), setIndex(e.Wave)})
+}
+
+// UnmarshalJSON reads an event; a missing wave is -1.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	type plain Event
+	p := plain{Wave: -1}
+	err := json.Unmarshal(b, &p)
+	*e = Event(p)
+	return err
 }
 
 // DeploymentEvents lists a deployment's events, oldest first.

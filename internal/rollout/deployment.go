@@ -41,6 +41,16 @@ func (d *Deployment) UnmarshalJSON(b []byte) error {
 	return err
 }
 
+// MarshalJSON leaves out the wave of an event before the first wave
+// (the deployment's creation).
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	return json.Marshal(struct {
+		plain
+		Wave *int `json:"wave,omitempty"`
+	}{plain(e), setIndex(e.Wave)})
+}
+
 func setIndex(i int) *int {
 	if i < 0 {
 		return nil
