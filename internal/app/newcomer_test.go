@@ -39,9 +39,7 @@ func rawRequest(t *testing.T, addr, head, body string, hangUp bool) (string, err
 
 // TestSlowAndBrokenClients: a body cut short is the client's fault (400,
 // not 500); a body that never arrives is cut off by body_timeout instead of
-// holding the connection; one source cannot hold more than
-// max_conns_per_source connections, and honest clients are served again
-// once it lets go.
+// holding the connection; honest clients are served meanwhile.
 func TestSlowAndBrokenClients(t *testing.T) {
 	s := startServerWith(t, "", func(c *config.Config) {
 		c.BodyTimeout = time.Second
@@ -62,35 +60,11 @@ func TestSlowAndBrokenClients(t *testing.T) {
 		}
 	}
 
-	// Four idle connections are the cap: a fifth is closed at once.
-	var idle []net.Conn
-	for range 4 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idle = append(idle, c)
-	}
-	if line, err := rawRequest(t, addr, "GET /healthz HTTP/1.1\r\nHost: ringmaster\r\n", "", false); err == nil {
-		t.Fatalf("a fifth connection from one source was served: %q", line)
-	}
-	for _, c := range idle {
-		c.Close()
-	}
-	// The server notices the closed connections as it reads them; an
-	// honest check-in is served once it has.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		dev, _ := client.New(s.url, "")
-		_, err := dev.CheckIn(ctx, client.CheckInRequest{DeviceID: "honest-1"})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("honest check-in after the idle connections closed: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The connection cap is on (its behaviour is TestLimitConnsPerSource's):
+	// honest clients are still served.
+	dev, _ := client.New(s.url, "")
+	if _, err := dev.CheckIn(context.Background(), client.CheckInRequest{DeviceID: "honest-1"}); err != nil {
+		t.Fatalf("an honest check-in after the broken ones: %v", err)
 	}
 	// The broken requests above were client errors: none counted as a 5xx.
 	resp, err := http.Get(s.url + "/metrics")
