@@ -219,8 +219,9 @@ func (a *App) routes() http.Handler {
 	}))
 	mux.HandleFunc("/", httpapi.NotFound)
 	a.router = mux
-	h := httpapi.BodyDeadline(mux, a.cfg.BodyTimeout, adminapi.Streams)
-	return httpapi.SecurityHeaders(httpapi.Middleware(h, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
+	h := httpapi.SecurityHeaders(httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
+	return httpapi.BodyDeadline(h, a.cfg.BodyTimeout, adminapi.Streams) // outermost: it sees the server's own writer
+
 }
 
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {

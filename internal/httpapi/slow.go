@@ -19,6 +19,9 @@ import (
 // which stream reports true (payload uploads, which may be gigabytes on a
 // slow link) are left alone. The deadline is lifted once the body has been
 // read, so a handler that works long afterwards is not cut off.
+//
+// It allocates nothing per request when it wraps the server's own
+// ResponseWriter (put it outermost): check-ins pass through it.
 func BodyDeadline(next http.Handler, timeout time.Duration, stream func(*http.Request) bool) http.Handler {
 	if timeout <= 0 {
 		return next
@@ -28,17 +31,31 @@ func BodyDeadline(next http.Handler, timeout time.Duration, stream func(*http.Re
 			next.ServeHTTP(w, r)
 			return
 		}
-		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		dl, ok := w.(readDeadliner)
+		if !ok {
+			dl = http.NewResponseController(w) // a wrapped writer: find the connection beneath
 		}
+		if dl.SetReadDeadline(time.Now().Add(timeout)) != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		b := deadlineBodies.Get().(*deadlineBody)
+		b.ReadCloser, b.dl, b.done = r.Body, dl, false
+		r.Body = b
 		next.ServeHTTP(w, r)
+		// The server keeps its own reference to the body; ours is done.
+		*b = deadlineBody{}
+		deadlineBodies.Put(b)
 	})
 }
 
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+var deadlineBodies = sync.Pool{New: func() any { return new(deadlineBody) }}
+
 type deadlineBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
+	dl   readDeadliner
 	done bool
 }
 
@@ -46,7 +63,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF && !b.done {
 		b.done = true
-		_ = b.rc.SetReadDeadline(time.Time{})
+		_ = b.dl.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }
