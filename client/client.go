@@ -298,8 +298,8 @@ type Deployment struct {
 	WaveStarted time.Time `json:"wave_started,omitzero"`
 	Percent     float64   `json:"percent"`
 	// Approved is the index of the last wave a person approved; -1 for none.
-	Approved         int  `json:"approved"`
-	AwaitingApproval bool `json:"awaiting_approval,omitempty"`
+	Approved         int       `json:"approved"`
+	AwaitingApproval bool      `json:"awaiting_approval,omitempty"`
 	By               string    `json:"by,omitempty"`
 	Reason           string    `json:"reason,omitempty"`
 	Plan             Plan      `json:"plan"`

@@ -6,16 +6,17 @@ package config
 import (
 	"bytes"
 	"fmt"
-	"github.com/ringmaster/ringmaster/internal/duration"
-	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"os"
-	"reflect"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ringmaster/ringmaster/internal/duration"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 )
 
 // Config is every server setting. The yaml names are the config file keys.
@@ -150,7 +151,7 @@ func Default() Config {
 		EnrollRate:      ratelimit.Limits{Rate: 10, Burst: 1000},
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
-		ShutdownTimeout: 20 * time.Second,
+		ShutdownTimeout:   20 * time.Second,
 		BodyTimeout:       30 * time.Second,
 		MaxConnsPerSource: 512,
 	}
