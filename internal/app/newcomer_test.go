@@ -121,7 +121,7 @@ func TestCLIForNewcomers(t *testing.T) {
 		t.Errorf("--ttl 90d: %v", err)
 	}
 	if toks, err := s.admin.Tokens(ctx); err != nil || !slices.ContainsFunc(toks, func(tk client.Token) bool {
-		return tk.Name == "ci" && tk.ExpiresAt != nil && tk.ExpiresAt.Sub(time.Now()).Round(time.Hour) == 90*24*time.Hour
+		return tk.Name == "ci" && tk.ExpiresAt != nil && time.Until(*tk.ExpiresAt).Round(time.Hour) == 90*24*time.Hour
 	}) {
 		t.Errorf("a token for 90 days: %+v, %v", toks, err)
 	}
