@@ -1,11 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -158,10 +158,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		for k := range counts {
 			keys = append(keys, k)
 		}
-		// A fixed order keeps concurrent aggregators from deadlocking on PostgreSQL.
-		sort.Slice(keys, func(i, j int) bool {
-			a, b := keys[i], keys[j]
-			return fmt.Sprint(a.dep, a.wave, a.outcome, a.cell) < fmt.Sprint(b.dep, b.wave, b.outcome, b.cell)
+		// A fixed order keeps concurrent aggregators from deadlocking on
+		// PostgreSQL (any total order does, if every replica uses the same).
+		slices.SortFunc(keys, func(a, b key) int {
+			return cmp.Or(strings.Compare(a.dep, b.dep), cmp.Compare(a.wave, b.wave),
+				strings.Compare(string(a.outcome), string(b.outcome)), strings.Compare(a.cell, b.cell))
 		})
 		for len(keys) > 0 {
 			n := min(len(keys), 200)

@@ -134,7 +134,7 @@ var (
 	payB = catalog.NewPayload{Name: "b.bin", SHA256: "bb00000000000000000000000000000000000000000000000000000000000000", Size: 20}
 )
 
-func mustCreate(t *testing.T, s *store.Store, nu catalog.NewUpdate) catalog.Update {
+func mustCreate(t testing.TB, s *store.Store, nu catalog.NewUpdate) catalog.Update {
 	t.Helper()
 	u, _, err := s.CreateUpdate(context.Background(), nu, version.MustParse(nu.Version), nil)
 	if err != nil {
@@ -271,7 +271,7 @@ func testPipelineStates(t *testing.T, s *store.Store, c *clock) {
 	}
 }
 
-func publish(t *testing.T, s *store.Store, product, ver string, p catalog.NewPayload) catalog.Update {
+func publish(t testing.TB, s *store.Store, product, ver string, p catalog.NewPayload) catalog.Update {
 	t.Helper()
 	ctx := context.Background()
 	s.PutProduct(ctx, catalog.NewProduct{Name: product})
