@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +15,30 @@ import (
 )
 
 func benchCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "bench", Short: "Measure hot paths against a same-run baseline"}
+	var cpuProfile string
+	var profile *os.File
+	cmd := &cobra.Command{Use: "bench", Short: "Measure hot paths against a same-run baseline",
+		// --cpuprofile covers the whole run, server and load generator.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if cpuProfile == "" {
+				return nil
+			}
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			profile = f
+			return pprof.StartCPUProfile(f)
+		},
+		PersistentPostRunE: func(*cobra.Command, []string) error {
+			if profile == nil {
+				return nil
+			}
+			pprof.StopCPUProfile()
+			return profile.Close()
+		},
+	}
+	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	var cfg bench.CheckinConfig
 	var asJSON, useURL bool
 	checkin := &cobra.Command{
