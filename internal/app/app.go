@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
 		return nil, err
 	}
-	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 500, AckWait: time.Minute,
+	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 2000, AckWait: time.Minute,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	hooks := make([]alerts.Webhook, len(cfg.Webhooks))
