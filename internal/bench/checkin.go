@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ringmaster/ringmaster/internal/app"
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -31,10 +34,14 @@ import (
 
 // CheckinConfig configures RunCheckin.
 type CheckinConfig struct {
-	// URL of a running server; empty starts one in-process (SQLite, in a
-	// temporary directory) seeded with Products × Versions published and
-	// deployed updates.
-	URL         string
+	// URL of a running server; empty starts one in-process seeded with
+	// Products × Versions published and deployed updates.
+	URL string
+	// Database is the in-process server's engine: empty for SQLite in a
+	// temporary directory; a postgres:// URL for a fresh database created
+	// on that server for the run and dropped after it (the URL's own
+	// database is only connected to).
+	Database    string
 	Devices     int
 	Concurrency int
 	// Duration of each measured phase; phases alternate baseline and
@@ -327,27 +334,64 @@ func startSeededApp(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (s
 	}
 	c := config.Default()
 	c.DataDir, c.Listen, c.LogLevel = dir, "127.0.0.1:0", "warn"
+	dropDB := func() {}
+	if cfg.Database != "" {
+		if c.Database, dropDB, err = freshDatabase(ctx, cfg.Database); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, nil, err
+		}
+	}
+	cleanup := func() { os.RemoveAll(dir); dropDB() }
 	// One load generator plays the whole fleet from one address; the
 	// per-device limit stays on.
 	c.SourceRate.Rate = 0
 	a, err := app.New(ctx, c, log)
 	if err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return "", nil, nil, err
 	}
 	cfg.say("seeding the catalog: %d products × %d versions, %d deployments, %d holds", cfg.Products, cfg.Versions, cfg.Deployments, cfg.Holds)
 	if err := seed(ctx, a, cfg); err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return "", nil, nil, err
 	}
 	if err := a.Snapshots.Refresh(ctx); err != nil {
+		cleanup()
 		return "", nil, nil, err
 	}
 	log.Info("benchmark catalog seeded", "deployed_updates", a.Snapshots.Snapshot().Releases())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { _ = a.Run(runCtx); close(done) }()
-	return "http://" + a.Addr(), a, func() { cancel(); <-done; os.RemoveAll(dir) }, nil
+	return "http://" + a.Addr(), a, func() { cancel(); <-done; cleanup() }, nil
+}
+
+// freshDatabase creates an empty PostgreSQL database on the server admin
+// points at and returns its URL and a function that drops it.
+func freshDatabase(ctx context.Context, admin string) (string, func(), error) {
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", nil, fmt.Errorf("--database must be a postgres:// URL, not %q", admin)
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("connect to %s: %w", u.Redacted(), err)
+	}
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("ringmaster_bench_%d_%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, fmt.Errorf("create the benchmark's database: %w", err)
+	}
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, admin); err == nil {
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			conn.Close(ctx)
+		}
+	}
+	u.Path = "/" + name
+	return u.String(), drop, nil
 }
 
 // seed writes published updates straight into the store (the benchmark

@@ -3,8 +3,11 @@ package bench
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/ringmaster/ringmaster/internal/dbtest"
 )
 
 // TestRunCheckinSmoke runs a tiny benchmark so the command keeps working; it
@@ -30,21 +33,34 @@ func TestRunCheckinSmoke(t *testing.T) {
 	}
 }
 
-// TestRunEventsSmoke runs a tiny ingestion benchmark: both sides measured,
-// every aggregated event counted.
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// TestRunEventsSmoke runs a tiny ingestion benchmark on each engine: both
+// sides measured, every aggregated event counted in that engine.
 func TestRunEventsSmoke(t *testing.T) {
-	rep, err := RunEvents(context.Background(), EventsConfig{CheckinConfig: CheckinConfig{
-		Devices: 200, Concurrency: 2, Duration: 300 * time.Millisecond, Rounds: 1, Products: 2, Versions: 2, Deployments: 2, Seed: 1,
-	}, BatchSize: 20, Aggregate: 500}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
-		if r.Requests == 0 || r.Errors != 0 || r.P99 < r.P50 {
-			t.Fatalf("%s: %+v", r.Name, r)
-		}
-	}
-	if rep.AggregateEvents != 500 || rep.AggregatedPerSecond <= 0 {
-		t.Fatalf("aggregation: %+v", rep)
+	for _, be := range dbtest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
+			cfg := EventsConfig{CheckinConfig: CheckinConfig{
+				Devices: 200, Concurrency: 2, Duration: 300 * time.Millisecond, Rounds: 1, Products: 2, Versions: 2, Deployments: 2, Seed: 1,
+			}, BatchSize: 20, Aggregate: 500}
+			if be.Name == "postgres" {
+				cfg.Database = be.DSN(t) // the benchmark makes its own database on that server
+			}
+			rep, err := RunEvents(context.Background(), cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
+				if r.Requests == 0 || r.Errors != 0 || r.P99 < r.P50 {
+					t.Fatalf("%s: %+v", r.Name, r)
+				}
+			}
+			if rep.AggregateEvents != 500 || rep.AggregatedPerSecond <= 0 || rep.CountedToAccepted <= 0 || rep.AllocsPerEvent <= 0 {
+				t.Fatalf("aggregation: %+v", rep)
+			}
+			if rep.Engine != be.Name {
+				t.Fatalf("counted in %s, want %s", rep.Engine, be.Name)
+			}
+		})
 	}
 }

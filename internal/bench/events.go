@@ -35,6 +35,15 @@ type EventsReport struct {
 	// Aggregated events per second, from publish to counted in the database.
 	AggregatedPerSecond float64 `json:"aggregated_per_second"`
 	AggregateEvents     int     `json:"aggregate_events"`
+	// CountedToAccepted is AggregatedPerSecond over EventsPerSecond: below
+	// 1, a sustained burst at the accepted rate outruns the counting.
+	CountedToAccepted float64 `json:"counted_to_accepted"`
+	// AllocsPerEvent is the accept phase's allocations per event (whole
+	// process, client included; compare with the baseline's).
+	AllocsPerEvent         float64 `json:"allocs_per_event"`
+	BaselineAllocsPerEvent float64 `json:"baseline_allocs_per_event"`
+	// Engine is the in-process server's database.
+	Engine string `json:"engine"`
 }
 
 // RunEvents measures event ingestion on an in-process server seeded like
@@ -137,6 +146,10 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	}
 	rep.AggregateEvents = cfg.Aggregate
 	rep.AggregatedPerSecond = float64(cfg.Aggregate) / time.Since(start).Seconds()
+	rep.CountedToAccepted = rep.AggregatedPerSecond / rep.EventsPerSecond
+	rep.AllocsPerEvent = rep.Ringmaster.AllocsPerReq / float64(cfg.BatchSize)
+	rep.BaselineAllocsPerEvent = rep.Baseline.AllocsPerReq / float64(cfg.BatchSize)
+	rep.Engine = string(a.Store.Dialect())
 	return rep, nil
 }
 

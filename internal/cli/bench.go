@@ -91,6 +91,7 @@ included) and the throughput ratio.`,
 	f.IntVar(&cfg.Deployments, "deployments", 1000, "deployments of the newest versions (two waves each)")
 	f.IntVar(&cfg.Holds, "holds", 0, "safeguard holds on two-attribute cohorts")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed for the device population")
+	f.StringVar(&cfg.Database, "database", "", "in-process server's database: empty for SQLite, or a postgres:// URL on whose server a fresh database is created and dropped")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.AddCommand(checkin, eventsBenchCmd(g))
 	return cmd
@@ -127,8 +128,10 @@ answered but dropped by the stream's de-duplication.`,
 			}
 			fmt.Fprintf(g.stdout, "events accepted per second: %.0f\n", rep.EventsPerSecond)
 			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
-			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database): %.0f events/s over %d events\n",
-				rep.AggregatedPerSecond, rep.AggregateEvents)
+			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database, %s): %.0f events/s over %d events\n",
+				rep.Engine, rep.AggregatedPerSecond, rep.AggregateEvents)
+			fmt.Fprintf(g.stdout, "counted / accepted: %.2f\n", rep.CountedToAccepted)
+			fmt.Fprintf(g.stdout, "allocations per event accepted: %.1f (baseline %.1f)\n", rep.AllocsPerEvent, rep.BaselineAllocsPerEvent)
 			return nil
 		},
 	}
@@ -144,6 +147,7 @@ answered but dropped by the stream's de-duplication.`,
 	f.IntVar(&cfg.Versions, "versions", 5, "published versions per product")
 	f.IntVar(&cfg.Deployments, "deployments", 20, "deployments the events belong to")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
+	f.StringVar(&cfg.Database, "database", "", "in-process server's database: empty for SQLite, or a postgres:// URL on whose server a fresh database is created and dropped")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
