@@ -61,6 +61,10 @@ func TestRunEventsSmoke(t *testing.T) {
 			if rep.Engine != be.Name {
 				t.Fatalf("counted in %s, want %s", rep.Engine, be.Name)
 			}
+			// The backlog series ends with everything published counted.
+			if n := len(rep.Lag); n == 0 || rep.Lag[n-1].Published != 500 || rep.Lag[n-1].Backlog() > 0 {
+				t.Fatalf("lag series: %+v", rep.Lag)
+			}
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/store"
@@ -44,7 +45,21 @@ type EventsReport struct {
 	BaselineAllocsPerEvent float64 `json:"baseline_allocs_per_event"`
 	// Engine is the in-process server's database.
 	Engine string `json:"engine"`
+	// Lag is the aggregator's backlog while the timed events are published
+	// as fast as the log takes them and then drained: every 250 ms, how
+	// many were published and how many counted.
+	Lag []LagSample `json:"lag"`
 }
+
+// LagSample is the aggregator's backlog at one moment.
+type LagSample struct {
+	Seconds   float64 `json:"seconds"`
+	Published int64   `json:"published"`
+	Counted   int64   `json:"counted"`
+}
+
+// Backlog is published minus counted.
+func (s LagSample) Backlog() int64 { return s.Published - s.Counted }
 
 // RunEvents measures event ingestion on an in-process server seeded like
 // RunCheckin: POST /v1/device/events against a bare net/http handler that
@@ -125,6 +140,33 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	p0 := processed()
 	start := time.Now()
 	cfg.say("timing %d events through the aggregator", cfg.Aggregate)
+	var published atomic.Int64
+	sample := func() {
+		rep.Lag = append(rep.Lag, LagSample{Seconds: time.Since(start).Seconds(), Published: published.Load(), Counted: processed() - p0})
+	}
+	stopSampling, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				sample()
+				return
+			case <-tick.C:
+				sample()
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stopSampling:
+		default:
+			close(stopSampling)
+			<-sampled
+		}
+	}()
 	for sent := 0; sent < cfg.Aggregate; {
 		n := min(500, cfg.Aggregate-sent)
 		batch := make([]telemetry.Event, n)
@@ -137,6 +179,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 			return nil, err
 		}
 		sent += n
+		published.Store(int64(sent))
 	}
 	for processed()-p0 < int64(cfg.Aggregate) {
 		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {
@@ -146,6 +189,8 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	}
 	rep.AggregateEvents = cfg.Aggregate
 	rep.AggregatedPerSecond = float64(cfg.Aggregate) / time.Since(start).Seconds()
+	close(stopSampling)
+	<-sampled
 	rep.CountedToAccepted = rep.AggregatedPerSecond / rep.EventsPerSecond
 	rep.AllocsPerEvent = rep.Ringmaster.AllocsPerReq / float64(cfg.BatchSize)
 	rep.BaselineAllocsPerEvent = rep.Baseline.AllocsPerReq / float64(cfg.BatchSize)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -131,6 +132,7 @@ answered but dropped by the stream's de-duplication.`,
 			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database, %s): %.0f events/s over %d events\n",
 				rep.Engine, rep.AggregatedPerSecond, rep.AggregateEvents)
 			fmt.Fprintf(g.stdout, "counted / accepted: %.2f\n", rep.CountedToAccepted)
+			fmt.Fprintf(g.stdout, "aggregator backlog (published - counted) over time: %s\n", lagLine(rep.Lag))
 			fmt.Fprintf(g.stdout, "allocations per event accepted: %.1f (baseline %.1f)\n", rep.AllocsPerEvent, rep.BaselineAllocsPerEvent)
 			return nil
 		},
@@ -150,6 +152,20 @@ answered but dropped by the stream's de-duplication.`,
 	f.StringVar(&cfg.Database, "database", "", "in-process server's database: empty for SQLite, or a postgres:// URL on whose server a fresh database is created and dropped")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
+}
+
+// lagLine summarizes the aggregator's backlog in about ten samples (every
+// one is in --json).
+func lagLine(lag []bench.LagSample) string {
+	var parts []string
+	step := max(1, len(lag)/10)
+	for i := 0; i < len(lag); i += step {
+		parts = append(parts, fmt.Sprintf("%.1fs %d", lag[i].Seconds, lag[i].Backlog()))
+	}
+	if n := len(lag); n > 0 && (n-1)%step != 0 {
+		parts = append(parts, fmt.Sprintf("%.1fs %d", lag[n-1].Seconds, lag[n-1].Backlog()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // benchOutput is where a benchmark talks: progress lines on stderr, and
