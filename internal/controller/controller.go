@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -258,37 +259,31 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 // Default baselines when neither the plan nor a previous release gives one.
 var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01, Source: "default"}
 
-// ambientWindow is the recent window of the fleet's other installs the
-// gate compares (with the window since the rollout started) to the week
-// before: incidents come and go.
-const ambientWindow = 24 * time.Hour
-
-// ambient are the windows of the fleet's other installs the gate reads:
-// since the deployment started, the last day of it, the week before it.
-type ambient struct{ start, recent, now, weekBefore time.Time }
-
-func ambientWindows(d *rollout.Deployment, now time.Time) ambient {
-	recent := now.Add(-ambientWindow)
-	if recent.Before(d.CreatedAt) {
-		recent = d.CreatedAt
+// ambient is the fleet's other installs (every other deployment's) the
+// gate compares the release with, on the devices of cell (nil: all):
+// during the rollout, matched hour by hour with the release's own
+// installs (health.TimeMatched), and the week before it started.
+func (c *Controller) ambient(ctx context.Context, d *rollout.Deployment, cell map[string]string, now time.Time) (during, before health.Rate, err error) {
+	release, err := c.store.HourlyInstalls(ctx, d.ID, false, cell, d.CreatedAt, now)
+	if err != nil {
+		return during, before, err
 	}
-	return ambient{start: d.CreatedAt, recent: recent, now: now, weekBefore: d.CreatedAt.Add(-7 * 24 * time.Hour)}
+	// From a few hours before the start: the first installs' hours match
+	// those around them.
+	others, err := c.store.HourlyInstalls(ctx, d.ID, true, cell, d.CreatedAt.Add(-ambientLead), now)
+	if err != nil {
+		return during, before, err
+	}
+	weekBefore, err := c.store.HourlyInstalls(ctx, d.ID, true, cell, d.CreatedAt.Add(-7*24*time.Hour), d.CreatedAt)
+	if err != nil {
+		return during, before, err
+	}
+	return health.TimeMatched(release, others), weekBefore.Rate(math.MinInt64, math.MaxInt64), nil
 }
 
-// outcomes reads the windows with count: during the rollout (the worse of
-// since it started and the last day) and the week before.
-func (a ambient) outcomes(count func(from, to time.Time) (map[string]int64, error)) (during, before map[string]int64, err error) {
-	since, err := count(a.start, a.now)
-	if err != nil {
-		return nil, nil, err
-	}
-	lastDay, err := count(a.recent, a.now)
-	if err != nil {
-		return nil, nil, err
-	}
-	before, err = count(a.weekBefore, a.start)
-	return health.WorseWindow(since, lastDay), before, err
-}
+// ambientLead is how long before a deployment started the other installs
+// its first installs are matched with may have happened.
+const ambientLead = 6 * time.Hour
 
 // plannedSize estimates how many devices a wave reaches: its share of the
 // devices that have the product.
@@ -325,10 +320,7 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 	}
 	base = DeclaredBaseline(g, base)
 	now := c.now()
-	amb := ambientWindows(d, now)
-	during, before, err := amb.outcomes(func(from, to time.Time) (map[string]int64, error) {
-		return c.store.AmbientOutcomes(ctx, d.ID, from, to)
-	})
+	during, before, err := c.ambient(ctx, d, nil, now)
 	if err != nil {
 		return health.GateResult{}, err
 	}
@@ -377,11 +369,8 @@ func (c *Controller) Gate(ctx context.Context, d *rollout.Deployment, act bool) 
 		}
 	}
 	ev := Evidence{Wave: wave, Planned: planned, All: all, Current: current,
-		AmbientCell: func(cell string) (map[string]int64, map[string]int64, error) {
-			attrs := telemetry.ParseCell(cell)
-			return amb.outcomes(func(from, to time.Time) (map[string]int64, error) {
-				return c.store.AmbientCellOutcomes(ctx, d.ID, attrs, from, to)
-			})
+		AmbientCell: func(cell string) (health.Rate, health.Rate, error) {
+			return c.ambient(ctx, d, telemetry.ParseCell(cell), now)
 		}, Cells: func() ([]health.CellDevices, map[string]map[string]int64, error) {
 			cells := make([]health.CellDevices, 0, len(byCell))
 			for cell, devs := range byCell {

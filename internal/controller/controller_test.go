@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,9 +16,11 @@ import (
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -233,5 +236,89 @@ func TestCommandsReachDevices(t *testing.T) {
 		"paused:bob:crash spike resumed:bob:false alarm approved:carol:go wave_started:carol:100% halted:dave:bad]"
 	if fmt.Sprint(who) != want {
 		t.Fatalf("events by people:\n got %v\nwant %s", who, want)
+	}
+}
+
+// TestGateTimeMatchesTheAmbientReference: the fleet's other installs that
+// the gate compares a release with are matched hour by hour with the
+// release's own installs (by the time each outcome happened, as devices
+// report it), against the week before the release started, never counting
+// the release itself: an incident in the hours the release installed
+// raises the baseline by as much as it raised the other installs then,
+// not by its mean over the whole rollout.
+func TestGateTimeMatchesTheAmbientReference(t *testing.T) {
+	for _, b := range dbtest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			f := newFixture(t, b.DSN(t))
+			ctx := context.Background()
+			t0 := f.clock.t
+			plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 100}}, NoGate: true}
+			f.clock.t = t0.Add(-8 * 24 * time.Hour)
+			other, _, err := f.ctl.Deploy(ctx, f.publish(t, "drivers", "2.0").ID, plan, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.clock.t = t0
+			release, _, err := f.ctl.Deploy(ctx, f.publish(t, "agent", "2.0").ID, plan, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var events []telemetry.Event
+			mine, others, before := health.Hourly{}, health.Hourly{}, health.Hourly{}
+			install := func(d rollout.Deployment, n int, at time.Time, failed bool, into health.Hourly) {
+				typ := telemetry.InstallSucceeded
+				if failed {
+					typ = telemetry.InstallFailed
+				}
+				id := fmt.Sprintf("%s-%05d", d.Product, n)
+				events = append(events, telemetry.Event{ID: "e-" + id, DeviceID: id, UpdateID: d.UpdateID, DeploymentID: d.ID,
+					Type: typ, Time: at, Received: at, OfferedAt: at.Add(-time.Minute)})
+				into.Count(health.HourOf(at), string(typ), 1)
+			}
+			n := 0
+			// The week before: other installs fail 2%.
+			for i := range 1500 {
+				install(other, n, t0.Add(-3*24*time.Hour+time.Duration(i)*time.Minute), i%50 == 0, before)
+				n++
+			}
+			// During the rollout: 8% in hours 10-20, 2% around them.
+			for h := range 30 {
+				for i := range 100 {
+					fail := i%50 == 0
+					if h >= 10 && h < 20 {
+						fail = i%25 < 2
+					}
+					install(other, n, t0.Add(time.Duration(h)*time.Hour+time.Duration(i)*30*time.Second), fail, others)
+					n++
+				}
+			}
+			// The release installs in hours 12-17, failing as the others did.
+			for i := range 1200 {
+				install(release, n, t0.Add(12*time.Hour+time.Duration(i)*15*time.Second), i%25 < 2, mine)
+				n++
+			}
+			if tally, err := f.store.RecordEvents(ctx, events, store.Cohort{}); err != nil || tally.Counted != len(events) {
+				t.Fatalf("RecordEvents = %+v, %v", tally, err)
+			}
+			f.clock.t = t0.Add(30 * time.Hour)
+			d, err := f.store.Deployment(ctx, release.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := f.ctl.Gate(ctx, &d, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := health.Baseline{Failure: 0.02}
+			_, want := health.AdjustForAmbient(base, health.TimeMatched(mine, others), before.Rate(math.MinInt64, math.MaxInt64))
+			_, diluted := health.AdjustForAmbient(base, others.Rate(math.MinInt64, math.MaxInt64), before.Rate(math.MinInt64, math.MaxInt64))
+			if want.Factor <= diluted.Factor*1.1 {
+				t.Fatalf("the fixture does not tell time matching apart: factor %.2f against %.2f over the whole rollout", want.Factor, diluted.Factor)
+			}
+			if !strings.Contains(r.Baseline.Source, fmt.Sprintf("× %.2f for the fleet's other installs", want.Factor)) {
+				t.Fatalf("baseline %q, want the other installs' factor %.2f (%.2f%% now, time-matched; %.2f over the whole rollout)",
+					r.Baseline.Source, want.Factor, 100*want.Now.Value, diluted.Factor)
+			}
+		})
 	}
 }

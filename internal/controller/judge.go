@@ -24,12 +24,12 @@ type Evidence struct {
 	// PriorCells, when set, are the previous release's device counts per
 	// cohort cell: each cell's own baseline for a cohort scan at every look.
 	PriorCells []health.CellDevices
-	// AmbientCell, when set, returns the fleet's other installs on a
-	// cohort cell's devices during the rollout (health.WorseWindow of since
-	// it started and the last day) and in the week before: a regression
-	// confined to a cell whose other installs fail as much more is an
-	// ambient incident, not the release.
-	AmbientCell func(cell string) (now, before map[string]int64, err error)
+	// AmbientCell, when set, returns the failure rate of the fleet's other
+	// installs on a cohort cell's devices during the rollout (matched hour
+	// by hour with the release's installs there, health.TimeMatched) and
+	// in the week before: a regression confined to a cell whose other
+	// installs fail as much more is an ambient incident, not the release.
+	AmbientCell func(cell string) (now, before health.Rate, err error)
 	// RiskAll and RiskCurrent: in a risk-ordered rollout, the mean
 	// predicted failure risk of the devices that reported (over all waves,
 	// in the current wave) relative to the population the baseline was

@@ -67,15 +67,15 @@ func TestJudgeForgivesAmbientCohort(t *testing.T) {
 		return HoldIsActive, "hld_1", nil
 	}
 	// The cohort's other installs: 5% now against 2% the week before.
-	ev.AmbientCell = func(string) (map[string]int64, map[string]int64, error) {
-		return outcomes(950, 50), outcomes(9800, 200), nil
+	ev.AmbientCell = func(string) (health.Rate, health.Rate, error) {
+		return health.NewRate(50, 1000), health.NewRate(200, 10000), nil
 	}
 	r, err := Judge(gate, base, ev, holds)
 	if err != nil || len(held) != 0 || r.Verdict == health.Regressed || !strings.Contains(r.Summary, "ambient incident") {
 		t.Fatalf("ambient cohort: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)
 	}
-	ev.AmbientCell = func(string) (map[string]int64, map[string]int64, error) {
-		return outcomes(980, 20), outcomes(9800, 200), nil
+	ev.AmbientCell = func(string) (health.Rate, health.Rate, error) {
+		return health.NewRate(20, 1000), health.NewRate(200, 10000), nil
 	}
 	if r, err := Judge(gate, base, ev, holds); err != nil || len(held) != 1 || r.Cohort == nil {
 		t.Fatalf("release-caused cohort regression: %s (%s), holds %v, %v", r.Verdict, r.Summary, held, err)

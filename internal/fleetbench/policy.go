@@ -18,14 +18,14 @@ type Observed struct {
 	Size    []int64 // devices in each wave's slice of the fleet
 	// Cells returns counts per cohort cell over all waves and in wave w.
 	Cells func(w int) ([]health.CellDevices, map[string]map[string]int64, error)
-	// Ambient and AmbientBefore: devices by outcome of other releases'
-	// installs during the rollout (the worse of since it started and the
-	// last day, health.WorseWindow), and in the week before it.
-	Ambient, AmbientLastDay, AmbientBefore map[string]int64
+	// Ambient and AmbientBefore: the failure rate of other releases'
+	// installs during the rollout, matched hour by hour with this
+	// release's (health.TimeMatched), and in the week before it.
+	Ambient, AmbientBefore health.Rate
 	// PriorCells: the past release's device counts per cohort cell.
 	PriorCells []health.CellDevices
 	// AmbientCell is the same for one cohort cell's devices.
-	AmbientCell func(cell string) (now, before map[string]int64, err error)
+	AmbientCell func(cell string) (now, before health.Rate, err error)
 	// Risk: for risk-ordered policies, the predicted failure risk summed
 	// over the devices that reported, overall and per wave.
 	Risk *RiskSums

@@ -55,12 +55,8 @@ type report struct {
 	dev     int32
 	outcome Outcome
 	other   bool  // an install of another release (the ambient reference)
-	at      int32 // hour reported (other releases' installs)
+	at      int32 // hour installed, as the device reports it
 }
-
-// ambientWindow is how far back, in hours, the gate looks at other
-// releases' installs: incidents come and go, so recent ones tell.
-const ambientWindow = 24
 
 // otherInstallsPerDay is the share of the fleet installing some other
 // release each day (overlapping releases: drivers, definitions, apps).
@@ -81,13 +77,12 @@ type simulation struct {
 	risk       *worldRisk // for risk-ordered policies
 	cellCounts *cellCounter
 	// others and othersBefore: other releases' reported installs since
-	// the rollout started (oldest first; othersFrom is the first inside
-	// the ambient window) and in the week before; ambientBefore caches
-	// the week before per cohort cell.
-	others, othersBefore []report
-	ambientSince         map[string]int64 // other installs since the rollout started
-	othersFrom           int
-	ambientCells         map[string]*cellAmbient
+	// the rollout started (in the order they arrived) and in the week
+	// before; othersHourly and releaseHourly count the other releases'
+	// and this release's installs by hour, as the server's store does.
+	others, othersBefore        []report
+	othersHourly, releaseHourly health.Hourly
+	ambientCells                map[string]*cellAmbient
 }
 
 // Run simulates release class cls on world w (seed identifies the world
@@ -133,7 +128,8 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	if s.needCells {
 		s.obs.PriorCells = w.priorCells()
 	}
-	s.obs.AmbientLastDay, s.obs.AmbientBefore, s.ambientSince = map[string]int64{}, map[string]int64{}, map[string]int64{}
+	s.othersHourly, s.releaseHourly = health.Hourly{}, health.Hourly{}
+	var before health.Installs
 	other := rand.New(rand.NewPCG(seed^classSeed(cls), 0x07e4))
 	perHour := int(float64(n) * otherInstallsPerDay / 24)
 	// otherInstalls: devices checking in at hour h install another
@@ -150,11 +146,12 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 		for h := -7 * 24; h < 0; h++ {
 			otherInstalls(h, func(i int32, o Outcome, delay int) {
 				if delay >= 0 {
-					countInto(s.obs.AmbientBefore, o, 1)
-					s.othersBefore = append(s.othersBefore, report{dev: i, outcome: o})
+					countInstall(&before, o)
+					s.othersBefore = append(s.othersBefore, report{dev: i, outcome: o, at: int32(h)})
 				}
 			})
 		}
+		s.obs.AmbientBefore = health.NewRate(before.Failed, before.Of)
 	}
 	res := Result{Policy: p.Name(), Class: cls, World: seed, HaltHour: -1, HoldHour: -1, To50: -1, To90: -1, To100: -1}
 	var ptr [24]int
@@ -164,23 +161,19 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 	for h := 0; h < Horizon; h++ {
 		for _, r := range pending[h] {
 			if r.other {
-				countInto(s.obs.AmbientLastDay, r.outcome, 1)
-				countInto(s.ambientSince, r.outcome, 1)
-				r.at = int32(h)
+				s.othersHourly.Count(int64(r.at), r.outcome.install(), 1)
 				s.others = append(s.others, r)
 				continue
 			}
-			s.count(int(r.dev), r.outcome)
+			s.releaseHourly.Count(int64(r.at), r.outcome.install(), 1)
+			s.count(r)
 		}
 		pending[h] = nil
-		for ; s.othersFrom < len(s.others) && int(s.others[s.othersFrom].at) <= h-ambientWindow; s.othersFrom++ {
-			countInto(s.obs.AmbientLastDay, s.others[s.othersFrom].outcome, -1)
-		}
-		s.obs.Ambient = health.WorseWindow(s.ambientSince, s.obs.AmbientLastDay)
 		if s.needCells {
+			s.obs.Ambient = health.TimeMatched(s.releaseHourly, s.othersHourly)
 			otherInstalls(h, func(i int32, o Outcome, delay int) {
 				if delay >= 0 && h+delay < len(pending) {
-					pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o, other: true})
+					pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o, other: true, at: int32(h)})
 				}
 			})
 		}
@@ -242,9 +235,9 @@ func Run(w *World, seed uint64, cls Class, p Policy, rules *targeting.Env) Resul
 				res.CohortExposed++
 			}
 			s.obs.Offered[s.wave[i]]++
-			s.add(int(i), "offered")
+			s.add(i, "offered", h)
 			if delay >= 0 && h+delay < len(pending) {
-				pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o})
+				pending[h+delay] = append(pending[h+delay], report{dev: i, outcome: o, at: int32(h)})
 			}
 		}
 	}
@@ -304,39 +297,49 @@ func (s *simulation) holdIsRight(rule *targeting.Rule) bool {
 
 // count records a device's reported outcome as the server counts it: an
 // install that later rolled back or crashed also succeeded.
-func (s *simulation) count(i int, o Outcome) {
+func (s *simulation) count(r report) {
 	if s.risk != nil {
-		s.obs.Risk.All += s.risk.scores[i]
-		s.obs.Risk.Waves[s.wave[i]] += s.risk.scores[i]
+		s.obs.Risk.All += s.risk.scores[r.dev]
+		s.obs.Risk.Waves[s.wave[r.dev]] += s.risk.scores[r.dev]
 	}
-	switch o {
+	switch r.outcome {
 	case RolledBack, Crashed:
-		s.add(i, Succeeded.event())
+		s.add(r.dev, Succeeded.event(), int(r.at))
 	}
-	s.add(i, o.event())
+	s.add(r.dev, r.outcome.event(), int(r.at))
 }
 
-// countInto counts (n = 1) or uncounts (n = -1) an outcome of another
-// release in m.
-func countInto(m map[string]int64, o Outcome, n int64) {
+// install is the install outcome o implies: an install that later rolled
+// back or crashed succeeded.
+func (o Outcome) install() string {
 	if o == RolledBack || o == Crashed {
-		m[Succeeded.event()] += n
+		return Succeeded.event()
 	}
-	m[o.event()] += n
+	return o.event()
 }
 
-func (s *simulation) add(i int, event string) {
+// countInstall counts another release's install outcome o in c.
+func countInstall(c *health.Installs, o Outcome) {
+	c.Of++
+	if o == DownloadFailed || o == InstallFailed {
+		c.Failed++
+	}
+}
+
+// add counts device i's event, which happened at hour at.
+func (s *simulation) add(i int32, event string, at int) {
 	w := s.wave[i]
 	s.obs.All[event]++
 	s.obs.Waves[w][event]++
 	if s.needCells {
-		s.events = append(s.events, cellEvent{dev: int32(i), event: uint8(slices.Index(cellEvents[:], event))})
+		s.events = append(s.events, cellEvent{dev: i, event: uint8(slices.Index(cellEvents[:], event)), at: int32(at)})
 	}
 }
 
 type cellEvent struct {
 	dev   int32
 	event uint8 // index in cellEvents
+	at    int32 // hour it happened
 }
 
 // cellEvents are the events the gate counts per cell, by index.
@@ -441,18 +444,19 @@ func (s *simulation) cells(wave int) ([]health.CellDevices, map[string]map[strin
 	return cc.sorted, cc.current[wave], nil
 }
 
-// cellAmbient is one cohort cell's other installs, counted incrementally.
+// cellAmbient is one cohort cell's installs, counted incrementally.
 type cellAmbient struct {
-	in                    func(dev int32) bool
-	before, since, recent map[string]int64
-	added, expired        int // cursors into others
+	in              func(dev int32) bool
+	before          health.Rate
+	others, release health.Hourly
+	added, counted  int // cursors into s.others and s.events
 }
 
-// ambientCell counts other releases' installs on a cohort cell's devices
-// during the rollout (the worse of since it started and the last day) and
-// in the week before (the server's store does the same from
-// device_outcomes and the registry).
-func (s *simulation) ambientCell(cell string) (map[string]int64, map[string]int64, error) {
+// ambientCell is the failure rate of other releases' installs on a cohort
+// cell's devices during the rollout, matched hour by hour with the
+// release's installs there, and in the week before (the server's store
+// does the same from device_outcomes and the registry).
+func (s *simulation) ambientCell(cell string) (health.Rate, health.Rate, error) {
 	if s.ambientCells == nil {
 		s.ambientCells = map[string]*cellAmbient{}
 	}
@@ -466,7 +470,7 @@ func (s *simulation) ambientCell(cell string) (map[string]int64, map[string]int6
 		for k, v := range telemetry.ParseCell(cell) {
 			want = append(want, kv{s.w.index[k], v})
 		}
-		a = &cellAmbient{before: map[string]int64{}, since: map[string]int64{}, recent: map[string]int64{}, in: func(dev int32) bool {
+		a = &cellAmbient{others: health.Hourly{}, release: health.Hourly{}, in: func(dev int32) bool {
 			d := &s.w.Devices[dev]
 			for _, x := range want {
 				if s.w.attrs[x.attr].values[d.attrs[x.attr]] != x.value {
@@ -475,23 +479,24 @@ func (s *simulation) ambientCell(cell string) (map[string]int64, map[string]int6
 			}
 			return true
 		}}
+		var before health.Installs
 		for _, r := range s.othersBefore {
 			if a.in(r.dev) {
-				countInto(a.before, r.outcome, 1)
+				countInstall(&before, r.outcome)
 			}
 		}
+		a.before = health.NewRate(before.Failed, before.Of)
 		s.ambientCells[cell] = a
 	}
 	for ; a.added < len(s.others); a.added++ {
 		if r := s.others[a.added]; a.in(r.dev) {
-			countInto(a.since, r.outcome, 1)
-			countInto(a.recent, r.outcome, 1)
+			a.others.Count(int64(r.at), r.outcome.install(), 1)
 		}
 	}
-	for ; a.expired < s.othersFrom; a.expired++ {
-		if r := s.others[a.expired]; a.in(r.dev) {
-			countInto(a.recent, r.outcome, -1)
+	for ; a.counted < len(s.events); a.counted++ {
+		if e := s.events[a.counted]; a.in(e.dev) {
+			a.release.Count(int64(e.at), cellEvents[e.event], 1)
 		}
 	}
-	return health.WorseWindow(a.since, a.recent), a.before, nil
+	return health.TimeMatched(a.release, a.others), a.before, nil
 }

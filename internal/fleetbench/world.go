@@ -283,7 +283,10 @@ func (w *World) priorCells() []health.CellDevices {
 				if counts[c] == nil {
 					counts[c] = map[string]int64{}
 				}
-				countInto(counts[c], p.outcome, 1)
+				counts[c][p.outcome.install()]++
+				if p.outcome == RolledBack || p.outcome == Crashed {
+					counts[c][p.outcome.event()]++
+				}
 			}
 		}
 		w.prior = make([]health.CellDevices, 0, len(counts))

@@ -1,6 +1,12 @@
 package health
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"time"
+)
 
 // Ambient is how the fleet's other installs (every other deployment's)
 // fare during a deployment compared with the week before it: an incident
@@ -13,10 +19,95 @@ type Ambient struct {
 	Before Rate    `json:"before"`
 }
 
-// failureRate is the install failure rate of devices by outcome.
-func failureRate(m map[string]int64) Rate {
-	failed := m["install_failed"] + m["download_failed"]
-	return NewRate(failed, failed+m["install_succeeded"])
+// Installs are finished installs and how many of them failed.
+type Installs struct{ Failed, Of int64 }
+
+// Hourly is installs by the hour they happened in (hours since the Unix
+// epoch; any other origin serves as long as both sides share it).
+type Hourly map[int64]Installs
+
+// HourOf is t's hour in an Hourly.
+func HourOf(t time.Time) int64 { return int64(math.Floor(float64(t.Unix()) / 3600)) }
+
+// Count adds n devices with an install outcome (install_succeeded,
+// install_failed, download_failed; others are ignored) in hour.
+func (h Hourly) Count(hour int64, outcome string, n int64) {
+	var in Installs
+	switch outcome {
+	case "install_failed", "download_failed":
+		in = Installs{Failed: n, Of: n}
+	case "install_succeeded":
+		in = Installs{Of: n}
+	default:
+		return
+	}
+	c := h[hour]
+	c.Failed, c.Of = c.Failed+in.Failed, c.Of+in.Of
+	h[hour] = c
+}
+
+// Rate is the failure rate of the installs in hours [from, to).
+func (h Hourly) Rate(from, to int64) Rate {
+	var sum Installs
+	for hour, c := range h {
+		if hour >= from && hour < to {
+			sum.Failed, sum.Of = sum.Failed+c.Failed, sum.Of+c.Of
+		}
+	}
+	return NewRate(sum.Failed, sum.Of)
+}
+
+// matchSpan is how many hours either side of an install's hour the other
+// installs it is matched with may fall: a day's incident shows in a few
+// hours of a big fleet's installs, and a cohort's installs are sparse.
+const matchSpan = 3
+
+// TimeMatched is the failure rate the fleet's other installs give the
+// hours a release's installs happened in: each of the release's installs
+// expects the failure rate of the other installs within matchSpan hours
+// of its own, and the result is the mean expectation, as a Rate whose Of
+// is the effective number of other installs behind it (so its interval is
+// as wide as the evidence). A reference that spans the whole rollout
+// dilutes an incident with the quiet days around it, and a recent one
+// forgets the installs made during it; matching hour by hour does
+// neither. Hours of the release without other installs near them are left
+// out.
+func TimeMatched(release, others Hourly) Rate {
+	hours := slices.Sorted(maps.Keys(release))
+	weight := map[int64]float64{} // per other install of an hour, its share of the expectation
+	var n float64
+	for _, h := range hours {
+		r := release[h]
+		var near int64
+		for g := h - matchSpan; g <= h+matchSpan; g++ {
+			near += others[g].Of
+		}
+		if r.Of == 0 || near == 0 {
+			continue
+		}
+		n += float64(r.Of)
+		for g := h - matchSpan; g <= h+matchSpan; g++ {
+			if others[g].Of > 0 {
+				weight[g] += float64(r.Of) / float64(near)
+			}
+		}
+	}
+	if n == 0 {
+		return NewRate(0, 0)
+	}
+	// The expectation is a weighted mean of the other installs' outcomes:
+	// its variance is p(1-p) times the sum of squared weights, so the
+	// effective sample is one over that sum.
+	var p, sq float64
+	for _, g := range slices.Sorted(maps.Keys(weight)) {
+		w := weight[g] / n
+		p += w * float64(others[g].Failed)
+		sq += w * w * float64(others[g].Of)
+	}
+	eff := 1 / sq
+	r := Rate{Events: int64(math.Round(p * eff)), Of: int64(math.Round(eff))}
+	r.Value, r.Low, r.High = wilson(p, eff)
+	return r
 }
 
 // ambientPrior is the weight, in devices, of the week-before rate in the
@@ -29,14 +120,14 @@ const ambientPrior = 2000
 const minAmbientBefore = 1000
 
 // AdjustForAmbient raises base's failure rate by the ratio of other
-// installs' failure rate now to the week before, counting only the rise
-// the evidence is sure of: "now" is the lower end of its 95% interval,
-// shrunk toward the week before by ambientPrior devices, and the factor is
-// at most 4. It never lowers the baseline (a quiet week makes no release
-// look worse), and with too little reference it changes nothing. now and
-// before are devices by outcome, as Evaluate takes.
-func AdjustForAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
-	a := Ambient{Factor: 1, Now: failureRate(now), Before: failureRate(before)}
+// installs' failure rate now (time-matched to the release's installs, see
+// TimeMatched) to the week before, counting only the rise the evidence is
+// sure of: "now" is shrunk toward the week before by ambientPrior devices,
+// and the factor is at most 4. It never lowers the baseline (a quiet week
+// makes no release look worse), and with too little reference it changes
+// nothing.
+func AdjustForAmbient(base Baseline, now, before Rate) (Baseline, Ambient) {
+	a := Ambient{Factor: 1, Now: now, Before: before}
 	if a.Before.Of < minAmbientBefore || a.Before.Value <= 0 {
 		return base, a
 	}
@@ -60,25 +151,12 @@ const minCellAmbient = 100
 // their failure rate now, unshrunk, relative to the week before. It is
 // generous because it only ever spares a cohort a hold: a regression the
 // release caused stands far above what its cohort's other installs show.
-func AdjustForCellAmbient(base Baseline, now, before map[string]int64) (Baseline, Ambient) {
-	a := Ambient{Factor: 1, Now: failureRate(now), Before: failureRate(before)}
+func AdjustForCellAmbient(base Baseline, now, before Rate) (Baseline, Ambient) {
+	a := Ambient{Factor: 1, Now: now, Before: before}
 	if a.Now.Of < minCellAmbient || a.Before.Of < minCellAmbient || a.Before.Value <= 0 {
 		return base, a
 	}
 	a.Factor = min(4, max(1, a.Now.High/a.Before.Value))
 	base.Failure = min(0.5, base.Failure*a.Factor)
 	return base, a
-}
-
-// WorseWindow returns whichever of two windows of other installs (say,
-// since the rollout started and the last day) fails more, among those with
-// at least minCellAmbient reports: the rollout's evidence spans both, so
-// forgiving by the worse keeps an incident's failures forgiven after it
-// ends and a fresh incident from being diluted by the days before it.
-func WorseWindow(a, b map[string]int64) map[string]int64 {
-	ra, rb := failureRate(a), failureRate(b)
-	if rb.Of >= minCellAmbient && (ra.Of < minCellAmbient || rb.Value > ra.Value) {
-		return b
-	}
-	return a
 }

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -193,22 +194,84 @@ func TestFailureTolerance(t *testing.T) {
 
 func TestAdjustForAmbient(t *testing.T) {
 	base := Baseline{Failure: 0.02, Source: "declared"}
-	before := devicesOf(98000, 2000, 0)
+	before := NewRate(2000, 100000)
 	// An incident: other installs fail at 4% now.
-	b, a := AdjustForAmbient(base, devicesOf(19200, 800, 0), before)
+	b, a := AdjustForAmbient(base, NewRate(800, 20000), before)
 	if a.Factor < 1.6 || a.Factor > 2 || b.Failure != 0.02*a.Factor || b.Source == base.Source {
 		t.Fatalf("incident: factor %.2f, baseline %+v", a.Factor, b)
 	}
 	// A quiet spell never makes the baseline stricter.
-	if b, a := AdjustForAmbient(base, devicesOf(19900, 100, 0), before); a.Factor != 1 || b != base {
+	if b, a := AdjustForAmbient(base, NewRate(100, 20000), before); a.Factor != 1 || b != base {
 		t.Fatalf("quiet: factor %.2f, baseline %+v", a.Factor, b)
 	}
 	// A few reports cannot move it much (shrunk toward the week before).
-	if _, a := AdjustForAmbient(base, devicesOf(90, 10, 0), before); a.Factor > 1.5 {
+	if _, a := AdjustForAmbient(base, NewRate(10, 100), before); a.Factor > 1.5 {
 		t.Fatalf("100 reports moved the baseline by %.2f", a.Factor)
 	}
 	// Without a reference week, nothing changes.
-	if b, a := AdjustForAmbient(base, devicesOf(19200, 800, 0), devicesOf(90, 10, 0)); a.Factor != 1 || b != base {
+	if b, a := AdjustForAmbient(base, NewRate(800, 20000), NewRate(10, 100)); a.Factor != 1 || b != base {
 		t.Fatalf("no reference: factor %.2f", a.Factor)
+	}
+}
+
+// incidentHours is a fleet's other installs, perHour an hour for hours
+// [0, 72), failing at 2% but at 4% in hours [from, to).
+func incidentHours(perHour int64, from, to int64) Hourly {
+	h := Hourly{}
+	for hour := int64(0); hour < 72; hour++ {
+		failed := perHour / 50
+		if hour >= from && hour < to {
+			failed *= 2
+		}
+		h[hour] = Installs{Failed: failed, Of: perHour}
+	}
+	return h
+}
+
+func TestTimeMatched(t *testing.T) {
+	others := incidentHours(1000, 30, 50)
+	during := Hourly{}
+	for hour := int64(34); hour < 46; hour++ {
+		during.Count(hour, "install_succeeded", 90)
+		during.Count(hour, "install_failed", 10)
+		during.Count(hour, "rolled_back", 5) // not an install outcome
+	}
+	if got := during[34]; got != (Installs{Failed: 10, Of: 100}) {
+		t.Fatalf("Count: %+v", got)
+	}
+	// Installs made during the incident expect its rate, which the
+	// whole rollout's other installs dilute.
+	r := TimeMatched(during, others)
+	if math.Abs(r.Value-0.04) > 1e-9 || others.Rate(0, 72).Value > 0.03 {
+		t.Fatalf("during the incident: %+v (whole window %.4f)", r, others.Rate(0, 72).Value)
+	}
+	// 12 hours of installs matched with 18 hours of 1,000 other installs,
+	// weighted unevenly at the edges: the effective sample is a little
+	// well under 18,000 and the interval is as wide as that.
+	if r.Of < 12000 || r.Of > 18000 || r.Low > 0.04 || r.High < 0.04 || r.High-r.Low > 0.01 {
+		t.Fatalf("effective sample: %+v", r)
+	}
+	// Installs before it expect the rate before it.
+	early := Hourly{5: {Failed: 2, Of: 100}, 6: {Of: 100}}
+	if r := TimeMatched(early, others); math.Abs(r.Value-0.02) > 1e-9 {
+		t.Fatalf("before the incident: %+v", r)
+	}
+	// Half before, half during: halfway.
+	mixed := Hourly{5: {Of: 100}, 40: {Of: 100}}
+	if r := TimeMatched(mixed, others); math.Abs(r.Value-0.03) > 1e-9 {
+		t.Fatalf("half and half: %+v", r)
+	}
+	// Hours with no other installs near them are left out, and with none
+	// at all there is no reference.
+	if r := TimeMatched(Hourly{40: {Of: 100}, 500: {Failed: 100, Of: 100}}, others); math.Abs(r.Value-0.04) > 1e-9 {
+		t.Fatalf("an unmatched hour counted: %+v", r)
+	}
+	if r := TimeMatched(Hourly{500: {Of: 100}}, others); r.Of != 0 {
+		t.Fatalf("no reference: %+v", r)
+	}
+	// Sparse other installs (a cohort's) give a wide interval.
+	sparse := incidentHours(50, 30, 50)
+	if r := TimeMatched(during, sparse); r.Of > 1000 || r.High-r.Low < 0.02 {
+		t.Fatalf("sparse reference: %+v", r)
 	}
 }

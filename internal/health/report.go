@@ -40,13 +40,18 @@ func NewRate(k, n int64) Rate {
 		r.High = 1
 		return r
 	}
-	const z = 1.959963984540054
-	p, nf := float64(k)/float64(n), float64(n)
-	den := 1 + z*z/nf
-	mid := (p + z*z/(2*nf)) / den
-	half := z * math.Sqrt(p*(1-p)/nf+z*z/(4*nf*nf)) / den
-	r.Value, r.Low, r.High = p, math.Max(0, mid-half), math.Min(1, mid+half)
+	r.Value, r.Low, r.High = wilson(float64(k)/float64(n), float64(n))
 	return r
+}
+
+// wilson is the Wilson score interval at 95% of a rate p measured on n
+// (possibly effective, so fractional) trials.
+func wilson(p, n float64) (value, low, high float64) {
+	const z = 1.959963984540054
+	den := 1 + z*z/n
+	mid := (p + z*z/(2*n)) / den
+	half := z * math.Sqrt(p*(1-p)/n+z*z/(4*n*n)) / den
+	return p, math.Max(0, mid-half), math.Min(1, mid+half)
 }
 
 // Rates are a population's outcome rates. Install outcomes are out of the

@@ -382,33 +382,60 @@ func (q *queries) PreviousRelease(ctx context.Context, product, excludeID string
 	return rollout.Deployment{}, nil, fault.E(fault.NotFound, "no previous release of %s with %d reports", product, minReports)
 }
 
-// AmbientOutcomes counts devices by install outcome over every deployment
-// but excludeID whose outcome happened in [from, to): how the fleet's other
-// installs fared in a window (the health gate's ambient reference).
-func (q *queries) AmbientOutcomes(ctx context.Context, excludeID string, from, to time.Time) (map[string]int64, error) {
-	return queryCounts[string](ctx, q.db, `SELECT outcome, COUNT(*) FROM device_outcomes
-		WHERE at >= $1 AND at < $2 AND deployment_id <> $3 AND outcome IN ('install_succeeded', 'install_failed', 'download_failed')
-		GROUP BY outcome`, from.UTC(), to.UTC(), excludeID)
-}
+// installOutcomes are the outcomes an install failure rate is made of.
+const installOutcomes = `('install_succeeded', 'install_failed', 'download_failed')`
 
-// maxAmbientCellRows bounds the other installs AmbientCellOutcomes reads.
+// maxAmbientCellRows bounds the installs HourlyInstalls reads for a cell.
 const maxAmbientCellRows = 500_000
 
-// AmbientCellOutcomes is AmbientOutcomes for the devices whose registry
-// attributes match every attribute of cell (a cohort cell, parsed): the
-// health gate asks only for a cell a regression localized to.
-func (q *queries) AmbientCellOutcomes(ctx context.Context, excludeID string, cell map[string]string, from, to time.Time) (map[string]int64, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT o.outcome, dv.attributes FROM device_outcomes o JOIN devices dv ON dv.id = o.device_id
-		WHERE o.at >= $1 AND o.at < $2 AND o.deployment_id <> $3 AND o.outcome IN ('install_succeeded', 'install_failed', 'download_failed')
-		LIMIT $4`, from.UTC(), to.UTC(), excludeID, maxAmbientCellRows)
+// HourlyInstalls counts devices' install outcomes by the hour they
+// happened in, within [from, to): the installs of deployment id, or with
+// others those of every other deployment (the fleet's other installs: the
+// health gate's ambient reference, matched hour by hour with the
+// release's). With cell (a cohort cell, parsed), only devices whose
+// registry attributes match every attribute of it count; the gate asks
+// for the one cell a regression localized to.
+func (q *queries) HourlyInstalls(ctx context.Context, id string, others bool, cell map[string]string, from, to time.Time) (health.Hourly, error) {
+	which := "="
+	if others {
+		which = "<>"
+	}
+	out := health.Hourly{}
+	if cell == nil {
+		// SQLite holds times as text (time.Time.String, always in UTC
+		// here), whose first 19 characters its date functions read.
+		hour := `CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) / 3600`
+		if q.dialect == Postgres {
+			hour = `FLOOR(EXTRACT(EPOCH FROM at) / 3600)::BIGINT`
+		}
+		rows, err := q.db.QueryContext(ctx, `SELECT `+hour+`, outcome, COUNT(*) FROM device_outcomes
+			WHERE at >= $1 AND at < $2 AND deployment_id `+which+` $3 AND outcome IN `+installOutcomes+`
+			GROUP BY 1, 2`, from.UTC(), to.UTC(), id)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var h, n int64
+			var outcome string
+			if err := rows.Scan(&h, &outcome, &n); err != nil {
+				return nil, unavailable(err)
+			}
+			out.Count(h, outcome, n)
+		}
+		return out, unavailable(rows.Err())
+	}
+	rows, err := q.db.QueryContext(ctx, `SELECT o.at, o.outcome, dv.attributes FROM device_outcomes o JOIN devices dv ON dv.id = o.device_id
+		WHERE o.at >= $1 AND o.at < $2 AND o.deployment_id `+which+` $3 AND o.outcome IN `+installOutcomes+`
+		LIMIT $4`, from.UTC(), to.UTC(), id, maxAmbientCellRows)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
-	out := map[string]int64{}
 	for rows.Next() {
+		var at time.Time
 		var outcome, attrs string
-		if err := rows.Scan(&outcome, &attrs); err != nil {
+		if err := rows.Scan(&at, &outcome, &attrs); err != nil {
 			return nil, unavailable(err)
 		}
 		var a map[string]string
@@ -420,7 +447,7 @@ func (q *queries) AmbientCellOutcomes(ctx context.Context, excludeID string, cel
 			match = match && a[k] == v
 		}
 		if match {
-			out[outcome]++
+			out.Count(health.HourOf(at), outcome, 1)
 		}
 	}
 	return out, unavailable(rows.Err())

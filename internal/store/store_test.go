@@ -15,6 +15,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
@@ -471,13 +472,17 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 		return telemetry.Event{ID: id, DeviceID: dev, UpdateID: u.ID, DeploymentID: d.ID, Type: typ, Time: c.t, Received: c.t,
 			Attributes: map[string]string{"oem": oem, "arch": "x64"}, Wave: waveOf[dev], OfferedAt: c.t.Add(-time.Minute)}
 	}
+	at := func(e telemetry.Event, d time.Duration) telemetry.Event {
+		e.Time = e.Time.Add(d)
+		return e
+	}
 	uncited := ev("e6", "d7", telemetry.InstallSucceeded, "contoso")
 	uncited.OfferedAt = time.Time{} // no verified offer: counts nothing
 	batch := []telemetry.Event{
 		ev("e1", "d1", telemetry.InstallFailed, "contoso"),
-		ev("e2", "d2", telemetry.InstallFailed, "fabrikam"),
-		ev("e3", "d3", telemetry.InstallSucceeded, "northwind"), // a third oem: counted as "other"
-		ev("e4", "d1", telemetry.InstallFailed, "contoso"),      // the same device again: counted once
+		at(ev("e2", "d2", telemetry.InstallFailed, "fabrikam"), -2*time.Hour),
+		at(ev("e3", "d3", telemetry.InstallSucceeded, "northwind"), 90*time.Minute), // a third oem: counted as "other"
+		ev("e4", "d1", telemetry.InstallFailed, "contoso"),                          // the same device again: counted once
 		{ID: "e5", DeviceID: "d9", UpdateID: "upd_00000000000000000000000000", Type: telemetry.Offered, Time: c.t, Received: c.t, OfferedAt: c.t},
 		uncited,
 	}
@@ -517,17 +522,25 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 			t.Fatalf("%s/%s counted in wave %d", hc.Outcome, hc.Cell, hc.Wave)
 		}
 	}
-	// The ambient reference: other deployments' outcomes in a window.
-	amb, err := s.AmbientOutcomes(ctx, "dep_other", c.t.Add(-time.Hour), c.t.Add(time.Hour))
-	if err != nil || !reflect.DeepEqual(amb, map[string]int64{"install_failed": 2, "install_succeeded": 1}) {
-		t.Fatalf("AmbientOutcomes = %v, %v", amb, err)
-	}
+	// The ambient reference: installs by hour, of this deployment and of
+	// every other, in a window.
+	hour := health.HourOf(c.t)
+	everyone := health.Hourly{hour - 2: {Failed: 1, Of: 1}, hour: {Failed: 1, Of: 1}, hour + 1: {Of: 1}}
 	for _, w := range []struct {
-		exclude  string
+		id       string
+		others   bool
 		from, to time.Time
-	}{{d.ID, c.t.Add(-time.Hour), c.t.Add(time.Hour)}, {"dep_other", c.t.Add(time.Second), c.t.Add(time.Hour)}, {"dep_other", c.t.Add(-time.Hour), c.t}} {
-		if amb, err := s.AmbientOutcomes(ctx, w.exclude, w.from, w.to); err != nil || len(amb) != 0 {
-			t.Fatalf("AmbientOutcomes(%s, %s, %s) = %v, %v", w.exclude, w.from, w.to, amb, err)
+		want     health.Hourly
+	}{
+		{d.ID, false, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), everyone},
+		{"dep_other", true, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), everyone},
+		{d.ID, true, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), health.Hourly{}},
+		{"dep_other", false, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), health.Hourly{}},
+		{d.ID, false, c.t.Add(time.Second), c.t.Add(2 * time.Hour), health.Hourly{hour + 1: {Of: 1}}},
+		{d.ID, false, c.t.Add(-time.Hour), c.t, health.Hourly{}},
+	} {
+		if got, err := s.HourlyInstalls(ctx, w.id, w.others, nil, w.from, w.to); err != nil || !reflect.DeepEqual(got, w.want) {
+			t.Fatalf("HourlyInstalls(%s, others %t, %s, %s) = %v, %v; want %v", w.id, w.others, w.from, w.to, got, err, w.want)
 		}
 	}
 	// Per cohort cell, by the registry's attributes of each device.
@@ -554,15 +567,15 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 	if _, err := s.Offered(ctx, d.ID, "d7"); !fault.Is(err, fault.NotFound) {
 		t.Fatalf("Offered(never offered) = %v", err)
 	}
-	for cell, want := range map[string]map[string]int64{
-		"oem=contoso":            {"install_failed": 1},
-		"arch=x64":               {"install_failed": 2, "install_succeeded": 1},
-		"oem=northwind|arch=x64": {"install_succeeded": 1},
+	for cell, want := range map[string]health.Hourly{
+		"oem=contoso":            {hour: {Failed: 1, Of: 1}},
+		"arch=x64":               everyone,
+		"oem=northwind|arch=x64": {hour + 1: {Of: 1}},
 		"oem=other":              {},
 	} {
-		got, err := s.AmbientCellOutcomes(ctx, "dep_other", telemetry.ParseCell(cell), c.t.Add(-time.Hour), c.t.Add(time.Hour))
+		got, err := s.HourlyInstalls(ctx, "dep_other", true, telemetry.ParseCell(cell), c.t.Add(-3*time.Hour), c.t.Add(3*time.Hour))
 		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("AmbientCellOutcomes(%s) = %v, %v; want %v", cell, got, err, want)
+			t.Fatalf("HourlyInstalls(cell %s) = %v, %v; want %v", cell, got, err, want)
 		}
 	}
 	overall, _ := s.HealthCounts(ctx, d.ID, true)
