@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	if a.lock, err = lockDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if a.Store, err = store.Open(ctx, cfg.DatabaseURL(), store.Options{}); err != nil {
+	if a.Store, err = store.Open(ctx, cfg.DatabaseURL(), store.Options{Failpoints: a.failpoints()}); err != nil {
 		return nil, err
 	}
 	if a.Content, err = content.Open(filepath.Join(cfg.DataDir, "content")); err != nil {
@@ -132,7 +132,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
 		return nil, err
 	}
-	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 2000, AckWait: time.Minute,
+	// A batch in progress is kept from redelivery while it is counted
+	// (eventlog.Consume); a crashed aggregator's batch comes back after
+	// the ack wait.
+	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 2000, AckWait: 15 * time.Second,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	hooks := make([]alerts.Webhook, len(cfg.Webhooks))
@@ -173,6 +176,20 @@ func (a *App) routes() http.Handler {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ringmaster_registry_dropped_total", Help: "Device sightings dropped because the write buffer was full.",
 	}, func() float64 { return float64(a.Recorder.Dropped()) }))
+	for _, c := range []struct {
+		result string
+		n      func(processed, counted, duplicates, unattributed int64) int64
+	}{
+		{"processed", func(p, _, _, _ int64) int64 { return p }},
+		{"counted", func(_, c, _, _ int64) int64 { return c }},
+		{"duplicate", func(_, _, d, _ int64) int64 { return d }},
+		{"unattributed", func(_, _, _, u int64) int64 { return u }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ringmaster_aggregated_events_total", ConstLabels: prometheus.Labels{"result": c.result},
+			Help: "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, duplicates of events already counted, or citing no known deployment (the rest repeat an outcome already counted).",
+		}, func() float64 { return float64(c.n(a.Aggregator.Stats())) }))
+	}
 	publishes := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ringmaster_publishes_total", Help: "Updates published.",
 	})

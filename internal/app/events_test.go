@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/dbtest"
 )
 
 func installEvents(u client.Update, n int, prefix string, failEvery int) []client.DeviceEvent {
@@ -94,45 +95,85 @@ func TestDeviceEvents(t *testing.T) {
 	}
 }
 
-// TestKillDuringAggregation kills the server after a batch's counts are
-// committed but before it is acked; after a restart the redelivered batch
-// counts nothing twice.
+// TestKillDuringAggregation kills the server while it counts a batch of
+// events, on both engines: after the batch's counts are committed but
+// before the stream is acked (the batch is redelivered and counts nothing
+// twice), and mid-batch inside the transaction, with part of the batch
+// written (nothing of it is committed; the redelivered batch counts whole).
 func TestKillDuringAggregation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped with -short")
 	}
-	data := t.TempDir()
-	c := startChild(t, data, "", "RINGMASTER_FAILPOINT=aggregate-committed")
-	admin := adminClient(t, c.url, data)
-	ctx := context.Background()
-	path, _ := writeRandomFile(t, 256)
-	u, err := admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{path}, client.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := admin.Deploy(ctx, "agent", "2.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := newFleet(t, c.url, admin).send(ctx, installEvents(u, 50, "e", 5)); err != nil || r.Accepted != 50 {
-		t.Fatalf("send: %+v, %v", r, err)
-	}
-	waitFile(t, filepath.Join(data, "failpoint-aggregate-committed"))
-	c.kill9(t)
-	os.Remove(filepath.Join(data, "failpoint-aggregate-committed"))
+	for _, tc := range []struct{ backend, failpoint string }{
+		{"sqlite", "aggregate-committed"},
+		{"sqlite", "aggregate-uncommitted"},
+		{"postgres", "aggregate-committed"},
+		{"postgres", "aggregate-uncommitted"},
+	} {
+		t.Run(tc.backend+"/"+tc.failpoint, func(t *testing.T) {
+			t.Parallel()
+			data := t.TempDir()
+			dsn := ""
+			if tc.backend == "postgres" {
+				dsn = dbtest.Postgres(t)
+			}
+			c := startChild(t, data, dsn, "RINGMASTER_FAILPOINT="+tc.failpoint)
+			admin := adminClient(t, c.url, data)
+			ctx := context.Background()
+			path, _ := writeRandomFile(t, 256)
+			u, err := admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{path}, client.PublishOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := admin.Deploy(ctx, "agent", "2.0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := newFleet(t, c.url, admin).send(ctx, installEvents(u, 50, "e", 5)); err != nil || r.Accepted != 50 {
+				t.Fatalf("send: %+v, %v", r, err)
+			}
+			waitFile(t, filepath.Join(data, "failpoint-"+tc.failpoint))
+			c.kill9(t)
+			os.Remove(filepath.Join(data, "failpoint-"+tc.failpoint))
 
-	c = startChild(t, data, "")
-	admin = adminClient(t, c.url, data)
-	waitHealth(t, admin, d.ID, 40, 10)
-	// Give the redelivery time to happen, then check nothing moved.
-	time.Sleep(3 * time.Second)
-	h, err := admin.DeploymentHealth(ctx, d.ID)
-	if err != nil || h.Health.Overall.Devices["install_succeeded"] != 40 || h.Health.Overall.Devices["install_failed"] != 10 {
-		t.Fatalf("after redelivery: %+v, %v", h.Health.Overall, err)
-	}
-	c.stop(t)
-	var seen int
-	if err := openDB(t, data, "").QueryRow(`SELECT COUNT(*) FROM seen_events`).Scan(&seen); err != nil || seen != 50 {
-		t.Fatalf("seen events = %d, %v", seen, err)
+			c = startChild(t, data, dsn)
+			admin = adminClient(t, c.url, data)
+			// The batch comes back: counted whole when nothing of it was
+			// committed, as 50 duplicates when all of it was.
+			want := `ringmaster_aggregated_events_total{result="counted"} 50`
+			if tc.failpoint == "aggregate-committed" {
+				want = `ringmaster_aggregated_events_total{result="duplicate"} 50`
+			}
+			waitFor(t, 90*time.Second, func() bool { return strings.Contains(string(mustGet(t, c.url+"/metrics")), want) })
+			metrics := string(mustGet(t, c.url+"/metrics"))
+			if !strings.Contains(metrics, `ringmaster_aggregated_events_total{result="processed"} 50`) {
+				t.Fatalf("after redelivery:\n%s", grepLines(metrics, "ringmaster_aggregated_events_total"))
+			}
+			h, err := admin.DeploymentHealth(ctx, d.ID)
+			if err != nil || h.Health.Overall.Devices["install_succeeded"] != 40 || h.Health.Overall.Devices["install_failed"] != 10 {
+				t.Fatalf("after redelivery: %+v, %v", h.Health.Overall, err)
+			}
+			var contoso int64
+			for _, cell := range h.Health.Cells {
+				if cell.Cell == "oem=contoso" {
+					contoso = cell.Devices["install_failed"] + cell.Devices["install_succeeded"]
+				}
+			}
+			if contoso != 25 {
+				t.Fatalf("oem=contoso counted %d devices, want 25: %+v", contoso, h.Health.Cells)
+			}
+			c.stop(t)
+			db := openDB(t, data, dsn)
+			for query, want := range map[string]int{
+				`SELECT COUNT(*) FROM seen_events`:     50,
+				`SELECT COUNT(*) FROM device_outcomes`: 50,
+				`SELECT COUNT(*) FROM offers`:          50,
+			} {
+				var n int
+				if err := db.QueryRow(query).Scan(&n); err != nil || n != want {
+					t.Errorf("%s = %d (%v), want %d", query, n, err, want)
+				}
+			}
+		})
 	}
 }

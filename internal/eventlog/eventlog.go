@@ -154,7 +154,7 @@ type Handler func(ctx context.Context, events []telemetry.Event) error
 // durable consumer until ctx ends. A batch whose handler fails is not acked
 // and comes back after ackWait.
 func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait time.Duration, handle Handler) error {
-	cons, err := l.js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
+	cons, err := l.consumer(ctx, jetstream.ConsumerConfig{
 		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxAckPending: batch * 4,
 	})
 	if err != nil {
@@ -184,7 +184,7 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 		if len(events) == 0 {
 			continue
 		}
-		if err := handle(ctx, events); err != nil {
+		if err := handleExtending(ctx, handle, events, got, ackWait); err != nil {
 			if ctx.Err() == nil {
 				l.log.Warn("event batch failed; it will be redelivered", "consumer", durable, "events", len(events), "err", err)
 			}
@@ -201,4 +201,46 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 		}
 	}
 	return nil
+}
+
+// consumer returns the durable consumer cfg names, creating it, or
+// updating it when its settings changed. An existing consumer with the
+// same settings is left alone: the server redelivers the batches in
+// flight to other consumers of a durable it updates (another replica
+// starting up would otherwise make every replica's batch count twice over).
+func (l *Log) consumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := l.js.Consumer(ctx, Stream, cfg.Durable)
+	if err == nil {
+		have := cons.CachedInfo().Config
+		if have.AckPolicy == cfg.AckPolicy && have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending {
+			return cons, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	return l.js.CreateOrUpdateConsumer(ctx, Stream, cfg)
+}
+
+// handleExtending runs handle on a batch, telling the server the batch is
+// in progress every third of ackWait while it runs: a short ackWait brings
+// a crashed consumer's batch back within seconds, and a slow batch (a busy
+// database) is not redelivered to another consumer meanwhile.
+func handleExtending(ctx context.Context, handle Handler, events []telemetry.Event, msgs []jetstream.Msg, ackWait time.Duration) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress() // at worst, the batch comes back and counts nothing twice
+				}
+			}
+		}
+	}()
+	return handle(ctx, events)
 }

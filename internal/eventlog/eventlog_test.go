@@ -99,3 +99,59 @@ func TestExternal(t *testing.T) {
 	}
 	consumeAll(t, l, 30)
 }
+
+// TestSlowBatchIsNotRedelivered: a batch whose handler runs for several
+// ack waits is kept in progress, so a second consumer on the same durable
+// (another replica) is not handed it meanwhile; once its consumer stops
+// without acking, it comes back within an ack wait.
+func TestSlowBatchIsNotRedelivered(t *testing.T) {
+	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Publish(context.Background(), events(5, "slow")); err != nil {
+		t.Fatal(err)
+	}
+	const ackWait = 2 * time.Second
+	var mu sync.Mutex
+	handled := map[string]int{}
+	slowCtx, stopSlow := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	go l.Consume(slowCtx, "slow", 50, ackWait, func(ctx context.Context, evs []telemetry.Event) error {
+		close(started)
+		<-ctx.Done() // never finishes: the process dies with the batch in hand
+		return ctx.Err()
+	})
+	<-started
+	otherCtx, stopOther := context.WithCancel(context.Background())
+	defer stopOther()
+	go l.Consume(otherCtx, "slow", 50, ackWait, func(ctx context.Context, evs []telemetry.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range evs {
+			handled[e.ID]++
+		}
+		return nil
+	})
+	time.Sleep(3 * ackWait)
+	mu.Lock()
+	if len(handled) != 0 {
+		t.Fatalf("a batch in progress was redelivered: %v", handled)
+	}
+	mu.Unlock()
+	stopSlow()
+	deadline := time.Now().Add(20 * ackWait)
+	for {
+		mu.Lock()
+		n := len(handled)
+		mu.Unlock()
+		if n == 5 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after its consumer stopped, %d of 5 events came back", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -122,6 +122,12 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			return err
 		}
 
+		// A crash here leaves part of the batch written and nothing
+		// committed: the batch is redelivered and counted whole.
+		if err := s.failpoints.Reach(ctx, "aggregate-uncommitted"); err != nil {
+			return err
+		}
+
 		// 3. Counters for what was counted.
 		type key struct {
 			dep     string

@@ -29,6 +29,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/ringmaster/ringmaster/internal/failpoint"
 	"github.com/ringmaster/ringmaster/internal/fault"
 )
 
@@ -49,6 +50,8 @@ type Store struct {
 	db      *sql.DB
 	pool    *pgxpool.Pool // PostgreSQL only: River's LISTEN connections
 	dialect Dialect
+	// failpoints stop named steps for crash tests.
+	failpoints failpoint.Set
 }
 
 // Options tune Open.
@@ -58,6 +61,9 @@ type Options struct {
 	// MaxConns bounds the PostgreSQL pool (default 20). SQLite always uses one
 	// connection: it has one writer, and River's SQLite driver requires it.
 	MaxConns int32
+	// Failpoints, for crash tests: "aggregate-uncommitted" stops
+	// RecordEvents inside its transaction, with part of a batch written.
+	Failpoints failpoint.Set
 }
 
 // Open connects to dsn and applies all migrations (Ringmaster's and River's).
@@ -78,6 +84,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.queries = queries{db: s.db, dialect: s.dialect, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
+	s.failpoints = opts.Failpoints
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
