@@ -24,7 +24,7 @@ type Aggregator struct {
 	Logger     *slog.Logger
 	Failpoints failpoint.Set
 
-	processed, counted, duplicates, unattributed atomic.Int64
+	processed, counted, repeats, duplicates, unattributed atomic.Int64
 }
 
 // Run consumes until ctx ends. Each batch commits its counts before it is
@@ -37,16 +37,21 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		}
 		a.processed.Add(int64(len(events)))
 		a.counted.Add(int64(t.Counted))
+		a.repeats.Add(int64(t.Repeats))
 		a.duplicates.Add(int64(t.Duplicates))
 		a.unattributed.Add(int64(t.Unattributed))
 		return a.Failpoints.Reach(ctx, "aggregate-committed")
 	})
 }
 
-// Stats returns, since start, how many events were processed, how many new
-// device outcomes they counted, and how many were duplicates or belonged
-// to no known deployment (the rest repeated an outcome a device had
-// already reported).
-func (a *Aggregator) Stats() (processed, counted, duplicates, unattributed int64) {
-	return a.processed.Load(), a.counted.Load(), a.duplicates.Load(), a.unattributed.Load()
+// Stats are the events an aggregator processed since start, and what
+// became of them (as store.Tally says).
+type Stats struct {
+	Processed, Counted, Repeats, Duplicates, Unattributed int64
+}
+
+// Stats returns what the aggregator did since start.
+func (a *Aggregator) Stats() Stats {
+	return Stats{Processed: a.processed.Load(), Counted: a.counted.Load(), Repeats: a.repeats.Load(),
+		Duplicates: a.duplicates.Load(), Unattributed: a.unattributed.Load()}
 }

@@ -178,16 +178,17 @@ func (a *App) routes() http.Handler {
 	}, func() float64 { return float64(a.Recorder.Dropped()) }))
 	for _, c := range []struct {
 		result string
-		n      func(processed, counted, duplicates, unattributed int64) int64
+		n      func(aggregate.Stats) int64
 	}{
-		{"processed", func(p, _, _, _ int64) int64 { return p }},
-		{"counted", func(_, c, _, _ int64) int64 { return c }},
-		{"duplicate", func(_, _, d, _ int64) int64 { return d }},
-		{"unattributed", func(_, _, _, u int64) int64 { return u }},
+		{"processed", func(s aggregate.Stats) int64 { return s.Processed }},
+		{"counted", func(s aggregate.Stats) int64 { return s.Counted }},
+		{"repeat", func(s aggregate.Stats) int64 { return s.Repeats }},
+		{"duplicate", func(s aggregate.Stats) int64 { return s.Duplicates }},
+		{"unattributed", func(s aggregate.Stats) int64 { return s.Unattributed }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "ringmaster_aggregated_events_total", ConstLabels: prometheus.Labels{"result": c.result},
-			Help: "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, duplicates of events already counted, or citing no known deployment (the rest repeat an outcome already counted).",
+			Help: "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, repeating an outcome already counted (a device reporting again, a redelivered batch), repeating an event id in the same batch, or citing no known deployment.",
 		}, func() float64 { return float64(c.n(a.Aggregator.Stats())) }))
 	}
 	publishes := prometheus.NewCounter(prometheus.CounterOpts{

@@ -139,10 +139,10 @@ func TestKillDuringAggregation(t *testing.T) {
 			c = startChild(t, data, dsn)
 			admin = adminClient(t, c.url, data)
 			// The batch comes back: counted whole when nothing of it was
-			// committed, as 50 duplicates when all of it was.
+			// committed, as 50 repeats when all of it was.
 			want := `ringmaster_aggregated_events_total{result="counted"} 50`
 			if tc.failpoint == "aggregate-committed" {
-				want = `ringmaster_aggregated_events_total{result="duplicate"} 50`
+				want = `ringmaster_aggregated_events_total{result="repeat"} 50`
 			}
 			waitFor(t, 90*time.Second, func() bool { return strings.Contains(string(mustGet(t, c.url+"/metrics")), want) })
 			metrics := string(mustGet(t, c.url+"/metrics"))
@@ -165,7 +165,6 @@ func TestKillDuringAggregation(t *testing.T) {
 			c.stop(t)
 			db := openDB(t, data, dsn)
 			for query, want := range map[string]int{
-				`SELECT COUNT(*) FROM seen_events`:     50,
 				`SELECT COUNT(*) FROM device_outcomes`: 50,
 				`SELECT COUNT(*) FROM offers`:          50,
 			} {

@@ -133,7 +133,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 
 	// The aggregator's own rate: let it drain what the endpoint stored,
 	// then time fresh events from publish to counted.
-	processed := func() int64 { p, _, _, _ := a.Aggregator.Stats(); return p }
+	processed := func() int64 { return a.Aggregator.Stats().Processed }
 	if err := waitIdle(ctx, processed); err != nil {
 		return nil, err
 	}

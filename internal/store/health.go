@@ -19,8 +19,8 @@ import (
 // Tally says what RecordEvents did with a batch.
 type Tally struct {
 	Counted      int // new device outcomes counted
-	Repeats      int // new events of an outcome the device had already reported
-	Duplicates   int // events seen before (by event id)
+	Repeats      int // events of an outcome already counted (a device reporting again, a redelivered batch)
+	Duplicates   int // events repeating an earlier one's id in the same batch
 	Unattributed int // events of no known deployment
 }
 
@@ -33,30 +33,20 @@ type Cohort struct {
 }
 
 // RecordEvents counts a batch of events exactly once, in one transaction:
-// an event id seen before is skipped; otherwise the event's device counts
-// once per deployment and outcome, in the wave its verified offer receipt
-// names (Event.Wave) and in every cohort cell of its attributes. Events
-// without a verified offer (Event.OfferedAt unset) count nothing. If anything fails nothing is counted, so the batch can
-// be redelivered safely. Rows are written many per statement.
+// an event's device counts once per deployment and outcome (the
+// device_outcomes key, which makes a redelivered batch or a resent event
+// count nothing), in the wave its verified offer receipt names
+// (Event.Wave) and in every cohort cell of its attributes. Events without
+// a verified offer (Event.OfferedAt unset) count nothing. If anything
+// fails nothing is counted, so the batch can be redelivered safely. Rows
+// are written many per statement.
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		t = Tally{}
-		// 1. Event ids never seen before.
-		var ids []any
-		firstOf := map[string]int{}
-		for i, e := range events {
-			if _, dup := firstOf[e.ID]; dup {
-				t.Duplicates++
-				continue
-			}
-			firstOf[e.ID] = i
-			ids = append(ids, e.ID, e.Received.UTC())
-		}
-		fresh, err := tx.insertReturning(ctx, "seen_events (event_id, received_at)", 2, ids, "event_id")
-		if err != nil {
-			return err
-		}
-		t.Duplicates += len(firstOf) - len(fresh)
+		// 1. Each event id once (the stream drops resends within its
+		// duplicate window; a redelivered batch repeats outcomes already
+		// counted, which step 2 skips).
+		seen := make(map[string]bool, len(events))
 
 		// 2. Device outcomes never counted before.
 		deps := map[string]*rollout.Deployment{}
@@ -72,10 +62,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
 		for _, e := range events {
-			if !fresh[e.ID] || firstOf[e.ID] < 0 {
+			if seen[e.ID] {
+				t.Duplicates++
 				continue
 			}
-			firstOf[e.ID] = -1 // the first copy only
+			seen[e.ID] = true
 			d, err := tx.eventDeployment(ctx, e, deps)
 			if err != nil {
 				return err

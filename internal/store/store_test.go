@@ -492,8 +492,11 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 	}
 	// Redelivery of the same batch counts nothing.
 	tally, err = s.RecordEvents(ctx, batch, cohort)
-	if err != nil || tally != (store.Tally{Duplicates: 6}) {
+	if err != nil || tally != (store.Tally{Repeats: 4, Unattributed: 2}) {
 		t.Fatalf("redelivery: %+v, %v", tally, err)
+	}
+	if tally, err := s.RecordEvents(ctx, []telemetry.Event{batch[1], batch[1]}, cohort); err != nil || tally != (store.Tally{Repeats: 1, Duplicates: 1}) {
+		t.Fatalf("an event twice in a batch: %+v, %v", tally, err)
 	}
 	// The offers the events cite are re-derived into the server's records
 	// (a record lost before its batch was written comes back).
