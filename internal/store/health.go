@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -127,6 +128,11 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			cell    string
 		}
 		counts := map[key]int64{}
+		type hourKey struct {
+			dep  string
+			hour int64
+		}
+		hours := map[hourKey]health.Installs{}
 		admitted := map[string]map[string]bool{}
 		for _, k := range order {
 			o := pending[k]
@@ -149,7 +155,39 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				if o.risk > 0 {
 					counts[key{o.dep.ID, o.wave, health.PredictedRisk, ""}] += int64(math.Round(o.risk * 1e6))
 				}
+				h := hourKey{o.dep.ID, health.HourOf(o.e.Time)}
+				in := hours[h]
+				in.Of++
+				if o.e.Type != telemetry.InstallSucceeded {
+					in.Failed++
+				}
+				hours[h] = in
 			}
+		}
+		// Installs by the hour they happened in: the ambient reference's
+		// rollup (HourlyInstalls), in the same fixed order as the counters.
+		hourKeys := slices.SortedFunc(maps.Keys(hours), func(a, b hourKey) int {
+			return cmp.Or(strings.Compare(a.dep, b.dep), cmp.Compare(a.hour, b.hour))
+		})
+		for len(hourKeys) > 0 {
+			n := min(len(hourKeys), 200)
+			var sb strings.Builder
+			sb.WriteString(`INSERT INTO install_hours (deployment_id, hour, failed, installs) VALUES `)
+			args := make([]any, 0, n*4)
+			for i, k := range hourKeys[:n] {
+				if i > 0 {
+					sb.WriteByte(',')
+				}
+				sb.WriteByte('(')
+				tx.placeholders(&sb, len(args), 4)
+				sb.WriteByte(')')
+				args = append(args, k.dep, k.hour, hours[k].Failed, hours[k].Of)
+			}
+			sb.WriteString(` ON CONFLICT (deployment_id, hour) DO UPDATE SET failed = install_hours.failed + excluded.failed, installs = install_hours.installs + excluded.installs`)
+			if _, err := tx.db.ExecContext(ctx, sb.String(), args...); err != nil {
+				return unavailable(err)
+			}
+			hourKeys = hourKeys[n:]
 		}
 		keys := make([]key, 0, len(counts))
 		for k := range counts {
@@ -386,42 +424,39 @@ const installOutcomes = `('install_succeeded', 'install_failed', 'download_faile
 const maxAmbientCellRows = 500_000
 
 // HourlyInstalls counts devices' install outcomes by the hour they
-// happened in, within [from, to): the installs of deployment id, or with
-// others those of every other deployment (the fleet's other installs: the
-// health gate's ambient reference, matched hour by hour with the
-// release's). With cell (a cohort cell, parsed), only devices whose
-// registry attributes match every attribute of it count; the gate asks
-// for the one cell a regression localized to.
+// happened in, over the hours from from's to to's: the installs of
+// deployment id, or with others those of every other deployment (the
+// fleet's other installs: the health gate's ambient reference, matched
+// hour by hour with the release's). Without a cell it reads the hourly
+// rollup the aggregator keeps (install_hours), a row per deployment and
+// hour however large the fleet. With cell (a cohort cell, parsed), only
+// devices whose registry attributes match every attribute of it count; the
+// gate asks for the one cell a regression localized to.
 func (q *queries) HourlyInstalls(ctx context.Context, id string, others bool, cell map[string]string, from, to time.Time) (health.Hourly, error) {
 	which := "="
 	if others {
 		which = "<>"
 	}
+	first, last := health.HourOf(from), health.HourOf(to)
 	out := health.Hourly{}
 	if cell == nil {
-		// SQLite holds times as text (time.Time.String, always in UTC
-		// here), whose first 19 characters its date functions read.
-		hour := `CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) / 3600`
-		if q.dialect == Postgres {
-			hour = `FLOOR(EXTRACT(EPOCH FROM at) / 3600)::BIGINT`
-		}
-		rows, err := q.db.QueryContext(ctx, `SELECT `+hour+`, outcome, COUNT(*) FROM device_outcomes
-			WHERE at >= $1 AND at < $2 AND deployment_id `+which+` $3 AND outcome IN `+installOutcomes+`
-			GROUP BY 1, 2`, from.UTC(), to.UTC(), id)
+		rows, err := q.db.QueryContext(ctx, `SELECT hour, SUM(failed), SUM(installs) FROM install_hours
+			WHERE hour >= $1 AND hour <= $2 AND deployment_id `+which+` $3 GROUP BY hour`, first, last, id)
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var h, n int64
-			var outcome string
-			if err := rows.Scan(&h, &outcome, &n); err != nil {
+			var h int64
+			var in health.Installs
+			if err := rows.Scan(&h, &in.Failed, &in.Of); err != nil {
 				return nil, unavailable(err)
 			}
-			out.Count(h, outcome, n)
+			out[h] = in
 		}
 		return out, unavailable(rows.Err())
 	}
+	from, to = time.Unix(first*3600, 0), time.Unix((last+1)*3600, 0)
 	rows, err := q.db.QueryContext(ctx, `SELECT o.at, o.outcome, dv.attributes FROM device_outcomes o JOIN devices dv ON dv.id = o.device_id
 		WHERE o.at >= $1 AND o.at < $2 AND o.deployment_id `+which+` $3 AND o.outcome IN `+installOutcomes+`
 		LIMIT $4`, from.UTC(), to.UTC(), id, maxAmbientCellRows)

@@ -103,7 +103,7 @@ func openSQLite(path string) (*Store, error) {
 		f.Close()
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)", "cache_size(-65536)"} {
 		q.Add("_pragma", p)
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
@@ -148,7 +148,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if s.dialect == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, s.db, fsys)
+	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration()))
 	if err != nil {
 		return fmt.Errorf("load migrations: %w", err)
 	}

@@ -539,12 +539,22 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 		{"dep_other", true, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), everyone},
 		{d.ID, true, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), health.Hourly{}},
 		{"dep_other", false, c.t.Add(-3 * time.Hour), c.t.Add(3 * time.Hour), health.Hourly{}},
-		{d.ID, false, c.t.Add(time.Second), c.t.Add(2 * time.Hour), health.Hourly{hour + 1: {Of: 1}}},
-		{d.ID, false, c.t.Add(-time.Hour), c.t, health.Hourly{}},
+		// Whole hours: from's to to's.
+		{d.ID, false, c.t.Add(time.Hour), c.t.Add(2 * time.Hour), health.Hourly{hour + 1: {Of: 1}}},
+		{d.ID, false, c.t.Add(-2 * time.Hour), c.t.Add(-time.Hour), health.Hourly{hour - 2: {Failed: 1, Of: 1}}},
+		{d.ID, false, c.t.Add(-5 * time.Hour), c.t.Add(-3 * time.Hour), health.Hourly{}},
 	} {
 		if got, err := s.HourlyInstalls(ctx, w.id, w.others, nil, w.from, w.to); err != nil || !reflect.DeepEqual(got, w.want) {
 			t.Fatalf("HourlyInstalls(%s, others %t, %s, %s) = %v, %v; want %v", w.id, w.others, w.from, w.to, got, err, w.want)
 		}
+	}
+	// The migration that made the hourly rollup fills it from the outcomes
+	// counted before, as the aggregator would have.
+	if err := s.RebuildInstallHours(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.HourlyInstalls(ctx, d.ID, false, nil, c.t.Add(-3*time.Hour), c.t.Add(3*time.Hour)); err != nil || !reflect.DeepEqual(got, everyone) {
+		t.Fatalf("HourlyInstalls after the backfill = %v, %v; want %v", got, err, everyone)
 	}
 	// Per cohort cell, by the registry's attributes of each device.
 	if err := s.RecordSightings(ctx, []registry.Seen{

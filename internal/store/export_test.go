@@ -1,0 +1,20 @@
+package store
+
+import "context"
+
+// RebuildInstallHours empties install_hours and fills it again from
+// device_outcomes, as its migration does for a database counted before it.
+func (s *Store) RebuildInstallHours(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM install_hours`); err != nil {
+		return err
+	}
+	if err := backfillInstallHours(ctx, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/ringmaster/ringmaster/internal/health"
+)
+
+// installHoursMigration creates install_hours, the hourly rollup of every
+// deployment's install outcomes that the health gate's ambient reference
+// reads (HourlyInstalls), and fills it from the device outcomes counted
+// before it existed. It is Go rather than SQL because the hour of a
+// timestamp is written differently on each engine.
+func installHoursMigration() *goose.Migration {
+	return goose.NewGoMigration(9, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE install_hours (
+			deployment_id TEXT NOT NULL,
+			hour          BIGINT NOT NULL,
+			failed        BIGINT NOT NULL,
+			installs      BIGINT NOT NULL,
+			PRIMARY KEY (deployment_id, hour)
+		)`); err != nil {
+			return fmt.Errorf("create install_hours: %w", err)
+		}
+		return backfillInstallHours(ctx, tx)
+	}}, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DROP TABLE install_hours`)
+		return err
+	}})
+}
+
+// backfillInstallHours fills install_hours from device_outcomes.
+func backfillInstallHours(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT deployment_id, outcome, at FROM device_outcomes WHERE outcome IN `+installOutcomes)
+	if err != nil {
+		return err
+	}
+	type key struct {
+		dep  string
+		hour int64
+	}
+	hours := map[key]health.Installs{}
+	for rows.Next() {
+		var dep, outcome string
+		var at time.Time
+		if err := rows.Scan(&dep, &outcome, &at); err != nil {
+			rows.Close()
+			return err
+		}
+		k := key{dep, health.HourOf(at)}
+		in := hours[k]
+		in.Of++
+		if outcome != "install_succeeded" {
+			in.Failed++
+		}
+		hours[k] = in
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for k, in := range hours {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO install_hours (deployment_id, hour, failed, installs) VALUES ($1, $2, $3, $4)`,
+			k.dep, k.hour, in.Failed, in.Of); err != nil {
+			return err
+		}
+	}
+	return nil
+}
