@@ -34,7 +34,7 @@ func (s *Store) RecordSightings(ctx context.Context, batch []registry.Seen) erro
 			}
 			batch = batch[n:]
 		}
-		_, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "deployment_id")
+		_, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "")
 		return err
 	})
 }

@@ -105,7 +105,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				offers = append(offers, d.ID, e.DeviceID, e.Wave, e.OfferedAt.UTC())
 			}
 		}
-		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "deployment_id"); err != nil {
+		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, ""); err != nil {
 			return err
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
@@ -226,7 +226,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 
 // insertReturning inserts rows of width columns into table (many per
 // statement), skipping conflicts, and returns the set of `returning` values
-// of the rows it inserted.
+// of the rows it inserted (none when returning is empty).
 func (q *queries) insertReturning(ctx context.Context, table string, width int, args []any, returning string) (map[string]bool, error) {
 	out := map[string]bool{}
 	per := 200
@@ -242,7 +242,15 @@ func (q *queries) insertReturning(ctx context.Context, table string, width int, 
 			q.placeholders(&sb, i*width, width)
 			sb.WriteByte(')')
 		}
-		sb.WriteString(` ON CONFLICT DO NOTHING RETURNING ` + returning)
+		sb.WriteString(` ON CONFLICT DO NOTHING`)
+		if returning == "" {
+			if _, err := q.db.ExecContext(ctx, sb.String(), args[:n*width]...); err != nil {
+				return nil, unavailable(err)
+			}
+			args = args[n*width:]
+			continue
+		}
+		sb.WriteString(` RETURNING ` + returning)
 		rows, err := q.db.QueryContext(ctx, sb.String(), args[:n*width]...)
 		if err != nil {
 			return nil, unavailable(err)
