@@ -110,7 +110,7 @@ compare with a bare net/http handler that reads the same bodies and answers a
 fixed body of the same size (phases alternate). Then publish --aggregate fresh
 events to the event log and time until the aggregator has counted them all in
 the database. Request bodies cycle through 2,000 distinct batches; a repeat is
-answered but dropped by the stream's de-duplication.`,
+stored and counts nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, progress := g.benchOutput()

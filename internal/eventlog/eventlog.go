@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
@@ -49,6 +48,7 @@ type Log struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	log *slog.Logger
+	pub *publisher
 }
 
 // Open starts (or connects to) the NATS server and makes sure the stream
@@ -91,11 +91,15 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		l.Close()
 		return nil, fmt.Errorf("create event stream: %w", err)
 	}
+	l.pub = startPublisher(l.js)
 	return l, nil
 }
 
 // Close disconnects and stops the embedded server.
 func (l *Log) Close() {
+	if l.pub != nil {
+		l.pub.stop()
+	}
 	if l.nc != nil {
 		l.nc.Close()
 	}
@@ -105,53 +109,33 @@ func (l *Log) Close() {
 	}
 }
 
-// Publish appends events and returns once the stream has stored them all.
-// The event id is the message id, so a repeat within the stream's
-// duplicate window is dropped by the server too.
-func (l *Log) Publish(ctx context.Context, events []telemetry.Event) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(events))
-	for _, e := range events {
-		body, err := json.Marshal(e)
-		if err != nil {
-			return err
+// approxEventBytes is an event's typical size in a message, to fetch
+// about a batch of events at a time.
+const approxEventBytes = 512
+
+// decode appends a message's events to events: a JSON array, or (from
+// earlier versions) one event object.
+func decode(events []telemetry.Event, data []byte) ([]telemetry.Event, error) {
+	if len(data) > 0 && data[0] == '[' {
+		var batch []telemetry.Event
+		if err := json.Unmarshal(data, &batch); err != nil {
+			return events, err
 		}
-		msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
-		for attempt := 0; ; attempt++ {
-			f, err := l.js.PublishMsgAsync(msg)
-			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && attempt < 50 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(10 * time.Millisecond):
-				}
-				continue
-			}
-			if err != nil {
-				return fault.Wrap(err, fault.Unavailable, "event log unavailable")
-			}
-			futures = append(futures, f)
-			break
-		}
+		return append(events, batch...), nil
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fault.Wrap(err, fault.Unavailable, "event log did not store an event")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	var e telemetry.Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return events, err
 	}
-	return nil
+	return append(events, e), nil
 }
 
 // Handler processes a batch; it returns nil only once the batch's effects
 // are durable (then the batch is acked).
 type Handler func(ctx context.Context, events []telemetry.Event) error
 
-// Consume feeds batches of up to batch events to handle through the named
-// durable consumer until ctx ends. A batch whose handler fails is not acked
+// Consume feeds batches of about batch events (fetched by size) to handle
+// through the named durable consumer until ctx ends. A batch whose handler fails is not acked
 // and comes back after ackWait.
 func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait time.Duration, handle Handler) error {
 	cons, err := l.consumer(ctx, jetstream.ConsumerConfig{
@@ -160,8 +144,10 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", durable, err)
 	}
+	// Fetch by size: messages carry up to maxMessageBytes of events.
+	maxBytes := max(batch*approxEventBytes, 2*maxMessageBytes)
 	for ctx.Err() == nil {
-		msgs, err := cons.Fetch(batch, jetstream.FetchMaxWait(time.Second))
+		msgs, err := cons.FetchBytes(maxBytes, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() == nil {
 				l.log.Warn("event fetch failed", "consumer", durable, "err", err)
@@ -172,14 +158,15 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 		var got []jetstream.Msg
 		var events []telemetry.Event
 		for m := range msgs.Messages() {
-			var e telemetry.Event
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				l.log.Warn("dropping an undecodable event", "err", err)
+			n := len(events)
+			var err error
+			if events, err = decode(events, m.Data()); err != nil {
+				l.log.Warn("dropping an undecodable event message", "err", err)
+				events = events[:n]
 				_ = m.Term()
 				continue
 			}
 			got = append(got, m)
-			events = append(events, e)
 		}
 		if len(events) == 0 {
 			continue

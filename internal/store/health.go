@@ -44,9 +44,8 @@ type Cohort struct {
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
 		t = Tally{}
-		// 1. Each event id once (the stream drops resends within its
-		// duplicate window; a redelivered batch repeats outcomes already
-		// counted, which step 2 skips).
+		// 1. Each event id once (a resent event or a redelivered batch
+		// repeats outcomes already counted, which step 2 skips).
 		seen := make(map[string]bool, len(events))
 
 		// 2. Device outcomes never counted before.

@@ -1,7 +1,6 @@
 -- Every event id ever counted was kept to skip redelivered events, one row
 -- per event forever (billions a day at a large fleet's rate). The device
--- outcome key already makes a redelivered or resent event count nothing,
--- and the event stream drops resends within its duplicate window.
+-- outcome key already makes a redelivered or resent event count nothing.
 
 -- +goose Up
 DROP TABLE seen_events;

@@ -1,0 +1,197 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// Messages carry a JSON array of events, up to maxMessageBytes (one event
+// larger than that goes alone). Consumers also read the single-event
+// object messages of earlier versions.
+const maxMessageBytes = 128 << 10
+
+// maxInFlight bounds the groups published and not yet acknowledged.
+const maxInFlight = 8
+
+// errClosed is what Publish returns once the log is closed.
+var errClosed = fault.E(fault.Unavailable, "event log closed")
+
+// publisher commits concurrent Publish calls in groups: the events of the
+// calls that arrive while earlier ones are being stored go out together,
+// a message per up to maxMessageBytes, and each call returns when the
+// stream has stored its group. Under load a message carries hundreds of
+// events, though each device request carries a few, so the stream stores,
+// and the aggregator fetches and acks, a message per group rather than
+// per event; a lone call is published at once.
+type publisher struct {
+	js       jetstream.JetStream
+	requests chan *publishRequest
+	inFlight chan flight
+	quit     chan struct{}
+	wg       sync.WaitGroup
+	once     sync.Once
+}
+
+type publishRequest struct {
+	events []telemetry.Event
+	done   chan error
+}
+
+// flight is a group being stored: its messages' acks and its callers.
+type flight struct {
+	acks  []jetstream.PubAckFuture
+	err   error
+	group []*publishRequest
+}
+
+func startPublisher(js jetstream.JetStream) *publisher {
+	p := &publisher{js: js, requests: make(chan *publishRequest), inFlight: make(chan flight, maxInFlight), quit: make(chan struct{})}
+	p.wg.Add(2)
+	go p.gather()
+	go p.complete()
+	return p
+}
+
+func (p *publisher) stop() {
+	p.once.Do(func() { close(p.quit) })
+	p.wg.Wait()
+}
+
+// Publish appends events and returns once the stream has stored them all.
+// A call whose ctx ends may still be stored: the caller cannot tell, and
+// counting is exactly-once whatever the stream holds twice.
+func (l *Log) Publish(ctx context.Context, events []telemetry.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	r := &publishRequest{events: events, done: make(chan error, 1)}
+	select {
+	case l.pub.requests <- r:
+	case <-l.pub.quit:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// gather takes a request, adds every request already waiting, and
+// publishes them as one group.
+func (p *publisher) gather() {
+	defer p.wg.Done()
+	defer close(p.inFlight)
+	for {
+		var group []*publishRequest
+		select {
+		case r := <-p.requests:
+			group = append(group, r)
+		case <-p.quit:
+			return
+		}
+	more:
+		for {
+			select {
+			case r := <-p.requests:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		f := flight{group: group}
+		f.acks, f.err = p.publish(group)
+		select {
+		case p.inFlight <- f:
+		case <-p.quit:
+			for _, r := range group {
+				r.done <- errClosed
+			}
+			return
+		}
+	}
+}
+
+// publish sends a group's events as messages of up to maxMessageBytes.
+func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, error) {
+	var acks []jetstream.PubAckFuture
+	body := make([]byte, 0, 4096)
+	send := func() error {
+		if len(body) == 0 {
+			return nil
+		}
+		msg := &nats.Msg{Subject: subject, Data: append(body, ']')}
+		for attempt := 0; ; attempt++ {
+			f, err := p.js.PublishMsgAsync(msg)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && attempt < 500 {
+				select {
+				case <-p.quit:
+					return errClosed
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
+			}
+			if err != nil {
+				return fault.Wrap(err, fault.Unavailable, "event log unavailable")
+			}
+			acks = append(acks, f)
+			body = make([]byte, 0, cap(body))
+			return nil
+		}
+	}
+	for _, r := range group {
+		for i := range r.events {
+			e, err := json.Marshal(&r.events[i])
+			if err != nil {
+				return acks, err
+			}
+			if len(body) > 0 && len(body)+len(e)+1 > maxMessageBytes {
+				if err := send(); err != nil {
+					return acks, err
+				}
+			}
+			if len(body) == 0 {
+				body = append(body, '[')
+			} else {
+				body = append(body, ',')
+			}
+			body = append(body, e...)
+		}
+	}
+	return acks, send()
+}
+
+// complete waits for each group's acks, in order, and answers its callers.
+func (p *publisher) complete() {
+	defer p.wg.Done()
+	for f := range p.inFlight {
+		err := f.err
+		for _, a := range f.acks {
+			if err != nil {
+				break
+			}
+			select {
+			case <-a.Ok():
+			case e := <-a.Err():
+				err = fault.Wrap(e, fault.Unavailable, "event log did not store an event")
+			case <-p.quit:
+				err = errClosed
+			}
+		}
+		for _, r := range f.group {
+			r.done <- err
+		}
+	}
+}
