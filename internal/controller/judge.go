@@ -147,7 +147,7 @@ func Judge(g *rollout.Gate, base health.Baseline, ev Evidence, holds Holds) (hea
 			if out.Verdict == health.Healthy {
 				out.Verdict = health.Inconclusive
 			}
-			out.Summary = fmt.Sprintf("%s regressed, but the fleet's other installs on it also fail %.2f times as often as the week before (%.2f%% vs %.2f%%): an ambient incident, not this release; waiting it out",
+			out.Summary = fmt.Sprintf("%s regressed, but the fleet's other installs on it fail up to %.2f times as often as the week before in the hours of this release's installs there (%.2f%% vs %.2f%%): an ambient incident, not this release; waiting it out",
 				loc.Cell, amb.Factor, 100*amb.Now.Value, 100*amb.Before.Value)
 			return out, nil
 		}

@@ -138,7 +138,7 @@ func AdjustForAmbient(base Baseline, now, before Rate) (Baseline, Ambient) {
 		return base, a
 	}
 	base.Failure = min(0.5, base.Failure*a.Factor)
-	base.Source += fmt.Sprintf(", × %.2f for the fleet's other installs (%.2f%% now vs %.2f%% the week before)", a.Factor, 100*a.Now.Value, 100*a.Before.Value)
+	base.Source += fmt.Sprintf(", × %.2f for the fleet's other installs (%.2f%% in the hours of this release's installs vs %.2f%% the week before)", a.Factor, 100*a.Now.Value, 100*a.Before.Value)
 	return base, a
 }
 
