@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"maps"
 	"math"
@@ -168,25 +169,13 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		hourKeys := slices.SortedFunc(maps.Keys(hours), func(a, b hourKey) int {
 			return cmp.Or(strings.Compare(a.dep, b.dep), cmp.Compare(a.hour, b.hour))
 		})
-		for len(hourKeys) > 0 {
-			n := min(len(hourKeys), 200)
-			var sb strings.Builder
-			sb.WriteString(`INSERT INTO install_hours (deployment_id, hour, failed, installs) VALUES `)
-			args := make([]any, 0, n*4)
-			for i, k := range hourKeys[:n] {
-				if i > 0 {
-					sb.WriteByte(',')
-				}
-				sb.WriteByte('(')
-				tx.placeholders(&sb, len(args), 4)
-				sb.WriteByte(')')
-				args = append(args, k.dep, k.hour, hours[k].Failed, hours[k].Of)
-			}
-			sb.WriteString(` ON CONFLICT (deployment_id, hour) DO UPDATE SET failed = install_hours.failed + excluded.failed, installs = install_hours.installs + excluded.installs`)
-			if _, err := tx.db.ExecContext(ctx, sb.String(), args...); err != nil {
-				return unavailable(err)
-			}
-			hourKeys = hourKeys[n:]
+		args := make([]any, 0, len(hourKeys)*4)
+		for _, k := range hourKeys {
+			args = append(args, k.dep, k.hour, hours[k].Failed, hours[k].Of)
+		}
+		if err := tx.writeRows(ctx, `INSERT INTO install_hours (deployment_id, hour, failed, installs)`, 4, args,
+			` ON CONFLICT (deployment_id, hour) DO UPDATE SET failed = install_hours.failed + excluded.failed, installs = install_hours.installs + excluded.installs`, nil); err != nil {
+			return err
 		}
 		keys := make([]key, 0, len(counts))
 		for k := range counts {
@@ -198,27 +187,12 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			return cmp.Or(strings.Compare(a.dep, b.dep), cmp.Compare(a.wave, b.wave),
 				strings.Compare(string(a.outcome), string(b.outcome)), strings.Compare(a.cell, b.cell))
 		})
-		for len(keys) > 0 {
-			n := min(len(keys), 200)
-			var sb strings.Builder
-			sb.WriteString(`INSERT INTO health_counts (deployment_id, wave, outcome, cell, devices) VALUES `)
-			args := make([]any, 0, n*5)
-			for i, k := range keys[:n] {
-				if i > 0 {
-					sb.WriteByte(',')
-				}
-				sb.WriteByte('(')
-				tx.placeholders(&sb, len(args), 5)
-				sb.WriteByte(')')
-				args = append(args, k.dep, k.wave, k.outcome, k.cell, counts[k])
-			}
-			sb.WriteString(` ON CONFLICT (deployment_id, wave, outcome, cell) DO UPDATE SET devices = health_counts.devices + excluded.devices`)
-			if _, err := tx.db.ExecContext(ctx, sb.String(), args...); err != nil {
-				return unavailable(err)
-			}
-			keys = keys[n:]
+		args = make([]any, 0, len(keys)*5)
+		for _, k := range keys {
+			args = append(args, k.dep, k.wave, k.outcome, k.cell, counts[k])
 		}
-		return nil
+		return tx.writeRows(ctx, `INSERT INTO health_counts (deployment_id, wave, outcome, cell, devices)`, 5, args,
+			` ON CONFLICT (deployment_id, wave, outcome, cell) DO UPDATE SET devices = health_counts.devices + excluded.devices`, nil)
 	})
 	return t, err
 }
@@ -228,12 +202,32 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 // of the rows it inserted (none when returning is empty).
 func (q *queries) insertReturning(ctx context.Context, table string, width int, args []any, returning string) (map[string]bool, error) {
 	out := map[string]bool{}
-	per := 200
-	for len(args) > 0 {
-		n := min(len(args)/width, per)
+	tail := ` ON CONFLICT DO NOTHING`
+	var scan func(*sql.Rows) error
+	if returning != "" {
+		tail += ` RETURNING ` + returning
+		scan = func(rows *sql.Rows) error {
+			var v string
+			err := rows.Scan(&v)
+			out[v] = true
+			return err
+		}
+	}
+	return out, q.writeRows(ctx, `INSERT INTO `+table, width, args, tail, scan)
+}
+
+// rowsPerStatement is how many rows writeRows puts in one statement.
+const rowsPerStatement = 200
+
+// writeRows runs "head VALUES (...), (...) tail" over args, rows of width
+// values, rowsPerStatement rows at a time. The full-size statement is
+// prepared once and reused (SQLite parses it once rather than per chunk).
+// With scan, the statement returns rows and scan reads each.
+func (q *queries) writeRows(ctx context.Context, head string, width int, args []any, tail string, scan func(*sql.Rows) error) error {
+	statement := func(n int) string {
 		var sb strings.Builder
-		sb.WriteString(`INSERT INTO ` + table + ` VALUES `)
-		for i := 0; i < n; i++ {
+		sb.WriteString(head + ` VALUES `)
+		for i := range n {
 			if i > 0 {
 				sb.WriteByte(',')
 			}
@@ -241,34 +235,55 @@ func (q *queries) insertReturning(ctx context.Context, table string, width int, 
 			q.placeholders(&sb, i*width, width)
 			sb.WriteByte(')')
 		}
-		sb.WriteString(` ON CONFLICT DO NOTHING`)
-		if returning == "" {
-			if _, err := q.db.ExecContext(ctx, sb.String(), args[:n*width]...); err != nil {
-				return nil, unavailable(err)
+		sb.WriteString(tail)
+		return sb.String()
+	}
+	var full *sql.Stmt
+	if len(args) >= 2*rowsPerStatement*width {
+		var err error
+		if full, err = q.db.PrepareContext(ctx, statement(rowsPerStatement)); err != nil {
+			return unavailable(err)
+		}
+		defer full.Close()
+	}
+	for len(args) > 0 {
+		n := min(len(args)/width, rowsPerStatement)
+		chunk := args[:n*width]
+		args = args[n*width:]
+		if scan == nil {
+			var err error
+			if full != nil && n == rowsPerStatement {
+				_, err = full.ExecContext(ctx, chunk...)
+			} else {
+				_, err = q.db.ExecContext(ctx, statement(n), chunk...)
 			}
-			args = args[n*width:]
+			if err != nil {
+				return unavailable(err)
+			}
 			continue
 		}
-		sb.WriteString(` RETURNING ` + returning)
-		rows, err := q.db.QueryContext(ctx, sb.String(), args[:n*width]...)
+		var rows *sql.Rows
+		var err error
+		if full != nil && n == rowsPerStatement {
+			rows, err = full.QueryContext(ctx, chunk...)
+		} else {
+			rows, err = q.db.QueryContext(ctx, statement(n), chunk...)
+		}
 		if err != nil {
-			return nil, unavailable(err)
+			return unavailable(err)
 		}
 		for rows.Next() {
-			var v string
-			if err := rows.Scan(&v); err != nil {
+			if err := scan(rows); err != nil {
 				rows.Close()
-				return nil, unavailable(err)
+				return unavailable(err)
 			}
-			out[v] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, unavailable(err)
+			return unavailable(err)
 		}
-		args = args[n*width:]
 	}
-	return out, nil
+	return nil
 }
 
 // deploymentRisk returns the pinned risk model of a risk-ordered
