@@ -106,11 +106,7 @@ func TestKillDuringPublish(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.backend+"/"+tc.failpoint, func(t *testing.T) {
 			t.Parallel()
-			data := t.TempDir()
-			dsn := ""
-			if tc.backend == "postgres" {
-				dsn = dbtest.Postgres(t)
-			}
+			data, dsn := t.TempDir(), childDatabase(t, tc.backend)
 			ctx := context.Background()
 			c := startChild(t, data, dsn, "RINGMASTER_FAILPOINT="+tc.failpoint)
 			admin := adminClient(t, c.url, data)
@@ -180,6 +176,15 @@ func TestKillDuringPublish(t *testing.T) {
 			}
 		})
 	}
+}
+
+// childDatabase is the --database of a child server on backend: a fresh
+// PostgreSQL database, or "" for SQLite in its data directory.
+func childDatabase(t *testing.T, backend string) string {
+	if backend == "postgres" {
+		return dbtest.Postgres(t)
+	}
+	return ""
 }
 
 func adminClient(t *testing.T, url, data string) *client.Client {

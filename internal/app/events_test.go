@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/client"
-	"github.com/ringmaster/ringmaster/internal/dbtest"
 )
 
 func installEvents(u client.Update, n int, prefix string, failEvery int) []client.DeviceEvent {
@@ -112,11 +111,7 @@ func TestKillDuringAggregation(t *testing.T) {
 	} {
 		t.Run(tc.backend+"/"+tc.failpoint, func(t *testing.T) {
 			t.Parallel()
-			data := t.TempDir()
-			dsn := ""
-			if tc.backend == "postgres" {
-				dsn = dbtest.Postgres(t)
-			}
+			data, dsn := t.TempDir(), childDatabase(t, tc.backend)
 			c := startChild(t, data, dsn, "RINGMASTER_FAILPOINT="+tc.failpoint)
 			admin := adminClient(t, c.url, data)
 			ctx := context.Background()
