@@ -144,10 +144,12 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", durable, err)
 	}
-	// Fetch by size: messages carry up to maxMessageBytes of events.
+	// Fetch by size (messages carry up to maxMessageBytes of events), and
+	// at most batch messages (FetchBytes alone sizes its buffers for a
+	// million).
 	maxBytes := max(batch*approxEventBytes, 2*maxMessageBytes)
 	for ctx.Err() == nil {
-		msgs, err := cons.FetchBytes(maxBytes, jetstream.FetchMaxWait(time.Second))
+		msgs, err := cons.Fetch(batch, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			if ctx.Err() == nil {
 				l.log.Warn("event fetch failed", "consumer", durable, "err", err)

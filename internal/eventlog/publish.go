@@ -132,7 +132,9 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 		if len(body) == 0 {
 			return nil
 		}
-		msg := &nats.Msg{Subject: subject, Data: append(body, ']')}
+		// The message keeps its data until acked: appending to a full
+		// slice copies body (without clearing it first), which is reused.
+		msg := &nats.Msg{Subject: subject, Data: append(body[:len(body):len(body)], ']')}
 		for attempt := 0; ; attempt++ {
 			f, err := p.js.PublishMsgAsync(msg)
 			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && attempt < 500 {
@@ -147,7 +149,7 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 				return fault.Wrap(err, fault.Unavailable, "event log unavailable")
 			}
 			acks = append(acks, f)
-			body = make([]byte, 0, cap(body))
+			body = body[:0]
 			return nil
 		}
 	}
