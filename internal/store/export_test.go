@@ -18,3 +18,16 @@ func (s *Store) RebuildInstallHours(ctx context.Context) error {
 	}
 	return tx.Commit()
 }
+
+// Remigrate takes the schema down to version and up again, data and all.
+func (s *Store) Remigrate(ctx context.Context, version int64) error {
+	p, err := s.migrations()
+	if err != nil {
+		return err
+	}
+	if _, err := p.DownTo(ctx, version); err != nil {
+		return err
+	}
+	_, err = p.Up(ctx)
+	return err
+}

@@ -72,3 +72,51 @@ func backfillInstallHours(ctx context.Context, tx *sql.Tx) error {
 	}
 	return nil
 }
+
+// clusteredCountsMigration rebuilds, on SQLite, the counters the
+// aggregator upserts in every batch as WITHOUT ROWID tables clustered on
+// their primary keys: an upsert then finds and updates one b-tree entry,
+// not a key index entry and then its rowid row. (Clustering the per-event
+// tables, device_outcomes and offers, made their appends slower: their
+// rows are large and arrive in random key order.) PostgreSQL keeps them as
+// they are.
+func clusteredCountsMigration(dialect Dialect) *goose.Migration {
+	tables := []struct{ name, columns, copy, indexes string }{
+		{"health_counts", `deployment_id TEXT NOT NULL REFERENCES deployments (id),
+			wave          INTEGER NOT NULL,
+			outcome       TEXT NOT NULL,
+			cell          TEXT NOT NULL,
+			devices       BIGINT NOT NULL,
+			PRIMARY KEY (deployment_id, wave, outcome, cell)`, "deployment_id, wave, outcome, cell, devices", ""},
+		{"install_hours", `deployment_id TEXT NOT NULL,
+			hour          BIGINT NOT NULL,
+			failed        BIGINT NOT NULL,
+			installs      BIGINT NOT NULL,
+			PRIMARY KEY (deployment_id, hour)`, "deployment_id, hour, failed, installs", ""},
+	}
+	rebuild := func(without string) func(context.Context, *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
+			if dialect != SQLite {
+				return nil
+			}
+			for _, t := range tables {
+				for _, stmt := range []string{
+					`CREATE TABLE ` + t.name + `_rebuilt (` + t.columns + `)` + without,
+					`INSERT INTO ` + t.name + `_rebuilt (` + t.copy + `) SELECT ` + t.copy + ` FROM ` + t.name,
+					`DROP TABLE ` + t.name,
+					`ALTER TABLE ` + t.name + `_rebuilt RENAME TO ` + t.name,
+					t.indexes,
+				} {
+					if stmt == "" {
+						continue
+					}
+					if _, err := tx.ExecContext(ctx, stmt); err != nil {
+						return fmt.Errorf("rebuild %s: %w", t.name, err)
+					}
+				}
+			}
+			return nil
+		}
+	}
+	return goose.NewGoMigration(10, &goose.GoFunc{RunTx: rebuild(" WITHOUT ROWID")}, &goose.GoFunc{RunTx: rebuild("")})
+}

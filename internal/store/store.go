@@ -139,18 +139,27 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	return &Store{db: stdlib.OpenDBFromPool(pool), pool: pool, dialect: Postgres}, nil
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+// migrations returns the schema's migrations for this engine.
+func (s *Store) migrations() (*goose.Provider, error) {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dialect := goose.DialectSQLite3
 	if s.dialect == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration()))
+	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration(), clusteredCountsMigration(s.dialect)))
 	if err != nil {
-		return fmt.Errorf("load migrations: %w", err)
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	return p, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	p, err := s.migrations()
+	if err != nil {
+		return err
 	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("apply migrations: %w", err)
