@@ -278,7 +278,8 @@ func (c *Controller) ambient(ctx context.Context, d *rollout.Deployment, cell ma
 	if err != nil {
 		return during, before, err
 	}
-	return health.TimeMatched(release, others), weekBefore.Rate(math.MinInt64, math.MaxInt64), nil
+	// Whole hours before the one it started in.
+	return health.TimeMatched(release, others), weekBefore.Rate(math.MinInt64, health.HourOf(d.CreatedAt)), nil
 }
 
 // ambientLead is how long before a deployment started the other installs

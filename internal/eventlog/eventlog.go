@@ -135,8 +135,8 @@ func decode(events []telemetry.Event, data []byte) ([]telemetry.Event, error) {
 type Handler func(ctx context.Context, events []telemetry.Event) error
 
 // Consume feeds batches of about batch events (fetched by size) to handle
-// through the named durable consumer until ctx ends. A batch whose handler fails is not acked
-// and comes back after ackWait.
+// through the named durable consumer until ctx ends. A batch whose handler
+// fails is not acked and comes back after ackWait.
 func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait time.Duration, handle Handler) error {
 	cons, err := l.consumer(ctx, jetstream.ConsumerConfig{
 		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxAckPending: batch * 4,
@@ -160,11 +160,9 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 		var got []jetstream.Msg
 		var events []telemetry.Event
 		for m := range msgs.Messages() {
-			n := len(events)
 			var err error
 			if events, err = decode(events, m.Data()); err != nil {
 				l.log.Warn("dropping an undecodable event message", "err", err)
-				events = events[:n]
 				_ = m.Term()
 				continue
 			}
