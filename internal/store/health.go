@@ -222,7 +222,8 @@ const rowsPerStatement = 200
 // writeRows runs "head VALUES (...), (...) tail" over args, rows of width
 // values, rowsPerStatement rows at a time. The full-size statement is
 // prepared once and reused (SQLite parses it once rather than per chunk).
-// With scan, the statement returns rows and scan reads each.
+// With scan, the statement returns rows and scan reads each (statements
+// without RETURNING run the same way and return none).
 func (q *queries) writeRows(ctx context.Context, head string, width int, args []any, tail string, scan func(*sql.Rows) error) error {
 	statement := func(n int) string {
 		var sb strings.Builder
@@ -250,18 +251,6 @@ func (q *queries) writeRows(ctx context.Context, head string, width int, args []
 		n := min(len(args)/width, rowsPerStatement)
 		chunk := args[:n*width]
 		args = args[n*width:]
-		if scan == nil {
-			var err error
-			if full != nil && n == rowsPerStatement {
-				_, err = full.ExecContext(ctx, chunk...)
-			} else {
-				_, err = q.db.ExecContext(ctx, statement(n), chunk...)
-			}
-			if err != nil {
-				return unavailable(err)
-			}
-			continue
-		}
 		var rows *sql.Rows
 		var err error
 		if full != nil && n == rowsPerStatement {
@@ -272,7 +261,7 @@ func (q *queries) writeRows(ctx context.Context, head string, width int, args []
 		if err != nil {
 			return unavailable(err)
 		}
-		for rows.Next() {
+		for scan != nil && rows.Next() {
 			if err := scan(rows); err != nil {
 				rows.Close()
 				return unavailable(err)
