@@ -8,7 +8,6 @@ package eventlog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,30 +112,15 @@ func (l *Log) Close() {
 // about a batch of events at a time.
 const approxEventBytes = 512
 
-// decode appends a message's events to events: a JSON array, or (from
-// earlier versions) one event object.
-func decode(events []telemetry.Event, data []byte) ([]telemetry.Event, error) {
-	if len(data) > 0 && data[0] == '[' {
-		var batch []telemetry.Event
-		if err := json.Unmarshal(data, &batch); err != nil {
-			return events, err
-		}
-		return append(events, batch...), nil
-	}
-	var e telemetry.Event
-	if err := json.Unmarshal(data, &e); err != nil {
-		return events, err
-	}
-	return append(events, e), nil
-}
-
 // Handler processes a batch; it returns nil only once the batch's effects
 // are durable (then the batch is acked).
 type Handler func(ctx context.Context, events []telemetry.Event) error
 
 // Consume feeds batches of about batch events (fetched by size) to handle
 // through the named durable consumer until ctx ends. A batch whose handler
-// fails is not acked and comes back after ackWait.
+// fails is not acked and comes back after ackWait. The next batch is
+// fetched and decoded while handle runs (on another core), and waits
+// extended until its turn.
 func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait time.Duration, handle Handler) error {
 	cons, err := l.consumer(ctx, jetstream.ConsumerConfig{
 		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxAckPending: batch * 4,
@@ -144,43 +128,23 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", durable, err)
 	}
-	// Fetch by size (messages carry up to maxMessageBytes of events), and
-	// at most batch messages (FetchBytes alone sizes its buffers for a
-	// million).
-	maxBytes := max(batch*approxEventBytes, 2*maxMessageBytes)
-	for ctx.Err() == nil {
-		msgs, err := cons.Fetch(batch, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan fetched)
+	go l.fetch(ctx, cons, durable, batch, ackWait, next)
+	for f := range next {
+		if ctx.Err() != nil {
+			nakAll(f.msgs) // fetched as ctx ended: back to the stream at once
+			continue
+		}
+		if err := handleExtending(ctx, handle, f.events, f.msgs, ackWait); err != nil {
 			if ctx.Err() == nil {
-				l.log.Warn("event fetch failed", "consumer", durable, "err", err)
-				time.Sleep(time.Second)
+				l.log.Warn("event batch failed; it will be redelivered", "consumer", durable, "events", len(f.events), "err", err)
 			}
+			nakAll(f.msgs)
 			continue
 		}
-		var got []jetstream.Msg
-		var events []telemetry.Event
-		for m := range msgs.Messages() {
-			var err error
-			if events, err = decode(events, m.Data()); err != nil {
-				l.log.Warn("dropping an undecodable event message", "err", err)
-				_ = m.Term()
-				continue
-			}
-			got = append(got, m)
-		}
-		if len(events) == 0 {
-			continue
-		}
-		if err := handleExtending(ctx, handle, events, got, ackWait); err != nil {
-			if ctx.Err() == nil {
-				l.log.Warn("event batch failed; it will be redelivered", "consumer", durable, "events", len(events), "err", err)
-			}
-			for _, m := range got {
-				_ = m.Nak()
-			}
-			continue
-		}
-		for _, m := range got {
+		for _, m := range f.msgs {
 			if err := m.Ack(); err != nil {
 				// The effects are committed; a redelivery is skipped as a duplicate.
 				l.log.Debug("event ack failed", "err", err)
@@ -188,6 +152,79 @@ func (l *Log) Consume(ctx context.Context, durable string, batch int, ackWait ti
 		}
 	}
 	return nil
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+// fetched is a decoded batch and the messages it came in.
+type fetched struct {
+	events []telemetry.Event
+	msgs   []jetstream.Msg
+}
+
+// fetch sends decoded batches to next until ctx ends, then closes it. A
+// batch waiting for the handler is kept in progress meanwhile.
+func (l *Log) fetch(ctx context.Context, cons jetstream.Consumer, durable string, batch int, ackWait time.Duration, next chan<- fetched) {
+	defer close(next)
+	// Fetch by size (messages carry up to maxMessageBytes of events), and
+	// at most batch messages (FetchBytes alone sizes its buffers for a
+	// million).
+	maxBytes := max(batch*approxEventBytes, 2*maxMessageBytes)
+	// Messages that arrive early wait in hand for the fetch to end, with no
+	// one saying they are in progress: a third of ackWait at most, then
+	// waitTurn's first third, and they are still ours.
+	wait := min(time.Second, ackWait/3)
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(batch, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(wait))
+		if err != nil {
+			if ctx.Err() == nil {
+				l.log.Warn("event fetch failed", "consumer", durable, "err", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		var f fetched
+		for m := range msgs.Messages() {
+			var err error
+			if f.events, err = telemetry.DecodeLogged(f.events, m.Data()); err != nil {
+				l.log.Warn("dropping an undecodable event message", "err", err)
+				_ = m.Term()
+				continue
+			}
+			f.msgs = append(f.msgs, m)
+		}
+		if len(f.events) == 0 {
+			continue
+		}
+		if !waitTurn(ctx, next, f, ackWait) {
+			nakAll(f.msgs) // back to whoever consumes next
+			return
+		}
+	}
+}
+
+// waitTurn hands f to the handler loop, telling the server its messages
+// are in progress every third of ackWait until it is taken; false if ctx
+// ended first.
+func waitTurn(ctx context.Context, next chan<- fetched, f fetched, ackWait time.Duration) bool {
+	t := time.NewTicker(ackWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case next <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			for _, m := range f.msgs {
+				_ = m.InProgress()
+			}
+		}
+	}
 }
 
 // consumer returns the durable consumer cfg names, creating it, or

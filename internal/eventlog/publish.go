@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -153,23 +152,25 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 			return nil
 		}
 	}
+	var moved []byte
 	for _, r := range group {
 		for i := range r.events {
-			e, err := json.Marshal(&r.events[i])
-			if err != nil {
-				return acks, err
-			}
-			if len(body) > 0 && len(body)+len(e)+1 > maxMessageBytes {
+			mark := len(body)
+			body = append(body, ',')
+			body = telemetry.AppendJSON(body, &r.events[i])
+			if mark > 0 && len(body)+1 > maxMessageBytes {
+				// Too large with this event: send the message without it, and
+				// start the next with it.
+				moved = append(moved[:0], body[mark:]...)
+				body = body[:mark]
 				if err := send(); err != nil {
 					return acks, err
 				}
+				body = append(body, moved...)
 			}
-			if len(body) == 0 {
-				body = append(body, '[')
-			} else {
-				body = append(body, ',')
+			if len(body) > 0 && body[0] == ',' {
+				body[0] = '['
 			}
-			body = append(body, e...)
 		}
 	}
 	return acks, send()

@@ -31,3 +31,9 @@ func (s *Store) Remigrate(ctx context.Context, version int64) error {
 	_, err = p.Up(ctx)
 	return err
 }
+
+// Exec runs a statement on the store's connection.
+func (s *Store) Exec(ctx context.Context, query string) error {
+	_, err := s.db.ExecContext(ctx, query)
+	return err
+}

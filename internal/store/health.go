@@ -58,8 +58,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			risk float64 // predicted risk, in risk-ordered deployments
 		}
 		models := map[string]*risk.Model{}
-		var rows, offers []any
-		offerSeen := map[string]bool{}
+		var rows []any
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
 		for _, e := range events {
@@ -97,20 +96,26 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			pending[k] = o
 			order = append(order, k)
 			rows = append(rows, d.ID, e.DeviceID, e.Type, o.wave, e.Time.UTC())
-			// The offer's record, re-derived from the receipt: a record lost
-			// in a crash before its batch was written comes back with the
-			// first event that cites the offer.
-			if od := d.ID + "|" + e.DeviceID; !offerSeen[od] {
-				offerSeen[od] = true
-				offers = append(offers, d.ID, e.DeviceID, e.Wave, e.OfferedAt.UTC())
-			}
-		}
-		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, ""); err != nil {
-			return err
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
 			"deployment_id || '|' || device_id || '|' || outcome")
 		if err != nil {
+			return err
+		}
+		// The offer's record, re-derived from the receipt with the first
+		// outcome counted of it: a record lost in a crash before its
+		// check-in's batch was written comes back then. (An outcome counted
+		// before had its offer recorded then.)
+		var offers []any
+		offerSeen := map[string]bool{}
+		for _, k := range order {
+			o := pending[k]
+			if od := o.dep.ID + "|" + o.e.DeviceID; counted[k] && !offerSeen[od] {
+				offerSeen[od] = true
+				offers = append(offers, o.dep.ID, o.e.DeviceID, o.e.Wave, o.e.OfferedAt.UTC())
+			}
+		}
+		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, ""); err != nil {
 			return err
 		}
 

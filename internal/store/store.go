@@ -47,9 +47,11 @@ const (
 // Store is Ringmaster's state. It is safe for concurrent use.
 type Store struct {
 	queries
-	db      *sql.DB
-	pool    *pgxpool.Pool // PostgreSQL only: River's LISTEN connections
-	dialect Dialect
+	db   *sql.DB
+	pool *pgxpool.Pool // PostgreSQL only: River's LISTEN connections
+	// checkpoints copies SQLite's write-ahead log into its database file.
+	checkpoints *checkpointer
+	dialect     Dialect
 	// failpoints stop named steps for crash tests.
 	failpoints failpoint.Set
 }
@@ -103,20 +105,27 @@ func openSQLite(path string) (*Store, error) {
 		f.Close()
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)", "cache_size(-65536)", "wal_autocheckpoint(10000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "temp_store(MEMORY)", "cache_size(-65536)",
+		fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages)} {
 		q.Add("_pragma", p)
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
+	cdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	cdb.SetMaxOpenConns(1)
 	// One connection: SQLite has a single writer, and River's SQLite driver
 	// needs this to avoid SQLITE_BUSY. Code must never use the pool while it
 	// holds a transaction (it would wait for itself).
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	return &Store{db: db, dialect: SQLite}, nil
+	return &Store{db: db, dialect: SQLite, checkpoints: startCheckpointer(cdb)}, nil
 }
 
 func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error) {
@@ -191,7 +200,11 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close releases the database.
 func (s *Store) Close() error {
-	err := s.db.Close()
+	var err error
+	if s.checkpoints != nil {
+		err = s.checkpoints.close()
+	}
+	err = errors.Join(err, s.db.Close())
 	if s.pool != nil {
 		s.pool.Close()
 	}
