@@ -242,10 +242,10 @@ func (q *queries) DeploymentEvents(ctx context.Context, id string) ([]rollout.Ev
 // offer, and those explain must be able to name (scheduled, paused, halted).
 var snapshotStates = []rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused, rollout.Completed, rollout.Halted}
 
-// CountDevicesWithProduct estimates how many registered devices run a
-// product (for paced waves).
+// CountDevicesWithProduct counts the registered devices that run a product
+// (for paced waves), from the inventory's version counts.
 func (q *queries) CountDevicesWithProduct(ctx context.Context, product string) (int64, error) {
 	var n int64
-	err := q.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE installed LIKE $1`, `%"`+product+`":%`).Scan(&n)
+	err := q.db.QueryRowContext(ctx, `SELECT CAST(COALESCE(SUM(devices), 0) AS BIGINT) FROM product_versions WHERE product = $1`, product).Scan(&n)
 	return n, unavailable(err)
 }

@@ -158,7 +158,7 @@ func (s *Store) migrations() (*goose.Provider, error) {
 	if s.dialect == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration(), clusteredCountsMigration(s.dialect)))
+	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration(), clusteredCountsMigration(s.dialect), inventoryMigration(s.dialect)))
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
@@ -209,6 +209,12 @@ func (s *Store) Close() error {
 		s.pool.Close()
 	}
 	return err
+}
+
+// JobCounts counts the job queue's jobs by state (available, scheduled,
+// running, retryable, completed, discarded, cancelled).
+func (q *queries) JobCounts(ctx context.Context) (map[string]int64, error) {
+	return queryCounts[string](ctx, q.db, `SELECT state, COUNT(*) FROM river_job GROUP BY state`)
 }
 
 // Tx is a transaction: every query method of Store, plus SQL for enqueuing

@@ -53,6 +53,7 @@ func TestConformance(t *testing.T) {
 				{"tuf metadata", testTUFMetadata},
 				{"agent plans and approvals", testAgentPlans},
 				{"devices", testDevices},
+				{"device inventory", testInventory},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					c := &clock{t: time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)}
