@@ -282,6 +282,12 @@ func TestOpenAPIDescribesResponses(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	get("/v1/devices/dev-1")
+	_, err = admin.Devices(ctx, client.DeviceFilter{Product: "agent", Version: "0.9", Attributes: map[string]string{"oem": "contoso"}, Count: true, Limit: 1})
+	must("list devices", err)
+	_, err = admin.Devices(ctx, client.DeviceFilter{SeenAfter: time.Now().Add(-time.Hour), Cursor: "dev-0"})
+	must("list devices from a cursor", err)
+	_, err = admin.ProductVersions(ctx, "agent")
+	must("product versions", err)
 	get("/v1/tuf/1.root.json")
 	get("/v1/tuf/timestamp.json")
 	get("/healthz")

@@ -164,7 +164,7 @@ func enrollmentCmd(g *globals) *cobra.Command {
 }
 
 func deviceCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "device", Short: "Manage devices"}
+	cmd := &cobra.Command{Use: "device", Short: "List, show, revoke and reset devices; version distributions"}
 	var reason string
 	revoke := &cobra.Command{
 		Use: "revoke ID --reason TEXT", Short: "Revoke a device's credential (check-ins and events refused, no re-enrollment)",
@@ -202,6 +202,7 @@ func deviceCmd(g *globals) *cobra.Command {
 	reset.Flags().StringVar(&reason, "reason", "", "why (required)")
 	_ = reset.MarkFlagRequired("reason")
 	cmd.AddCommand(revoke, reset)
+	cmd.AddCommand(deviceInventoryCmds(g)...)
 	return cmd
 }
 
