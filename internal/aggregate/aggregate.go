@@ -27,10 +27,19 @@ type Aggregator struct {
 	processed, counted, repeats, duplicates, unattributed atomic.Int64
 }
 
+// durable is the aggregator's consumer of the event log.
+const durable = "health-aggregator"
+
+// Backlog is how many event log messages (each of many events) the
+// aggregator has not yet counted.
+func (a *Aggregator) Backlog(ctx context.Context) (int64, error) {
+	return a.Log.Backlog(ctx, durable)
+}
+
 // Run consumes until ctx ends. Each batch commits its counts before it is
 // acked; a batch redelivered after a crash counts nothing twice.
 func (a *Aggregator) Run(ctx context.Context) error {
-	return a.Log.Consume(ctx, "health-aggregator", a.Batch, a.AckWait, func(ctx context.Context, events []telemetry.Event) error {
+	return a.Log.Consume(ctx, durable, a.Batch, a.AckWait, func(ctx context.Context, events []telemetry.Event) error {
 		t, err := a.Store.RecordEvents(ctx, events, a.Cohort)
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -83,6 +84,21 @@ type Notifier struct {
 	http   *http.Client
 	log    *slog.Logger
 	now    func() time.Time
+
+	mu       sync.Mutex
+	failures map[string]int64 // failed delivery attempts by webhook
+}
+
+// Failures returns the failed delivery attempts since start, by webhook
+// (each is retried with backoff).
+func (n *Notifier) Failures() map[string]int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]int64, len(n.hooks))
+	for _, h := range n.hooks {
+		out[h.Name] = n.failures[h.Name]
+	}
+	return out
 }
 
 // New returns a notifier for hooks. Register its worker, then SetClient.
@@ -153,6 +169,19 @@ type deliverWorker struct {
 func (w *deliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration { return 30 * time.Second }
 
 func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	err := w.deliver(ctx, job)
+	if err != nil {
+		w.n.mu.Lock()
+		if w.n.failures == nil {
+			w.n.failures = map[string]int64{}
+		}
+		w.n.failures[job.Args.Webhook]++
+		w.n.mu.Unlock()
+	}
+	return err
+}
+
+func (w *deliverWorker) deliver(ctx context.Context, job *river.Job[DeliverArgs]) error {
 	var hook *Webhook
 	for i := range w.n.hooks {
 		if w.n.hooks[i].Name == job.Args.Webhook {

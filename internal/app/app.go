@@ -191,6 +191,7 @@ func (a *App) routes() http.Handler {
 			Help: "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, repeating an outcome already counted (a device reporting again, a redelivered batch), repeating an event id in the same batch, or citing no known deployment.",
 		}, func() float64 { return float64(c.n(a.Aggregator.Stats())) }))
 	}
+	reg.MustRegister(newRolloutCollector(a))
 	publishes := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ringmaster_publishes_total", Help: "Updates published.",
 	})

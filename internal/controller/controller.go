@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"sync"
 	"time"
@@ -40,6 +41,26 @@ type Controller struct {
 	// scanned is when the gate last scanned each deployment's cohorts
 	// against their own baselines (cohortScanEvery).
 	scanned map[string]time.Time
+	// verdicts is the gate's last verdict on each deployment this
+	// controller ticked (for metrics).
+	verdicts map[string]string
+}
+
+// Verdicts returns the health gate's last verdict on each deployment this
+// controller judged while ticking (none on replicas that do not tick).
+func (c *Controller) Verdicts() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.verdicts)
+}
+
+func (c *Controller) noteVerdict(id, verdict string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verdicts == nil {
+		c.verdicts = map[string]string{}
+	}
+	c.verdicts[id] = verdict
 }
 
 // cohortScanEvery is how often the gate scans a deployment's cohort cells
@@ -252,6 +273,7 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 			return obs
 		}
 		obs.Gate = &rollout.GateObservation{Verdict: string(g.Verdict), Summary: g.Summary}
+		c.noteVerdict(d.ID, obs.Gate.Verdict)
 	}
 	return obs
 }

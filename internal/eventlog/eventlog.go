@@ -227,6 +227,20 @@ func waitTurn(ctx context.Context, next chan<- fetched, f fetched, ackWait time.
 	}
 }
 
+// Backlog is how many messages the named durable consumer has not yet
+// acked: waiting in the stream, and delivered but not acked.
+func (l *Log) Backlog(ctx context.Context, durable string) (int64, error) {
+	cons, err := l.js.Consumer(ctx, Stream, durable)
+	if err != nil {
+		return 0, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return int64(info.NumPending) + int64(info.NumAckPending), nil
+}
+
 // consumer returns the durable consumer cfg names, creating it, or
 // updating it when its settings changed. An existing consumer with the
 // same settings is left alone: the server redelivers the batches in
