@@ -225,20 +225,7 @@ func (q *queries) upsertDevices(ctx context.Context, rows []sightingRow) ([]regi
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer got.Close()
-	var out []registry.Device
-	for got.Next() {
-		var d registry.Device
-		var attrs, inst string
-		if err := got.Scan(&d.ID, &attrs, &inst); err != nil {
-			return nil, unavailable(err)
-		}
-		if json.Unmarshal([]byte(attrs), &d.Attributes) != nil || json.Unmarshal([]byte(inst), &d.Installed) != nil {
-			d.Attributes, d.Installed = nil, nil // unreadable: no inventory rows
-		}
-		out = append(out, d)
-	}
-	return out, unavailable(got.Err())
+	return readDevices(got)
 }
 
 func orEmpty(m map[string]string) map[string]string {
@@ -282,18 +269,5 @@ func (q *queries) DevicesWithProduct(ctx context.Context, product string, limit 
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer rows.Close()
-	var out []registry.Device
-	for rows.Next() {
-		var d registry.Device
-		var attrs, inst string
-		if err := rows.Scan(&d.ID, &attrs, &inst); err != nil {
-			return nil, unavailable(err)
-		}
-		if json.Unmarshal([]byte(attrs), &d.Attributes) != nil || json.Unmarshal([]byte(inst), &d.Installed) != nil {
-			continue
-		}
-		out = append(out, d)
-	}
-	return out, unavailable(rows.Err())
+	return readDevices(rows)
 }

@@ -80,27 +80,33 @@ func inventoryMigration(dialect Dialect) *goose.Migration {
 }
 
 // registryPage reads up to n devices' attributes and installed versions
-// from the registry, in id order after after (a device whose JSON does not
-// parse comes without them, and is indexed on its next check-in).
+// from the registry, in id order after after.
 func (q *queries) registryPage(ctx context.Context, after string, n int) ([]registry.Device, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT id, attributes, installed FROM devices WHERE id > $1 ORDER BY id LIMIT $2`, after, n)
 	if err != nil {
 		return nil, err
 	}
+	return readDevices(rows)
+}
+
+// readDevices reads and closes rows of (id, attributes, installed). A
+// device whose JSON does not parse comes without them (it is indexed
+// and matched by rules again when it next checks in).
+func readDevices(rows *sql.Rows) ([]registry.Device, error) {
 	defer rows.Close()
 	var out []registry.Device
 	for rows.Next() {
 		var d registry.Device
 		var attrs, inst string
 		if err := rows.Scan(&d.ID, &attrs, &inst); err != nil {
-			return nil, err
+			return nil, unavailable(err)
 		}
 		if json.Unmarshal([]byte(attrs), &d.Attributes) != nil || json.Unmarshal([]byte(inst), &d.Installed) != nil {
 			d.Attributes, d.Installed = nil, nil
 		}
 		out = append(out, d)
 	}
-	return out, rows.Err()
+	return out, unavailable(rows.Err())
 }
 
 // inventoryIDsPerStatement bounds the ids of one DELETE ... IN (...).
