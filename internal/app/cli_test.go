@@ -66,7 +66,9 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("republish printed %q, %v", again, err)
 	}
 
-	out, err = run(t, env, "deploy", "--product", "contoso-agent", "--version", "2.1.0")
+	// Baked for a day, it is still running when shown below (one wave
+	// without a bake completes at the controller's next tick).
+	out, err = run(t, env, "deploy", "--product", "contoso-agent", "--version", "2.1.0", "--bake", "24h")
 	depID := strings.TrimSpace(out)
 	if err != nil || !strings.HasPrefix(depID, "dep_") {
 		t.Fatalf("deploy printed %q, %v", out, err)

@@ -83,7 +83,7 @@ var (
 // command must succeed and print what the README shows.
 func TestREADMETour(t *testing.T) {
 	first, steps := readmeTour(t)
-	if len(first) < 2 || first[0] != "go run ./cmd/ringmaster serve" || first[1] != "go test -race ./..." {
+	if len(first) < 2 || first[0] != "go run ./cmd/ringmaster serve" || first[1] != "go test -race -timeout 30m ./..." {
 		t.Fatalf("the README's first commands are %q; the tour test stands in for the first", first)
 	}
 	if len(steps) < 15 {
