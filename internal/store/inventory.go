@@ -198,7 +198,7 @@ type DeviceFilter struct {
 	SeenAfter, SeenBefore time.Time
 	// After is the cursor: devices whose ids sort after it.
 	After string
-	// Limit is the page size.
+	// Limit is the page size (100 when not set).
 	Limit int
 	// Count asks for the number of devices the filter selects in all.
 	Count bool
@@ -218,6 +218,9 @@ type DevicePage struct {
 // first attribute, else the devices themselves; every page is a range read
 // of that index from the cursor on.
 func (q *queries) Devices(ctx context.Context, f DeviceFilter) (DevicePage, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
 	var from, where []string
 	var args []any
 	arg := func(v any) string {
@@ -245,27 +248,36 @@ func (q *queries) Devices(ctx context.Context, f DeviceFilter) (DevicePage, erro
 		from = append(from, "device_attributes "+a)
 		where = append(where, a+".name = "+arg(name), a+".value = "+arg(f.Attributes[name]))
 	}
-	from = append(from, "devices d")
-	for _, t := range from[:len(from)-1] {
+	for _, t := range from {
 		alias := t[strings.LastIndexByte(t, ' ')+1:]
 		if alias+".device_id" != key {
 			where = append(where, alias+".device_id = "+key)
 		}
 	}
-	if key != "d.id" {
-		where = append(where, "d.id = "+key)
-	}
+	// The devices themselves: what a page shows, and what the last-seen
+	// filters read (a count by the index alone skips them otherwise).
+	seen := where[:len(where):len(where)]
 	if !f.SeenAfter.IsZero() {
-		where = append(where, "d.last_seen >= "+arg(f.SeenAfter.UTC()))
+		seen = append(seen, "d.last_seen >= "+arg(f.SeenAfter.UTC()))
 	}
 	if !f.SeenBefore.IsZero() {
-		where = append(where, "d.last_seen < "+arg(f.SeenBefore.UTC()))
+		seen = append(seen, "d.last_seen < "+arg(f.SeenBefore.UTC()))
 	}
-	base := ` FROM ` + strings.Join(from, ", ") + ` WHERE ` + strings.Join(append(where, "1 = 1"), " AND ")
+	if key != "d.id" {
+		seen = append(seen, "d.id = "+key)
+	}
+	clause := func(from, where []string) string {
+		return ` FROM ` + strings.Join(from, ", ") + ` WHERE ` + strings.Join(append(where, "1 = 1"), " AND ")
+	}
+	base := clause(append(from, "devices d"), seen)
 	var page DevicePage
 	if f.Count {
+		count := base
+		if len(seen) == len(where)+1 && key != "d.id" {
+			count = clause(from, where)
+		}
 		var n int64
-		if err := q.db.QueryRowContext(ctx, `SELECT COUNT(*)`+base, args...).Scan(&n); err != nil {
+		if err := q.db.QueryRowContext(ctx, `SELECT COUNT(*)`+count, args...).Scan(&n); err != nil {
 			return page, unavailable(err)
 		}
 		page.Total = &n

@@ -107,6 +107,10 @@ func testInventory(t *testing.T, s *store.Store, c *clock) {
 		t.Fatalf("a page without count: %+v, %v", p, err)
 	}
 
+	if p, err := s.Devices(ctx, store.DeviceFilter{Product: "agent", Version: "1.1"}); err != nil || len(p.Devices) != 10 || p.Next != "" {
+		t.Fatalf("a page of the default size: %d devices, next %q, %v", len(p.Devices), p.Next, err)
+	}
+
 	versions := func() []store.VersionCount {
 		t.Helper()
 		v, err := s.ProductVersions(ctx, "agent")
