@@ -96,7 +96,11 @@ type Token struct {
 
 // Principal is who a request acts as.
 type Principal struct {
+	// TokenID is the token the request authenticated with; empty for a
+	// person signed in to the console through an identity provider, who
+	// is named by Subject instead.
 	TokenID string
+	Subject string
 	Name    string
 	Role    Role
 	// Products limits the principal to these products; empty means all.
@@ -105,8 +109,23 @@ type Principal struct {
 	Budget int64
 }
 
-// Actor is how audit fields name the principal: "token:<id>(<name>)".
-func (p Principal) Actor() string { return "token:" + p.TokenID + "(" + p.Name + ")" }
+// Actor is how audit fields name the principal: "token:<id>(<name>)", or
+// "oidc:<subject>(<name>)" for a person signed in through OIDC.
+func (p Principal) Actor() string {
+	if p.TokenID == "" && p.Subject != "" {
+		return "oidc:" + p.Subject + "(" + p.Name + ")"
+	}
+	return "token:" + p.TokenID + "(" + p.Name + ")"
+}
+
+// Key identifies the principal for rate limits and sessions: its token,
+// or its OIDC subject.
+func (p Principal) Key() string {
+	if p.TokenID == "" {
+		return "oidc:" + p.Subject
+	}
+	return p.TokenID
+}
 
 // Can reports whether the principal's role grants perm.
 func (p Principal) Can(perm Permission) bool { return Grants(p.Role, perm) }
@@ -244,6 +263,13 @@ func Check(t Token, secret string, now time.Time) (Principal, error) {
 	if subtle.ConstantTimeCompare([]byte(t.Hash), []byte(Hash(secret))) != 1 {
 		return Principal{}, fault.E(fault.Unauthorized, "unknown token")
 	}
+	return Active(t, now)
+}
+
+// Active returns the principal of a stored token that is neither revoked
+// nor expired at now (a console session made with the token rechecks it
+// on every request, so revoking the token ends the session too).
+func Active(t Token, now time.Time) (Principal, error) {
 	switch {
 	case t.RevokedAt != nil:
 		return Principal{}, fault.E(fault.Unauthorized, "token has been revoked")
