@@ -86,6 +86,12 @@ type GateResult struct {
 		Crash    float64 `json:"crash"`
 		Source   string  `json:"source"`
 	} `json:"baseline"`
+	// Cohort, when set, is the cohort cell the regression was localized
+	// to, and HoldID the automatic hold on it.
+	Cohort *struct {
+		Cell string `json:"cell"`
+	} `json:"cohort,omitempty"`
+	HoldID string `json:"hold_id,omitempty"`
 }
 
 // DeployPlan deploys a published version by a plan. Deploying it again with
@@ -362,7 +368,10 @@ type Health struct {
 	Offered       int64       `json:"offered"`
 	OfferedByWave []int64     `json:"offered_by_wave"`
 	Gate          *GateResult `json:"gate,omitempty"`
-	Health        struct {
+	// Timeline is the release's install outcomes hour by hour, beside
+	// every other deployment's in the same hours.
+	Timeline []HourInstalls `json:"timeline"`
+	Health   struct {
 		Overall Rates `json:"overall"`
 		Waves   []struct {
 			Wave int `json:"wave"`
@@ -373,6 +382,15 @@ type Health struct {
 			Rates
 		} `json:"cells"`
 	} `json:"health"`
+}
+
+// HourInstalls is one hour of a health timeline.
+type HourInstalls struct {
+	Hour           time.Time `json:"hour"`
+	Installs       int64     `json:"installs"`
+	Failed         int64     `json:"failed"`
+	OthersInstalls int64     `json:"others_installs"`
+	OthersFailed   int64     `json:"others_failed"`
 }
 
 // DeploymentHealth returns what a deployment's devices reported.

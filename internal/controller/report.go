@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"slices"
+	"time"
 
 	"github.com/ringmaster/ringmaster/internal/health"
 	"github.com/ringmaster/ringmaster/internal/rollout"
@@ -18,6 +20,24 @@ type HealthReport struct {
 	OfferedByWave []int64            `json:"offered_by_wave"`
 	Health        health.Report      `json:"health"`
 	Gate          *health.GateResult `json:"gate,omitempty"`
+	// Timeline is the release's install outcomes hour by hour since it was
+	// created (the last TimelineHours at most), beside every other
+	// deployment's in the same hours: the time-matched reference the
+	// health gate compares with, so an ambient incident shows as both
+	// rising together.
+	Timeline []HourInstalls `json:"timeline"`
+}
+
+// TimelineHours bounds a health report's timeline (two weeks).
+const TimelineHours = 14 * 24
+
+// HourInstalls is one hour of a deployment's timeline.
+type HourInstalls struct {
+	Hour           time.Time `json:"hour"`
+	Installs       int64     `json:"installs"`
+	Failed         int64     `json:"failed"`
+	OthersInstalls int64     `json:"others_installs"`
+	OthersFailed   int64     `json:"others_failed"`
 }
 
 // DeploymentSummary is a deployment's identity and position.
@@ -65,5 +85,34 @@ func (c *Controller) Report(ctx context.Context, d rollout.Deployment, maxCells 
 		}
 		r.Gate = &g
 	}
-	return r, nil
+	r.Timeline, err = c.timeline(ctx, d)
+	return r, err
+}
+
+// timeline reads the hours with installs of d and of the rest of the fleet
+// while d has existed.
+func (c *Controller) timeline(ctx context.Context, d rollout.Deployment) ([]HourInstalls, error) {
+	to := c.now()
+	from := d.CreatedAt
+	if earliest := to.Add(-TimelineHours * time.Hour); from.Before(earliest) {
+		from = earliest
+	}
+	release, err := c.store.HourlyInstalls(ctx, d.ID, false, nil, from, to)
+	if err != nil {
+		return nil, err
+	}
+	others, err := c.store.HourlyInstalls(ctx, d.ID, true, nil, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := []HourInstalls{}
+	for h := health.HourOf(from); h <= health.HourOf(to); h++ {
+		in, o := release[h], others[h]
+		if in.Of+o.Of == 0 {
+			continue
+		}
+		out = append(out, HourInstalls{Hour: time.Unix(h*3600, 0).UTC(), Installs: in.Of, Failed: in.Failed,
+			OthersInstalls: o.Of, OthersFailed: o.Failed})
+	}
+	return slices.Clip(out), nil
 }
