@@ -29,6 +29,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/aggregate"
 	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/config"
+	"github.com/ringmaster/ringmaster/internal/console"
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/controller"
 	"github.com/ringmaster/ringmaster/internal/delivery"
@@ -159,7 +160,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	}
 	a.Pipeline.SetClient(a.Jobs)
 	a.Alerts.SetClient(a.Jobs)
-	a.handler = a.routes()
+	if a.handler, err = a.routes(); err != nil {
+		return nil, err
+	}
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
@@ -167,7 +170,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	return a, nil
 }
 
-func (a *App) routes() http.Handler {
+func (a *App) routes() (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -236,10 +239,24 @@ func (a *App) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(api.OpenAPI)
 	}))
+	// The console calls the admin API in process through inner, the
+	// server's handler without the outermost layers that need a network
+	// connection (body deadlines) or set page headers.
+	var inner http.Handler
+	con, err := console.New(console.Config{
+		Store: a.Store, API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner.ServeHTTP(w, r) }),
+		Authenticate: a.Admin.Authenticate, Rules: a.Rules, SessionTTL: a.cfg.Console.SessionTTL, Secure: a.cfg.TLSCert != "",
+		OIDC: a.cfg.Console.OIDC, Log: a.log.With("component", "console"), Now: time.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	con.Register(mux)
 	mux.HandleFunc("/", httpapi.NotFound)
 	a.router = mux
-	h := httpapi.SecurityHeaders(httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute), a.cfg.TLSCert != "")
-	return httpapi.BodyDeadline(h, a.cfg.BodyTimeout, adminapi.Streams) // outermost: it sees the server's own writer
+	inner = httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
+	h := httpapi.SecurityHeaders(inner, a.cfg.TLSCert != "")
+	return httpapi.BodyDeadline(h, a.cfg.BodyTimeout, adminapi.Streams), nil // outermost: it sees the server's own writer
 
 }
 

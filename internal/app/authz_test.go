@@ -27,6 +27,13 @@ var publicRoutes = map[string]httpapi.Access{
 	"POST /v1/device/check":         httpapi.Device,
 	"POST /v1/device/events":        httpapi.Device,
 	"POST /v1/device/enroll":        httpapi.Enrollment,
+	// The console's door: its redirect, assets and sign-in.
+	"GET /{$}":              httpapi.Public,
+	"GET /ui/static/":       httpapi.Public,
+	"GET /ui/sign-in":       httpapi.Public,
+	"POST /ui/sign-in":      httpapi.Public,
+	"GET /ui/oidc/start":    httpapi.Public,
+	"GET /ui/oidc/callback": httpapi.Public,
 }
 
 // roleTokens creates one unscoped token per role.
@@ -65,12 +72,29 @@ func TestEveryRouteHasAnAuthorizationDecision(t *testing.T) {
 			}
 			continue
 		}
+		method, path, _ := strings.Cut(r.Pattern, " ")
+		if r.Access == httpapi.Session {
+			// Console pages and forms take a session cookie, never a
+			// bearer token: without a session a page sends the browser to
+			// sign in and a form post is refused.
+			path = strings.NewReplacer("{$}", "", "{id}", "x", "{command}", "pause", "{decision}", "approve", "{action}", "release",
+				"{kind}", "tokens").Replace(path)
+			want := http.StatusSeeOther
+			if method == http.MethodPost {
+				want = http.StatusUnauthorized
+			}
+			for _, tok := range []string{"", tokens[access.RoleAdmin]} {
+				if got := statusNoRedirect(t, method, s.url+path, tok); got != want {
+					t.Errorf("%s %s without a console session (token %v): %d, want %d", method, path, tok != "", got, want)
+				}
+			}
+			continue
+		}
 		perm, ok := strings.CutPrefix(string(r.Access), string(httpapi.Token)+":")
 		if !ok || perm == "" {
 			t.Errorf("%s has no authorization decision (access %q); add one, or list it as public on purpose", r.Pattern, r.Access)
 			continue
 		}
-		method, path, _ := strings.Cut(r.Pattern, " ")
 		path = fill.Replace(path)
 		path = strings.Replace(path, "{id}", "x_00000000000000000000000000", 1)
 		cases := map[string]access.Permission{path: access.Permission(perm)}
@@ -108,12 +132,24 @@ func TestEveryRouteHasAnAuthorizationDecision(t *testing.T) {
 
 func status(t *testing.T, method, url, token string) int {
 	t.Helper()
+	return statusWith(t, http.DefaultClient, method, url, token)
+}
+
+// statusNoRedirect is status without following a redirect.
+func statusNoRedirect(t *testing.T, method, url, token string) int {
+	t.Helper()
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return statusWith(t, hc, method, url, token)
+}
+
+func statusWith(t *testing.T, hc *http.Client, method, url, token string) int {
+	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader("{}"))
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

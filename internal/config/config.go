@@ -15,6 +15,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ringmaster/ringmaster/internal/access"
+
 	"github.com/ringmaster/ringmaster/internal/duration"
 	"github.com/ringmaster/ringmaster/internal/ratelimit"
 )
@@ -91,6 +93,8 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// TUF configures the signed metadata repository.
 	TUF TUF `yaml:"tuf"`
+	// Console configures the web console's sign-in.
+	Console Console `yaml:"console"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -111,6 +115,45 @@ type TUF struct {
 	Refresh      time.Duration `yaml:"refresh"`
 	// Passphrase decrypts the keys; only RINGMASTER_KEY_PASSPHRASE sets it.
 	Passphrase string `yaml:"-"`
+}
+
+// Console configures the operator console served at /ui/: how long a
+// sign-in lasts and, optionally, sign-in through an OpenID Connect
+// identity provider.
+type Console struct {
+	// SessionTTL is how long a sign-in lasts.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	OIDC       *OIDC         `yaml:"oidc"`
+}
+
+// OIDC is sign-in through an OpenID Connect provider (authorization code
+// flow with PKCE). A person's groups (the GroupsClaim of the ID token)
+// map to a role and product scopes through Groups; the most powerful
+// matching role wins and the products of every matching group with that
+// role are merged. Someone in no listed group cannot sign in.
+type OIDC struct {
+	Issuer   string `yaml:"issuer"`
+	ClientID string `yaml:"client_id"`
+	// ClientSecret: only RINGMASTER_OIDC_CLIENT_SECRET sets it (empty for
+	// a public client).
+	ClientSecret string `yaml:"-"`
+	// RedirectURL is where the provider sends the browser back:
+	// https://ringmaster.example.com/ui/oidc/callback. Empty means this
+	// server's own URL as the browser reached it (set it behind a proxy).
+	RedirectURL string `yaml:"redirect_url"`
+	// GroupsClaim names the ID token claim listing the person's groups.
+	GroupsClaim string `yaml:"groups_claim"`
+	// Scopes requested beyond openid (default: profile, email, groups).
+	Scopes []string     `yaml:"scopes"`
+	Groups []GroupGrant `yaml:"groups"`
+}
+
+// GroupGrant maps an identity provider group to a role and, optionally,
+// the products it is limited to.
+type GroupGrant struct {
+	Group    string   `yaml:"group"`
+	Role     string   `yaml:"role"`
+	Products []string `yaml:"products"`
 }
 
 // Webhook is an alert receiver: deliveries are signed with Secret
@@ -151,6 +194,7 @@ func Default() Config {
 		EnrollRate:      ratelimit.Limits{Rate: 10, Burst: 1000},
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
+		Console:           Console{SessionTTL: 12 * time.Hour},
 		ShutdownTimeout:   20 * time.Second,
 		BodyTimeout:       30 * time.Second,
 		MaxConnsPerSource: 512,
@@ -240,6 +284,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
 		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir,
 	}
+	if c.Console.OIDC != nil {
+		strs["RINGMASTER_OIDC_CLIENT_SECRET"] = &c.Console.OIDC.ClientSecret
+	}
 	for k, p := range strs {
 		if v := getenv(k); v != "" {
 			*p = v
@@ -323,6 +370,32 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Level(); err != nil {
 		return err
+	}
+	return c.Console.validate()
+}
+
+func (c Console) validate() error {
+	if c.SessionTTL < time.Minute || c.SessionTTL > 30*24*time.Hour {
+		return fmt.Errorf("console.session_ttl must be from 1m to 720h")
+	}
+	o := c.OIDC
+	if o == nil {
+		return nil
+	}
+	switch {
+	case !strings.HasPrefix(o.Issuer, "https://") && !strings.HasPrefix(o.Issuer, "http://"):
+		return fmt.Errorf("console.oidc.issuer must be the provider's http(s) URL")
+	case o.ClientID == "":
+		return fmt.Errorf("console.oidc.client_id must be set")
+	case o.RedirectURL != "" && !strings.HasPrefix(o.RedirectURL, "https://") && !strings.HasPrefix(o.RedirectURL, "http://"):
+		return fmt.Errorf("console.oidc.redirect_url must be this server's http(s) URL ending in /ui/oidc/callback")
+	case len(o.Groups) == 0:
+		return fmt.Errorf("console.oidc.groups must map at least one group to a role")
+	}
+	for i, g := range o.Groups {
+		if g.Group == "" || !access.ValidRole(access.Role(g.Role)) {
+			return fmt.Errorf("console.oidc.groups[%d] needs a group and a role (one of %v)", i, access.Roles)
+		}
 	}
 	return nil
 }

@@ -17,6 +17,10 @@ const (
 	// Token routes take an admin-API bearer token; the permission each
 	// needs is part of its Access ("token:read", "token:widen|reduce", …).
 	Token Access = "token"
+	// Session routes are the operator console's pages and forms: they take
+	// a console session cookie (and, to post, the session's anti-forgery
+	// token), and act through the admin API as the signed-in principal.
+	Session Access = "session"
 )
 
 // Route is one registered pattern and its access decision.
