@@ -92,3 +92,38 @@ func (c *Client) ProductVersions(ctx context.Context, product string) (ProductVe
 	err := c.do(ctx, http.MethodGet, "/v1/products/"+url.PathEscape(product)+"/versions", nil, nil, &out)
 	return out, err
 }
+
+// DeviceOffer is an offer the server recorded for a device.
+type DeviceOffer struct {
+	DeploymentID string    `json:"deployment_id"`
+	Product      string    `json:"product"`
+	Version      string    `json:"version"`
+	Wave         int       `json:"wave"` // index from 0
+	At           time.Time `json:"at"`
+}
+
+// DeviceOutcome is an outcome a device reported that counted toward a
+// deployment's health.
+type DeviceOutcome struct {
+	DeploymentID string    `json:"deployment_id"`
+	Product      string    `json:"product"`
+	Version      string    `json:"version"`
+	Outcome      string    `json:"outcome"`
+	Wave         int       `json:"wave"`
+	At           time.Time `json:"at"`
+}
+
+// DeviceHistory is a device's recorded offers and counted outcomes.
+type DeviceHistory struct {
+	Offers   []DeviceOffer   `json:"offers"`
+	Outcomes []DeviceOutcome `json:"outcomes"`
+}
+
+// DeviceHistory returns the offers the server recorded for a device and
+// the outcomes it reported that counted, newest first (in the newest 100
+// deployments the caller may see).
+func (c *Client) DeviceHistory(ctx context.Context, id string) (DeviceHistory, error) {
+	var out DeviceHistory
+	err := c.do(ctx, http.MethodGet, "/v1/devices/"+url.PathEscape(id)+"/history", nil, nil, &out)
+	return out, err
+}

@@ -143,6 +143,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"POST /v1/explain", read, a.explain},
 		{"GET /v1/devices", read, a.listDevices},
 		{"GET /v1/devices/{id}", read, a.getDevice},
+		{"GET /v1/devices/{id}/history", read, a.deviceHistory},
 		{"POST /v1/devices/{id}/revoke", administer, a.revokeDevice},
 		{"POST /v1/devices/{id}/reset", administer, a.resetDevice},
 		{"POST /v1/tokens", administer, a.createToken},

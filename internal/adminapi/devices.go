@@ -11,6 +11,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 )
 
@@ -142,4 +143,63 @@ func (a *API) productVersions(w http.ResponseWriter, r *http.Request) {
 		total += v.Devices
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"product": name, "devices": total, "versions": vs})
+}
+
+// historyDeployments bounds the deployments a device's history looks in.
+const historyDeployments = 100
+
+type deviceOffer struct {
+	store.DeviceOffer
+	Product string `json:"product"`
+	Version string `json:"version"`
+}
+
+type deviceOutcome struct {
+	store.DeviceOutcome
+	Product string `json:"product"`
+	Version string `json:"version"`
+}
+
+// deviceHistory is GET /v1/devices/{id}/history: the offers the server
+// recorded for a device and the outcomes it reported that counted, in the
+// newest 100 deployments the caller may see, newest first.
+func (a *API) deviceHistory(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if len(id) == 0 || len(id) > 128 {
+		httpapi.WriteError(w, r, fault.Field("id", "device ids are 1-128 characters"))
+		return
+	}
+	ctx := r.Context()
+	if _, err := a.cfg.Store.Device(ctx, id); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	deps, err := a.cfg.Store.Deployments(ctx, store.DeploymentFilter{Products: Principal(ctx).Products, Limit: historyDeployments})
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ids := make([]string, len(deps))
+	byID := map[string]rollout.Deployment{}
+	for i, d := range deps {
+		ids[i], byID[d.ID] = d.ID, d
+	}
+	offers, outcomes, err := a.cfg.Store.DeviceHistory(ctx, id, ids)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	out := struct {
+		Offers   []deviceOffer   `json:"offers"`
+		Outcomes []deviceOutcome `json:"outcomes"`
+	}{Offers: []deviceOffer{}, Outcomes: []deviceOutcome{}}
+	for _, o := range offers {
+		d := byID[o.DeploymentID]
+		out.Offers = append(out.Offers, deviceOffer{DeviceOffer: o, Product: d.Product, Version: d.Version})
+	}
+	for _, o := range outcomes {
+		d := byID[o.DeploymentID]
+		out.Outcomes = append(out.Outcomes, deviceOutcome{DeviceOutcome: o, Product: d.Product, Version: d.Version})
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }

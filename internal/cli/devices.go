@@ -105,7 +105,7 @@ next. A token limited to products must filter by one of them.`,
 
 	var showJSON bool
 	show := &cobra.Command{
-		Use: "show ID", Short: "What the registry knows of a device", Args: cobra.ExactArgs(1),
+		Use: "show ID", Short: "What the registry knows of a device, its recent offers and reported outcomes", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
@@ -128,6 +128,18 @@ next. A token limited to products must filter by one of them.`,
 				for _, k := range slices.Sorted(maps.Keys(m.kv)) {
 					fmt.Fprintf(g.stdout, "  %s: %s\n", k, m.kv[k])
 				}
+			}
+			h, err := c.DeviceHistory(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "offers:\n")
+			for _, o := range h.Offers {
+				fmt.Fprintf(g.stdout, "  %s  %s %s in wave %d (%s)\n", o.At.UTC().Format(time.RFC3339), o.Product, o.Version, o.Wave+1, o.DeploymentID)
+			}
+			fmt.Fprintf(g.stdout, "outcomes:\n")
+			for _, o := range h.Outcomes {
+				fmt.Fprintf(g.stdout, "  %s  %s %s: %s in wave %d (%s)\n", o.At.UTC().Format(time.RFC3339), o.Product, o.Version, o.Outcome, o.Wave+1, o.DeploymentID)
 			}
 			return nil
 		},

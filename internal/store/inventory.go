@@ -344,3 +344,65 @@ func (q *queries) ProductVersions(ctx context.Context, product string) ([]Versio
 	}
 	return out, unavailable(rows.Err())
 }
+
+// DeviceOffer is an offer the server recorded for a device: the first
+// time a deployment offered it the update, and in which wave.
+type DeviceOffer struct {
+	DeploymentID string    `json:"deployment_id"`
+	Wave         int       `json:"wave"`
+	At           time.Time `json:"at"`
+}
+
+// DeviceOutcome is an outcome a device reported about a deployment and
+// that counted toward its health.
+type DeviceOutcome struct {
+	DeploymentID string    `json:"deployment_id"`
+	Outcome      string    `json:"outcome"`
+	Wave         int       `json:"wave"`
+	At           time.Time `json:"at"`
+}
+
+// DeviceHistory returns a device's offers and counted outcomes in the
+// given deployments, newest first. Both tables are keyed by deployment
+// first, so each deployment is one index probe however large the fleet:
+// no index by device is kept on these per-event tables, whose appends are
+// the aggregator's hot path.
+func (q *queries) DeviceHistory(ctx context.Context, deviceID string, deployments []string) ([]DeviceOffer, []DeviceOutcome, error) {
+	offers, outcomes := []DeviceOffer{}, []DeviceOutcome{}
+	if len(deployments) == 0 {
+		return offers, outcomes, nil
+	}
+	args := []any{deviceID}
+	in := inList("deployment_id", deployments, &args)
+	rows, err := q.db.QueryContext(ctx, `SELECT deployment_id, wave, offered_at FROM offers WHERE device_id = $1 AND `+in+` ORDER BY offered_at DESC`, args...)
+	if err != nil {
+		return nil, nil, unavailable(err)
+	}
+	for rows.Next() {
+		var o DeviceOffer
+		if err := rows.Scan(&o.DeploymentID, &o.Wave, &o.At); err != nil {
+			rows.Close()
+			return nil, nil, unavailable(err)
+		}
+		o.At = o.At.UTC()
+		offers = append(offers, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, unavailable(err)
+	}
+	rows, err = q.db.QueryContext(ctx, `SELECT deployment_id, outcome, wave, at FROM device_outcomes WHERE device_id = $1 AND `+in+` ORDER BY at DESC`, args...)
+	if err != nil {
+		return nil, nil, unavailable(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var o DeviceOutcome
+		if err := rows.Scan(&o.DeploymentID, &o.Outcome, &o.Wave, &o.At); err != nil {
+			return nil, nil, unavailable(err)
+		}
+		o.At = o.At.UTC()
+		outcomes = append(outcomes, o)
+	}
+	return offers, outcomes, unavailable(rows.Err())
+}

@@ -505,6 +505,16 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 	if offers, err := s.OfferCounts(ctx, d.ID); err != nil || !reflect.DeepEqual(offers, map[int]int64{0: 1, 1: 2}) {
 		t.Fatalf("OfferCounts after events = %v, %v", offers, err)
 	}
+	// A device's history: its offer and counted outcome, in the listed
+	// deployments only.
+	offers, outcomes, err := s.DeviceHistory(ctx, "d1", []string{d.ID, "dep_other"})
+	if err != nil || len(offers) != 1 || offers[0].DeploymentID != d.ID || offers[0].Wave != 0 || !offers[0].At.Equal(c.t.Add(-time.Minute)) ||
+		len(outcomes) != 1 || outcomes[0].Outcome != string(telemetry.InstallFailed) || outcomes[0].DeploymentID != d.ID {
+		t.Fatalf("DeviceHistory(d1) = %+v, %+v, %v", offers, outcomes, err)
+	}
+	if offers, outcomes, err := s.DeviceHistory(ctx, "d1", []string{"dep_other"}); err != nil || len(offers)+len(outcomes) != 0 {
+		t.Fatalf("DeviceHistory in another deployment = %+v, %+v, %v", offers, outcomes, err)
+	}
 	counts, err := s.HealthCounts(ctx, d.ID, false)
 	if err != nil {
 		t.Fatal(err)
