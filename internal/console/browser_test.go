@@ -194,11 +194,42 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Explain a device: why the held contoso device is not offered agent 2.0.
 	run(t, admin, chromedp.Navigate(s.url+"/ui/devices?product=agent"), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
 	screenshot(t, admin, "console-devices.png")
-	run(t, admin, chromedp.Navigate(s.url+"/ui/devices/fleet-000"), chromedp.WaitVisible(chromedp.CSS(`button[type=submit]`)),
+	run(t, admin, chromedp.Navigate(s.url+"/ui/devices/fleet-000"), chromedp.WaitVisible(chromedp.CSS(`button[type=submit]`)))
+	if o := text(t, admin, "#outcomes"); !strings.Contains(o, "agent 2.0: install_failed in wave 1") {
+		t.Fatalf("fleet-000's reported outcomes: %q", o)
+	}
+	if o := text(t, admin, "#offers"); !strings.Contains(o, "agent 2.0 offered in wave 1") {
+		t.Fatalf("fleet-000's offers: %q", o)
+	}
+	run(t, admin,
 		chromedp.Click(chromedp.CSS(`#explain-h + form button`)), chromedp.WaitVisible(chromedp.ID("#explanation")))
 	if ex := text(t, admin, "#explanation"); !strings.Contains(ex, "agent 2.0") || !strings.Contains(ex, proposed[0].ID) {
 		t.Fatalf("explanation of a held device:\n%s", ex)
 	}
+
+	// Every control on every page has a label, and on a phone the pages
+	// fit the screen (only wide tables scroll sideways, inside themselves).
+	for _, page := range []string{"/ui/", "/ui/deployments", "/ui/deployments/" + gated.ID, "/ui/catalog", "/ui/holds", "/ui/rings",
+		"/ui/devices", "/ui/devices/fleet-000", "/ui/audit", "/ui/admin"} {
+		run(t, admin, chromedp.Navigate(s.url+page), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		unlabelled := result(t, admin, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("input:not([type=hidden]), select, textarea"))
+			.filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label") && !e.getAttribute("aria-labelledby"))
+			.map(e => e.outerHTML)`))
+		if len(unlabelled) > 0 {
+			t.Errorf("%s has controls without a label: %v", page, unlabelled)
+		}
+	}
+	run(t, admin, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for _, page := range []string{"/ui/", "/ui/deployments/" + gated.ID, "/ui/devices?product=agent"} {
+		run(t, admin, chromedp.Navigate(s.url+page), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if w := result(t, admin, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			t.Errorf("%s is %d px wide on a 390 px phone", page, w)
+		}
+		if page == "/ui/" {
+			screenshot(t, admin, "console-phone.png")
+		}
+	}
+	run(t, admin, chromedp.EmulateReset())
 
 	// A viewer sees the deployment but no action, and a forged form post
 	// (one without the session's anti-forgery token) is refused.

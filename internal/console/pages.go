@@ -282,6 +282,7 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *session) {
 
 type deviceData struct {
 	Device      client.Device
+	History     client.DeviceHistory
 	Updates     []client.Update
 	UpdateID    string
 	Explanation *client.Explanation
@@ -295,6 +296,9 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request, s *session) {
 	var err error
 	if d.Device, err = s.api.Device(s.ctx, id); err == nil {
 		d.Updates, err = s.api.Updates(s.ctx, "")
+	}
+	if err == nil {
+		d.History, err = s.api.DeviceHistory(s.ctx, id)
 	}
 	if err != nil {
 		c.fail(w, r, s, err)
