@@ -191,6 +191,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("active holds after activating: %+v", h)
 	}
 
+	// A hold's rule is checked as it is typed; a valid one creates the hold.
+	run(t, admin, chromedp.Navigate(s.url+"/ui/holds"), chromedp.WaitVisible(chromedp.ID("rule")),
+		chromedp.SendKeys(chromedp.ID("rule"), `device.attributes["oem"] ==`), chromedp.WaitVisible(chromedp.CSS(".rule-check.invalid")))
+	if msg := text(t, admin, "#rule-check"); msg == "" || strings.Contains(msg, "valid.") {
+		t.Fatalf("a broken rule is checked as %q", msg)
+	}
+	run(t, admin, chromedp.SendKeys(chromedp.ID("rule"), ` "fabrikam"`), chromedp.WaitVisible(chromedp.CSS(".rule-check.valid")),
+		chromedp.SendKeys(chromedp.CSS(`#hold-form input[name=reason]`), "fabrikam boot loop under investigation"),
+		chromedp.Submit(chromedp.ID("rule")), chromedp.WaitVisible(chromedp.CSS(".flash.ok")))
+	if h, _ := s.admin.Holds(ctx, "", "active"); len(h) != 2 {
+		t.Fatalf("active holds after creating one in the console: %+v", h)
+	}
+
 	// Explain a device: why the held contoso device is not offered agent 2.0.
 	run(t, admin, chromedp.Navigate(s.url+"/ui/devices?product=agent"), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
 	screenshot(t, admin, "console-devices.png")

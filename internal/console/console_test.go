@@ -120,6 +120,26 @@ func TestConsoleSessions(t *testing.T) {
 		t.Fatalf("checking a valid rule: %s", res.body)
 	}
 
+	// An admin issues a token: its secret is on the answer's page, once.
+	res = post(t, hc, s.url+"/ui/admin/tokens", url.Values{"name": {"dashboards"}, "role": {"viewer"}, "products": {"os, agent"}, "csrf": {csrf}})
+	_, secret, ok := strings.Cut(res.body, `<code class="secret" id="secret">`)
+	if res.status != http.StatusCreated || !ok {
+		t.Fatalf("issuing a token: %d\n%s", res.status, res.body)
+	}
+	secret = secret[:strings.IndexByte(secret, '<')]
+	issued, _ := client.New(s.url, secret)
+	if who, err := issued.Whoami(ctx); err != nil || who.Role != "viewer" || strings.Join(who.Products, ",") != "agent,os" && strings.Join(who.Products, ",") != "os,agent" {
+		t.Fatalf("the issued token: %+v, %v", who, err)
+	}
+	if page = get(t, hc, s.url+"/ui/admin"); strings.Contains(page.body, secret) {
+		t.Fatal("the token page shows an issued secret again")
+	}
+	// A bad request shows the API's explanation and issues nothing.
+	post(t, hc, s.url+"/ui/admin/tokens", url.Values{"name": {"x"}, "role": {"overlord"}, "csrf": {csrf}})
+	if page = get(t, hc, s.url+"/ui/admin"); !strings.Contains(page.body, "role") || !strings.Contains(page.body, `class="flash error"`) {
+		t.Fatalf("issuing a token with an unknown role:\n%s", page.body)
+	}
+
 	// A release manager scoped to os sees and steers only os.
 	scoped := browserless(t)
 	scopedCSRF := signIn(t, s, scoped, s.newToken(t, "rm-os", "release_manager", "os"))

@@ -57,8 +57,15 @@ type gateDecision struct {
 	Event      client.Event
 }
 
+// overviewRollouts bounds the rollouts the overview reads health for, and
+// overviewScans the recent deployments it reads events of: the page
+// refreshes every few seconds in every open tab.
+const overviewRollouts, overviewScans = 20, 20
+
 type overviewData struct {
-	Rollouts  []Rollout
+	Rollouts []Rollout
+	// More counts active rollouts beyond the first overviewRollouts.
+	More      int
 	Approvals []client.Approval
 	Proposed  []client.Hold
 	Decisions []gateDecision
@@ -74,16 +81,21 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	var d overviewData
-	recent := time.Now().Add(-7 * 24 * time.Hour)
-	for _, dep := range deps {
+	recent, scanned := time.Now().Add(-7*24*time.Hour), 0
+	for _, dep := range deps { // newest first
 		if slices.Contains(active, dep.State) {
+			if len(d.Rollouts) == overviewRollouts {
+				d.More++
+				continue
+			}
 			ro := Rollout{Deployment: dep, Commands: commands(dep)}
 			if h, err := s.api.DeploymentHealth(ctx, dep.ID); err == nil {
 				ro.Health = &h
 			}
 			d.Rollouts = append(d.Rollouts, ro)
 		}
-		if dep.UpdatedAt.After(recent) && len(d.Decisions) < 10 {
+		if dep.UpdatedAt.After(recent) && scanned < overviewScans {
+			scanned++
 			d.Decisions = append(d.Decisions, gateDecisions(ctx, s.api, dep)...)
 		}
 	}
