@@ -9,18 +9,17 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ringmaster/ringmaster/client"
 	"github.com/ringmaster/ringmaster/internal/app"
+	"github.com/ringmaster/ringmaster/internal/apptest"
 	"github.com/ringmaster/ringmaster/internal/cli"
 	"github.com/ringmaster/ringmaster/internal/config"
 	"github.com/ringmaster/ringmaster/internal/dbtest"
@@ -52,54 +51,10 @@ func startServer(t *testing.T, dsn string) *server {
 // startServerWith starts a server after mut adjusts its configuration.
 func startServerWith(t *testing.T, dsn string, mut func(*config.Config)) *server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Database = dsn
-	cfg.RegistryFlush = 50 * time.Millisecond
-	cfg.JobPoll = 50 * time.Millisecond
-	cfg.RolloutTick = time.Second
-	// One test process plays a whole fleet from 127.0.0.1 with one
-	// enrollment key; tests of the per-source and per-key limits set them
-	// themselves.
-	cfg.SourceRate.Rate = 0
-	cfg.EnrollRate.Rate = 0
-	if mut != nil {
-		mut(&cfg)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server Run: %v", err)
-		}
-	})
-	s := &server{App: a, url: "http://" + a.Addr(), data: cfg.DataDir}
-	tokPath := filepath.Join(cfg.DataDir, app.AdminTokenFile)
-	fi, err := os.Stat(tokPath)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("admin token file: %v, mode %v", err, fi.Mode())
-	}
-	b, _ := os.ReadFile(tokPath)
-	s.token = strings.TrimSpace(string(b))
-	s.admin, _ = client.New(s.url, s.token)
+	a := apptest.Start(t, dsn, mut)
+	s := &server{App: a.App, url: a.URL, data: a.Data, token: a.Token, admin: a.Admin}
 	s.device, _ = client.New(s.url, "")
 	return s
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
 }
 
 func writeRandomFile(t *testing.T, size int) (string, string) {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ringmaster/ringmaster/client"
 	"github.com/ringmaster/ringmaster/internal/app"
+	"github.com/ringmaster/ringmaster/internal/apptest"
 	"github.com/ringmaster/ringmaster/internal/config"
 )
 
@@ -30,49 +30,8 @@ type server struct {
 
 func startServer(t *testing.T, mut func(*config.Config)) *server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.RegistryFlush = 50 * time.Millisecond
-	cfg.JobPoll = 50 * time.Millisecond
-	cfg.RolloutTick = time.Second
-	cfg.SourceRate.Rate = 0 // one process plays a whole fleet from 127.0.0.1
-	if mut != nil {
-		mut(&cfg)
-	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server Run: %v", err)
-		}
-	})
-	b, err := os.ReadFile(filepath.Join(cfg.DataDir, app.AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{App: a, url: "http://" + a.Addr(), token: strings.TrimSpace(string(b))}
-	s.admin, _ = client.New(s.url, s.token)
-	return s
-}
-
-type testWriter struct{ t *testing.T }
-
-var logMu sync.Mutex
-
-func (w testWriter) Write(b []byte) (int, error) {
-	logMu.Lock()
-	defer logMu.Unlock()
-	w.t.Logf("%s", strings.TrimRight(string(b), "\n"))
-	return len(b), nil
+	a := apptest.Start(t, "", mut)
+	return &server{App: a.App, url: a.URL, token: a.Token, admin: a.Admin}
 }
 
 // publish publishes a small update of product at version.
