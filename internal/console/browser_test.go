@@ -173,6 +173,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	screenshot(t, admin, "console-deployment.png")
 
+	// Enter in the reason field picks no command for the person.
+	run(t, admin, chromedp.Navigate(s.url+"/ui/deployments/"+gated.ID), chromedp.WaitVisible(chromedp.CSS("button.cmd-resume")))
+	result(t, admin, chromedp.Evaluate[bool](`window.enterMarker = true`))
+	run(t, admin, chromedp.SendKeys(chromedp.CSS(`#status input[name=reason]`), "just looking\r"))
+	// A live refresh of this same document completing shows that no
+	// submission navigated away (one would end this evaluation with an
+	// error, or leave a page without the marker).
+	stayed := result(t, admin, chromedp.Evaluate[bool](`new Promise(done => { const before = document.body.dataset.refreshed;
+		const poll = setInterval(() => { if (document.body.dataset.refreshed !== before) { clearInterval(poll); done(window.enterMarker === true); } }, 100); })`,
+		chromedp.EvalAwaitPromise))
+	if d, _ := s.admin.Deployment(ctx, gated.ID); !stayed || d.State != "paused" {
+		t.Fatalf("Enter in the reason field changed the deployment: %s", d.State)
+	}
+
 	// Approve the waiting wave with a reason; the audit log has it.
 	run(t, admin, chromedp.Navigate(s.url+"/ui/deployments/"+approval.ID), chromedp.WaitVisible(chromedp.CSS("button.cmd-approve")),
 		chromedp.SendKeys(chromedp.CSS(`#status input[name=reason]`), "canary owners signed off"),
