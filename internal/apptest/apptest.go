@@ -28,7 +28,7 @@ type Server struct {
 
 // Start starts a server on dsn ("" for SQLite in its data directory) after
 // mut adjusts its configuration; it stops when the test ends.
-func Start(t *testing.T, dsn string, mut func(*config.Config)) *Server {
+func Start(t testing.TB, dsn string, mut func(*config.Config)) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -73,7 +73,7 @@ func Start(t *testing.T, dsn string, mut func(*config.Config)) *Server {
 }
 
 // testWriter sends the server's log lines to the test's log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))

@@ -28,14 +28,14 @@ type server struct {
 	admin      *client.Client
 }
 
-func startServer(t *testing.T, mut func(*config.Config)) *server {
+func startServer(t testing.TB, mut func(*config.Config)) *server {
 	t.Helper()
 	a := apptest.Start(t, "", mut)
 	return &server{App: a.App, url: a.URL, token: a.Token, admin: a.Admin}
 }
 
 // publish publishes a small update of product at version.
-func (s *server) publish(t *testing.T, product, version string) client.Update {
+func (s *server) publish(t testing.TB, product, version string) client.Update {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "payload.bin")
 	b := make([]byte, 256)
@@ -51,7 +51,7 @@ func (s *server) publish(t *testing.T, product, version string) client.Update {
 }
 
 // token issues a token with role, limited to products when given.
-func (s *server) newToken(t *testing.T, name, role string, products ...string) string {
+func (s *server) newToken(t testing.TB, name, role string, products ...string) string {
 	t.Helper()
 	_, secret, err := s.admin.CreateToken(context.Background(), client.NewToken{Name: name, Role: role, Products: products})
 	if err != nil {
@@ -63,7 +63,7 @@ func (s *server) newToken(t *testing.T, name, role string, products ...string) s
 // report has n devices (ids prefix-0 …) check in and report an install
 // outcome on their offer of product (failed where fails says so); devices
 // not offered it (outside the waves so far) report nothing.
-func (s *server) report(t *testing.T, prefix, product string, n int, attrs func(i int) map[string]string, fails func(i int) bool) {
+func (s *server) report(t testing.TB, prefix, product string, n int, attrs func(i int) map[string]string, fails func(i int) bool) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -103,7 +103,7 @@ func (s *server) report(t *testing.T, prefix, product string, n int, attrs func(
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, cond func() bool) {
+func waitFor(t testing.TB, within time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -116,14 +116,14 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 
 // browserless is an HTTP client with a cookie jar that does not follow
 // redirects (so tests see them).
-func browserless(t *testing.T) *http.Client {
+func browserless(t testing.TB) *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{Jar: jar, Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // signIn signs hc in with token and returns the session's anti-forgery
 // token, read from a page's sign-out form.
-func signIn(t *testing.T, s *server, hc *http.Client, token string) string {
+func signIn(t testing.TB, s *server, hc *http.Client, token string) string {
 	t.Helper()
 	res := post(t, hc, s.url+"/ui/sign-in", url.Values{"token": {token}, "next": {"/ui/"}})
 	if res.status != http.StatusSeeOther || res.header.Get("Location") != "/ui/" {
@@ -143,7 +143,7 @@ type response struct {
 	body   string
 }
 
-func do(t *testing.T, hc *http.Client, req *http.Request) response {
+func do(t testing.TB, hc *http.Client, req *http.Request) response {
 	t.Helper()
 	res, err := hc.Do(req)
 	if err != nil {
@@ -154,14 +154,14 @@ func do(t *testing.T, hc *http.Client, req *http.Request) response {
 	return response{res.StatusCode, res.Header, string(b)}
 }
 
-func get(t *testing.T, hc *http.Client, u string) response {
+func get(t testing.TB, hc *http.Client, u string) response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	return do(t, hc, req)
 }
 
 // post sends a same-origin form, as a browser would.
-func post(t *testing.T, hc *http.Client, u string, form url.Values, header ...string) response {
+func post(t testing.TB, hc *http.Client, u string, form url.Values, header ...string) response {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
