@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -93,6 +94,12 @@ type CheckinReport struct {
 	Ringmaster Result        `json:"ringmaster"`
 	// Ratio is Ringmaster's throughput over the baseline's.
 	Ratio float64 `json:"ratio"`
+	// ProbeBytes is the mean size of Ringmaster's answers to one check-in
+	// of every device (the first 500), probed before the run: the
+	// baseline's fixed body. A short run's mean is over the devices it
+	// reached, so it may differ; ProbeMin and ProbeMax bound it.
+	ProbeBytes         float64 `json:"probe_bytes_per_response"`
+	ProbeMin, ProbeMax int     `json:"-"`
 }
 
 // RunCheckin drives simulated devices' check-ins against Ringmaster and
@@ -120,12 +127,14 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 
 	// Probe the real responses for the baseline's body size.
 	var total, offers int
+	probeMin, probeMax := math.MaxInt, 0
 	for i := 0; i < min(len(bodies), 500); i++ {
 		b, err := post(ctx, client, target+"/v1/device/check", bodies[i])
 		if err != nil {
 			return nil, fmt.Errorf("probe check-in: %w", err)
 		}
 		total += len(b)
+		probeMin, probeMax = min(probeMin, len(b)), max(probeMax, len(b))
 		var r struct{ Offers []json.RawMessage }
 		_ = json.Unmarshal(b, &r)
 		offers += len(r.Offers)
@@ -138,7 +147,8 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	}
 	defer stopBase()
 
-	rep := &CheckinReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster check-in"}}
+	rep := &CheckinReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster check-in"},
+		ProbeBytes: float64(total) / float64(probes), ProbeMin: probeMin, ProbeMax: probeMax}
 	for round := 0; round < cfg.Rounds; round++ {
 		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
 		if err := drive(ctx, client, baseURL+"/v1/device/check", bodies, cfg, &rep.Baseline); err != nil {
