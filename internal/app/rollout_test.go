@@ -3,6 +3,9 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,5 +252,56 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRetryFailedPublish: a publish that failed (its staged bytes no longer
+// match the declared hash, as after a disk fault) is retried by publishing
+// the same version again: same update, uploaded afresh, published.
+func TestRetryFailedPublish(t *testing.T) {
+	s := startServer(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	path, sum := writeRandomFile(t, 4096)
+	if _, err := s.admin.PutProduct(ctx, client.Product{Name: "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.admin.CreateUpdate(ctx, client.NewUpdate{Product: "agent", Version: "1.0",
+		Payloads: []client.NewPayload{{Name: "agent.bin", SHA256: sum, Size: 4096}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(path)
+	err = s.admin.Upload(ctx, u.ID, u.Payloads[0], f, client.UploadOptions{})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := filepath.Join(s.data, "content", "staging", u.ID, sum+".part")
+	if err := os.WriteFile(staged, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.admin.Publish(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	failed, err := s.admin.WaitPublished(ctx, u.ID, 50*time.Millisecond)
+	if err == nil || failed.State != "failed" || !strings.Contains(failed.FailureReason, "hash mismatch") {
+		t.Fatalf("publishing corrupted bytes: %+v, %v", failed, err)
+	}
+	if _, err := s.admin.Publish(ctx, u.ID); !client.IsKind(err, "conflict") || !strings.Contains(err.Error(), "create agent 1.0 again") {
+		t.Fatalf("publishing a failed update again: %v", err)
+	}
+	// The retry is the same command as the first publish.
+	got, err := s.admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "1.0"}, []string{path}, client.PublishOptions{})
+	if err != nil || got.ID != u.ID || got.State != "published" || got.FailureReason != "" {
+		t.Fatalf("retried publish: %+v, %v", got, err)
+	}
+	es, err := s.admin.Audit(ctx, client.AuditFilter{Target: u.ID})
+	var actions []string
+	for _, e := range es {
+		actions = append(actions, e.Action)
+	}
+	if err != nil || !slices.Contains(actions, "update.failed") || !slices.Contains(actions, "update.retry") || !slices.Contains(actions, "update.published") {
+		t.Fatalf("audit of the update: %v, %v", actions, err)
 	}
 }

@@ -93,9 +93,12 @@ type Update struct {
 	Prerequisites []Prerequisite `json:"prerequisites,omitempty"`
 	State         UpdateState    `json:"state"`
 	FailureReason string         `json:"failure_reason,omitempty"`
-	Payloads      []Payload      `json:"payloads,omitempty"` // not in lists
-	CreatedAt     time.Time      `json:"created_at"`
-	PublishedAt   *time.Time     `json:"published_at,omitempty"`
+	// Attempt counts retries of a failed publish (0: the first publish); it
+	// keeps each attempt's pipeline jobs distinct.
+	Attempt     int        `json:"-"`
+	Payloads    []Payload  `json:"payloads,omitempty"` // not in lists
+	CreatedAt   time.Time  `json:"created_at"`
+	PublishedAt *time.Time `json:"published_at,omitempty"`
 }
 
 // PayloadState is where one payload is in the pipeline.

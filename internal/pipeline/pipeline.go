@@ -34,6 +34,9 @@ type IngestArgs struct {
 	UpdateID string `json:"update_id"`
 	SHA256   string `json:"sha256"`
 	Size     int64  `json:"size"`
+	// Attempt is the update's publish attempt: a retry after a failure
+	// is new work, not a duplicate of the completed jobs that failed.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 func (IngestArgs) Kind() string { return "publish_ingest" }
@@ -46,6 +49,7 @@ func (IngestArgs) InsertOpts() river.InsertOpts {
 // marked published.
 type FinalizeArgs struct {
 	UpdateID string `json:"update_id"`
+	Attempt  int    `json:"attempt,omitempty"` // as in IngestArgs
 }
 
 func (FinalizeArgs) Kind() string { return "publish_finalize" }
@@ -113,7 +117,8 @@ func (p *Pipeline) Submit(ctx context.Context, updateID string) (u catalog.Updat
 		case catalog.StatePublishing, catalog.StatePublished:
 			return nil
 		case catalog.StateFailed:
-			return fault.E(fault.Conflict, "update %s failed to publish (%s); publish a new version", u.ID, u.FailureReason)
+			return fault.E(fault.Conflict, "update %s failed to publish (%s); create %s %s again (the same or corrected payloads) to retry it",
+				u.ID, u.FailureReason, u.Product, u.Version)
 		}
 		var missing []string
 		for _, pl := range u.Payloads {
@@ -144,11 +149,11 @@ func (p *Pipeline) enqueueNext(ctx context.Context, tx *store.Tx, u catalog.Upda
 	var jobs []river.InsertManyParams
 	for _, pl := range u.Payloads {
 		if pl.State != catalog.PayloadStored {
-			jobs = append(jobs, river.InsertManyParams{Args: IngestArgs{UpdateID: u.ID, SHA256: pl.SHA256, Size: pl.Size}})
+			jobs = append(jobs, river.InsertManyParams{Args: IngestArgs{UpdateID: u.ID, SHA256: pl.SHA256, Size: pl.Size, Attempt: u.Attempt}})
 		}
 	}
 	if len(jobs) == 0 {
-		jobs = append(jobs, river.InsertManyParams{Args: FinalizeArgs{UpdateID: u.ID}})
+		jobs = append(jobs, river.InsertManyParams{Args: FinalizeArgs{UpdateID: u.ID, Attempt: u.Attempt}})
 	}
 	_, err := p.client.InsertManyTx(ctx, tx.SQL(), jobs)
 	return err
@@ -200,7 +205,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 			done = done && pl.State == catalog.PayloadStored
 		}
 		if done {
-			if _, err := p.client.InsertTx(ctx, tx.SQL(), FinalizeArgs{UpdateID: u.ID}, nil); err != nil {
+			if _, err := p.client.InsertTx(ctx, tx.SQL(), FinalizeArgs{UpdateID: u.ID, Attempt: u.Attempt}, nil); err != nil {
 				return err
 			}
 		}

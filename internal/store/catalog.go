@@ -122,6 +122,11 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 		}
 		existing, err := tx.updateByVersion(ctx, nu.Product, v)
 		switch {
+		case err == nil && existing.State == catalog.StateFailed:
+			// Creating a failed version again retries it, with the same or
+			// corrected payloads and metadata, under the same id.
+			u, err = tx.retryUpdate(ctx, existing, nu, stored)
+			return err
 		case err == nil && nu.SameContent(existing):
 			u = existing
 			return nil
@@ -148,17 +153,8 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 			}
 			return unavailable(err)
 		}
-		for i, p := range nu.Payloads {
-			state := catalog.PayloadPending
-			if stored != nil && stored(p.SHA256) {
-				state = catalog.PayloadUploaded
-			}
-			if _, err := tx.db.ExecContext(ctx, `
-				INSERT INTO payloads (update_id, position, name, sha256, size, state) VALUES ($1, $2, $3, $4, $5, $6)`,
-				u.ID, i, p.Name, p.SHA256, p.Size, state); err != nil {
-				return unavailable(err)
-			}
-			u.Payloads = append(u.Payloads, catalog.Payload{Name: p.Name, SHA256: p.SHA256, Size: p.Size, State: state})
+		if u.Payloads, err = tx.insertPayloads(ctx, u.ID, nu.Payloads, stored); err != nil {
+			return err
 		}
 		created = true
 		return tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.create", Target: u.ID, After: u})
@@ -166,15 +162,63 @@ func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v versio
 	return u, created, err
 }
 
+// retryUpdate resets a failed update to await its payloads again: its
+// metadata and payloads become nu's, each payload already stored counts as
+// uploaded, the failure reason is cleared, and the retry is audited with
+// the failure it follows.
+func (tx *Tx) retryUpdate(ctx context.Context, failed catalog.Update, nu catalog.NewUpdate, stored func(sha256 string) bool) (catalog.Update, error) {
+	u := failed
+	u.Kind, u.Classification, u.Severity, u.Title = nu.Kind, nu.Classification, nu.Severity, nu.Title
+	u.ReleaseNotes, u.Applicability, u.Prerequisites = nu.ReleaseNotes, nu.Applicability, nu.Prerequisites
+	u.State, u.FailureReason, u.Payloads, u.Attempt = catalog.StateAwaitingUpload, "", nil, failed.Attempt+1
+	res, err := tx.db.ExecContext(ctx, `UPDATE updates SET kind = $2, classification = $3, severity = $4, title = $5, release_notes = $6,
+		applicability = $7, prerequisites = $8, state = $9, failure_reason = '', attempt = attempt + 1 WHERE id = $1 AND state = $10`,
+		u.ID, u.Kind, u.Classification, u.Severity, u.Title, u.ReleaseNotes, u.Applicability, jsonText(orEmptySlice(u.Prerequisites)),
+		u.State, catalog.StateFailed)
+	if err != nil {
+		return u, unavailable(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return u, fault.E(fault.Conflict, "update %s changed while it was being retried; try again", u.ID)
+	}
+	if _, err := tx.db.ExecContext(ctx, `DELETE FROM payloads WHERE update_id = $1`, u.ID); err != nil {
+		return u, unavailable(err)
+	}
+	if u.Payloads, err = tx.insertPayloads(ctx, u.ID, nu.Payloads, stored); err != nil {
+		return u, err
+	}
+	return u, tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.retry", Target: u.ID, Before: failed, After: u,
+		Reason: "retry after: " + failed.FailureReason})
+}
+
+// insertPayloads writes an update's payload rows: each already stored
+// counts as uploaded.
+func (tx *Tx) insertPayloads(ctx context.Context, updateID string, ps []catalog.NewPayload, stored func(sha256 string) bool) ([]catalog.Payload, error) {
+	out := make([]catalog.Payload, 0, len(ps))
+	for i, p := range ps {
+		state := catalog.PayloadPending
+		if stored != nil && stored(p.SHA256) {
+			state = catalog.PayloadUploaded
+		}
+		if _, err := tx.db.ExecContext(ctx, `
+			INSERT INTO payloads (update_id, position, name, sha256, size, state) VALUES ($1, $2, $3, $4, $5, $6)`,
+			updateID, i, p.Name, p.SHA256, p.Size, state); err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, catalog.Payload{Name: p.Name, SHA256: p.SHA256, Size: p.Size, State: state})
+	}
+	return out, nil
+}
+
 const updateColumns = `id, product, version, kind, classification, severity, title, release_notes,
-	applicability, prerequisites, state, failure_reason, created_at, published_at`
+	applicability, prerequisites, state, failure_reason, created_at, published_at, attempt`
 
 func scanUpdate(row interface{ Scan(...any) error }) (catalog.Update, error) {
 	var u catalog.Update
 	var published sql.NullTime
 	var prereqs string
 	err := row.Scan(&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
-		&u.ReleaseNotes, &u.Applicability, &prereqs, &u.State, &u.FailureReason, &u.CreatedAt, &published)
+		&u.ReleaseNotes, &u.Applicability, &prereqs, &u.State, &u.FailureReason, &u.CreatedAt, &published, &u.Attempt)
 	if err != nil {
 		return u, err
 	}

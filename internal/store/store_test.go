@@ -272,6 +272,33 @@ func testPipelineStates(t *testing.T, s *store.Store, c *clock) {
 	if got, _ := s.Update(ctx, u2.ID); got.State != catalog.StateAwaitingUpload || got.FailureReason != "" {
 		t.Fatalf("rolled-back state change is visible: %+v", got)
 	}
+
+	// A failed publish is retried by creating the version again, here with
+	// a corrected payload and title: same id, awaiting its payloads, the
+	// stored one counted as uploaded, the retry audited with the failure.
+	if err := s.InTx(ctx, func(tx *store.Tx) error {
+		return tx.SetUpdateState(ctx, u2.ID, catalog.StateAwaitingUpload, catalog.StateFailed, "hash mismatch")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	corrected := newUpdate("agent", "1.1", payA)
+	corrected.Title = "fixed build"
+	retried, created, err := s.CreateUpdate(ctx, corrected, version.MustParse("1.1"), func(sha string) bool { return sha == payA.SHA256 })
+	if err != nil || created || retried.ID != u2.ID || retried.State != catalog.StateAwaitingUpload || retried.FailureReason != "" ||
+		retried.Title != "fixed build" || retried.Attempt != 1 || len(retried.Payloads) != 1 || retried.Payloads[0].SHA256 != payA.SHA256 ||
+		retried.Payloads[0].State != catalog.PayloadUploaded {
+		t.Fatalf("retry of a failed update = %+v, created %v, %v", retried, created, err)
+	}
+	if got, _ := s.Update(ctx, u2.ID); !reflect.DeepEqual(got.Payloads, retried.Payloads) || got.Title != "fixed build" || got.Attempt != 1 {
+		t.Fatalf("stored after the retry: %+v", got)
+	}
+	if es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: "update.retry"}); len(es) != 1 || es[0].Target != u2.ID || es[0].Reason != "retry after: hash mismatch" {
+		t.Fatalf("retry audit entries: %+v", es)
+	}
+	// A version that did not fail is still not replaced.
+	if _, _, err := s.CreateUpdate(ctx, newUpdate("agent", "1.1", payB), version.MustParse("1.1"), nil); !fault.Is(err, fault.Conflict) {
+		t.Fatalf("different content for an update awaiting upload: %v, want Conflict", err)
+	}
 }
 
 func publish(t testing.TB, s *store.Store, product, ver string, p catalog.NewPayload) catalog.Update {
