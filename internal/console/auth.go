@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,10 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 // kept anywhere (the session names it, and rechecks it on each request).
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		c.fail(w, r, nil, fault.E(fault.Invalid, "the sign-in form could not be read: %v", err))
+		return
+	}
 	next := localPath(r.PostFormValue("next"))
 	p, err := c.cfg.Authenticate(r.Context(), "Bearer "+strings.TrimSpace(r.PostFormValue("token")))
 	if err != nil {
@@ -129,7 +134,7 @@ func (c *Console) oidcStart(w http.ResponseWriter, r *http.Request) {
 	}
 	state, nonce, verifier := randomString(), randomString(), oauth2.GenerateVerifier()
 	next := localPath(r.URL.Query().Get("next"))
-	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: strings.Join([]string{state, nonce, verifier, next}, " "), Path: Prefix + "oidc/",
+	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: url.QueryEscape(strings.Join([]string{state, nonce, verifier, next}, " ")), Path: Prefix + "oidc/",
 		MaxAge: 600, HttpOnly: true, Secure: c.cfg.Secure, SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, oc.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusFound)
 }
@@ -162,7 +167,8 @@ func (c *Console) oidcPrincipal(r *http.Request) (access.Principal, string, erro
 	ck, err := r.Cookie(oidcCookie)
 	parts := []string{}
 	if err == nil {
-		parts = strings.Split(ck.Value, " ")
+		v, _ := url.QueryUnescape(ck.Value)
+		parts = strings.Split(v, " ")
 	}
 	q := r.URL.Query()
 	switch {

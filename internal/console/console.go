@@ -119,6 +119,10 @@ func (c *Console) Register(mux *httpapi.Router) {
 	}
 	mux.Route("GET /{$}", httpapi.Public, http.RedirectHandler(Prefix, http.StatusFound))
 	public("GET "+Prefix+"static/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // no directory listings
+			return
+		}
 		w.Header().Set("Cache-Control", "no-cache")
 		c.static.ServeHTTP(w, r)
 	})
@@ -190,6 +194,10 @@ func (c *Console) withSession(h func(http.ResponseWriter, *http.Request, *sessio
 		}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			if err := r.ParseForm(); err != nil {
+				c.fail(w, r, s, fault.E(fault.Invalid, "the form could not be read (at most %d KiB): %v", maxFormBytes>>10, err))
+				return
+			}
 			token := r.Header.Get("X-CSRF-Token")
 			if token == "" {
 				token = r.PostFormValue("csrf")
@@ -241,6 +249,7 @@ func (c *Console) client() *client.Client {
 type inProcess struct{ h http.Handler }
 
 func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context()) // a RoundTripper leaves its request as it was
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}

@@ -110,6 +110,19 @@ func TestConsoleSessions(t *testing.T) {
 	if page = get(t, hc, s.url+"/ui/deployments/dep_nosuchthing"); page.status != http.StatusBadRequest && page.status != http.StatusNotFound {
 		t.Fatalf("unknown deployment: %d\n%s", page.status, page.body)
 	}
+	// An oversized form is refused with a reason; assets are served, their
+	// directory is not listed.
+	res = post(t, hc, pause, url.Values{"reason": {strings.Repeat("x", 70<<10)}, "csrf": {csrf}})
+	if res.status != http.StatusBadRequest || !strings.Contains(res.body, "could not be read") {
+		t.Fatalf("an oversized form: %d\n%.300s", res.status, res.body)
+	}
+	if res = get(t, hc, s.url+"/ui/static/app.js"); res.status != http.StatusOK || !strings.Contains(res.body, "data-check-rule") {
+		t.Fatalf("app.js: %d", res.status)
+	}
+	if res = get(t, hc, s.url+"/ui/static/"); res.status != http.StatusNotFound {
+		t.Fatalf("the static directory: %d", res.status)
+	}
+
 	// The rule check answers as the hold form is typed.
 	res = post(t, hc, s.url+"/ui/holds/check", url.Values{"rule": {`device.attributes["oem"] ==`}}, "X-CSRF-Token", csrf)
 	if res.status != http.StatusOK || !strings.Contains(res.body, `"ok":false`) {
