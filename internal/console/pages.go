@@ -81,7 +81,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	var d overviewData
-	recent, scanned := time.Now().Add(-7*24*time.Hour), 0
+	recent, scanned := c.cfg.Now().Add(-7*24*time.Hour), 0
 	for _, dep := range deps { // newest first
 		if slices.Contains(active, dep.State) {
 			if len(d.Rollouts) == overviewRollouts {
@@ -184,7 +184,7 @@ func (c *Console) deployment(w http.ResponseWriter, r *http.Request, s *session)
 	if s.Principal.Can("audit:read") {
 		d.Audit, _ = s.api.Audit(ctx, client.AuditFilter{Target: id, Limit: 50})
 	}
-	d.Charts = deploymentCharts(dep, h, d.Events, time.Now())
+	d.Charts = deploymentCharts(dep, h, d.Events, c.cfg.Now())
 	slices.Reverse(d.Events) // newest first
 	c.render(w, r, s, http.StatusOK, "deployment", view{Title: dep.Product + " " + dep.Version, Nav: "deployments", Live: true, Data: d})
 }
