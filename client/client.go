@@ -224,6 +224,8 @@ type Update struct {
 	Payloads       []Payload  `json:"payloads"`
 	CreatedAt      time.Time  `json:"created_at"`
 	PublishedAt    *time.Time `json:"published_at,omitempty"`
+	WithdrawnAt    *time.Time `json:"withdrawn_at,omitempty"`
+	WithdrawReason string     `json:"withdraw_reason,omitempty"`
 }
 
 // CreateUpdate declares a new update. Creating the same update again (same
@@ -259,6 +261,15 @@ func (c *Client) Updates(ctx context.Context, product string) ([]Update, error) 
 func (c *Client) Publish(ctx context.Context, updateID string) (Update, error) {
 	var out Update
 	err := c.do(ctx, http.MethodPost, "/v1/updates/"+url.PathEscape(updateID)+"/publish", nil, nil, &out)
+	return out, err
+}
+
+// Withdraw withdraws a published update with a reason: no device is
+// offered it any more, its payloads leave the signed TUF targets, and its
+// live deployments are cancelled.
+func (c *Client) Withdraw(ctx context.Context, updateID, reason string) (Update, error) {
+	var out Update
+	err := c.do(ctx, http.MethodPost, "/v1/updates/"+url.PathEscape(updateID)+"/withdraw", nil, map[string]string{"reason": reason}, &out)
 	return out, err
 }
 

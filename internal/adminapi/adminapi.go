@@ -126,6 +126,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"PUT /v1/updates/{id}/payloads/{sha256}", publish, a.upload},
 		{"HEAD /v1/updates/{id}/payloads/{sha256}", publish, a.uploadStatus},
 		{"POST /v1/updates/{id}/publish", publish, a.publish},
+		{"POST /v1/updates/{id}/withdraw", reduce, a.withdrawUpdate},
 		{"POST /v1/deployments", widen, a.createDeployment},
 		{"GET /v1/deployments", read, a.listDeployments},
 		{"GET /v1/deployments/{id}", read, a.getDeployment},
@@ -412,7 +413,7 @@ func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch f.State {
-	case "", catalog.StateAwaitingUpload, catalog.StatePublishing, catalog.StatePublished, catalog.StateFailed:
+	case "", catalog.StateAwaitingUpload, catalog.StatePublishing, catalog.StatePublished, catalog.StateFailed, catalog.StateWithdrawn:
 	default:
 		httpapi.WriteError(w, r, fault.Field("state", "%q is not an update state", q.Get("state")))
 		return

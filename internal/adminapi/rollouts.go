@@ -220,6 +220,51 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
+// withdrawUpdate withdraws a published update, with a reason: no device
+// is offered it any more and its payloads leave the signed TUF targets;
+// then its live deployments are cancelled, so they say what happened.
+func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	err := catalog.ValidateID("id", "upd", id)
+	if err == nil {
+		err = a.authorizeUpdate(ctx, id)
+	}
+	var reason string
+	if err == nil {
+		reason, err = RequireReason(r)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	actor := Principal(ctx).Actor()
+	u, err := a.cfg.Pipeline.Withdraw(ctx, id, reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	live, err := a.cfg.Store.Deployments(ctx, store.DeploymentFilter{Product: u.Product,
+		States: []rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused}})
+	for _, d := range live {
+		if err != nil || d.UpdateID != id {
+			continue
+		}
+		if _, err = a.cfg.Controller.Command(ctx, d.ID, rollout.Cancel, actor, "update withdrawn: "+reason); fault.Is(err, fault.Conflict) {
+			err = nil // it ended meanwhile
+		}
+	}
+	if err == nil {
+		err = a.cfg.Refresh(ctx)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("update withdrawn", "update", id, "actor", actor, "reason", reason)
+	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+}
+
 type holdRequest struct {
 	Product  string `json:"product"`
 	UpdateID string `json:"update_id,omitempty"`

@@ -223,13 +223,17 @@ func (a *App) routes() (http.Handler, error) {
 	}
 	a.Admin.Register(mux)
 	a.TUF.Register(mux, a.Content)
-	a.Pipeline.OnPublished(func(string) {
-		publishes.Inc()
+	reload := func() {
 		a.Snapshots.Kick()
 		if err := a.TUF.Reload(context.Background()); err != nil {
 			a.log.Warn("TUF reload failed; the poller will retry", "err", err)
 		}
+	}
+	a.Pipeline.OnPublished(func(string) {
+		publishes.Inc()
+		reload()
 	})
+	a.Pipeline.OnWithdrawn(func(string) { reload() })
 	mux.Route("GET /healthz", httpapi.Public, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))

@@ -475,3 +475,66 @@ func serverRootKey(t *testing.T, s *server) string {
 	}
 	return root.Signed.Roles[tuf.Root].KeyIDs[0]
 }
+
+// TestWithdrawUpdate: withdrawing a published update stops its offers,
+// cancels its deployment, and removes it from the signed TUF targets, so a
+// stock go-tuf client that fetched it before can no longer; another
+// release's target still verifies, and the withdrawal is audited.
+func TestWithdrawUpdate(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	pinned := mustGet(t, s.url+"/v1/tuf/root.json")
+	want, bad := publishFile(t, s, "agent", "1.0")
+	publishFile(t, s, "agent", "0.9")
+	d, err := s.admin.DeployPlan(ctx, "agent", "1.0", client.Plan{Waves: []client.Wave{{Percent: 100}}, Bake: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &stockClient{t: t, dir: t.TempDir(), pinned: pinned}
+	if got, err := dev.fetch(s.url, "agent/1.0/payload.bin"); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("fetching 1.0 before the withdrawal: %v", err)
+	}
+	offers := func() int {
+		var r client.CheckInResponse
+		waitFor(t, 30*time.Second, func() bool {
+			r, err = s.device.CheckIn(ctx, client.CheckInRequest{DeviceID: "dev-1", Installed: []client.Installed{{Product: "agent", Version: "0.9"}}})
+			return err == nil
+		})
+		return len(r.Offers)
+	}
+	waitFor(t, 30*time.Second, func() bool { return offers() == 1 })
+
+	if _, err := s.admin.Withdraw(ctx, bad.ID, ""); !client.IsKind(err, "invalid") {
+		t.Fatalf("withdrawing without a reason: %v", err)
+	}
+	u, err := s.admin.Withdraw(ctx, bad.ID, "boot loop on contoso")
+	if err != nil || u.State != "withdrawn" || u.WithdrawReason != "boot loop on contoso" || u.WithdrawnAt == nil {
+		t.Fatalf("withdraw: %+v, %v", u, err)
+	}
+	// No more offers, at once (the call returns after the snapshot is rebuilt).
+	if n := offers(); n != 0 {
+		t.Fatalf("%d offers of a withdrawn update", n)
+	}
+	if d, _ = s.admin.Deployment(ctx, d.ID); d.State != "cancelled" || !strings.Contains(d.Reason, "update withdrawn: boot loop on contoso") {
+		t.Fatalf("its deployment after the withdrawal: %+v", d)
+	}
+	// The signed targets no longer list it: the same device's client
+	// refreshes and cannot fetch it; 0.9 still verifies.
+	if _, err := dev.fetch(s.url, "agent/1.0/payload.bin"); err == nil {
+		t.Fatal("a stock TUF client fetched a withdrawn target")
+	}
+	if _, err := dev.fetch(s.url, "agent/0.9/payload.bin"); err != nil {
+		t.Fatalf("fetching 0.9 after 1.0's withdrawal: %v", err)
+	}
+	// Withdrawn updates cannot be deployed; withdrawing again changes nothing.
+	if _, err := s.admin.DeployPlan(ctx, "agent", "1.0", client.Plan{Waves: []client.Wave{{Percent: 100}}}); !client.IsKind(err, "conflict") {
+		t.Fatalf("deploying a withdrawn update: %v", err)
+	}
+	if again, err := s.admin.Withdraw(ctx, bad.ID, "again"); err != nil || again.WithdrawReason != "boot loop on contoso" {
+		t.Fatalf("withdrawing twice: %+v, %v", again, err)
+	}
+	es, _ := s.admin.Audit(ctx, client.AuditFilter{Action: "update.withdraw"})
+	if len(es) != 1 || es[0].Target != bad.ID || es[0].Reason != "boot loop on contoso" {
+		t.Fatalf("withdrawal audit entries: %+v", es)
+	}
+}

@@ -76,6 +76,10 @@ const (
 	StatePublished UpdateState = "published"
 	// StateFailed: the pipeline rejected it; FailureReason says why.
 	StateFailed UpdateState = "failed"
+	// StateWithdrawn: published, then withdrawn (WithdrawReason says
+	// why): offered to no device, gone from the signed TUF targets;
+	// devices that installed it keep it.
+	StateWithdrawn UpdateState = "withdrawn"
 )
 
 // Update is one version of a product.
@@ -99,6 +103,9 @@ type Update struct {
 	Payloads    []Payload  `json:"payloads,omitempty"` // not in lists
 	CreatedAt   time.Time  `json:"created_at"`
 	PublishedAt *time.Time `json:"published_at,omitempty"`
+	WithdrawnAt *time.Time `json:"withdrawn_at,omitempty"`
+	// WithdrawReason says why it was withdrawn.
+	WithdrawReason string `json:"withdraw_reason,omitempty"`
 }
 
 // PayloadState is where one payload is in the pipeline.

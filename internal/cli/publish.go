@@ -92,7 +92,7 @@ func isTerminal(w any) bool {
 }
 
 func updateCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "update", Short: "Show and list updates"}
+	cmd := &cobra.Command{Use: "update", Short: "Show, list and withdraw updates"}
 	var product string
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show an update as JSON", Args: cobra.ExactArgs(1),
@@ -128,7 +128,26 @@ func updateCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&product, "product", "", "only this product")
-	cmd.AddCommand(show, list)
+	var reason string
+	withdraw := &cobra.Command{
+		Use: "withdraw ID --reason TEXT", Args: cobra.ExactArgs(1),
+		Short: "Withdraw a published update: offered to no device, removed from the signed TUF targets, its deployments cancelled",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			u, err := c.Withdraw(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s %s %s %s\n", u.ID, u.Product, u.Version, u.State)
+			return nil
+		},
+	}
+	withdraw.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
+	_ = withdraw.MarkFlagRequired("reason")
+	cmd.AddCommand(show, list, withdraw)
 	return cmd
 }
 

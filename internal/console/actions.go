@@ -27,6 +27,11 @@ func (c *Console) commandDeployment(w http.ResponseWriter, r *http.Request, s *s
 	c.done(w, r, back, err, "%s: %s; the deployment is %s", id, cmd, d.State)
 }
 
+func (c *Console) withdrawUpdate(w http.ResponseWriter, r *http.Request, s *session) {
+	u, err := s.api.Withdraw(s.ctx, r.PathValue("id"), r.PostFormValue("reason"))
+	c.done(w, r, Prefix+"catalog", err, "%s %s is withdrawn: offered to no device, gone from the signed targets", u.Product, u.Version)
+}
+
 func (c *Console) decideApproval(w http.ResponseWriter, r *http.Request, s *session) {
 	id, decision := r.PathValue("id"), r.PathValue("decision")
 	if decision != "approve" && decision != "deny" {

@@ -22,7 +22,7 @@ func TestConsoleSessions(t *testing.T) {
 	s := startServer(t, nil)
 	ctx := context.Background()
 	s.publish(t, "agent", "2.0")
-	s.publish(t, "os", "5.0")
+	osUpdate := s.publish(t, "os", "5.0")
 	dep, err := s.admin.DeployPlan(ctx, "agent", "2.0", client.Plan{Waves: []client.Wave{{Percent: 50}, {Percent: 100}}, Bake: "1h"})
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +151,18 @@ func TestConsoleSessions(t *testing.T) {
 	post(t, hc, s.url+"/ui/admin/tokens", url.Values{"name": {"x"}, "role": {"overlord"}, "csrf": {csrf}})
 	if page = get(t, hc, s.url+"/ui/admin"); !strings.Contains(page.body, "role") || !strings.Contains(page.body, `class="flash error"`) {
 		t.Fatalf("issuing a token with an unknown role:\n%s", page.body)
+	}
+
+	// Withdraw an update from the catalog, with a reason.
+	if page = get(t, hc, s.url+"/ui/catalog"); !strings.Contains(page.body, "/ui/updates/"+osUpdate.ID+"/withdraw") {
+		t.Fatalf("the catalog offers no withdrawal of a published update:\n%s", page.body)
+	}
+	res = post(t, hc, s.url+"/ui/updates/"+osUpdate.ID+"/withdraw", url.Values{"reason": {"bad signature chain"}, "csrf": {csrf}})
+	if u, _ := s.admin.Update(ctx, osUpdate.ID); res.status != http.StatusSeeOther || u.State != "withdrawn" || u.WithdrawReason != "bad signature chain" {
+		t.Fatalf("withdrawing from the console: %d, %+v", res.status, u)
+	}
+	if page = get(t, hc, s.url+"/ui/catalog"); !strings.Contains(page.body, "withdrawn") || !strings.Contains(page.body, "bad signature chain") {
+		t.Fatalf("the catalog after the withdrawal:\n%s", page.body)
 	}
 
 	// A release manager scoped to os sees and steers only os.

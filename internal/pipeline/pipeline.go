@@ -86,11 +86,33 @@ type Pipeline struct {
 	cfg         Config
 	client      *river.Client[*sql.Tx]
 	onPublished func(updateID string)
+	onWithdrawn func(updateID string)
 }
 
 // OnPublished sets a function called after each update is published. Call it
 // before Start.
 func (p *Pipeline) OnPublished(fn func(updateID string)) { p.onPublished = fn }
+
+// OnWithdrawn sets a function called after an update is withdrawn.
+func (p *Pipeline) OnWithdrawn(fn func(updateID string)) { p.onWithdrawn = fn }
+
+// Withdraw withdraws a published update: in one transaction it is marked
+// withdrawn (audited with the reason) and the TUF targets are signed again
+// without its payloads, with a new snapshot and timestamp. Devices that
+// installed it keep it; its content stays (they may still be downloading
+// it). Withdrawing it again changes nothing.
+func (p *Pipeline) Withdraw(ctx context.Context, updateID, reason string) (u catalog.Update, err error) {
+	err = p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		if u, err = tx.WithdrawUpdate(ctx, updateID, reason); err != nil {
+			return err
+		}
+		return p.cfg.Sign(ctx, tx, updateID)
+	})
+	if err == nil && p.onWithdrawn != nil {
+		p.onWithdrawn(updateID)
+	}
+	return u, err
+}
 
 // New returns a Pipeline. Register its workers with the River client, then
 // hand it the client with SetClient before submitting.

@@ -211,19 +211,25 @@ func (tx *Tx) insertPayloads(ctx context.Context, updateID string, ps []catalog.
 }
 
 const updateColumns = `id, product, version, kind, classification, severity, title, release_notes,
-	applicability, prerequisites, state, failure_reason, created_at, published_at, attempt`
+	applicability, prerequisites, state, failure_reason, created_at, published_at, attempt, withdrawn_at, withdraw_reason`
 
 func scanUpdate(row interface{ Scan(...any) error }) (catalog.Update, error) {
 	var u catalog.Update
-	var published sql.NullTime
+	var published, withdrawn sql.NullTime
 	var prereqs string
 	err := row.Scan(&u.ID, &u.Product, &u.Version, &u.Kind, &u.Classification, &u.Severity, &u.Title,
-		&u.ReleaseNotes, &u.Applicability, &prereqs, &u.State, &u.FailureReason, &u.CreatedAt, &published, &u.Attempt)
+		&u.ReleaseNotes, &u.Applicability, &prereqs, &u.State, &u.FailureReason, &u.CreatedAt, &published, &u.Attempt,
+		&withdrawn, &u.WithdrawReason)
 	if err != nil {
 		return u, err
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
-	u.PublishedAt = timePtr(published)
+	u.PublishedAt, u.WithdrawnAt = timePtr(published), timePtr(withdrawn)
+	if u.WithdrawnAt != nil {
+		// Stored as published with the time it was withdrawn (the state
+		// column's CHECK predates withdrawal; SQLite cannot alter it).
+		u.State = catalog.StateWithdrawn
+	}
 	return u, fromJSON(prereqs, &u.Prerequisites)
 }
 
@@ -298,7 +304,13 @@ func (q *queries) Updates(ctx context.Context, f UpdateFilter) ([]catalog.Update
 	if len(f.Products) > 0 {
 		where = append(where, inList("product", f.Products, &args))
 	}
-	if f.State != "" {
+	switch f.State {
+	case "":
+	case catalog.StateWithdrawn:
+		where = append(where, "withdrawn_at IS NOT NULL")
+	case catalog.StatePublished:
+		add("state = $%d AND withdrawn_at IS NULL", f.State)
+	default:
 		add("state = $%d", f.State)
 	}
 	if f.After != "" {
@@ -383,6 +395,33 @@ func (q *queries) SetUpdateState(ctx context.Context, id string, from, to catalo
 		return q.BumpGeneration(ctx)
 	}
 	return nil
+}
+
+// WithdrawUpdate withdraws a published update with a reason, audited;
+// withdrawing one already withdrawn returns it as it is. Deployments are
+// not its business: the caller cancels them, and re-signs the TUF targets
+// in tx.
+func (tx *Tx) WithdrawUpdate(ctx context.Context, id, reason string) (catalog.Update, error) {
+	u, err := tx.Update(ctx, id)
+	switch {
+	case err != nil:
+		return u, err
+	case u.State == catalog.StateWithdrawn:
+		return u, nil
+	case u.State != catalog.StatePublished:
+		return u, fault.E(fault.Conflict, "update %s is %s; only a published update can be withdrawn", id, u.State)
+	}
+	before := u
+	now := tx.now()
+	if _, err := tx.db.ExecContext(ctx, `UPDATE updates SET withdrawn_at = $2, withdraw_reason = $3 WHERE id = $1`, id, now, reason); err != nil {
+		return u, unavailable(err)
+	}
+	u.State, u.WithdrawnAt, u.WithdrawReason = catalog.StateWithdrawn, &now, reason
+	if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.withdraw", Target: id,
+		Before: map[string]any{"state": before.State}, After: map[string]any{"state": u.State}, Reason: reason}); err != nil {
+		return u, err
+	}
+	return u, tx.BumpGeneration(ctx)
 }
 
 // PayloadReferenced reports whether any payload row names sha256.

@@ -260,6 +260,44 @@ func testPipelineStates(t *testing.T, s *store.Store, c *clock) {
 	if stored, _ := s.PayloadStored(ctx, payA.SHA256); !stored {
 		t.Fatal("PayloadStored false after the payload was stored")
 	}
+	// Withdrawn: no longer among the signed payloads or the published, and
+	// withdrawing again changes nothing; an unpublished update cannot be.
+	if n, _ := s.PublishedPayloads(ctx); len(n) != 1 {
+		t.Fatalf("published payloads before the withdrawal: %+v", n)
+	}
+	withdraw := func(id, reason string) (catalog.Update, error) {
+		var w catalog.Update
+		err := s.InTx(ctx, func(tx *store.Tx) (err error) {
+			w, err = tx.WithdrawUpdate(ctx, id, reason)
+			return err
+		})
+		return w, err
+	}
+	genW, _ := s.Generation(ctx)
+	if w, err := withdraw(u.ID, "bad build"); err != nil || w.State != catalog.StateWithdrawn || w.WithdrawReason != "bad build" {
+		t.Fatalf("withdraw = %+v, %v", w, err)
+	}
+	if got, _ := s.Update(ctx, u.ID); got.State != catalog.StateWithdrawn || got.WithdrawnAt == nil || !got.WithdrawnAt.Equal(c.t) {
+		t.Fatalf("withdrawn update reads %+v", got)
+	}
+	if n, _ := s.PublishedPayloads(ctx); len(n) != 0 {
+		t.Fatalf("published payloads after the withdrawal: %+v", n)
+	}
+	if gen, _ := s.Generation(ctx); gen != genW+1 {
+		t.Fatalf("generation %d after a withdrawal, want %d", gen, genW+1)
+	}
+	for state, want := range map[catalog.UpdateState]int{catalog.StateWithdrawn: 1, catalog.StatePublished: 0} {
+		if us, err := s.Updates(ctx, store.UpdateFilter{State: state}); err != nil || len(us) != want {
+			t.Fatalf("updates in state %s: %d, %v; want %d", state, len(us), err, want)
+		}
+	}
+	if w, err := withdraw(u.ID, "again"); err != nil || w.WithdrawReason != "bad build" {
+		t.Fatalf("withdrawing twice = %+v, %v", w, err)
+	}
+	pending := mustCreate(t, s, newUpdate("agent", "9.9", payB))
+	if _, err := withdraw(pending.ID, "never published"); !fault.Is(err, fault.Conflict) {
+		t.Fatalf("withdrawing an unpublished update: %v, want Conflict", err)
+	}
 
 	// A failing transaction changes nothing.
 	u2 := mustCreate(t, s, newUpdate("agent", "1.1", payB))

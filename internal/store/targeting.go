@@ -296,6 +296,9 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 				}
 				updates[d.UpdateID] = u
 			}
+			if u.State != catalog.StatePublished {
+				continue // withdrawn: offered to no device, whatever its deployments say
+			}
 			rel := delivery.Release{Deployment: d, Update: u}
 			if id := d.Plan.RiskModel; id != "" && d.Plan.Order == rollout.OrderRisk {
 				if _, ok := models[id]; !ok {

@@ -65,12 +65,13 @@ type SignedPayload struct {
 	Size     int64
 }
 
-// PublishedPayloads lists every payload of every published update.
+// PublishedPayloads lists every payload of every published update not
+// withdrawn.
 func (q *queries) PublishedPayloads(ctx context.Context) ([]SignedPayload, error) {
 	rows, err := q.db.QueryContext(ctx, `
 		SELECT u.id, u.product, u.version, p.name, p.sha256, p.size
 		FROM payloads p JOIN updates u ON u.id = p.update_id
-		WHERE u.state = 'published' ORDER BY u.id, p.position`)
+		WHERE u.state = 'published' AND u.withdrawn_at IS NULL ORDER BY u.id, p.position`)
 	if err != nil {
 		return nil, unavailable(err)
 	}
