@@ -220,9 +220,7 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, d)
 }
 
-// withdrawUpdate withdraws a published update, with a reason: no device
-// is offered it any more and its payloads leave the signed TUF targets;
-// then its live deployments are cancelled, so they say what happened.
+// withdrawUpdate withdraws a published update, with a reason.
 func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
@@ -234,35 +232,36 @@ func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		reason, err = RequireReason(r)
 	}
+	if err == nil {
+		err = catalog.ValidateReason("reason", reason)
+	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	actor := Principal(ctx).Actor()
+	u, err := a.Withdraw(ctx, id, Principal(ctx).Actor(), reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("update withdrawn", "update", id, "actor", Principal(ctx).Actor(), "reason", reason)
+	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+}
+
+// Withdraw withdraws a published update for actor, who has been
+// authorized for it: no device is offered it any more and its payloads
+// leave the signed TUF targets (one transaction); then its live
+// deployments are cancelled with the reason, so they say what happened,
+// and the device snapshot is rebuilt before it returns.
+func (a *API) Withdraw(ctx context.Context, id, actor, reason string) (catalog.Update, error) {
 	u, err := a.cfg.Pipeline.Withdraw(ctx, id, reason)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return u, err
 	}
-	live, err := a.cfg.Store.Deployments(ctx, store.DeploymentFilter{Product: u.Product,
-		States: []rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused}})
-	for _, d := range live {
-		if err != nil || d.UpdateID != id {
-			continue
-		}
-		if _, err = a.cfg.Controller.Command(ctx, d.ID, rollout.Cancel, actor, "update withdrawn: "+reason); fault.Is(err, fault.Conflict) {
-			err = nil // it ended meanwhile
-		}
+	if err := a.cfg.Controller.CancelUpdate(ctx, id, u.Product, actor, "update withdrawn: "+reason); err != nil {
+		return u, err
 	}
-	if err == nil {
-		err = a.cfg.Refresh(ctx)
-	}
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.Logger(ctx).Info("update withdrawn", "update", id, "actor", actor, "reason", reason)
-	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+	return u, a.cfg.Refresh(ctx)
 }
 
 type holdRequest struct {

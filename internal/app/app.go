@@ -28,6 +28,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/agent"
 	"github.com/ringmaster/ringmaster/internal/aggregate"
 	"github.com/ringmaster/ringmaster/internal/alerts"
+	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/config"
 	"github.com/ringmaster/ringmaster/internal/console"
 	"github.com/ringmaster/ringmaster/internal/content"
@@ -208,7 +209,10 @@ func (a *App) routes() (http.Handler, error) {
 	}).Register(mux)
 	planner := agent.New(agent.Config{Store: a.Store, Controller: a.Controller, Rules: a.Rules, Refresh: a.Snapshots.Refresh, Now: time.Now})
 	mcpServer := mcpserver.New(mcpserver.Config{Store: a.Store, Controller: a.Controller, Planner: planner, Rules: a.Rules,
-		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, Version: Version, Now: time.Now})
+		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, Version: Version, Now: time.Now,
+		Withdraw: func(ctx context.Context, id, actor, reason string) (catalog.Update, error) {
+			return a.Admin.Withdraw(ctx, id, actor, reason)
+		}})
 	// The admin API authenticates and rate-limits /mcp like any route; each
 	// tool then checks its own permission.
 	mcpHandler := mcpServer.Handler(func(r *http.Request) (access.Principal, error) { return adminapi.Principal(r.Context()), nil })

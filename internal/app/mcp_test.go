@@ -310,7 +310,7 @@ func TestMCPTools(t *testing.T) {
 	var planHash string
 	order := []string{"list_products", "list_updates", "list_deployments", "list_holds", "deployment_status", "cohort_health",
 		"explain_device", "recent_audit", "forecast_next_wave", "create_hold", "pause_deployment", "plan_change", "apply_plan",
-		"get_approval", "halt_deployment", "cancel_deployment"}
+		"get_approval", "halt_deployment", "cancel_deployment", "withdraw_update"}
 	if len(tools.Tools) != len(order) {
 		t.Fatalf("%d tools listed, %d expected", len(tools.Tools), len(order))
 	}
@@ -341,8 +341,15 @@ func TestMCPTools(t *testing.T) {
 			}
 			a = map[string]any{"deployment_id": dep.ID, "reason": "test"}
 		}
+		if name == "withdraw_update" {
+			u := publishSmall(t, s, "agent-wd", "1.0")
+			a = map[string]any{"update_id": u.ID, "reason": "test"}
+		}
 		var out map[string]any
 		mustCall(t, sess, name, a, &out)
+		if name == "withdraw_update" && out["state"] != "withdrawn" {
+			t.Fatalf("withdraw_update answered %v", out)
+		}
 		if len(out) == 0 {
 			t.Errorf("%s: empty result", name)
 		}

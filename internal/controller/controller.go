@@ -181,6 +181,26 @@ func (c *Controller) pinRiskModel(ctx context.Context, updateID string, plan *ro
 	return nil
 }
 
+// CancelUpdate cancels every live deployment of an update (one withdrawn,
+// say), with the caller as actor and the reason; one that ended meanwhile
+// is left as it is.
+func (c *Controller) CancelUpdate(ctx context.Context, updateID, product, actor, reason string) error {
+	live, err := c.store.Deployments(ctx, store.DeploymentFilter{Product: product,
+		States: []rollout.State{rollout.Scheduled, rollout.Running, rollout.Paused}})
+	if err != nil {
+		return err
+	}
+	for _, d := range live {
+		if d.UpdateID != updateID {
+			continue
+		}
+		if _, err := c.Command(ctx, d.ID, rollout.Cancel, actor, reason); err != nil && !fault.Is(err, fault.Conflict) {
+			return err
+		}
+	}
+	return nil
+}
+
 // Command carries out an operator's command (pause, resume, halt, cancel,
 // approve, advance) and records it with actor and reason. An approval takes
 // effect at once (the approved wave starts if it was waiting).

@@ -41,8 +41,11 @@ type Config struct {
 	Rules      *targeting.Env
 	Snapshots  interface{ Snapshot() *delivery.Snapshot }
 	Refresh    func(ctx context.Context) error
-	Version    string
-	Now        func() time.Time
+	// Withdraw withdraws an update for an authorized actor (the admin
+	// API's own, so both surfaces do the same).
+	Withdraw func(ctx context.Context, id, actor, reason string) (catalog.Update, error)
+	Version  string
+	Now      func() time.Time
 }
 
 // Server is Ringmaster's MCP server.

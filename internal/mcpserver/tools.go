@@ -134,6 +134,11 @@ type approvalIn struct {
 	WaitSeconds int    `json:"wait_seconds,omitempty" jsonschema:"wait up to this long (at most 60) for a person to decide"`
 }
 
+type withdrawIn struct {
+	UpdateID string `json:"update_id" jsonschema:"the update to withdraw (upd_…)"`
+	Reason   string `json:"reason" jsonschema:"why, with the evidence; recorded in the audit log"`
+}
+
 func (s *Server) tools() {
 	tool(s, "list_products", "List the products (software that devices run), optionally filtered by text.", access.Read, readOnly,
 		func(ctx context.Context, p access.Principal, in searchIn) (productsOut, error) {
@@ -272,6 +277,28 @@ func (s *Server) tools() {
 					Percent: d.Percent, By: d.By, Reason: d.Reason}, err
 			})
 	}
+	tool(s, "withdraw_update", "Withdraw a published update at once and for good: no device is offered it any more, its payloads leave the "+
+		"signed TUF targets, and its live deployments are cancelled. Devices that installed it keep it. For a release that must not "+
+		"spread any further, whatever its deployments.", access.Reduce, reduces,
+		func(ctx context.Context, p access.Principal, in withdrawIn) (catalog.Update, error) {
+			if err := catalog.ValidateID("update_id", "upd", in.UpdateID); err != nil {
+				return catalog.Update{}, err
+			}
+			u, err := s.cfg.Store.Update(ctx, in.UpdateID)
+			if err == nil {
+				err = p.AuthorizeProduct(u.Product)
+			}
+			if err == nil && in.Reason == "" {
+				err = fault.Field("reason", "say why, with the evidence")
+			}
+			if err == nil {
+				err = catalog.ValidateReason("reason", in.Reason)
+			}
+			if err != nil {
+				return catalog.Update{}, err
+			}
+			return s.cfg.Withdraw(ctx, in.UpdateID, p.Actor(), in.Reason)
+		})
 	tool(s, "create_hold", "Hold an update for the devices a CEL rule matches, at once (a safeguard hold): for a regression confined to a cohort, "+
 		"so the rollout continues for everyone else.", access.Reduce, reduces,
 		func(ctx context.Context, p access.Principal, in holdIn) (targeting.Hold, error) {
