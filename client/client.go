@@ -273,6 +273,12 @@ func (c *Client) Withdraw(ctx context.Context, updateID, reason string) (Update,
 	return out, err
 }
 
+// DeleteUpdate deletes an update no deployment ever used (a published one
+// leaves the signed TUF targets).
+func (c *Client) DeleteUpdate(ctx context.Context, updateID string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/updates/"+url.PathEscape(updateID), nil, nil, nil)
+}
+
 // WaitPublished polls until the update is published (or failed, which is
 // an error), or ctx ends.
 func (c *Client) WaitPublished(ctx context.Context, updateID string, every time.Duration) (Update, error) {

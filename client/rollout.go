@@ -216,6 +216,11 @@ type Ring struct {
 	Members     []string `json:"members,omitempty"`
 }
 
+// DeleteRing deletes a ring no deployment was planned for.
+func (c *Client) DeleteRing(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/rings/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // PutRing creates or replaces a ring.
 func (c *Client) PutRing(ctx context.Context, r Ring) (Ring, error) {
 	var out Ring

@@ -127,6 +127,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"HEAD /v1/updates/{id}/payloads/{sha256}", publish, a.uploadStatus},
 		{"POST /v1/updates/{id}/publish", publish, a.publish},
 		{"POST /v1/updates/{id}/withdraw", reduce, a.withdrawUpdate},
+		{"DELETE /v1/updates/{id}", publish, a.deleteUpdate},
 		{"POST /v1/deployments", widen, a.createDeployment},
 		{"GET /v1/deployments", read, a.listDeployments},
 		{"GET /v1/deployments/{id}", read, a.getDeployment},
@@ -141,6 +142,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"PUT /v1/rings/{name}", widen, a.putRing},
 		{"GET /v1/rings", read, a.listRings},
 		{"GET /v1/rings/{name}", read, a.getRing},
+		{"DELETE /v1/rings/{name}", widen, a.deleteRing},
 		{"POST /v1/explain", read, a.explain},
 		{"GET /v1/devices", read, a.listDevices},
 		{"GET /v1/devices/{id}", read, a.getDevice},
@@ -459,6 +461,24 @@ func (a *API) update(r *http.Request) (catalog.Update, error) {
 		return u, err
 	}
 	return u, Principal(r.Context()).AuthorizeProduct(u.Product)
+}
+
+// deleteUpdate deletes an update no deployment ever used: a mistaken or
+// failed declaration, or a release never rolled out.
+func (a *API) deleteUpdate(w http.ResponseWriter, r *http.Request) {
+	u, err := a.update(r)
+	if err == nil {
+		u, err = a.cfg.Pipeline.Delete(r.Context(), u.ID)
+	}
+	if err == nil {
+		err = a.cfg.Refresh(r.Context())
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(r.Context()).Info("update deleted", "update", u.ID, "product", u.Product, "version", u.Version, "actor", Principal(r.Context()).Actor())
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // payload finds the payload named by the path in the path's update.

@@ -482,6 +482,24 @@ func (a *API) getRing(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, ring)
 }
 
+// deleteRing deletes a ring no deployment was planned for; like changing
+// one, it needs an unscoped token.
+func (a *API) deleteRing(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := Principal(r.Context()).AuthorizeUnscoped("a ring")
+	if err == nil {
+		err = a.cfg.Store.DeleteRing(r.Context(), name)
+	}
+	if err == nil {
+		err = a.cfg.Refresh(r.Context())
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 type explainRequest struct {
 	DeviceID   string            `json:"device_id"`
 	Attributes map[string]string `json:"attributes,omitempty"`

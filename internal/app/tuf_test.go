@@ -538,3 +538,53 @@ func TestWithdrawUpdate(t *testing.T) {
 		t.Fatalf("withdrawal audit entries: %+v", es)
 	}
 }
+
+// TestDeleteUpdate: a published update never deployed can be deleted; it
+// leaves the signed TUF targets and its version can be declared again. A
+// deployed one cannot (withdraw it instead); nor can a ring a plan names.
+func TestDeleteUpdate(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	pinned := mustGet(t, s.url+"/v1/tuf/root.json")
+	_, unused := publishFile(t, s, "agent", "1.0")
+	_, deployed := publishFile(t, s, "agent", "1.1")
+	dev := &stockClient{t: t, dir: t.TempDir(), pinned: pinned}
+	if _, err := dev.fetch(s.url, "agent/1.0/payload.bin"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"canary", "spare"} {
+		if _, err := s.admin.PutRing(ctx, client.Ring{Name: r, Rule: "true"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.admin.DeployPlan(ctx, "agent", "1.1", client.Plan{Ring: "canary", Waves: []client.Wave{{Percent: 100}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.admin.DeleteUpdate(ctx, deployed.ID); !client.IsKind(err, "conflict") || !strings.Contains(err.Error(), "withdraw it instead") {
+		t.Fatalf("deleting a deployed update: %v", err)
+	}
+	if err := s.admin.DeleteUpdate(ctx, unused.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.admin.Update(ctx, unused.ID); !client.IsKind(err, "not-found") {
+		t.Fatalf("a deleted update: %v", err)
+	}
+	if _, err := dev.fetch(s.url, "agent/1.0/payload.bin"); err == nil {
+		t.Fatal("a stock TUF client fetched a deleted update's target")
+	}
+	if _, err := dev.fetch(s.url, "agent/1.1/payload.bin"); err != nil {
+		t.Fatalf("another release after the delete: %v", err)
+	}
+	if again, _ := publishFile(t, s, "agent", "1.0"); len(again) == 0 {
+		t.Fatal("republishing a deleted version")
+	}
+	if err := s.admin.DeleteRing(ctx, "canary"); !client.IsKind(err, "conflict") {
+		t.Fatalf("deleting a ring a deployment names: %v", err)
+	}
+	if err := s.admin.DeleteRing(ctx, "spare"); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := s.admin.Rings(ctx); len(rs) != 1 || rs[0].Name != "canary" {
+		t.Fatalf("rings after deleting spare: %+v", rs)
+	}
+}

@@ -92,7 +92,7 @@ func isTerminal(w any) bool {
 }
 
 func updateCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "update", Short: "Show, list and withdraw updates"}
+	cmd := &cobra.Command{Use: "update", Short: "Show, list, withdraw and delete updates"}
 	var product string
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show an update as JSON", Args: cobra.ExactArgs(1),
@@ -147,7 +147,21 @@ func updateCmd(g *globals) *cobra.Command {
 	}
 	withdraw.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
 	_ = withdraw.MarkFlagRequired("reason")
-	cmd.AddCommand(show, list, withdraw)
+	del := &cobra.Command{
+		Use: "delete ID", Short: "Delete an update no deployment ever used (a published one leaves the signed TUF targets)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteUpdate(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "update %s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(show, list, withdraw, del)
 	return cmd
 }
 

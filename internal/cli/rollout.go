@@ -356,7 +356,21 @@ func ringCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(put, list)
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete a ring no deployment was planned for", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteRing(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "ring %s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(put, list, del)
 	return cmd
 }
 

@@ -93,7 +93,8 @@ type Pipeline struct {
 // before Start.
 func (p *Pipeline) OnPublished(fn func(updateID string)) { p.onPublished = fn }
 
-// OnWithdrawn sets a function called after an update is withdrawn.
+// OnWithdrawn sets a function called after an update is withdrawn or
+// deleted (what devices are offered, and the TUF targets, changed).
 func (p *Pipeline) OnWithdrawn(fn func(updateID string)) { p.onWithdrawn = fn }
 
 // Withdraw withdraws a published update: in one transaction it is marked
@@ -112,6 +113,29 @@ func (p *Pipeline) Withdraw(ctx context.Context, updateID, reason string) (u cat
 		p.onWithdrawn(updateID)
 	}
 	return u, err
+}
+
+// Delete deletes an update no deployment ever used (store.DeleteUpdate
+// says when it may not): a published one leaves the signed TUF targets in
+// the same transaction. Its staged uploads are discarded; stored content
+// stays (another update may share it).
+func (p *Pipeline) Delete(ctx context.Context, updateID string) (u catalog.Update, err error) {
+	err = p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
+		if u, err = tx.DeleteUpdate(ctx, updateID); err != nil || u.State != catalog.StatePublished {
+			return err
+		}
+		return p.cfg.Sign(ctx, tx, updateID)
+	})
+	if err != nil {
+		return u, err
+	}
+	if err := p.cfg.Content.Discard(updateID); err != nil {
+		p.cfg.Log.Warn("discarding a deleted update's staged uploads failed", "update", updateID, "err", err)
+	}
+	if p.onWithdrawn != nil {
+		p.onWithdrawn(updateID)
+	}
+	return u, nil
 }
 
 // New returns a Pipeline. Register its workers with the River client, then

@@ -424,6 +424,44 @@ func (tx *Tx) WithdrawUpdate(ctx context.Context, id, reason string) (catalog.Up
 	return u, tx.BumpGeneration(ctx)
 }
 
+// DeleteUpdate deletes an update that no deployment ever used, with its
+// payload rows, audited with its last state; it returns what was deleted.
+// One that was deployed is a conflict (withdraw it instead), as is one
+// publishing or named by a hold. Deleting a published update changes what
+// the TUF targets must list: the caller signs them again in tx.
+func (tx *Tx) DeleteUpdate(ctx context.Context, id string) (catalog.Update, error) {
+	u, err := tx.Update(ctx, id)
+	if err != nil {
+		return u, err
+	}
+	if u.State == catalog.StatePublishing {
+		return u, fault.E(fault.Conflict, "update %s is publishing; delete it once it is published or has failed", id)
+	}
+	var deployments, holds int
+	if err := tx.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE update_id = $1`, id).Scan(&deployments); err != nil {
+		return u, unavailable(err)
+	}
+	if deployments > 0 {
+		return u, fault.E(fault.Conflict, "update %s (%s %s) has been deployed (%d deployments keep its history); withdraw it instead",
+			id, u.Product, u.Version, deployments)
+	}
+	if err := tx.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM holds WHERE update_id = $1`, id).Scan(&holds); err != nil {
+		return u, unavailable(err)
+	}
+	if holds > 0 {
+		return u, fault.E(fault.Conflict, "update %s is named by %d holds; their history keeps it", id, holds)
+	}
+	for _, q := range []string{`DELETE FROM payloads WHERE update_id = $1`, `DELETE FROM updates WHERE id = $1`} {
+		if _, err := tx.db.ExecContext(ctx, q, id); err != nil {
+			return u, unavailable(err)
+		}
+	}
+	if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "update.delete", Target: id, Before: u}); err != nil {
+		return u, err
+	}
+	return u, tx.BumpGeneration(ctx)
+}
+
 // PayloadReferenced reports whether any payload row names sha256.
 func (q *queries) PayloadReferenced(ctx context.Context, sha256 string) (bool, error) {
 	var n int

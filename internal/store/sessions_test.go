@@ -8,7 +8,10 @@ import (
 
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/version"
 )
 
 // testSessions: a console session is found by its hash until it expires
@@ -69,6 +72,62 @@ func testSessions(t *testing.T, s *store.Store, c *clock) {
 			if strings.Contains(string(e.Before)+string(e.After), leak) {
 				t.Fatalf("audit entry %d records a session secret: %s %s", e.Seq, e.Before, e.After)
 			}
+		}
+	}
+}
+
+// testDeletes: an update no deployment used, and a ring no plan names,
+// can be deleted (audited); a deployed update, or a ring a plan names,
+// cannot.
+func testDeletes(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	deployed := publish(t, s, "agent", "1.0", payB)
+	draft := mustCreate(t, s, newUpdate("agent", "0.9", payA))
+	for _, name := range []string{"canary", "c_nary"} {
+		if _, _, err := s.PutRing(ctx, targeting.Ring{Name: name, Rank: 0, Rule: "true"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := rollout.Plan{Waves: []rollout.Wave{{Percent: 100}}, Ring: "canary"}
+	if _, _, err := s.InsertDeployment(ctx, newDeployment(c, deployed.ID, plan), nil, "token:x"); err != nil {
+		t.Fatal(err)
+	}
+	del := func(id string) error {
+		return s.InTx(ctx, func(tx *store.Tx) error { _, err := tx.DeleteUpdate(ctx, id); return err })
+	}
+	if err := del(deployed.ID); !fault.Is(err, fault.Conflict) || !strings.Contains(err.Error(), "withdraw it instead") {
+		t.Fatalf("deleting a deployed update: %v", err)
+	}
+	gen0, _ := s.Generation(ctx)
+	if err := del(draft.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, draft.ID); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("a deleted update reads %v", err)
+	}
+	if gen, _ := s.Generation(ctx); gen != gen0+1 {
+		t.Fatalf("generation %d after a delete, want %d", gen, gen0+1)
+	}
+	// Its version is free again.
+	if _, created, err := s.CreateUpdate(ctx, newUpdate("agent", "0.9", payA), version.MustParse("0.9"), nil); err != nil || !created {
+		t.Fatalf("declaring a deleted version again: %v, %v", created, err)
+	}
+	if err := s.DeleteRing(ctx, "canary"); !fault.Is(err, fault.Conflict) {
+		t.Fatalf("deleting a ring a plan names: %v", err)
+	}
+	// "c_nary" is not "canary": the plan match is literal.
+	if err := s.DeleteRing(ctx, "c_nary"); err != nil {
+		t.Fatalf("deleting a ring no plan names: %v", err)
+	}
+	if _, err := s.Ring(ctx, "c_nary"); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("a deleted ring reads %v", err)
+	}
+	if err := s.DeleteRing(ctx, "c_nary"); !fault.Is(err, fault.NotFound) {
+		t.Fatalf("deleting a ring twice: %v", err)
+	}
+	for action, target := range map[string]string{"update.delete": draft.ID, "ring.delete": "ring:c_nary"} {
+		if es, _ := s.AuditEntries(ctx, store.AuditFilter{Action: action}); len(es) != 1 || es[0].Target != target {
+			t.Fatalf("%s audit entries: %+v", action, es)
 		}
 	}
 }

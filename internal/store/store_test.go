@@ -55,6 +55,7 @@ func TestConformance(t *testing.T) {
 				{"devices", testDevices},
 				{"device inventory", testInventory},
 				{"console sessions", testSessions},
+				{"deleting updates and rings", testDeletes},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					c := &clock{t: time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)}

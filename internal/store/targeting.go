@@ -212,6 +212,37 @@ func (s *Store) PutRing(ctx context.Context, r targeting.Ring) (out targeting.Ri
 	return out, created, err
 }
 
+// DeleteRing deletes a ring no deployment was ever planned for, with its
+// members, audited. One a deployment names (whatever its state: its plan
+// is history) is a conflict.
+func (s *Store) DeleteRing(ctx context.Context, name string) error {
+	return s.InTx(ctx, func(tx *Tx) error {
+		r, err := tx.Ring(ctx, name)
+		if err != nil {
+			return err
+		}
+		// Plans are compact JSON; ring names have no characters to escape
+		// but LIKE's own.
+		pattern := `%"ring":"` + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(name) + `"%`
+		var n int
+		if err := tx.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE plan LIKE $1 ESCAPE '\'`, pattern).Scan(&n); err != nil {
+			return unavailable(err)
+		}
+		if n > 0 {
+			return fault.E(fault.Conflict, "ring %s is the ring of %d deployments, whose plans keep it", name, n)
+		}
+		for _, q := range []string{`DELETE FROM ring_members WHERE ring = $1`, `DELETE FROM rings WHERE name = $1`} {
+			if _, err := tx.db.ExecContext(ctx, q, name); err != nil {
+				return unavailable(err)
+			}
+		}
+		if err := tx.BumpGeneration(ctx); err != nil {
+			return err
+		}
+		return tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "ring.delete", Target: "ring:" + name, Before: r})
+	})
+}
+
 // Ring returns a ring with its members, or NotFound.
 func (q *queries) Ring(ctx context.Context, name string) (targeting.Ring, error) {
 	var r targeting.Ring
