@@ -93,7 +93,7 @@ func TestCLIForNewcomers(t *testing.T) {
 			t.Errorf("%v: %q, %v", args, out, err)
 		}
 	}
-	for _, args := range [][]string{{"ring", "delete", "x"}, {"device", "frobnicate", "x"}, {"bogus"}} {
+	for _, args := range [][]string{{"ring", "rename", "x"}, {"device", "frobnicate", "x"}, {"bogus"}} {
 		_, err := run(t, nil, args...)
 		var ce *cliError
 		if !errors.As(err, &ce) || ce.code == 0 || !strings.Contains(ce.stderr, "unknown command") {
