@@ -24,6 +24,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/pipeline"
 	"github.com/ringmaster/ringmaster/internal/ratelimit"
+	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
@@ -605,13 +606,17 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusAccepted, a.view(u))
 }
 
-func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
+// device loads the registered device the path names.
+func (a *API) device(r *http.Request) (registry.Device, error) {
 	id := r.PathValue("id")
 	if len(id) == 0 || len(id) > 128 {
-		httpapi.WriteError(w, r, fault.Field("id", "device ids are 1-128 characters"))
-		return
+		return registry.Device{}, fault.Field("id", "device ids are 1-128 characters")
 	}
-	d, err := a.cfg.Store.Device(r.Context(), id)
+	return a.cfg.Store.Device(r.Context(), id)
+}
+
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := a.device(r)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return

@@ -164,16 +164,12 @@ type deviceOutcome struct {
 // recorded for a device and the outcomes it reported that counted, in the
 // newest 100 deployments the caller may see, newest first.
 func (a *API) deviceHistory(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if len(id) == 0 || len(id) > 128 {
-		httpapi.WriteError(w, r, fault.Field("id", "device ids are 1-128 characters"))
-		return
-	}
-	ctx := r.Context()
-	if _, err := a.cfg.Store.Device(ctx, id); err != nil {
+	dev, err := a.device(r)
+	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
+	ctx, id := r.Context(), dev.ID
 	deps, err := a.cfg.Store.Deployments(ctx, store.DeploymentFilter{Products: Principal(ctx).Products, Limit: historyDeployments})
 	if err != nil {
 		httpapi.WriteError(w, r, err)

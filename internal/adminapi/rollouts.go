@@ -223,11 +223,7 @@ func (a *API) commandDeployment(w http.ResponseWriter, r *http.Request) {
 // withdrawUpdate withdraws a published update, with a reason.
 func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	id := r.PathValue("id")
-	err := catalog.ValidateID("id", "upd", id)
-	if err == nil {
-		err = a.authorizeUpdate(ctx, id)
-	}
+	u, err := a.update(r)
 	var reason string
 	if err == nil {
 		reason, err = RequireReason(r)
@@ -239,12 +235,12 @@ func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	u, err := a.Withdraw(ctx, id, Principal(ctx).Actor(), reason)
+	u, err = a.Withdraw(ctx, u.ID, Principal(ctx).Actor(), reason)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.Logger(ctx).Info("update withdrawn", "update", id, "actor", Principal(ctx).Actor(), "reason", reason)
+	httpapi.Logger(ctx).Info("update withdrawn", "update", u.ID, "actor", Principal(ctx).Actor(), "reason", reason)
 	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
 }
 
