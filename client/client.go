@@ -243,6 +243,31 @@ func (c *Client) Update(ctx context.Context, id string) (Update, error) {
 	return out, err
 }
 
+// Delta is a delta the pipeline made to an update from an earlier
+// version: ready (stored, signed, offered) or skipped (Note says why).
+type Delta struct {
+	ToUpdateID   string    `json:"to_update_id"`
+	FromUpdateID string    `json:"from_update_id"`
+	FromVersion  string    `json:"from_version"`
+	Name         string    `json:"name"`
+	FromSHA256   string    `json:"from_sha256"`
+	ToSHA256     string    `json:"to_sha256"`
+	SHA256       string    `json:"sha256,omitempty"`
+	Size         int64     `json:"size,omitempty"`
+	State        string    `json:"state"`
+	Note         string    `json:"note,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// UpdateDeltas lists the deltas made to an update.
+func (c *Client) UpdateDeltas(ctx context.Context, id string) ([]Delta, error) {
+	var out struct {
+		Deltas []Delta `json:"deltas"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/updates/"+url.PathEscape(id)+"/deltas", nil, nil, &out)
+	return out.Deltas, err
+}
+
 // Updates lists a product's updates (all products when product is empty).
 func (c *Client) Updates(ctx context.Context, product string) ([]Update, error) {
 	var out struct {

@@ -29,6 +29,20 @@ type PayloadLink struct {
 	URL    string `json:"url"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
+	// Delta, when the server has one from the version the device reported
+	// installed, rebuilds this payload from that version's file (the
+	// Updater uses it when UpdaterConfig.Installed finds the file).
+	Delta *DeltaLink `json:"delta,omitempty"`
+}
+
+// DeltaLink is a zstd patch-from delta from the installed version's
+// payload of the same name (FromSHA256) to the offered one.
+type DeltaLink struct {
+	FromVersion string `json:"from_version"`
+	FromSHA256  string `json:"from_sha256"`
+	URL         string `json:"url"`
+	SHA256      string `json:"sha256"`
+	Size        int64  `json:"size"`
 }
 
 // Offer is an update a device is told to install.

@@ -124,6 +124,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"POST /v1/updates", publish, a.createUpdate},
 		{"GET /v1/updates", read, a.listUpdates},
 		{"GET /v1/updates/{id}", read, a.getUpdate},
+		{"GET /v1/updates/{id}/deltas", read, a.updateDeltas},
 		{"PUT /v1/updates/{id}/payloads/{sha256}", publish, a.upload},
 		{"HEAD /v1/updates/{id}/payloads/{sha256}", publish, a.uploadStatus},
 		{"POST /v1/updates/{id}/publish", publish, a.publish},
@@ -450,6 +451,21 @@ func (a *API) getUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+}
+
+// updateDeltas lists the deltas made to an update from earlier versions,
+// ready and skipped.
+func (a *API) updateDeltas(w http.ResponseWriter, r *http.Request) {
+	u, err := a.update(r)
+	var ds []catalog.Delta
+	if err == nil {
+		ds, err = a.cfg.Store.Deltas(r.Context(), u.ID)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"deltas": ds})
 }
 
 func (a *API) update(r *http.Request) (catalog.Update, error) {

@@ -125,6 +125,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Pipeline = pipeline.New(pipeline.Config{
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
 		IngestTimeout: cfg.IngestTimeout, Failpoints: a.failpoints(),
+		Deltas: pipeline.DeltaPolicy{Versions: cfg.Deltas.Versions, Products: cfg.Deltas.Products, MaxShare: cfg.Deltas.MaxShare},
 		Sign: func(ctx context.Context, tx *store.Tx, _ string) error {
 			_, err := a.TUF.SyncTx(ctx, tx, false)
 			return err
@@ -237,7 +238,7 @@ func (a *App) routes() (http.Handler, error) {
 		publishes.Inc()
 		reload()
 	})
-	a.Pipeline.OnWithdrawn(func(string) { reload() })
+	a.Pipeline.OnChanged(func(string) { reload() })
 	mux.Route("GET /healthz", httpapi.Public, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))

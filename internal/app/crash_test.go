@@ -227,3 +227,73 @@ func openDB(t *testing.T, data, dsn string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestKillDuringDelta kills the server after a delta's blob is written and
+// before it is recorded; after a restart the delta job runs again and the
+// delta is recorded, signed and stored exactly once, on both databases.
+func TestKillDuringDelta(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: skipped with -short")
+	}
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			data, dsn := t.TempDir(), childDatabase(t, backend)
+			ctx := context.Background()
+			c := startChild(t, data, dsn, "RINGMASTER_FAILPOINT=delta-stored")
+			admin := adminClient(t, c.url, data)
+			v1, _ := writeRandomFile(t, 2<<20)
+			b, _ := os.ReadFile(v1)
+			b = append(append([]byte("release 1.1 header"), b[:1<<20]...), b[1<<20+4096:]...)
+			v2 := filepath.Join(t.TempDir(), "payload.bin")
+			if err := os.WriteFile(v2, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			opts := client.PublishOptions{Poll: 50 * time.Millisecond}
+			if _, err := admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "1.0"}, []string{v1}, opts); err != nil {
+				t.Fatal(err)
+			}
+			u, err := admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "1.1"}, []string{v2}, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFile(t, filepath.Join(data, "failpoint-delta-stored"))
+			c.kill9(t)
+			os.Remove(filepath.Join(data, "failpoint-delta-stored"))
+
+			c = startChild(t, data, dsn)
+			admin = adminClient(t, c.url, data)
+			var ds []client.Delta
+			deadline := time.Now().Add(2 * time.Minute)
+			for len(ds) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the delta was not made after the restart")
+				}
+				time.Sleep(100 * time.Millisecond)
+				if ds, err = admin.UpdateDeltas(ctx, u.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(ds) != 1 || ds[0].State != "ready" || ds[0].Size == 0 || ds[0].Size > 64<<10 {
+				t.Fatalf("deltas after recovery: %+v", ds)
+			}
+			c.stop(t)
+
+			if blobs, staged := countBlobs(t, data); blobs != 3 || staged != 0 {
+				t.Fatalf("content store: %d blobs, %d staged files; want 3 (two payloads, one delta) and 0", blobs, staged)
+			}
+			db := openDB(t, data, dsn)
+			for query, want := range map[string]int{
+				`SELECT COUNT(*) FROM deltas`: 1,
+				`SELECT COUNT(*) FROM river_job WHERE kind = 'publish_delta' AND state = 'completed'`: 1,
+				`SELECT COUNT(*) FROM river_job WHERE state <> 'completed' AND kind LIKE 'publish_%'`: 0,
+				`SELECT COUNT(*) FROM audit_log WHERE action = 'update.deltas'`:                       1,
+			} {
+				var n int
+				if err := db.QueryRow(query).Scan(&n); err != nil || n != want {
+					t.Errorf("%s = %d (%v), want %d", query, n, err, want)
+				}
+			}
+		})
+	}
+}

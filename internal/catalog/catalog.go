@@ -390,3 +390,35 @@ func NewID(prefix string, now time.Time) string {
 
 // HexDigest formats a SHA-256 sum.
 func HexDigest(sum []byte) string { return hex.EncodeToString(sum) }
+
+// DeltaState says whether a delta was made.
+type DeltaState string
+
+const (
+	// DeltaReady: stored, signed and offered.
+	DeltaReady DeltaState = "ready"
+	// DeltaSkipped: not small enough to be worth offering (Note says why).
+	DeltaSkipped DeltaState = "skipped"
+)
+
+// Delta turns the payload Name of an earlier update (From) into the
+// payload of the same name of a later one (To): a zstd patch-from frame
+// stored by its SHA-256.
+type Delta struct {
+	ToUpdateID   string     `json:"to_update_id"`
+	FromUpdateID string     `json:"from_update_id"`
+	FromVersion  string     `json:"from_version"`
+	Name         string     `json:"name"`
+	FromSHA256   string     `json:"from_sha256"`
+	ToSHA256     string     `json:"to_sha256"`
+	SHA256       string     `json:"sha256,omitempty"`
+	Size         int64      `json:"size,omitempty"`
+	State        DeltaState `json:"state"`
+	Note         string     `json:"note,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+}
+
+// DeltaName is the name a delta from version from to payload name is
+// signed under, beside the payload: "delta/FROM/NAME". Payload names hold
+// no '/', so it never clashes with one.
+func DeltaName(from, name string) string { return "delta/" + from + "/" + name }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
@@ -94,9 +95,59 @@ included) and the throughput ratio.`,
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed for the device population")
 	f.StringVar(&cfg.Database, "database", "", "in-process server's database: empty for SQLite, or a postgres:// URL on whose server a fresh database is created and dropped")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	cmd.AddCommand(checkin, eventsBenchCmd(g))
+	cmd.AddCommand(checkin, eventsBenchCmd(g), deltasBenchCmd(g))
 	return cmd
 }
+
+func deltasBenchCmd(g *globals) *cobra.Command {
+	var cfg bench.DeltasConfig
+	var pairs []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "deltas [--pair OLD,NEW]...",
+		Short: "Measure making and applying payload deltas against compressing the payload alone",
+		Long: `Make and apply zstd patch-from deltas as the pipeline and the SDK updater do,
+for each --pair of an old and a new file (without one, it builds two
+versions of a small Go service with the go command). For each pair it
+reports the delta's size as a share of the new file, next to the baseline
+measured in the same run: the new file compressed alone at the same level.
+Generation, apply and compression times are the fastest of --rounds; memory
+is the Go heap's peak while making and applying.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, p := range pairs {
+				old, new, ok := strings.Cut(p, ",")
+				if !ok || old == "" || new == "" {
+					return fmt.Errorf("--pair %q: want OLD,NEW", p)
+				}
+				cfg.Pairs = append(cfg.Pairs, [2]string{old, new})
+			}
+			_, cfg.Progress = g.benchOutput()
+			rep, err := bench.RunDeltas(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(rep)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(tw, "pair	new MB	delta MB	delta share	compressed alone	generate	apply	compress	gen heap MB	apply heap MB	\n")
+			for _, r := range rep.Pairs {
+				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.1f%%\t%.1f%%\t%s\t%s\t%s\t%.0f\t%.0f\t\n", filepath.Base(r.Old)+" -> "+filepath.Base(r.New),
+					mb(r.NewBytes), mb(r.DeltaBytes), 100*r.DeltaShare, 100*r.CompressedShare, round(r.Generate), round(r.Apply), round(r.Compress),
+					mb(int64(r.GeneratePeakBytes)), mb(int64(r.ApplyPeakBytes)))
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&pairs, "pair", nil, "old and new file, comma-separated (repeatable)")
+	f.IntVar(&cfg.Rounds, "rounds", 3, "measure each pair this many times; report the fastest")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func mb(n int64) float64 { return float64(n) / (1 << 20) }
 
 func eventsBenchCmd(g *globals) *cobra.Command {
 	var cfg bench.EventsConfig

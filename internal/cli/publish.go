@@ -108,6 +108,20 @@ func updateCmd(g *globals) *cobra.Command {
 			return g.printJSON(u)
 		},
 	}
+	deltas := &cobra.Command{
+		Use: "deltas ID", Short: "List the deltas made to an update from earlier versions, as JSON", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ds, err := c.UpdateDeltas(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.printJSON(ds)
+		},
+	}
 	list := &cobra.Command{
 		Use: "list", Short: "List updates", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -161,7 +175,7 @@ func updateCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(show, list, withdraw, del)
+	cmd.AddCommand(show, deltas, list, withdraw, del)
 	return cmd
 }
 

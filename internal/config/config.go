@@ -93,6 +93,8 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// TUF configures the signed metadata repository.
 	TUF TUF `yaml:"tuf"`
+	// Deltas configures the deltas made after each publish.
+	Deltas Deltas `yaml:"deltas"`
 	// Console configures the web console's sign-in.
 	Console Console `yaml:"console"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -115,6 +117,17 @@ type TUF struct {
 	Refresh      time.Duration `yaml:"refresh"`
 	// Passphrase decrypts the keys; only RINGMASTER_KEY_PASSPHRASE sets it.
 	Passphrase string `yaml:"-"`
+}
+
+// Deltas configures delta generation: after an update is published, a
+// zstd patch-from delta is made from each of the product's Versions
+// previous published versions (Products overrides it per product; 0 turns
+// deltas off) to each payload of the same name, and kept only when it is
+// smaller than MaxShare of the payload.
+type Deltas struct {
+	Versions int            `yaml:"versions"`
+	Products map[string]int `yaml:"products"`
+	MaxShare float64        `yaml:"max_share"`
 }
 
 // Console configures the operator console served at /ui/: how long a
@@ -194,6 +207,7 @@ func Default() Config {
 		EnrollRate:      ratelimit.Limits{Rate: 10, Burst: 1000},
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
+		Deltas:            Deltas{Versions: 2, MaxShare: 0.6},
 		Console:           Console{SessionTTL: 12 * time.Hour},
 		ShutdownTimeout:   20 * time.Second,
 		BodyTimeout:       30 * time.Second,
@@ -371,7 +385,25 @@ func (c Config) Validate() error {
 	if _, err := c.Level(); err != nil {
 		return err
 	}
+	if err := c.Deltas.validate(); err != nil {
+		return err
+	}
 	return c.Console.validate()
+}
+
+func (d Deltas) validate() error {
+	if d.Versions < 0 || d.Versions > 16 {
+		return fmt.Errorf("deltas.versions must be from 0 to 16")
+	}
+	if !(d.MaxShare > 0 && d.MaxShare <= 1) {
+		return fmt.Errorf("deltas.max_share must be above 0 and at most 1")
+	}
+	for p, k := range d.Products {
+		if k < 0 || k > 16 {
+			return fmt.Errorf("deltas.products.%s must be from 0 to 16", p)
+		}
+	}
+	return nil
 }
 
 func (c Console) validate() error {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -186,6 +187,55 @@ func (s *Store) Ingest(updateID, sha string, size int64) error {
 	return syncDir(filepath.Dir(dst))
 }
 
+// Put stores data made on the server (a delta) and returns its SHA-256.
+// The bytes are written and synced under a temporary name and renamed
+// into place, so a crash leaves no partial blob; storing bytes already
+// stored changes nothing.
+func (s *Store) Put(data []byte) (string, error) {
+	sum := sha256.Sum256(data)
+	sha := hex.EncodeToString(sum[:])
+	if s.Has(sha) {
+		return sha, nil
+	}
+	dst := s.blobPath(sha)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "staging"), ".put-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), dst)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return sha, syncDir(filepath.Dir(dst))
+}
+
+// ReadAll reads a whole blob into memory, refusing one larger than max.
+func (s *Store) ReadAll(sha string, max int64) ([]byte, error) {
+	f, err := s.Open(sha)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fault.E(fault.TooLarge, "content %s is larger than %d bytes", sha, max)
+	}
+	return b, err
+}
+
 func verifyFile(path, sha string, size int64) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -236,6 +286,9 @@ func (s *Store) StagedUpdates() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // a Put in progress
+		}
 		ids = append(ids, e.Name())
 	}
 	return ids, nil

@@ -36,6 +36,8 @@ type View struct {
 	// Generations maps each device an admin has reset to its current
 	// credential generation; credentials of earlier ones are refused.
 	Generations map[string]int64
+	// Deltas maps an update to its ready deltas.
+	Deltas map[string][]catalog.Delta
 }
 
 // Offer is what a device is told to install.
@@ -58,6 +60,21 @@ type PayloadLink struct {
 	URL    string `json:"url"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
+	// Delta, offered to a device that reports the delta's source version
+	// installed, rebuilds the payload from that version's file; the
+	// payload itself stays the fallback.
+	Delta *DeltaLink `json:"delta,omitempty"`
+}
+
+// DeltaLink is a delta from the installed version's payload of the same
+// name. It is a TUF target named catalog.DeltaName(FromVersion, Name).
+type DeltaLink struct {
+	FromVersion string `json:"from_version"`
+	// FromSHA256 is the file the delta applies to.
+	FromSHA256 string `json:"from_sha256"`
+	URL        string `json:"url"`
+	SHA256     string `json:"sha256"`
+	Size       int64  `json:"size"`
 }
 
 // ExpediteNextCheck is how soon a device with an expedited offer is asked
@@ -77,6 +94,49 @@ type release struct {
 	risk          *risk.Model // risk-ordered deployments
 	offer         Offer
 	json          []byte // offer, encoded once per snapshot
+	// deltaJSON is the offer with deltas from one installed version.
+	deltaJSON []deltaOffer
+}
+
+type deltaOffer struct {
+	from version.Version
+	json []byte
+}
+
+// offerJSON is the offer's JSON for a device running installed.
+func (r *release) offerJSON(installed version.Version) []byte {
+	for _, d := range r.deltaJSON {
+		if d.from.Compare(installed) == 0 {
+			return d.json
+		}
+	}
+	return r.json
+}
+
+// withDeltas encodes, for each source version the deltas cover, the offer
+// with those deltas on its payloads.
+func (r *release) withDeltas(deltas []catalog.Delta) {
+	byFrom := map[string][]catalog.Delta{}
+	for _, d := range deltas {
+		byFrom[d.FromVersion] = append(byFrom[d.FromVersion], d)
+	}
+	for from, ds := range byFrom {
+		fv, err := version.Parse(from)
+		if err != nil {
+			continue
+		}
+		o := r.offer
+		o.Payloads = slices.Clone(o.Payloads)
+		for i, p := range o.Payloads {
+			for _, d := range ds {
+				if d.Name == p.Name && d.ToSHA256 == p.SHA256 {
+					o.Payloads[i].Delta = &DeltaLink{FromVersion: from, FromSHA256: d.FromSHA256, URL: "/v1/content/" + d.SHA256, SHA256: d.SHA256, Size: d.Size}
+				}
+			}
+		}
+		b, _ := json.Marshal(o)
+		r.deltaJSON = append(r.deltaJSON, deltaOffer{from: fv, json: b})
+	}
 }
 
 type prereq struct {
@@ -193,6 +253,7 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 		}
 		r.offer = o
 		r.json, _ = json.Marshal(o)
+		r.withDeltas(v.Deltas[rel.Update.ID])
 		s.byProduct[o.Product] = append(s.byProduct[o.Product], r)
 		if prev, ok := s.byUpdate[o.UpdateID]; !ok || prev.dep.State.Terminal() {
 			s.byUpdate[o.UpdateID] = r // a halted deployment yields to a live one
@@ -685,10 +746,11 @@ func (s *Snapshot) AppendResponse(buf []byte, c CheckIn, now time.Time, nextChec
 			buf = append(buf, ',')
 		}
 		m := Made{UpdateID: r.offer.UpdateID, DeploymentID: r.offer.DeploymentID, Wave: r.dep.Plan.WaveOf(r.position(&c))}
+		js := r.offerJSON(c.Installed[r.offer.Product])
 		if receipts == nil {
-			buf = append(buf, r.json...)
+			buf = append(buf, js...)
 		} else {
-			buf = append(buf, r.json[:len(r.json)-1]...) // the object without its closing brace
+			buf = append(buf, js[:len(js)-1]...) // the object without its closing brace
 			buf = append(buf, `,"offer_receipt":"`...)
 			buf = receipts.AppendReceipt(buf, c.DeviceID, m, now)
 			buf = append(buf, `"}`...)

@@ -5,7 +5,8 @@
 //
 // Steps: submit (all bytes received) → ingest each payload (verify size and
 // SHA-256 again, move into the content store) → finalize (mark published).
-// Scanning, signing and delta generation slot in as further steps.
+// Publishing signs the update into the TUF targets and enqueues delta jobs
+// (deltas.go) from the product's earlier versions.
 package pipeline
 
 import (
@@ -69,12 +70,15 @@ type Config struct {
 	// an interrupted publish resumes.
 	IngestTimeout time.Duration
 	// Failpoints stop a step for crash tests: "ingest-stored" (blob moved,
-	// not committed) or "finalize" (payloads stored, not yet published).
+	// not committed), "finalize" (payloads stored, not yet published) or
+	// "delta-stored" (delta blobs written, not recorded).
 	Failpoints failpoint.Set
 	// Sign, when set, runs in the transaction that publishes an update
 	// (to sign the update's payloads into the TUF repository), so an
 	// update is published and signed together or not at all.
 	Sign func(ctx context.Context, tx *store.Tx, updateID string) error
+	// Deltas says which deltas to make after each publish.
+	Deltas DeltaPolicy
 }
 
 // pipelineActor is who the audit log names for the pipeline's own steps.
@@ -86,16 +90,16 @@ type Pipeline struct {
 	cfg         Config
 	client      *river.Client[*sql.Tx]
 	onPublished func(updateID string)
-	onWithdrawn func(updateID string)
+	onChanged func(updateID string)
 }
 
 // OnPublished sets a function called after each update is published. Call it
 // before Start.
 func (p *Pipeline) OnPublished(fn func(updateID string)) { p.onPublished = fn }
 
-// OnWithdrawn sets a function called after an update is withdrawn or
-// deleted (what devices are offered, and the TUF targets, changed).
-func (p *Pipeline) OnWithdrawn(fn func(updateID string)) { p.onWithdrawn = fn }
+// OnChanged sets a function called after an update is withdrawn, deleted
+// or given deltas: what devices are offered, and the TUF targets, changed.
+func (p *Pipeline) OnChanged(fn func(updateID string)) { p.onChanged = fn }
 
 // Withdraw withdraws a published update: in one transaction it is marked
 // withdrawn (audited with the reason) and the TUF targets are signed again
@@ -109,8 +113,8 @@ func (p *Pipeline) Withdraw(ctx context.Context, updateID, reason string) (u cat
 		}
 		return p.cfg.Sign(ctx, tx, updateID)
 	})
-	if err == nil && p.onWithdrawn != nil {
-		p.onWithdrawn(updateID)
+	if err == nil && p.onChanged != nil {
+		p.onChanged(updateID)
 	}
 	return u, err
 }
@@ -132,8 +136,8 @@ func (p *Pipeline) Delete(ctx context.Context, updateID string) (u catalog.Updat
 	if err := p.cfg.Content.Discard(updateID); err != nil {
 		p.cfg.Log.Warn("discarding a deleted update's staged uploads failed", "update", updateID, "err", err)
 	}
-	if p.onWithdrawn != nil {
-		p.onWithdrawn(updateID)
+	if p.onChanged != nil {
+		p.onChanged(updateID)
 	}
 	return u, nil
 }
@@ -146,6 +150,7 @@ func New(cfg Config) *Pipeline { return &Pipeline{cfg: cfg} }
 func (p *Pipeline) Register(w *river.Workers) {
 	river.AddWorker(w, &ingestWorker{p: p})
 	river.AddWorker(w, &finalizeWorker{p: p})
+	river.AddWorker(w, &deltaWorker{p: p})
 }
 
 // SetClient gives the pipeline the River client that enqueues its jobs.
@@ -299,6 +304,13 @@ func (w *finalizeWorker) Work(ctx context.Context, job *river.Job[FinalizeArgs])
 			}
 			if err := tx.Audit(ctx, pipelineActor, audit.Change{Action: "update.published", Target: job.Args.UpdateID,
 				After: map[string]any{"state": catalog.StatePublished}}); err != nil {
+				return err
+			}
+			u, err := tx.Update(ctx, job.Args.UpdateID)
+			if err != nil {
+				return err
+			}
+			if err := p.enqueueDeltas(ctx, tx, u); err != nil {
 				return err
 			}
 		}

@@ -451,7 +451,8 @@ func (tx *Tx) DeleteUpdate(ctx context.Context, id string) (catalog.Update, erro
 	if holds > 0 {
 		return u, fault.E(fault.Conflict, "update %s is named by %d holds; their history keeps it", id, holds)
 	}
-	for _, q := range []string{`DELETE FROM payloads WHERE update_id = $1`, `DELETE FROM updates WHERE id = $1`} {
+	for _, q := range []string{`DELETE FROM deltas WHERE to_update_id = $1 OR from_update_id = $1`,
+		`DELETE FROM payloads WHERE update_id = $1`, `DELETE FROM updates WHERE id = $1`} {
 		if _, err := tx.db.ExecContext(ctx, q, id); err != nil {
 			return u, unavailable(err)
 		}

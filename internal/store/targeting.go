@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"github.com/ringmaster/ringmaster/internal/audit"
+	"slices"
 	"strings"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -309,7 +310,7 @@ func (q *queries) Rings(ctx context.Context) ([]targeting.Ring, error) {
 // floors.
 func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
-		v = delivery.View{Floors: map[string][]string{}}
+		v = delivery.View{Floors: map[string][]string{}, Deltas: map[string][]catalog.Delta{}}
 		if v.Generation, err = tx.Generation(ctx); err != nil {
 			return err
 		}
@@ -329,6 +330,13 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 			}
 			if u.State != catalog.StatePublished {
 				continue // withdrawn: offered to no device, whatever its deployments say
+			}
+			if _, ok := v.Deltas[u.ID]; !ok {
+				ds, err := tx.Deltas(ctx, u.ID)
+				if err != nil {
+					return err
+				}
+				v.Deltas[u.ID] = slices.DeleteFunc(ds, func(d catalog.Delta) bool { return d.State != catalog.DeltaReady })
 			}
 			rel := delivery.Release{Deployment: d, Update: u}
 			if id := d.Plan.RiskModel; id != "" && d.Plan.Order == rollout.OrderRisk {

@@ -249,6 +249,11 @@ func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bo
 	if err != nil {
 		return false, err
 	}
+	deltas, err := tx.SignedDeltas(ctx)
+	if err != nil {
+		return false, err
+	}
+	payloads = append(payloads, deltas...)
 	want := make(map[string]*metadata.TargetFiles, len(payloads))
 	for _, p := range payloads {
 		sum, err := hexBytes(p.SHA256)
