@@ -348,6 +348,9 @@ type Deployment struct {
 	CreatedBy        string    `json:"created_by"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// ProposedRollback, on a halted deployment not yet rolled back, is
+	// the version Rollback would offer.
+	ProposedRollback string `json:"proposed_rollback,omitempty"`
 }
 
 // MarshalJSON leaves out the wave and the approval while they are unset.

@@ -55,10 +55,21 @@ type Offer struct {
 	Severity     string        `json:"severity"`
 	Title        string        `json:"title,omitempty"`
 	Payloads     []PayloadLink `json:"payloads"`
+	// Rollback marks an offer of a version older than the device runs;
+	// the Updater refuses a downgrade without it.
+	Rollback *RollbackOffer `json:"rollback,omitempty"`
 	// OfferReceipt is the server's signed record of this offer; cite it in
 	// every event about the update (Offer.Event does), or the event does
 	// not count toward the release's health.
 	OfferReceipt string `json:"offer_receipt,omitempty"`
+}
+
+// RollbackOffer says which deployment an offer rolls back, from which
+// version, and why.
+type RollbackOffer struct {
+	DeploymentID string `json:"deployment_id"`
+	FromVersion  string `json:"from_version"`
+	Reason       string `json:"reason"`
 }
 
 // Event returns an event of type typ about this offer, citing its receipt.

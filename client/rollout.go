@@ -44,6 +44,16 @@ type Plan struct {
 	Order     string  `json:"order,omitempty"`
 	Explore   float64 `json:"explore,omitempty"`
 	RiskModel string  `json:"risk_model,omitempty"`
+	// Rollback is set on a rollback's plan (made by Client.Rollback).
+	Rollback *RollbackOf `json:"rollback,omitempty"`
+}
+
+// RollbackOf names the bad deployment a rollback undoes.
+type RollbackOf struct {
+	Deployment string `json:"deployment"`
+	UpdateID   string `json:"update_id"`
+	Version    string `json:"version"`
+	Reason     string `json:"reason"`
 }
 
 // Gate enables a deployment's health gate; zero values take the defaults.
@@ -108,6 +118,17 @@ func (c *Client) Command(ctx context.Context, id, command, reason string) (Deplo
 	var out Deployment
 	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/"+url.PathEscape(command), nil,
 		map[string]string{"reason": reason}, &out)
+	return out, err
+}
+
+// Rollback halts deployment id (if it still runs) and offers the
+// product's earlier version to, only to the devices that installed the bad
+// one, in the bad deployment's waves (or waves, when given) under its
+// gate. It returns the rollback deployment.
+func (c *Client) Rollback(ctx context.Context, id, to, reason string, waves ...Wave) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/rollback", nil,
+		map[string]any{"to": to, "reason": reason, "waves": waves}, &out)
 	return out, err
 }
 

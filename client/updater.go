@@ -15,6 +15,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/ringmaster/ringmaster/internal/delta"
+	"github.com/ringmaster/ringmaster/internal/version"
 )
 
 // Updater is the device side of secure delivery: before anything offered
@@ -39,6 +40,10 @@ type UpdaterConfig struct {
 	// now for payload name of product ("" when it has none), so a delta
 	// offered for it can rebuild the new payload from it.
 	Installed func(product, name string) string
+	// Running, when set, returns the version of product the device runs
+	// ("" for none): an offer of an older version is then refused unless
+	// the server marked it as a rollback.
+	Running func(product string) string
 }
 
 // NewUpdater returns an updater that checks in and downloads through c.
@@ -154,6 +159,9 @@ func (u *Updater) Fetch(ctx context.Context, o Offer, dir string) ([]string, err
 // against the signed length and hash). Nothing is left in dir for a
 // payload that fails verification.
 func (u *Updater) FetchFiles(ctx context.Context, o Offer, dir string) ([]Fetched, error) {
+	if err := u.acceptable(o); err != nil {
+		return nil, err
+	}
 	up, err := u.refresh()
 	if err != nil {
 		return nil, err
@@ -182,6 +190,36 @@ func (u *Updater) FetchFiles(ctx context.Context, o Offer, dir string) ([]Fetche
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// acceptable refuses a downgrade that is not a rollback: a server or
+// mirror offering an old, vulnerable version is a rollback attack unless
+// the offer says an operator rolled back a bad release.
+func (u *Updater) acceptable(o Offer) error {
+	if u.cfg.Running == nil {
+		return nil
+	}
+	running := u.cfg.Running(o.Product)
+	if running == "" {
+		return nil
+	}
+	rv, err1 := version.Parse(running)
+	ov, err2 := version.Parse(o.Version)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("cannot compare versions %q and %q of %s", running, o.Version, o.Product)
+	}
+	switch {
+	case ov.Compare(rv) == 0:
+		return fmt.Errorf("%s %s is already installed", o.Product, o.Version)
+	case !ov.Less(rv):
+		return nil
+	case o.Rollback == nil:
+		return fmt.Errorf("refusing %s %s: older than the installed %s and not marked as a rollback", o.Product, o.Version, rv)
+	}
+	if fv, err := version.Parse(o.Rollback.FromVersion); err != nil || fv.Compare(rv) != 0 {
+		return fmt.Errorf("refusing the rollback of %s to %s: it rolls back %s, this device runs %s", o.Product, o.Version, o.Rollback.FromVersion, rv)
+	}
+	return nil
 }
 
 // download fetches a payload into dst through a temporary file.

@@ -135,6 +135,9 @@ func (a *API) deployment(r *http.Request) (rollout.Deployment, error) {
 
 func (a *API) getDeployment(w http.ResponseWriter, r *http.Request) {
 	d, err := a.deployment(r)
+	if err == nil {
+		d.ProposedRollback, err = a.cfg.Controller.ProposedRollback(r.Context(), d)
+	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -185,6 +188,45 @@ func RequireReason(r *http.Request) (string, error) {
 		err = fault.Field("reason", "say why; the reason is recorded with the change in the audit log")
 	}
 	return reason, err
+}
+
+type rollbackRequest struct {
+	To     string         `json:"to"`
+	Reason string         `json:"reason"`
+	Waves  []rollout.Wave `json:"waves,omitempty"`
+}
+
+// rollbackDeployment halts a bad deployment and offers an earlier version
+// to the devices that installed it, as a gated deployment of its own.
+func (a *API) rollbackDeployment(w http.ResponseWriter, r *http.Request) {
+	var req rollbackRequest
+	_, err := a.deployment(r)
+	if err == nil {
+		err = httpapi.DecodeJSON(r, &req, MaxRequestBytes, true)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	d, created, err := a.Rollback(ctx, r.PathValue("id"), req.To, req.Waves, Principal(ctx).Actor(), req.Reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("deployment rolled back", "deployment", r.PathValue("id"), "rollback", d.ID, "to", d.Version, "created", created,
+		"actor", Principal(ctx).Actor(), "reason", req.Reason)
+	httpapi.WriteJSON(w, statusFor(created), d)
+}
+
+// Rollback rolls a deployment back (controller.Rollback) and returns once
+// the device snapshot offers the rollback; the MCP tool shares it.
+func (a *API) Rollback(ctx context.Context, id, to string, waves []rollout.Wave, actor, reason string) (rollout.Deployment, bool, error) {
+	d, created, err := a.cfg.Controller.Rollback(ctx, id, to, waves, actor, reason)
+	if err != nil {
+		return d, created, err
+	}
+	return d, created, a.cfg.Refresh(ctx)
 }
 
 // commandDeployment carries out pause, resume, halt, cancel, approve or

@@ -310,7 +310,7 @@ func TestMCPTools(t *testing.T) {
 	var planHash string
 	order := []string{"list_products", "list_updates", "list_deployments", "list_holds", "deployment_status", "cohort_health",
 		"explain_device", "recent_audit", "forecast_next_wave", "create_hold", "pause_deployment", "plan_change", "apply_plan",
-		"get_approval", "halt_deployment", "cancel_deployment", "withdraw_update"}
+		"get_approval", "halt_deployment", "cancel_deployment", "withdraw_update", "rollback_deployment"}
 	if len(tools.Tools) != len(order) {
 		t.Fatalf("%d tools listed, %d expected", len(tools.Tools), len(order))
 	}
@@ -345,10 +345,24 @@ func TestMCPTools(t *testing.T) {
 			u := publishSmall(t, s, "agent-wd", "1.0")
 			a = map[string]any{"update_id": u.ID, "reason": "test"}
 		}
+		var badID string
+		if name == "rollback_deployment" {
+			publishSmall(t, s, "agent-rb", "1.0")
+			publishSmall(t, s, "agent-rb", "1.1")
+			bad, err := s.admin.Deploy(ctx, "agent-rb", "1.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			badID = bad.ID
+			a = map[string]any{"deployment_id": bad.ID, "to": "1.0", "reason": "boot loop"}
+		}
 		var out map[string]any
 		mustCall(t, sess, name, a, &out)
 		if name == "withdraw_update" && out["state"] != "withdrawn" {
 			t.Fatalf("withdraw_update answered %v", out)
+		}
+		if name == "rollback_deployment" && (out["version"] != "1.0" || out["rollback_of"] != badID) {
+			t.Fatalf("rollback_deployment answered %v", out)
 		}
 		if len(out) == 0 {
 			t.Errorf("%s: empty result", name)

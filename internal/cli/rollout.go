@@ -35,17 +35,11 @@ pauses it and a wave advances only when healthy); --no-gate opts out. A
 single-wave deployment is gated only with --gate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if waves != "" {
-				for _, f := range strings.Split(waves, ",") {
-					p, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f), "%"), 64)
-					if err != nil {
-						return fmt.Errorf("--waves: %q is not a percentage", f)
-					}
-					plan.Waves = append(plan.Waves, client.Wave{Percent: p})
-				}
+			var err error
+			if plan.Waves, err = parseWaves(waves); err != nil {
+				return err
 			}
 			plan.Bake = bake
-			var err error
 			if plan.Start, err = parseTime("--start", start); err != nil {
 				return err
 			}
@@ -98,6 +92,62 @@ single-wave deployment is gated only with --gate.`,
 	f.Float64Var(&plan.Explore, "explore", 0, "with --order risk: share of every wave chosen at random (default 0.2, at least 0.05)")
 	_ = cmd.MarkFlagRequired("product")
 	_ = cmd.MarkFlagRequired("version")
+	return cmd
+}
+
+// parseWaves reads --waves: cumulative percentages, "1,10,50,100".
+func parseWaves(s string) ([]client.Wave, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []client.Wave
+	for _, f := range strings.Split(s, ",") {
+		p, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f), "%"), 64)
+		if err != nil {
+			return nil, fmt.Errorf("--waves: %q is not a percentage", f)
+		}
+		out = append(out, client.Wave{Percent: p})
+	}
+	return out, nil
+}
+
+func rollbackCmd(g *globals) *cobra.Command {
+	var to, reason, waves string
+	cmd := &cobra.Command{
+		Use:   "rollback DEPLOYMENT --to VERSION --reason TEXT [--waves 1,10,50,100]",
+		Short: "Halt a bad deployment and offer an earlier version to the devices that installed it",
+		Long: `Roll a bad deployment back: halt it if it still runs, then deploy the
+product's earlier published version --to as a rollback, offered only to the
+devices that run the bad version, in the bad deployment's waves (or --waves),
+ring, audience and order, under its health gate. Devices accept the older
+version because the offer is marked as a rollback. Prints the rollback's
+deployment id. "deployment show" on a halted deployment names the version to
+use as proposed_rollback.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ws, err := parseWaves(waves)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Rollback(cmd.Context(), args[0], to, reason, ws...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s\n", d.ID)
+			fmt.Fprintf(g.stderr, "rolling %s back to %s %s: %s\n", args[0], d.Product, d.Version, progress(d))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "the earlier published version to offer (required)")
+	f.StringVar(&reason, "reason", "", "why (required; recorded in the audit log and told to devices)")
+	f.StringVar(&waves, "waves", "", "cumulative wave percentages (default: the bad deployment's)")
+	_ = cmd.MarkFlagRequired("to")
+	_ = cmd.MarkFlagRequired("reason")
 	return cmd
 }
 

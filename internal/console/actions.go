@@ -27,6 +27,16 @@ func (c *Console) commandDeployment(w http.ResponseWriter, r *http.Request, s *s
 	c.done(w, r, back, err, "%s: %s; the deployment is %s", id, cmd, d.State)
 }
 
+func (c *Console) rollbackDeployment(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PathValue("id")
+	d, err := s.api.Rollback(s.ctx, id, r.PostFormValue("to"), r.PostFormValue("reason"))
+	back := Prefix + "deployments/" + url.PathEscape(id)
+	if err == nil {
+		back = Prefix + "deployments/" + url.PathEscape(d.ID)
+	}
+	c.done(w, r, back, err, "%s is rolled back: %s %s is offered to the devices that installed the bad version, in %d waves", id, d.Product, d.Version, len(d.Plan.Waves))
+}
+
 func (c *Console) withdrawUpdate(w http.ResponseWriter, r *http.Request, s *session) {
 	u, err := s.api.Withdraw(s.ctx, r.PathValue("id"), r.PostFormValue("reason"))
 	c.done(w, r, Prefix+"catalog", err, "%s %s is withdrawn: offered to no device, gone from the signed targets", u.Product, u.Version)

@@ -138,6 +138,7 @@ func (c *Console) Register(mux *httpapi.Router) {
 	signedIn("POST "+Prefix+"approvals/{id}/{decision}", c.decideApproval)
 	signedIn("GET "+Prefix+"catalog", c.catalog)
 	signedIn("POST "+Prefix+"updates/{id}/withdraw", c.withdrawUpdate)
+	signedIn("POST "+Prefix+"deployments/{id}/rollback", c.rollbackDeployment)
 	signedIn("GET "+Prefix+"holds", c.holds)
 	signedIn("POST "+Prefix+"holds", c.createHold)
 	signedIn("POST "+Prefix+"holds/check", c.checkRule)

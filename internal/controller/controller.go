@@ -126,6 +126,13 @@ func (c *Controller) alertsFor(ctx context.Context, tx *store.Tx, d *rollout.Dep
 // its first wave at once when the plan allows. Deploying an update again
 // with the same plan returns the live deployment (created false).
 func (c *Controller) Deploy(ctx context.Context, updateID string, plan rollout.Plan, actor string) (rollout.Deployment, bool, error) {
+	if plan.Rollback != nil {
+		return rollout.Deployment{}, false, fault.Field("plan.rollback", "a rollback is made by rolling the bad deployment back (POST /v1/deployments/{id}/rollback), not declared in a plan")
+	}
+	return c.deploy(ctx, updateID, plan, actor)
+}
+
+func (c *Controller) deploy(ctx context.Context, updateID string, plan rollout.Plan, actor string) (rollout.Deployment, bool, error) {
 	if err := plan.Validate(); err != nil {
 		return rollout.Deployment{}, false, err
 	}

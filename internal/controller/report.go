@@ -50,6 +50,21 @@ type DeploymentSummary struct {
 	Percent float64       `json:"percent"`
 	By      string        `json:"by,omitempty"`
 	Reason  string        `json:"reason,omitempty"`
+	// RollbackOf is the bad deployment a rollback undoes.
+	RollbackOf string `json:"rollback_of,omitempty"`
+	// ProposedRollback, in a halted deployment's health report, is the
+	// version a rollback would offer (see Controller.ProposedRollback).
+	ProposedRollback string `json:"proposed_rollback,omitempty"`
+}
+
+// Summarize is the short form of a deployment.
+func Summarize(d rollout.Deployment) DeploymentSummary {
+	s := DeploymentSummary{ID: d.ID, Product: d.Product, Version: d.Version, State: d.State, Wave: d.Wave,
+		Percent: d.Percent, By: d.By, Reason: d.Reason}
+	if d.Plan.Rollback != nil {
+		s.RollbackOf = d.Plan.Rollback.Deployment
+	}
+	return s
 }
 
 // Report builds a deployment's health report (maxCells worst cohorts).
@@ -62,12 +77,16 @@ func (c *Controller) Report(ctx context.Context, d rollout.Deployment, maxCells 
 	for i, hc := range counts {
 		in[i] = health.Count{Wave: hc.Wave, Outcome: hc.Outcome, Cell: hc.Cell, Devices: hc.Devices}
 	}
+	proposed, err := c.ProposedRollback(ctx, d)
+	if err != nil {
+		return HealthReport{}, err
+	}
 	r := HealthReport{
-		Deployment: DeploymentSummary{ID: d.ID, Product: d.Product, Version: d.Version, State: d.State, Wave: d.Wave,
-			Percent: d.Percent, By: d.By, Reason: d.Reason},
+		Deployment:    Summarize(d),
 		Health:        health.Summarize(in, maxCells),
 		OfferedByWave: make([]int64, len(d.Plan.Waves)),
 	}
+	r.Deployment.ProposedRollback = proposed
 	offers, err := c.store.OfferCounts(ctx, d.ID)
 	if err != nil {
 		return HealthReport{}, err

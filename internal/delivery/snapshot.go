@@ -42,16 +42,27 @@ type View struct {
 
 // Offer is what a device is told to install.
 type Offer struct {
-	UpdateID     string        `json:"update_id"`
-	DeploymentID string        `json:"deployment_id"`
-	Product      string        `json:"product"`
-	Version      string        `json:"version"`
-	Kind         catalog.Kind  `json:"kind"`
-	Severity     string        `json:"severity"`
-	Title        string        `json:"title,omitempty"`
-	Deadline     *time.Time    `json:"deadline,omitempty"`
-	Expedite     bool          `json:"expedite,omitempty"`
-	Payloads     []PayloadLink `json:"payloads"`
+	UpdateID     string       `json:"update_id"`
+	DeploymentID string       `json:"deployment_id"`
+	Product      string       `json:"product"`
+	Version      string       `json:"version"`
+	Kind         catalog.Kind `json:"kind"`
+	Severity     string       `json:"severity"`
+	Title        string       `json:"title,omitempty"`
+	Deadline     *time.Time   `json:"deadline,omitempty"`
+	Expedite     bool         `json:"expedite,omitempty"`
+	// Rollback marks an offer of an earlier version than the device runs:
+	// devices accept a downgrade only when it says so.
+	Rollback *RollbackOffer `json:"rollback,omitempty"`
+	Payloads []PayloadLink  `json:"payloads"`
+}
+
+// RollbackOffer says which deployment an offer rolls back, from which
+// version, and why.
+type RollbackOffer struct {
+	Deployment  string `json:"deployment_id"`
+	FromVersion string `json:"from_version"`
+	Reason      string `json:"reason"`
 }
 
 // PayloadLink tells a device where to fetch a payload and how to check it.
@@ -92,8 +103,10 @@ type release struct {
 	prereqs       []prereq
 	threshold     uint32
 	risk          *risk.Model // risk-ordered deployments
-	offer         Offer
-	json          []byte // offer, encoded once per snapshot
+	// rollbackFrom, for a rollback, is the bad version it is offered to.
+	rollbackFrom version.Version
+	offer        Offer
+	json         []byte // offer, encoded once per snapshot
 	// deltaJSON is the offer with deltas from one installed version.
 	deltaJSON []deltaOffer
 }
@@ -163,7 +176,8 @@ type Snapshot struct {
 	BuiltAt    time.Time
 	byProduct  map[string][]*release // newest first
 	byUpdate   map[string]*release
-	holds      map[string][]*hold // by product
+	rollbacks  map[string][]*release // by product
+	holds      map[string][]*hold    // by product
 	floors     map[string][]version.Version
 	releases   int
 	// Problems lists rules that did not compile (they match no device).
@@ -191,7 +205,7 @@ type Compiler interface {
 // Problems.
 func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 	s := &Snapshot{Generation: v.Generation, BuiltAt: builtAt, byProduct: map[string][]*release{},
-		byUpdate: map[string]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked, gens: v.Generations}
+		byUpdate: map[string]*release{}, rollbacks: map[string][]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked, gens: v.Generations}
 	compile := func(what, src string) *targeting.Rule {
 		r, err := rules.Compile(src)
 		if err != nil {
@@ -251,14 +265,27 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 		for _, p := range rel.Update.Payloads {
 			o.Payloads = append(o.Payloads, PayloadLink{Name: p.Name, URL: "/v1/content/" + p.SHA256, SHA256: p.SHA256, Size: p.Size})
 		}
+		if rb := rel.Deployment.Plan.Rollback; rb != nil {
+			from, err := version.Parse(rb.Version)
+			if err != nil || !ver.Less(from) {
+				s.Problems = append(s.Problems, "rollback "+rel.Deployment.ID+": not from a later version")
+				continue
+			}
+			r.rollbackFrom = from
+			o.Rollback = &RollbackOffer{Deployment: rb.Deployment, FromVersion: rb.Version, Reason: rb.Reason}
+		}
 		r.offer = o
 		r.json, _ = json.Marshal(o)
 		r.withDeltas(v.Deltas[rel.Update.ID])
+		s.releases++
+		if r.offer.Rollback != nil {
+			s.rollbacks[o.Product] = append(s.rollbacks[o.Product], r)
+			continue
+		}
 		s.byProduct[o.Product] = append(s.byProduct[o.Product], r)
 		if prev, ok := s.byUpdate[o.UpdateID]; !ok || prev.dep.State.Terminal() {
 			s.byUpdate[o.UpdateID] = r // a halted deployment yields to a live one
 		}
-		s.releases++
 	}
 	for _, rs := range s.byProduct {
 		slices.SortStableFunc(rs, func(a, b *release) int { return b.version.Compare(a.version) })
@@ -412,11 +439,29 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 	// Every t.add below is guarded: boxing its arguments would allocate even
 	// when t is nil, on every check-in.
 	installed := c.Installed[r.offer.Product]
+	if rb := r.offer.Rollback; rb != nil {
+		ok := installed.Compare(r.rollbackFrom) == 0
+		if t != nil {
+			t.add("rollback", ok, "rollback of deployment %s: devices on %s are offered %s (installed %s); reason: %s",
+				rb.Deployment, rb.FromVersion, r.version, installed, rb.Reason)
+		}
+		if !ok && fail() {
+			return false
+		}
+	} else if !s.forward(r, installed, t) && fail() {
+		return false
+	}
+	return s.decideRest(d, r, now, t) && pass
+}
+
+// forward runs the checks of an upgrade: newer than installed, and no
+// mandatory floor between.
+func (s *Snapshot) forward(r *release, installed version.Version, t *tracer) bool {
 	ok := installed.Less(r.version)
 	if t != nil {
 		t.add("newer", ok, "installed %s, update %s", installed, r.version)
 	}
-	if !ok && fail() {
+	if !ok && t == nil {
 		return false
 	}
 	floorOK := true
@@ -429,12 +474,17 @@ func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool 
 			break
 		}
 	}
-	if !floorOK && fail() {
-		return false
-	}
 	if floorOK && t != nil {
 		t.add("floor", true, "no floor between %s and %s", installed, r.version)
 	}
+	return ok && floorOK
+}
+
+// decideRest runs the checks every offer passes, upgrade or rollback.
+func (s *Snapshot) decideRest(d *device, r *release, now time.Time, t *tracer) bool {
+	c, dep := d.c, &r.dep
+	pass := true
+	fail := func() bool { pass = false; return t == nil }
 	ok, detail := check(r.applicability, d, t)
 	if t != nil {
 		t.add("applicability", ok, "%s", detail)
@@ -626,16 +676,18 @@ func (s *Snapshot) location(tz string) (*time.Location, bool) {
 }
 
 // each calls fn with the release offered for each product the device runs,
-// products in name order.
+// products in name order: the newest upgrade that passes every check, or
+// else a rollback from the version it runs.
 func (s *Snapshot) each(c *CheckIn, now time.Time, fn func(*release)) {
 	products := make([]string, 0, len(c.Installed))
 	for p := range c.Installed {
-		if len(s.byProduct[p]) > 0 {
+		if len(s.byProduct[p]) > 0 || len(s.rollbacks[p]) > 0 {
 			products = append(products, p)
 		}
 	}
 	slices.Sort(products)
 	d := &device{c: c}
+next:
 	for _, p := range products {
 		installed := c.Installed[p]
 		for _, r := range s.byProduct[p] { // newest first: the first that passes supersedes the rest
@@ -643,6 +695,12 @@ func (s *Snapshot) each(c *CheckIn, now time.Time, fn func(*release)) {
 				break
 			}
 			if s.decide(d, r, now, nil) {
+				fn(r)
+				continue next
+			}
+		}
+		for _, r := range s.rollbacks[p] {
+			if installed.Compare(r.rollbackFrom) == 0 && s.decide(d, r, now, nil) {
 				fn(r)
 				break
 			}
@@ -667,6 +725,13 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 		if r, ok := s.byUpdate[updateID]; ok {
 			rels = append(rels, r)
 		}
+		for _, rs := range s.rollbacks {
+			for _, r := range rs {
+				if r.offer.UpdateID == updateID {
+					rels = append(rels, r)
+				}
+			}
+		}
 	} else {
 		products := make([]string, 0, len(c.Installed))
 		for p := range c.Installed {
@@ -675,11 +740,12 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 		slices.Sort(products)
 		for _, p := range products {
 			rels = append(rels, s.byProduct[p]...)
+			rels = append(rels, s.rollbacks[p]...)
 		}
 	}
 	offered := map[string]bool{}
 	for _, o := range s.Offers(c, now) {
-		offered[o.UpdateID] = true
+		offered[o.DeploymentID] = true
 	}
 	d := &device{c: &c}
 	out := make([]Decision, 0, len(rels))
@@ -706,7 +772,7 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 				}
 			}
 			dec.FailedStep = dec.FailedSteps[0]
-		case offered[r.offer.UpdateID]:
+		case offered[r.offer.DeploymentID]:
 			dec.Offered = true
 		default:
 			dec.FailedStep, dec.FailedSteps = "superseded", []string{"superseded"}

@@ -139,6 +139,12 @@ type withdrawIn struct {
 	Reason   string `json:"reason" jsonschema:"why, with the evidence; recorded in the audit log"`
 }
 
+type rollbackIn struct {
+	DeploymentID string `json:"deployment_id" jsonschema:"the bad deployment (dep_…)"`
+	To           string `json:"to" jsonschema:"the earlier published version to offer to the devices that installed the bad one"`
+	Reason       string `json:"reason" jsonschema:"why, with the evidence; recorded in the audit log and told to devices"`
+}
+
 func (s *Server) tools() {
 	tool(s, "list_products", "List the products (software that devices run), optionally filtered by text.", access.Read, readOnly,
 		func(ctx context.Context, p access.Principal, in searchIn) (productsOut, error) {
@@ -177,8 +183,7 @@ func (s *Server) tools() {
 			ds, err := s.cfg.Store.Deployments(ctx, f)
 			out := deploymentsOut{Deployments: []controller.DeploymentSummary{}}
 			for _, d := range ds {
-				out.Deployments = append(out.Deployments, controller.DeploymentSummary{ID: d.ID, Product: d.Product, Version: d.Version,
-					State: d.State, Wave: d.Wave, Percent: d.Percent, By: d.By, Reason: d.Reason})
+				out.Deployments = append(out.Deployments, controller.Summarize(d))
 			}
 			return out, err
 		})
@@ -273,8 +278,7 @@ func (s *Server) tools() {
 					return controller.DeploymentSummary{}, err
 				}
 				d, err := s.cfg.Controller.Command(ctx, in.DeploymentID, c.cmd, p.Actor(), in.Reason)
-				return controller.DeploymentSummary{ID: d.ID, Product: d.Product, Version: d.Version, State: d.State, Wave: d.Wave,
-					Percent: d.Percent, By: d.By, Reason: d.Reason}, err
+				return controller.Summarize(d), err
 			})
 	}
 	tool(s, "withdraw_update", "Withdraw a published update at once and for good: no device is offered it any more, its payloads leave the "+
@@ -298,6 +302,26 @@ func (s *Server) tools() {
 				return catalog.Update{}, err
 			}
 			return s.cfg.Withdraw(ctx, in.UpdateID, p.Actor(), in.Reason)
+		})
+	tool(s, "rollback_deployment", "Roll a bad deployment back: halt it (if it still runs) and offer an earlier published version, in the same "+
+		"waves and under the same health gate, only to the devices that installed the bad version; they accept the older version "+
+		"because the offer is marked as a rollback. deployment_status's proposed_rollback names the version to use.", access.Reduce, reduces,
+		func(ctx context.Context, p access.Principal, in rollbackIn) (controller.DeploymentSummary, error) {
+			if err := catalog.ValidateID("deployment_id", "dep", in.DeploymentID); err != nil {
+				return controller.DeploymentSummary{}, err
+			}
+			bad, err := s.cfg.Store.Deployment(ctx, in.DeploymentID)
+			if err == nil {
+				err = p.AuthorizeProduct(bad.Product)
+			}
+			if err != nil {
+				return controller.DeploymentSummary{}, err
+			}
+			d, _, err := s.cfg.Controller.Rollback(ctx, in.DeploymentID, in.To, nil, p.Actor(), in.Reason)
+			if err == nil {
+				err = s.cfg.Refresh(ctx)
+			}
+			return controller.Summarize(d), err
 		})
 	tool(s, "create_hold", "Hold an update for the devices a CEL rule matches, at once (a safeguard hold): for a regression confined to a cohort, "+
 		"so the rollout continues for everyone else.", access.Reduce, reduces,

@@ -131,7 +131,7 @@ func (w *deltaWorker) Work(ctx context.Context, job *river.Job[DeltaArgs]) error
 	if err == nil && ready > 0 {
 		p.cfg.Log.Info("deltas made", "update", to.ID, "from", from.Version, "to", to.Version, "ready", ready)
 		if p.onChanged != nil {
-			p.onChanged(to.ID) 
+			p.onChanged(to.ID)
 		}
 	}
 	return err

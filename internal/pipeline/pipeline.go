@@ -90,7 +90,7 @@ type Pipeline struct {
 	cfg         Config
 	client      *river.Client[*sql.Tx]
 	onPublished func(updateID string)
-	onChanged func(updateID string)
+	onChanged   func(updateID string)
 }
 
 // OnPublished sets a function called after each update is published. Call it

@@ -18,6 +18,10 @@ type Deployment struct {
 	CreatedBy string    `json:"created_by"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// ProposedRollback, set by the API when it reads a halted deployment
+	// not yet rolled back, is the version a rollback would offer (the
+	// product's newest published version before this one).
+	ProposedRollback string `json:"proposed_rollback,omitempty"`
 }
 
 // MarshalJSON leaves out what is not set yet: the wave before the first

@@ -114,6 +114,19 @@ type Plan struct {
 	// the deployment is created (the product's newest), so the order never
 	// changes under a running rollout.
 	RiskModel string `json:"risk_model,omitempty"`
+	// Rollback, when set, makes this deployment a rollback: its (earlier)
+	// version is offered only to devices running the bad deployment's
+	// version, and they accept it because the offer says so.
+	Rollback *Rollback `json:"rollback,omitempty"`
+}
+
+// Rollback names the bad deployment a rollback undoes.
+type Rollback struct {
+	// Deployment is the bad deployment; UpdateID and Version its update.
+	Deployment string `json:"deployment"`
+	UpdateID   string `json:"update_id"`
+	Version    string `json:"version"`
+	Reason     string `json:"reason"`
 }
 
 // Watch is how long a gated deployment stays under its health gate after

@@ -44,12 +44,19 @@ func (s *Store) InsertDeployment(ctx context.Context, d rollout.Deployment, acts
 		if u.State != catalog.StatePublished {
 			return fault.E(fault.Conflict, "update %s (%s %s) is %s; only published updates can be deployed", u.ID, u.Product, u.Version, u.State)
 		}
-		live, err := tx.liveDeployment(ctx, d.UpdateID)
+		rollbackOf := ""
+		if d.Plan.Rollback != nil {
+			rollbackOf = d.Plan.Rollback.Deployment
+		}
+		live, err := tx.live(ctx, d.UpdateID, rollbackOf)
 		switch {
 		case err == nil && reflect.DeepEqual(live.Plan, d.Plan):
 			out = live
 			return nil
 		case err == nil:
+			if rollbackOf != "" {
+				return fault.E(fault.Conflict, "deployment %s is already rolled back to %s by %s (%s); cancel that first", rollbackOf, u.Version, live.ID, live.State)
+			}
 			return fault.E(fault.Conflict, "update %s already has deployment %s (%s) with a different plan; cancel it first", u.ID, live.ID, live.State)
 		case !fault.Is(err, fault.NotFound):
 			return err
@@ -57,9 +64,9 @@ func (s *Store) InsertDeployment(ctx context.Context, d rollout.Deployment, acts
 		now := tx.now()
 		d.Product, d.Version, d.CreatedAt, d.UpdatedAt = u.Product, u.Version, now, now
 		if _, err := tx.db.ExecContext(ctx, `
-			INSERT INTO deployments (id, update_id, state, plan, status, salt, created_by, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
-			d.ID, d.UpdateID, d.State, jsonText(d.Plan), jsonText(d.Status), d.Salt, d.CreatedBy, now); err != nil {
+			INSERT INTO deployments (id, update_id, state, plan, status, salt, created_by, created_at, updated_at, rollback_of)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
+			d.ID, d.UpdateID, d.State, jsonText(d.Plan), jsonText(d.Status), d.Salt, d.CreatedBy, now, nullIfEmpty(rollbackOf)); err != nil {
 			if isUniqueViolation(err) {
 				return fault.E(fault.Conflict, "update %s was deployed concurrently; retry", d.UpdateID)
 			}
@@ -74,14 +81,41 @@ func (s *Store) InsertDeployment(ctx context.Context, d rollout.Deployment, acts
 	return out, created, err
 }
 
+// liveDeployment is the update's own live deployment (not a rollback).
 func (q *queries) liveDeployment(ctx context.Context, updateID string) (rollout.Deployment, error) {
+	return q.live(ctx, updateID, "")
+}
+
+// live is the update's live deployment that rolls back rollbackOf, or
+// its own when rollbackOf is empty.
+func (q *queries) live(ctx context.Context, updateID, rollbackOf string) (rollout.Deployment, error) {
 	d, err := scanDeployment(q.db.QueryRowContext(ctx, `SELECT `+deploymentColumns+`
 		FROM deployments d JOIN updates u ON u.id = d.update_id
-		WHERE d.update_id = $1 AND d.state NOT IN ('halted', 'cancelled')`, updateID))
+		WHERE d.update_id = $1 AND d.state NOT IN ('halted', 'cancelled') AND COALESCE(d.rollback_of, '') = $2`, updateID, rollbackOf))
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fault.E(fault.NotFound, "update %s has no live deployment", updateID)
 	}
 	return d, unavailable(err)
+}
+
+// Rollbacks lists the deployments that roll back deployment id, newest
+// first.
+func (q *queries) Rollbacks(ctx context.Context, id string) ([]rollout.Deployment, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+deploymentColumns+`
+		FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.rollback_of = $1 ORDER BY d.id DESC`, id)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []rollout.Deployment
+	for rows.Next() {
+		d, err := scanDeployment(rows)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, d)
+	}
+	return out, unavailable(rows.Err())
 }
 
 // Deployment returns the deployment, or NotFound.
@@ -248,4 +282,12 @@ func (q *queries) CountDevicesWithProduct(ctx context.Context, product string) (
 	var n int64
 	err := q.db.QueryRowContext(ctx, `SELECT CAST(COALESCE(SUM(devices), 0) AS BIGINT) FROM product_versions WHERE product = $1`, product).Scan(&n)
 	return n, unavailable(err)
+}
+
+// nullIfEmpty stores "" as NULL (a column whose NULL means "none").
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
