@@ -44,8 +44,21 @@ type Plan struct {
 	Order     string  `json:"order,omitempty"`
 	Explore   float64 `json:"explore,omitempty"`
 	RiskModel string  `json:"risk_model,omitempty"`
+	// Promotions record each move to a later ring (Client.Promote).
+	Promotions []Promotion `json:"promotions,omitempty"`
 	// Rollback is set on a rollback's plan (made by Client.Rollback).
 	Rollback *RollbackOf `json:"rollback,omitempty"`
+}
+
+// Promotion is one move of a deployment from ring From to ring To; waves
+// from AtWave on roll out to To.
+type Promotion struct {
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	AtWave int       `json:"at_wave"`
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
 }
 
 // RollbackOf names the bad deployment a rollback undoes.
@@ -129,6 +142,17 @@ func (c *Client) Rollback(ctx context.Context, id, to, reason string, waves ...W
 	var out Deployment
 	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/rollback", nil,
 		map[string]any{"to": to, "reason": reason, "waves": waves}, &out)
+	return out, err
+}
+
+// Promote moves a completed deployment on to ring (the next by rank when
+// empty), in waves (the last ring's when none are given), keeping its
+// history, gate and exposure: the devices of the rings it leaves stay
+// offered.
+func (c *Client) Promote(ctx context.Context, id, ring, reason string, waves ...Wave) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, http.MethodPost, "/v1/deployments/"+url.PathEscape(id)+"/promote", nil,
+		map[string]any{"ring": ring, "reason": reason, "waves": waves}, &out)
 	return out, err
 }
 

@@ -136,6 +136,7 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"GET /v1/deployments/{id}/events", read, a.deploymentEvents},
 		{"GET /v1/deployments/{id}/health", read, a.deploymentHealth},
 		{"POST /v1/deployments/{id}/rollback", reduce, a.rollbackDeployment},
+		{"POST /v1/deployments/{id}/promote", widen, a.promoteDeployment},
 		{"POST /v1/deployments/{id}/{command}", commandDecision, a.commandDeployment},
 		{"POST /v1/holds", reduce, a.createHold},
 		{"GET /v1/holds", read, a.listHolds},

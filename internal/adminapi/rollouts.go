@@ -219,6 +219,35 @@ func (a *API) rollbackDeployment(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, statusFor(created), d)
 }
 
+type promoteRequest struct {
+	Ring   string         `json:"ring,omitempty"`
+	Reason string         `json:"reason"`
+	Waves  []rollout.Wave `json:"waves,omitempty"`
+}
+
+// promoteDeployment moves a completed deployment on to the next ring.
+func (a *API) promoteDeployment(w http.ResponseWriter, r *http.Request) {
+	var req promoteRequest
+	_, err := a.deployment(r)
+	if err == nil {
+		err = httpapi.DecodeJSON(r, &req, MaxRequestBytes, true)
+	}
+	ctx := r.Context()
+	var d rollout.Deployment
+	if err == nil {
+		d, err = a.cfg.Controller.Promote(ctx, r.PathValue("id"), req.Ring, req.Waves, Principal(ctx).Actor(), req.Reason)
+	}
+	if err == nil {
+		err = a.cfg.Refresh(ctx)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(ctx).Info("deployment promoted", "deployment", d.ID, "ring", d.Plan.Ring, "actor", Principal(ctx).Actor(), "reason", req.Reason)
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
 // Rollback rolls a deployment back (controller.Rollback) and returns once
 // the device snapshot offers the rollback; the MCP tool shares it.
 func (a *API) Rollback(ctx context.Context, id, to string, waves []rollout.Wave, actor, reason string) (rollout.Deployment, bool, error) {

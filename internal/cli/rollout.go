@@ -218,6 +218,37 @@ func deploymentCmd(g *globals) *cobra.Command {
 		_ = sub.MarkFlagRequired("reason")
 		cmd.AddCommand(sub)
 	}
+	var ring, waves string
+	promote := &cobra.Command{
+		Use:   "promote ID [--ring R] --reason TEXT [--waves 1,10,50,100]",
+		Short: "Move a completed deployment on to the next ring by rank",
+		Long: `Move a deployment that completed its waves in its ring on to a ring of
+higher rank (--ring, or the next one by rank), rolling out in --waves (default:
+the last ring's waves) under the same health gate. It keeps its id, events and
+health history, and the devices of the rings it leaves stay offered.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ws, err := parseWaves(waves)
+			if err != nil {
+				return err
+			}
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := cl.Promote(cmd.Context(), args[0], ring, reason, ws...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s ring %s: %s\n", d.ID, d.Plan.Ring, progress(d))
+			return nil
+		},
+	}
+	promote.Flags().StringVar(&ring, "ring", "", "the ring to move on to (default: the next by rank)")
+	promote.Flags().StringVar(&reason, "reason", "", "why (required; recorded with the change)")
+	promote.Flags().StringVar(&waves, "waves", "", "cumulative wave percentages in the new ring (default: the last ring's)")
+	_ = promote.MarkFlagRequired("reason")
+	cmd.AddCommand(promote)
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show a deployment and its events", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -100,6 +100,7 @@ type release struct {
 	audience      *targeting.Rule
 	ring          *ring
 	ringMissing   bool
+	done          []*ring // rings promoted from: offered in full
 	prereqs       []prereq
 	threshold     uint32
 	risk          *risk.Model // risk-ordered deployments
@@ -161,6 +162,18 @@ type ring struct {
 	name    string
 	rule    *targeting.Rule
 	members map[string]struct{}
+}
+
+// admits reports whether the device is in the ring (an explicit member,
+// or matched by its rule), and how.
+func (rg *ring) admits(d *device, t *tracer) (bool, string) {
+	if _, member := rg.members[d.c.DeviceID]; member {
+		return true, "explicit member"
+	}
+	if rg.rule == nil {
+		return false, "not a member"
+	}
+	return check(rg.rule, d, t)
 }
 
 type hold struct {
@@ -253,6 +266,11 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 		r.audience = orNever(compile("audience of "+rel.Deployment.ID, rel.Deployment.Plan.Audience), rel.Deployment.Plan.Audience)
 		if name := rel.Deployment.Plan.Ring; name != "" {
 			r.ring, r.ringMissing = rings[name], rings[name] == nil
+		}
+		for _, name := range rel.Deployment.Plan.PromotedRings() {
+			if rg := rings[name]; rg != nil {
+				r.done = append(r.done, rg)
+			}
 		}
 		for _, p := range rel.Update.Prerequisites {
 			if mv, err := version.Parse(p.MinVersion); err == nil {
@@ -429,7 +447,7 @@ func match(r *targeting.Rule, d *device) (bool, string) {
 // both), in the same order.
 func (s *Snapshot) decide(d *device, r *release, now time.Time, t *tracer) bool {
 	c, dep := d.c, &r.dep
-	if t == nil && (!dep.State.Offering() || r.ringMissing || r.position(c) >= r.threshold) {
+	if t == nil && (!dep.State.Offering() || r.ringMissing || len(r.done) == 0 && r.position(c) >= r.threshold) {
 		return false
 	}
 	pass := true
@@ -483,7 +501,7 @@ func (s *Snapshot) forward(r *release, installed version.Version, t *tracer) boo
 // decideRest runs the checks every offer passes, upgrade or rollback.
 func (s *Snapshot) decideRest(d *device, r *release, now time.Time, t *tracer) bool {
 	c, dep := d.c, &r.dep
-	pass := true
+	pass, full := true, false // full: in a ring promoted from, offered whatever its position
 	fail := func() bool { pass = false; return t == nil }
 	ok, detail := check(r.applicability, d, t)
 	if t != nil {
@@ -528,15 +546,18 @@ func (s *Snapshot) decideRest(d *device, r *release, now time.Time, t *tracer) b
 			return false
 		}
 	case r.ring != nil:
-		_, member := r.ring.members[c.DeviceID]
-		ok, detail = member, "explicit member"
-		if !member && r.ring.rule != nil {
-			ok, detail = check(r.ring.rule, d, t)
-		} else if !member {
-			detail = "not a member"
+		ok, detail = r.ring.admits(d, t)
+		name := r.ring.name
+		for _, done := range r.done {
+			if ok {
+				break
+			}
+			if in, why := done.admits(d, t); in {
+				ok, full, name, detail = true, true, done.name+" (promoted from; its devices are offered in full)", why
+			}
 		}
 		if t != nil {
-			t.add("ring", ok, "ring %s: %s", r.ring.name, detail)
+			t.add("ring", ok, "ring %s: %s", name, detail)
 		}
 		if !ok && fail() {
 			return false
@@ -552,16 +573,19 @@ func (s *Snapshot) decideRest(d *device, r *release, now time.Time, t *tracer) b
 		return false
 	}
 	b := r.position(c)
-	ok = b < r.threshold
+	ok = full || b < r.threshold
 	if t != nil {
 		order := "position"
 		if r.risk != nil {
 			e := r.risk.Explain(c.Attributes)
 			order = fmt.Sprintf("risk order (predicted failure %.2f%%, %.0f%% of the fleet less risky; %s) position", 100*e.Score, 100*e.Quantile, explorerNote(dep, c.DeviceID))
 		}
-		if dep.Wave < 0 {
+		switch {
+		case full:
+			t.add("wave", true, "ring promoted from: every wave of it has run")
+		case dep.Wave < 0:
 			t.add("wave", ok, "%s %d of %d; no wave has started%s", order, b, targeting.Buckets, approvalNote(dep))
-		} else {
+		default:
 			t.add("wave", ok, "%s %d of %d; wave %d of %d exposes %.4g%% (positions below %d)%s",
 				order, b, targeting.Buckets, dep.Wave+1, len(dep.Plan.Waves), dep.Percent, r.threshold, approvalNote(dep))
 		}

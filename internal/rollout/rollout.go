@@ -7,6 +7,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,10 +115,87 @@ type Plan struct {
 	// the deployment is created (the product's newest), so the order never
 	// changes under a running rollout.
 	RiskModel string `json:"risk_model,omitempty"`
+	// Promotions record each move to a ring of higher rank: from the
+	// wave each names, Ring is the audience and the earlier rings'
+	// devices stay offered in full.
+	Promotions []Promotion `json:"promotions,omitempty"`
 	// Rollback, when set, makes this deployment a rollback: its (earlier)
 	// version is offered only to devices running the bad deployment's
 	// version, and they accept it because the offer says so.
 	Rollback *Rollback `json:"rollback,omitempty"`
+}
+
+// Promotion is one move of a deployment to the next ring: From was the
+// ring before, and waves from AtWave on roll out to the new one.
+type Promotion struct {
+	From   string    `json:"from"`
+	To     string    `json:"to"`
+	AtWave int       `json:"at_wave"`
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+}
+
+// segment returns the first wave of the ring segment wave i belongs to
+// (waves restart their percentages at each promotion).
+func (p Plan) segment(i int) int {
+	start := 0
+	for _, pr := range p.Promotions {
+		if pr.AtWave <= i {
+			start = pr.AtWave
+		}
+	}
+	return start
+}
+
+// PromotedRings lists the rings a deployment was promoted from: their
+// devices are offered whatever their position.
+func (p Plan) PromotedRings() []string {
+	out := make([]string, len(p.Promotions))
+	for i, pr := range p.Promotions {
+		out[i] = pr.From
+	}
+	return out
+}
+
+// Promote moves a completed deployment on to ring to (of higher rank than
+// its own: the caller checks ranks), appending waves for it, and starts
+// the first of them. The deployment keeps its id, events, gate and health
+// history; the earlier ring's devices stay offered. It is a pure function.
+func Promote(p Plan, s Status, to string, waves []Wave, actor, reason string, now time.Time) (Plan, Status, Action, error) {
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return p, s, Action{}, fault.Field("reason", "say why the deployment moves on to %s; the reason is recorded with the change", to)
+	case p.Rollback != nil:
+		return p, s, Action{}, fault.E(fault.Conflict, "a rollback is not promoted: it goes to the devices on the bad version wherever they are")
+	case p.Ring == "":
+		return p, s, Action{}, fault.E(fault.Conflict, "the deployment has no ring: it already targets every device of its product")
+	case s.State != Completed:
+		return p, s, Action{}, fault.E(fault.Conflict, "deployment is %s; promote it once it has completed its waves in ring %s", s.State, p.Ring)
+	case to == p.Ring:
+		return p, s, Action{}, fault.Field("ring", "the deployment already targets ring %s", to)
+	}
+	if len(waves) == 0 {
+		waves = slices.Clone(p.Waves[p.segment(len(p.Waves)-1):])
+	}
+	next := p
+	next.Waves = append(slices.Clone(p.Waves), waves...)
+	next.Promotions = append(slices.Clone(p.Promotions), Promotion{From: p.Ring, To: to, AtWave: len(p.Waves), At: now, By: actor, Reason: reason})
+	next.Ring = to
+	if err := next.Validate(); err != nil {
+		return p, s, Action{}, err
+	}
+	s.By, s.Reason = actor, reason
+	var acts []Action
+	s, acts = startWave(next, s, len(p.Waves), now, nil)
+	if s.State == Completed { // the first new wave waits for approval: none of the new ring yet
+		s.State, s.Percent = Running, 0
+	}
+	act := Action{Kind: "promoted", Wave: len(p.Waves), Percent: s.Percent, Detail: fmt.Sprintf("ring %s -> %s: %s", p.Ring, to, reason)}
+	if len(acts) > 0 {
+		act.Detail += "; " + acts[0].Detail
+	}
+	return next, s, act, nil
 }
 
 // Rollback names the bad deployment a rollback undoes.
@@ -226,6 +304,12 @@ func (p *Plan) Validate() error {
 	for i, w := range p.Waves {
 		f := fmt.Sprintf("waves[%d]", i)
 		target := w.target()
+		if i > 0 && p.segment(i) == i { // a promotion: the new ring's waves start again
+			if prev != 100 {
+				return fault.Field(f, "the waves before a promotion must reach 100%%")
+			}
+			prev = 0
+		}
 		switch {
 		case w.Percent < 0 || w.Percent > 100:
 			return fault.Field(f+".percent", "%g is outside 0-100", w.Percent)
@@ -551,10 +635,13 @@ func (p Plan) WaveShare(i int) float64 {
 
 // WaveOf is the wave in which a device in bucket b is first exposed: the
 // first wave whose target percentage admits the bucket.
+//
+// For a promoted deployment, it is the wave of the current ring's segment.
 func (p Plan) WaveOf(b uint32) int {
-	for i, w := range p.Waves {
+	start := p.segment(len(p.Waves) - 1)
+	for i, w := range p.Waves[start:] {
 		if b < targeting.Threshold(w.target()) {
-			return i
+			return start + i
 		}
 	}
 	return len(p.Waves) - 1

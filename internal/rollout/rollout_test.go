@@ -295,3 +295,42 @@ func TestWaveShare(t *testing.T) {
 		}
 	}
 }
+
+func TestPromote(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	p := Plan{Ring: "canary", Waves: []Wave{{Percent: 20}, {Percent: 100}}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	done := Status{State: Completed, Wave: 1, Percent: 100, Approved: -1}
+	if _, _, _, err := Promote(p, Status{State: Running, Wave: 0, Percent: 20}, "broad", nil, "a", "r", now); !fault.Is(err, fault.Conflict) {
+		t.Fatalf("promoting a running deployment: %v", err)
+	}
+	np, st, act, err := Promote(p, done, "broad", nil, "alice", "canary healthy", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new ring's waves restart from 20%: the last ring's plan again.
+	if np.Ring != "broad" || len(np.Waves) != 4 || np.Waves[2].Percent != 20 || st.State != Running || st.Wave != 2 || st.Percent != 20 ||
+		act.Kind != "promoted" || np.Promotions[0].AtWave != 2 || np.WaveOf(0) != 2 {
+		t.Fatalf("promoted: plan %+v, status %+v, action %+v", np, st, act)
+	}
+	// Its last wave completes the deployment again; a second promotion
+	// appends after it.
+	st, _ = Step(np, Status{State: Running, Wave: 3, Percent: 100, WaveStarted: now.Add(-time.Hour), Approved: -1}, Observations{Gate: &GateObservation{Verdict: "healthy"}}, now)
+	if st.State != Completed {
+		t.Fatalf("after the new ring's last wave: %+v", st)
+	}
+	// Waves before a promotion must have reached 100%.
+	bad := np
+	bad.Waves = []Wave{{Percent: 20}, {Percent: 50}, {Percent: 20}, {Percent: 100}}
+	if err := bad.Validate(); !fault.Is(err, fault.Invalid) {
+		t.Fatalf("a segment ending below 100%%: %v", err)
+	}
+	// With approvals, the new ring waits: nothing of it is offered.
+	p.RequireApproval = true
+	_, st, _, err = Promote(p, done, "broad", nil, "alice", "canary healthy", now)
+	if err != nil || st.State != Running || !st.AwaitingApproval || st.Percent != 0 {
+		t.Fatalf("promotion of a plan that needs approvals: %+v, %v", st, err)
+	}
+}

@@ -194,23 +194,24 @@ func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(
 		if d, err = tx.deployment(ctx, id, true); err != nil {
 			return err
 		}
-		before := d.Status
+		before, plan := d.Status, jsonText(d.Plan)
 		acts, err := fn(&d)
 		if err != nil {
 			return err
 		}
-		if d.Status == before && len(acts) == 0 {
+		planChanged := jsonText(d.Plan) != plan // a promotion
+		if d.Status == before && len(acts) == 0 && !planChanged {
 			return nil
 		}
 		d.UpdatedAt = tx.now()
-		if _, err := tx.db.ExecContext(ctx, `UPDATE deployments SET state = $2, status = $3, updated_at = $4 WHERE id = $1`,
-			d.ID, d.State, jsonText(d.Status), d.UpdatedAt); err != nil {
+		if _, err := tx.db.ExecContext(ctx, `UPDATE deployments SET state = $2, status = $3, updated_at = $4, plan = $5 WHERE id = $1`,
+			d.ID, d.State, jsonText(d.Status), d.UpdatedAt, jsonText(d.Plan)); err != nil {
 			return unavailable(err)
 		}
 		if err := tx.insertEvents(ctx, d.ID, actor, acts, before, d.Status); err != nil {
 			return err
 		}
-		offeringChanged := before.State.Offering() != d.State.Offering() || before.Percent != d.Percent
+		offeringChanged := before.State.Offering() != d.State.Offering() || before.Percent != d.Percent || planChanged
 		if err := tx.bumpIf(ctx, offeringChanged); err != nil {
 			return err
 		}
