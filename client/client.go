@@ -259,6 +259,34 @@ type Delta struct {
 	CreatedAt    time.Time `json:"created_at"`
 }
 
+// GCReport is what a content garbage collection found and did.
+type GCReport struct {
+	DryRun       bool  `json:"dry_run"`
+	Scanned      int   `json:"scanned"`
+	ScannedBytes int64 `json:"scanned_bytes"`
+	Referenced   int   `json:"referenced"`
+	Young        int   `json:"young"`
+	Removed      []struct {
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	} `json:"removed"`
+	FreedBytes int64    `json:"freed_bytes"`
+	Staged     []string `json:"staged"`
+}
+
+// CollectGarbage removes content no update or delta references (older
+// than the server's grace period); with dryRun it only reports it.
+func (c *Client) CollectGarbage(ctx context.Context, dryRun bool) (GCReport, error) {
+	var out GCReport
+	err := c.do(ctx, http.MethodPost, "/v1/content/gc", nil, map[string]bool{"dry_run": dryRun}, &out)
+	return out, err
+}
+
+// DeleteProduct deletes a product with no updates and no holds.
+func (c *Client) DeleteProduct(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/products/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // UpdateDeltas lists the deltas made to an update.
 func (c *Client) UpdateDeltas(ctx context.Context, id string) ([]Delta, error) {
 	var out struct {

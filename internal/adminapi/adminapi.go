@@ -118,6 +118,8 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"GET /v1/products", read, a.listProducts},
 		{"GET /v1/products/{name}", read, a.getProduct},
 		{"PUT /v1/products/{name}", publish, a.putProduct},
+		{"DELETE /v1/products/{name}", publish, a.deleteProduct},
+		{"POST /v1/content/gc", administer, a.collectGarbage},
 		{"GET /v1/products/{name}/versions", read, a.productVersions},
 		{"GET /v1/products/{name}/risk-model", read, a.getRiskModel},
 		{"POST /v1/products/{name}/risk-model", widen, a.trainRiskModel},
@@ -392,7 +394,10 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	u, created, err := a.cfg.Store.CreateUpdate(r.Context(), nu, v, a.cfg.Content.Has)
+	// Bytes the store already holds are claimed, not sent again; touching
+	// them keeps the garbage collector off them until the claim commits.
+	claim := func(sha string) bool { return a.cfg.Content.Has(sha) && a.cfg.Content.Touch(sha, a.cfg.Now()) == nil }
+	u, created, err := a.cfg.Store.CreateUpdate(r.Context(), nu, v, claim)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
@@ -498,6 +503,51 @@ func (a *API) deleteUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.Logger(r.Context()).Info("update deleted", "update", u.ID, "product", u.Product, "version", u.Version, "actor", Principal(r.Context()).Actor())
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteProduct deletes a product with no updates and no holds: a
+// mistaken or abandoned declaration.
+func (a *API) deleteProduct(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := catalog.ValidateProductName("name", name)
+	if err == nil {
+		err = Principal(r.Context()).AuthorizeProduct(name)
+	}
+	if err == nil {
+		err = a.cfg.Store.InTx(r.Context(), func(tx *store.Tx) error {
+			_, err := tx.DeleteProduct(r.Context(), name)
+			return err
+		})
+	}
+	if err == nil {
+		err = a.cfg.Refresh(r.Context())
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.Logger(r.Context()).Info("product deleted", "product", name, "actor", Principal(r.Context()).Actor())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// collectGarbage removes (or, with dry_run, lists) content no update or
+// delta references.
+func (a *API) collectGarbage(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		DryRun bool `json:"dry_run"`
+	}
+	if r.ContentLength != 0 { // no body: a real collection
+		if err := httpapi.DecodeJSON(r, &req, MaxRequestBytes, true); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	rep, err := a.cfg.Pipeline.CollectGarbage(r.Context(), req.DryRun, Principal(r.Context()).Actor())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rep)
 }
 
 // payload finds the payload named by the path in the path's update.

@@ -126,6 +126,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		Store: a.Store, Content: a.Content, Log: log.With("component", "pipeline"),
 		IngestTimeout: cfg.IngestTimeout, Failpoints: a.failpoints(),
 		Deltas: pipeline.DeltaPolicy{Versions: cfg.Deltas.Versions, Products: cfg.Deltas.Products, MaxShare: cfg.Deltas.MaxShare},
+		GC:     pipeline.GCPolicy{Interval: cfg.ContentGC.Interval, Grace: cfg.ContentGC.Grace},
 		Sign: func(ctx context.Context, tx *store.Tx, _ string) error {
 			_, err := a.TUF.SyncTx(ctx, tx, false)
 			return err
@@ -156,7 +157,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Controller.Register(workers)
 	a.Jobs, err = jobs.NewClient(a.Store, log.With("component", "jobs"), jobs.Config{
 		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, PollInterval: cfg.JobPoll,
-	}, workers, a.Controller.PeriodicJobs())
+	}, workers, append(a.Controller.PeriodicJobs(), a.Pipeline.PeriodicJobs()...))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,5 +296,63 @@ func TestKillDuringDelta(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKillDuringGC kills the server after the garbage collector removed
+// its first unreferenced blob; after a restart a collection removes the
+// rest, and every referenced blob is intact.
+func TestKillDuringGC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: skipped with -short")
+	}
+	t.Parallel()
+	data := t.TempDir()
+	ctx := context.Background()
+	c := startChild(t, data, "", "RINGMASTER_FAILPOINT=gc-removed")
+	admin := adminClient(t, c.url, data)
+	opts := client.PublishOptions{Poll: 50 * time.Millisecond}
+	var keep []string
+	for _, product := range []string{"agent", "scratch-a", "scratch-b"} {
+		p, _ := writeRandomFile(t, 16<<10)
+		u, err := admin.PublishFiles(ctx, client.NewUpdate{Product: product, Version: "1.0"}, []string{p}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if product == "agent" {
+			keep = append(keep, u.Payloads[0].SHA256)
+			continue
+		}
+		if err := admin.DeleteUpdate(ctx, u.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-48 * time.Hour) // past the default 24 h grace
+	filepath.WalkDir(filepath.Join(data, "content", "sha256"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			err = os.Chtimes(p, old, old)
+		}
+		return err
+	})
+	go admin.CollectGarbage(ctx, false) // stopped at the failpoint, then killed
+	waitFile(t, filepath.Join(data, "failpoint-gc-removed"))
+	c.kill9(t)
+	os.Remove(filepath.Join(data, "failpoint-gc-removed"))
+	if blobs, _ := countBlobs(t, data); blobs != 2 {
+		t.Fatalf("%d blobs after the kill; want 2 (the kept payload and one of the two unreferenced)", blobs)
+	}
+
+	c = startChild(t, data, "")
+	admin = adminClient(t, c.url, data)
+	rep, err := admin.CollectGarbage(ctx, false)
+	if err != nil || len(rep.Removed) != 1 || rep.Referenced != 1 {
+		t.Fatalf("collection after the restart: %+v, %v", rep, err)
+	}
+	c.stop(t)
+	if blobs, staged := countBlobs(t, data); blobs != 1 || staged != 0 {
+		t.Fatalf("content store: %d blobs, %d staged files; want 1 and 0", blobs, staged)
+	}
+	if _, err := os.Stat(filepath.Join(data, "content", "sha256", keep[0][:2], keep[0])); err != nil {
+		t.Fatalf("the referenced payload: %v", err)
 	}
 }

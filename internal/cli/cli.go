@@ -61,7 +61,7 @@ func newRoot(stdout, stderr io.Writer) rootCommand {
 	pf.StringVar(&g.token, "token", os.Getenv("RINGMASTER_TOKEN"),
 		"API token (env RINGMASTER_TOKEN; default: the admin.token file in --data)")
 	pf.StringVar(&g.data, "data", envOr("RINGMASTER_DATA", "./ringmaster-data"), "data directory (env RINGMASTER_DATA)")
-	root.AddCommand(serveCmd(g), publishCmd(g), deployCmd(g), deploymentCmd(g), rollbackCmd(g), holdCmd(g), ringCmd(g), explainCmd(g), healthCmd(g),
+	root.AddCommand(serveCmd(g), publishCmd(g), deployCmd(g), deploymentCmd(g), rollbackCmd(g), contentCmd(g), holdCmd(g), ringCmd(g), explainCmd(g), healthCmd(g),
 		updateCmd(g), productCmd(g), benchCmd(g), tokenCmd(g), enrollmentCmd(g), deviceCmd(g), auditCmd(g), keysCmd(g), mcpCmd(g), approvalCmd(g), fleetbenchCmd(g), riskCmd(g), versionCmd())
 	refuseUnknownSubcommands(root)
 	return rootCommand{root, g}

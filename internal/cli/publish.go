@@ -180,7 +180,7 @@ func updateCmd(g *globals) *cobra.Command {
 }
 
 func productCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "product", Short: "Create and list products"}
+	cmd := &cobra.Command{Use: "product", Short: "Create, list and delete products"}
 	var title, description string
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a product (or update its title and description)", Args: cobra.ExactArgs(1),
@@ -218,6 +218,61 @@ func productCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(create, list)
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete a product with no updates and no holds", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteProduct(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "product %s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func contentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "content", Short: "Manage the content store"}
+	var dryRun, asJSON bool
+	gc := &cobra.Command{
+		Use:   "gc [--dry-run] [--json]",
+		Short: "Remove content no update or delta references",
+		Long: `Remove blobs that no payload (of any update, in any state: an upload in
+flight counts) and no delta references, once they are older than the server's
+content_gc.grace, and staging directories of deleted updates. The server also
+does this every content_gc.interval. --dry-run lists what would go.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rep, err := c.CollectGarbage(cmd.Context(), dryRun)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(rep)
+			}
+			verb := "removed"
+			if rep.DryRun {
+				verb = "would remove"
+			}
+			for _, b := range rep.Removed {
+				fmt.Fprintf(g.stdout, "%s %s (%d bytes)\n", verb, b.SHA256, b.Size)
+			}
+			fmt.Fprintf(g.stdout, "%d blobs (%d bytes) scanned, %d referenced, %d unreferenced but within the grace period; %s %d blobs, %d bytes, and %d stale staging directories\n",
+				rep.Scanned, rep.ScannedBytes, rep.Referenced, rep.Young, verb, len(rep.Removed), rep.FreedBytes, len(rep.Staged))
+			return nil
+		},
+	}
+	gc.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	gc.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.AddCommand(gc)
 	return cmd
 }

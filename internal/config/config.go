@@ -95,6 +95,8 @@ type Config struct {
 	TUF TUF `yaml:"tuf"`
 	// Deltas configures the deltas made after each publish.
 	Deltas Deltas `yaml:"deltas"`
+	// ContentGC configures the content garbage collector.
+	ContentGC ContentGC `yaml:"content_gc"`
 	// Console configures the web console's sign-in.
 	Console Console `yaml:"console"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -128,6 +130,14 @@ type Deltas struct {
 	Versions int            `yaml:"versions"`
 	Products map[string]int `yaml:"products"`
 	MaxShare float64        `yaml:"max_share"`
+}
+
+// ContentGC configures the content garbage collector: every Interval
+// (0: only when asked, ringmaster content gc) it removes blobs no payload
+// or delta references, once they are older than Grace.
+type ContentGC struct {
+	Interval time.Duration `yaml:"interval"`
+	Grace    time.Duration `yaml:"grace"`
 }
 
 // Console configures the operator console served at /ui/: how long a
@@ -208,6 +218,7 @@ func Default() Config {
 		TUF: TUF{RootTTL: 365 * 24 * time.Hour, TargetsTTL: 90 * 24 * time.Hour, SnapshotTTL: 7 * 24 * time.Hour,
 			TimestampTTL: 24 * time.Hour, Refresh: time.Minute},
 		Deltas:            Deltas{Versions: 2, MaxShare: 0.6},
+		ContentGC:         ContentGC{Interval: 6 * time.Hour, Grace: 24 * time.Hour},
 		Console:           Console{SessionTTL: 12 * time.Hour},
 		ShutdownTimeout:   20 * time.Second,
 		BodyTimeout:       30 * time.Second,
@@ -387,6 +398,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Deltas.validate(); err != nil {
 		return err
+	}
+	if c.ContentGC.Interval < 0 || c.ContentGC.Interval > 0 && c.ContentGC.Interval < time.Minute || c.ContentGC.Grace < time.Minute {
+		return fmt.Errorf("content_gc.interval must be 0 (off) or at least 1m, and content_gc.grace at least 1m")
 	}
 	return c.Console.validate()
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -147,6 +148,9 @@ func (s *Store) Append(updateID, sha string, offset, size int64, r io.Reader) (g
 	return size, nil
 }
 
+// StagingDir is where an update's uploads are staged.
+func (s *Store) StagingDir(updateID string) string { return filepath.Join(s.dir, "staging", updateID) }
+
 // Discard removes an update's staged uploads.
 func (s *Store) Discard(updateID string) error {
 	if err := catalog.ValidateID("update", "upd", updateID); err != nil {
@@ -266,6 +270,48 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// Blob is a stored blob as the garbage collector sees it.
+type Blob struct {
+	SHA256   string
+	Size     int64
+	Modified time.Time
+}
+
+// Stat returns a stored blob's size and modification time.
+func (s *Store) Stat(sha string) (Blob, error) {
+	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
+		return Blob{}, err
+	}
+	fi, err := os.Stat(s.blobPath(sha))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Blob{}, fault.E(fault.NotFound, "content %s not found", sha)
+	}
+	if err != nil {
+		return Blob{}, err
+	}
+	return Blob{SHA256: sha, Size: fi.Size(), Modified: fi.ModTime()}, nil
+}
+
+// Touch marks a blob as just used (a new update claims bytes the store
+// already holds), so the garbage collector's grace period covers it.
+func (s *Store) Touch(sha string, now time.Time) error {
+	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
+		return err
+	}
+	return os.Chtimes(s.blobPath(sha), now, now)
+}
+
+// Remove deletes a blob; one already gone is not an error.
+func (s *Store) Remove(sha string) error {
+	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
+		return err
+	}
+	if err := os.Remove(s.blobPath(sha)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Blobs calls fn with the digest of every stored blob.

@@ -107,6 +107,9 @@ func (w *deltaWorker) Work(ctx context.Context, job *river.Job[DeltaArgs]) error
 	ready := 0
 	err = p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
 		for _, d := range made {
+			if d.State == catalog.DeltaReady && !p.cfg.Content.Has(d.SHA256) {
+				return fmt.Errorf("delta %s vanished before it was recorded; it is made again", d.SHA256)
+			}
 			added, err := tx.PutDelta(ctx, d)
 			if err != nil {
 				return err

@@ -79,6 +79,8 @@ type Config struct {
 	Sign func(ctx context.Context, tx *store.Tx, updateID string) error
 	// Deltas says which deltas to make after each publish.
 	Deltas DeltaPolicy
+	// GC configures content garbage collection.
+	GC GCPolicy
 }
 
 // pipelineActor is who the audit log names for the pipeline's own steps.
@@ -151,6 +153,7 @@ func (p *Pipeline) Register(w *river.Workers) {
 	river.AddWorker(w, &ingestWorker{p: p})
 	river.AddWorker(w, &finalizeWorker{p: p})
 	river.AddWorker(w, &deltaWorker{p: p})
+	river.AddWorker(w, &gcWorker{p: p})
 }
 
 // SetClient gives the pipeline the River client that enqueues its jobs.

@@ -490,3 +490,33 @@ func (q *queries) Generation(ctx context.Context) (int64, error) {
 	err := q.db.QueryRowContext(ctx, `SELECT generation FROM catalog_generation WHERE id = 1`).Scan(&g)
 	return g, unavailable(err)
 }
+
+// DeleteProduct deletes a product that has no updates (delete or, if
+// deployed, keep those first) and no holds (their history names it), with
+// its risk models. Audited as product.delete.
+func (tx *Tx) DeleteProduct(ctx context.Context, name string) (catalog.Product, error) {
+	p, err := tx.Product(ctx, name)
+	if err != nil {
+		return p, err
+	}
+	var updates, holds int
+	if err := tx.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM updates WHERE product = $1), (SELECT COUNT(*) FROM holds WHERE product = $1)`,
+		name).Scan(&updates, &holds); err != nil {
+		return p, unavailable(err)
+	}
+	switch {
+	case updates > 0:
+		return p, fault.E(fault.Conflict, "product %s has %d updates; delete those never deployed first (a deployed one keeps the product: withdraw it instead)", name, updates)
+	case holds > 0:
+		return p, fault.E(fault.Conflict, "product %s is named by %d holds; their history keeps it", name, holds)
+	}
+	for _, q := range []string{`DELETE FROM risk_models WHERE product = $1`, `DELETE FROM products WHERE name = $1`} {
+		if _, err := tx.db.ExecContext(ctx, q, name); err != nil {
+			return p, unavailable(err)
+		}
+	}
+	if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "product.delete", Target: "product:" + name, Before: p}); err != nil {
+		return p, err
+	}
+	return p, tx.bumpIf(ctx, len(p.Floors) > 0)
+}

@@ -107,3 +107,30 @@ func (q *queries) deltas(ctx context.Context, where string, args ...any) ([]cata
 	}
 	return out, unavailable(rows.Err())
 }
+
+// ReferencedBlobs returns every content digest a payload (in any state:
+// an upload in flight is referenced from its declaration) or a delta
+// names: the blobs the garbage collector must keep.
+func (q *queries) ReferencedBlobs(ctx context.Context) (map[string]bool, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT sha256 FROM payloads UNION SELECT sha256 FROM deltas WHERE sha256 <> ''`)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var sha string
+		if err := rows.Scan(&sha); err != nil {
+			return nil, unavailable(err)
+		}
+		out[sha] = true
+	}
+	return out, unavailable(rows.Err())
+}
+
+// BlobReferenced reports whether a payload or a delta names sha256.
+func (q *queries) BlobReferenced(ctx context.Context, sha256 string) (bool, error) {
+	var n int
+	err := q.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM payloads WHERE sha256 = $1) + (SELECT COUNT(*) FROM deltas WHERE sha256 = $1)`, sha256).Scan(&n)
+	return n > 0, unavailable(err)
+}
