@@ -226,6 +226,9 @@ type Update struct {
 	PublishedAt    *time.Time `json:"published_at,omitempty"`
 	WithdrawnAt    *time.Time `json:"withdrawn_at,omitempty"`
 	WithdrawReason string     `json:"withdraw_reason,omitempty"`
+	// Checks are the verdicts of the server's added pipeline steps, for
+	// every publish attempt (on a single update only).
+	Checks []StepCheck `json:"checks,omitempty"`
 }
 
 // CreateUpdate declares a new update. Creating the same update again (same
@@ -241,6 +244,15 @@ func (c *Client) Update(ctx context.Context, id string) (Update, error) {
 	var out Update
 	err := c.do(ctx, http.MethodGet, "/v1/updates/"+url.PathEscape(id), nil, nil, &out)
 	return out, err
+}
+
+// StepCheck is one pipeline step's verdict on one publish attempt.
+type StepCheck struct {
+	Step      string    `json:"step"`
+	Attempt   int       `json:"attempt"`
+	Verdict   string    `json:"verdict"`
+	Output    string    `json:"output"`
+	CheckedAt time.Time `json:"checked_at"`
 }
 
 // Delta is a delta the pipeline made to an update from an earlier

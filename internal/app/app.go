@@ -127,6 +127,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		IngestTimeout: cfg.IngestTimeout, Failpoints: a.failpoints(),
 		Deltas: pipeline.DeltaPolicy{Versions: cfg.Deltas.Versions, Products: cfg.Deltas.Products, MaxShare: cfg.Deltas.MaxShare},
 		GC:     pipeline.GCPolicy{Interval: cfg.ContentGC.Interval, Grace: cfg.ContentGC.Grace},
+		Steps:  pipelineSteps(cfg.PipelineSteps),
 		Sign: func(ctx context.Context, tx *store.Tx, _ string) error {
 			_, err := a.TUF.SyncTx(ctx, tx, false)
 			return err
@@ -474,4 +475,13 @@ func lockDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("data directory %s is in use by another ringmaster process", dir)
 	}
 	return f, nil
+}
+
+func pipelineSteps(cs []config.PipelineStep) []pipeline.Step {
+	out := make([]pipeline.Step, len(cs))
+	for i, c := range cs {
+		out[i] = pipeline.Step{Name: c.Name, Command: c.Command, FailCodes: c.FailCodes, URL: c.URL, Secret: c.Secret,
+			Timeout: c.Timeout, Attempts: c.Attempts}
+	}
+	return out
 }

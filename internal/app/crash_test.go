@@ -356,3 +356,66 @@ func TestKillDuringGC(t *testing.T) {
 		t.Fatalf("the referenced payload: %v", err)
 	}
 }
+
+// TestKillDuringStep kills the server after an added pipeline step ran
+// and before its verdict was recorded; after a restart the step runs again
+// and its verdict is recorded once, and the update publishes.
+func TestKillDuringStep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: skipped with -short")
+	}
+	t.Parallel()
+	data, dir := t.TempDir(), t.TempDir()
+	ctx := context.Background()
+	runs := filepath.Join(dir, "runs")
+	cfg := filepath.Join(dir, "ringmaster.yaml")
+	if err := os.WriteFile(cfg, []byte("pipeline_steps:\n  - name: count\n    command: [sh, -c, 'echo \"$1\" >> "+runs+"', count]\n    timeout: 5s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startChild(t, data, "", "RINGMASTER_FAILPOINT=step-ran", "RINGMASTER_CONFIG="+cfg)
+	admin := adminClient(t, c.url, data)
+	p, sum := writeRandomFile(t, 16<<10)
+	if _, err := admin.PutProduct(ctx, client.Product{Name: "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := admin.CreateUpdate(ctx, client.NewUpdate{Product: "agent", Version: "1.0", Payloads: []client.NewPayload{{Name: "payload.bin", SHA256: sum, Size: 16 << 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(p)
+	defer f.Close()
+	if err := admin.Upload(ctx, u.ID, u.Payloads[0], f, client.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Publish(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(data, "failpoint-step-ran"))
+	c.kill9(t)
+	os.Remove(filepath.Join(data, "failpoint-step-ran"))
+
+	c = startChild(t, data, "", "RINGMASTER_CONFIG="+cfg)
+	admin = adminClient(t, c.url, data)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	pub, err := admin.WaitPublished(wctx, u.ID, 100*time.Millisecond)
+	if err != nil || len(pub.Checks) != 1 || pub.Checks[0].Verdict != "pass" {
+		t.Fatalf("after restart: %+v, %v", pub, err)
+	}
+	c.stop(t)
+	b, _ := os.ReadFile(runs)
+	if lines := strings.Count(string(b), "\n"); lines != 2 || !strings.Contains(string(b), filepath.Join("content", "sha256")) {
+		t.Fatalf("the step ran %d times (once before the kill, once after), given %q", lines, b)
+	}
+	db := openDB(t, data, "")
+	for query, want := range map[string]int{
+		`SELECT COUNT(*) FROM update_checks`:                                                 1,
+		`SELECT COUNT(*) FROM river_job WHERE kind = 'publish_step' AND state = 'completed'`: 1,
+		`SELECT COUNT(*) FROM audit_log WHERE action = 'update.check'`:                       1,
+	} {
+		var n int
+		if err := db.QueryRow(query).Scan(&n); err != nil || n != want {
+			t.Errorf("%s = %d (%v), want %d", query, n, err, want)
+		}
+	}
+}

@@ -106,6 +106,9 @@ type Update struct {
 	WithdrawnAt *time.Time `json:"withdrawn_at,omitempty"`
 	// WithdrawReason says why it was withdrawn.
 	WithdrawReason string `json:"withdraw_reason,omitempty"`
+	// Checks are the verdicts of the pipeline's added steps, every
+	// attempt's (on a single update only).
+	Checks []Check `json:"checks,omitempty"`
 }
 
 // PayloadState is where one payload is in the pipeline.
@@ -390,6 +393,15 @@ func NewID(prefix string, now time.Time) string {
 
 // HexDigest formats a SHA-256 sum.
 func HexDigest(sum []byte) string { return hex.EncodeToString(sum) }
+
+// Check is the verdict of one pipeline step on one publish attempt.
+type Check struct {
+	Step      string    `json:"step"`
+	Attempt   int       `json:"attempt"`
+	Verdict   string    `json:"verdict"` // pass or fail
+	Output    string    `json:"output"`
+	CheckedAt time.Time `json:"checked_at"`
+}
 
 // DeltaState says whether a delta was made.
 type DeltaState string

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,9 @@ type Config struct {
 	Deltas Deltas `yaml:"deltas"`
 	// ContentGC configures the content garbage collector.
 	ContentGC ContentGC `yaml:"content_gc"`
+	// PipelineSteps are checks added to publishing between verification
+	// and signing (config file only: webhooks carry secrets).
+	PipelineSteps []PipelineStep `yaml:"pipeline_steps"`
 	// Console configures the web console's sign-in.
 	Console Console `yaml:"console"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -130,6 +134,47 @@ type Deltas struct {
 	Versions int            `yaml:"versions"`
 	Products map[string]int `yaml:"products"`
 	MaxShare float64        `yaml:"max_share"`
+}
+
+// PipelineStep is a check added to publishing: a command run on the
+// payloads' files (exit 0 passes, an exit code in fail_codes, default 1,
+// fails) or a webhook that must answer {"verdict": "pass"|"fail"}.
+type PipelineStep struct {
+	Name      string        `yaml:"name"`
+	Command   []string      `yaml:"command"`
+	FailCodes []int         `yaml:"fail_codes"`
+	URL       string        `yaml:"url"`
+	Secret    string        `yaml:"secret"`
+	Timeout   time.Duration `yaml:"timeout"`
+	Attempts  int           `yaml:"attempts"`
+}
+
+var stepNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+func validateSteps(steps []PipelineStep) error {
+	seen := map[string]bool{}
+	for i, s := range steps {
+		f := fmt.Sprintf("pipeline_steps[%d]", i)
+		switch {
+		case !stepNameRE.MatchString(s.Name):
+			return fmt.Errorf("%s.name must be 1-64 of a-z 0-9 _ -, not %q", f, s.Name)
+		case seen[s.Name]:
+			return fmt.Errorf("%s.name %q is used twice", f, s.Name)
+		case (len(s.Command) > 0) == (s.URL != ""):
+			return fmt.Errorf("%s (%s) needs exactly one of command and url", f, s.Name)
+		case s.URL != "" && !strings.HasPrefix(s.URL, "https://") && !strings.HasPrefix(s.URL, "http://"):
+			return fmt.Errorf("%s.url must be http(s)", f)
+		case s.Timeout < 0 || s.Attempts < 0 || s.Attempts > 25:
+			return fmt.Errorf("%s: timeout must not be negative, attempts from 0 (default 5) to 25", f)
+		}
+		for _, c := range s.FailCodes {
+			if c <= 0 || c > 255 {
+				return fmt.Errorf("%s.fail_codes: %d is not a failing exit code (1-255)", f, c)
+			}
+		}
+		seen[s.Name] = true
+	}
+	return nil
 }
 
 // ContentGC configures the content garbage collector: every Interval
@@ -397,6 +442,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Deltas.validate(); err != nil {
+		return err
+	}
+	if err := validateSteps(c.PipelineSteps); err != nil {
 		return err
 	}
 	if c.ContentGC.Interval < 0 || c.ContentGC.Interval > 0 && c.ContentGC.Interval < time.Minute || c.ContentGC.Grace < time.Minute {

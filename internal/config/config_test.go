@@ -71,6 +71,20 @@ func TestLoadRejects(t *testing.T) {
 		func(c *Config) { c.NextCheck = 0 },
 		func(c *Config) { c.JobRescueAfter = time.Millisecond },
 		func(c *Config) { c.MaxPayloadBytes = -1 },
+		func(c *Config) { c.Deltas.MaxShare = 0 },
+		func(c *Config) { c.Deltas.Versions = -1 },
+		func(c *Config) { c.ContentGC.Grace = time.Second },
+		func(c *Config) { c.PipelineSteps = []PipelineStep{{Name: "scan"}} }, // neither command nor url
+		func(c *Config) {
+			c.PipelineSteps = []PipelineStep{{Name: "scan", Command: []string{"x"}, URL: "https://h"}}
+		}, // both
+		func(c *Config) { c.PipelineSteps = []PipelineStep{{Name: "Scan!", Command: []string{"x"}}} }, // name
+		func(c *Config) {
+			c.PipelineSteps = []PipelineStep{{Name: "a", Command: []string{"x"}}, {Name: "a", URL: "https://h"}}
+		}, // twice
+		func(c *Config) {
+			c.PipelineSteps = []PipelineStep{{Name: "a", Command: []string{"x"}, FailCodes: []int{0}}}
+		}, // 0 is success
 	} {
 		c := Default()
 		mut(&c)

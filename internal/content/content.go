@@ -294,6 +294,14 @@ func (s *Store) Stat(sha string) (Blob, error) {
 	return Blob{SHA256: sha, Size: fi.Size(), Modified: fi.ModTime()}, nil
 }
 
+// Path is a stored blob's file, for a pipeline step to read.
+func (s *Store) Path(sha string) (string, error) {
+	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
+		return "", err
+	}
+	return s.blobPath(sha), nil
+}
+
 // Touch marks a blob as just used (a new update claims bytes the store
 // already holds), so the garbage collector's grace period covers it.
 func (s *Store) Touch(sha string, now time.Time) error {

@@ -4,7 +4,8 @@
 // resumes where it stopped and does nothing twice.
 //
 // Steps: submit (all bytes received) → ingest each payload (verify size and
-// SHA-256 again, move into the content store) → finalize (mark published).
+// SHA-256 again, move into the content store) → the organisation's added
+// steps, in order (steps.go) → finalize (mark published).
 // Publishing signs the update into the TUF targets and enqueues delta jobs
 // (deltas.go) from the product's earlier versions.
 package pipeline
@@ -81,6 +82,9 @@ type Config struct {
 	Deltas DeltaPolicy
 	// GC configures content garbage collection.
 	GC GCPolicy
+	// Steps are checks the organisation adds between verification and
+	// signing, run in order (steps.go).
+	Steps []Step
 }
 
 // pipelineActor is who the audit log names for the pipeline's own steps.
@@ -154,6 +158,7 @@ func (p *Pipeline) Register(w *river.Workers) {
 	river.AddWorker(w, &finalizeWorker{p: p})
 	river.AddWorker(w, &deltaWorker{p: p})
 	river.AddWorker(w, &gcWorker{p: p})
+	river.AddWorker(w, &stepWorker{p: p})
 }
 
 // SetClient gives the pipeline the River client that enqueues its jobs.
@@ -207,7 +212,7 @@ func (p *Pipeline) enqueueNext(ctx context.Context, tx *store.Tx, u catalog.Upda
 		}
 	}
 	if len(jobs) == 0 {
-		jobs = append(jobs, river.InsertManyParams{Args: FinalizeArgs{UpdateID: u.ID, Attempt: u.Attempt}})
+		return p.afterStored(ctx, tx, u)
 	}
 	_, err := p.client.InsertManyTx(ctx, tx.SQL(), jobs)
 	return err
@@ -259,7 +264,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 			done = done && pl.State == catalog.PayloadStored
 		}
 		if done {
-			if _, err := p.client.InsertTx(ctx, tx.SQL(), FinalizeArgs{UpdateID: u.ID, Attempt: u.Attempt}, nil); err != nil {
+			if err := p.afterStored(ctx, tx, u); err != nil {
 				return err
 			}
 		}

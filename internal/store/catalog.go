@@ -242,7 +242,10 @@ func (q *queries) Update(ctx context.Context, id string) (catalog.Update, error)
 	if err != nil {
 		return u, unavailable(err)
 	}
-	u.Payloads, err = q.payloads(ctx, id)
+	if u.Payloads, err = q.payloads(ctx, id); err != nil {
+		return u, err
+	}
+	u.Checks, err = q.Checks(ctx, id)
 	return u, err
 }
 
@@ -451,7 +454,7 @@ func (tx *Tx) DeleteUpdate(ctx context.Context, id string) (catalog.Update, erro
 	if holds > 0 {
 		return u, fault.E(fault.Conflict, "update %s is named by %d holds; their history keeps it", id, holds)
 	}
-	for _, q := range []string{`DELETE FROM deltas WHERE to_update_id = $1 OR from_update_id = $1`,
+	for _, q := range []string{`DELETE FROM deltas WHERE to_update_id = $1 OR from_update_id = $1`, `DELETE FROM update_checks WHERE update_id = $1`,
 		`DELETE FROM payloads WHERE update_id = $1`, `DELETE FROM updates WHERE id = $1`} {
 		if _, err := tx.db.ExecContext(ctx, q, id); err != nil {
 			return u, unavailable(err)
@@ -519,4 +522,33 @@ func (tx *Tx) DeleteProduct(ctx context.Context, name string) (catalog.Product, 
 		return p, err
 	}
 	return p, tx.bumpIf(ctx, len(p.Floors) > 0)
+}
+
+// RecordCheck stores a pipeline step's verdict on an update's publish
+// attempt; recording one already recorded is a Conflict.
+func (tx *Tx) RecordCheck(ctx context.Context, updateID string, c catalog.Check) error {
+	_, err := tx.db.ExecContext(ctx, `INSERT INTO update_checks (update_id, attempt, step, verdict, output, checked_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		updateID, c.Attempt, c.Step, c.Verdict, c.Output, tx.now())
+	if isUniqueViolation(err) {
+		return fault.E(fault.Conflict, "step %s already judged attempt %d of %s", c.Step, c.Attempt, updateID)
+	}
+	return unavailable(err)
+}
+
+// Checks lists an update's step verdicts, oldest first.
+func (q *queries) Checks(ctx context.Context, updateID string) ([]catalog.Check, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT step, attempt, verdict, output, checked_at FROM update_checks WHERE update_id = $1 ORDER BY attempt, checked_at, step`, updateID)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []catalog.Check
+	for rows.Next() {
+		var c catalog.Check
+		if err := rows.Scan(&c.Step, &c.Attempt, &c.Verdict, &c.Output, &c.CheckedAt); err != nil {
+			return nil, unavailable(err)
+		}
+		out = append(out, c)
+	}
+	return out, unavailable(rows.Err())
 }
