@@ -37,6 +37,24 @@ func (c *Console) rollbackDeployment(w http.ResponseWriter, r *http.Request, s *
 	c.done(w, r, back, err, "%s is rolled back: %s %s is offered to the devices that installed the bad version, in %d waves", id, d.Product, d.Version, len(d.Plan.Waves))
 }
 
+func (c *Console) deleteUpdate(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PathValue("id")
+	err := s.api.DeleteUpdate(s.ctx, id)
+	c.done(w, r, Prefix+"catalog", err, "update %s deleted", id)
+}
+
+func (c *Console) deleteProduct(w http.ResponseWriter, r *http.Request, s *session) {
+	name := r.PathValue("name")
+	err := s.api.DeleteProduct(s.ctx, name)
+	c.done(w, r, Prefix+"catalog", err, "product %s deleted", name)
+}
+
+func (c *Console) deleteRing(w http.ResponseWriter, r *http.Request, s *session) {
+	name := r.PathValue("name")
+	err := s.api.DeleteRing(s.ctx, name)
+	c.done(w, r, Prefix+"rings", err, "ring %s deleted", name)
+}
+
 func (c *Console) withdrawUpdate(w http.ResponseWriter, r *http.Request, s *session) {
 	u, err := s.api.Withdraw(s.ctx, r.PathValue("id"), r.PostFormValue("reason"))
 	c.done(w, r, Prefix+"catalog", err, "%s %s is withdrawn: offered to no device, gone from the signed targets", u.Product, u.Version)

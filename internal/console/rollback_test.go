@@ -60,3 +60,46 @@ func TestConsoleRollback(t *testing.T) {
 		t.Fatalf("%d rollbacks of %s", rolled, bad.ID)
 	}
 }
+
+// TestConsoleDeletes: the catalog and rings pages delete what was never
+// used and show the API's refusal for what was.
+func TestConsoleDeletes(t *testing.T) {
+	s := startServer(t, nil)
+	ctx := context.Background()
+	used := s.publish(t, "agent", "1.0")
+	unused := s.publish(t, "scratch", "0.1")
+	if _, err := s.admin.Deploy(ctx, "agent", "1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.admin.PutRing(ctx, client.Ring{Name: "lab", Rank: 1, Rule: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	hc := browserless(t)
+	csrf := signIn(t, s, hc, s.token)
+	del := func(path string) string {
+		t.Helper()
+		res := post(t, hc, s.url+path, url.Values{"csrf": {csrf}})
+		if res.status != http.StatusSeeOther {
+			t.Fatalf("POST %s: %d\n%s", path, res.status, res.body)
+		}
+		return get(t, hc, s.url+res.header.Get("Location")).body
+	}
+	if page := del("/ui/updates/" + used.ID + "/delete"); !strings.Contains(page, "has been deployed") {
+		t.Fatalf("deleting a deployed update:\n%s", page)
+	}
+	if page := del("/ui/updates/" + unused.ID + "/delete"); !strings.Contains(page, "update "+unused.ID+" deleted") {
+		t.Fatalf("deleting an unused update:\n%s", page)
+	}
+	if page := del("/ui/products/agent/delete"); !strings.Contains(page, "has 1 updates") {
+		t.Fatalf("deleting a product with updates:\n%s", page)
+	}
+	if page := del("/ui/products/scratch/delete"); !strings.Contains(page, "product scratch deleted") {
+		t.Fatalf("deleting an empty product:\n%s", page)
+	}
+	if page := del("/ui/rings/lab/delete"); !strings.Contains(page, "ring lab deleted") {
+		t.Fatalf("deleting a ring:\n%s", page)
+	}
+	if _, err := s.admin.Update(ctx, unused.ID); !client.IsKind(err, "not-found") {
+		t.Fatalf("the deleted update: %v", err)
+	}
+}
