@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/apptest"
 )
 
 func publishSmall(t *testing.T, s *server, product, ver string) client.Update {
@@ -246,13 +247,7 @@ func TestKillDuringRollout(t *testing.T) {
 
 func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	apptest.WaitFor(t, limit, cond)
 }
 
 // TestRetryFailedPublish: a publish that failed (its staged bytes no longer

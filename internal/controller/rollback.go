@@ -7,6 +7,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -70,7 +71,7 @@ func (c *Controller) ProposedRollback(ctx context.Context, d rollout.Deployment)
 	if d.State != rollout.Halted || d.Plan.Rollback != nil {
 		return "", nil
 	}
-	if rs, err := c.store.Rollbacks(ctx, d.ID); err != nil || len(rs) > 0 {
+	if rs, err := c.store.Deployments(ctx, store.DeploymentFilter{RollbackOf: d.ID, Limit: 1}); err != nil || len(rs) > 0 {
 		return "", err
 	}
 	v, err := version.Parse(d.Version)

@@ -98,26 +98,6 @@ func (q *queries) live(ctx context.Context, updateID, rollbackOf string) (rollou
 	return d, unavailable(err)
 }
 
-// Rollbacks lists the deployments that roll back deployment id, newest
-// first.
-func (q *queries) Rollbacks(ctx context.Context, id string) ([]rollout.Deployment, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+deploymentColumns+`
-		FROM deployments d JOIN updates u ON u.id = d.update_id WHERE d.rollback_of = $1 ORDER BY d.id DESC`, id)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	defer rows.Close()
-	var out []rollout.Deployment
-	for rows.Next() {
-		d, err := scanDeployment(rows)
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		out = append(out, d)
-	}
-	return out, unavailable(rows.Err())
-}
-
 // Deployment returns the deployment, or NotFound.
 func (q *queries) Deployment(ctx context.Context, id string) (rollout.Deployment, error) {
 	return q.deployment(ctx, id, false)
@@ -141,7 +121,9 @@ type DeploymentFilter struct {
 	// Products, when set, limits the list to these products (a scoped token).
 	Products []string
 	States   []rollout.State
-	Limit    int
+	// RollbackOf, when set, lists the rollbacks of this deployment.
+	RollbackOf string
+	Limit      int
 }
 
 // Deployments lists deployments, newest first.
@@ -153,6 +135,10 @@ func (q *queries) Deployments(ctx context.Context, f DeploymentFilter) ([]rollou
 	}
 	if len(f.Products) > 0 {
 		where = append(where, inList("u.product", f.Products, &args))
+	}
+	if f.RollbackOf != "" {
+		args = append(args, f.RollbackOf)
+		where = append(where, fmt.Sprintf("d.rollback_of = $%d", len(args)))
 	}
 	if len(f.States) > 0 {
 		var ph []string
