@@ -37,8 +37,8 @@ type DeltaResult struct {
 	DeltaBytes int64   `json:"delta_bytes"`
 	DeltaShare float64 `json:"delta_share"`
 	// CompressedBytes and CompressedShare: the baseline, the new file
-	// compressed alone at the same level (what a device fetches without
-	// a delta from a server that compresses).
+	// compressed alone at the same level (what a device would fetch
+	// without a delta from a server that compressed payloads).
 	CompressedBytes int64         `json:"compressed_bytes"`
 	CompressedShare float64       `json:"compressed_share"`
 	Generate        time.Duration `json:"generate_ns"`
@@ -135,7 +135,7 @@ func measurePair(oldPath, newPath string, rounds int) (DeltaResult, error) {
 // compressAlone is the baseline: the new file compressed at the level
 // deltas are made with, without the old file as history.
 func compressAlone(b []byte) ([]byte, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
