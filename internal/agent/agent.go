@@ -35,15 +35,17 @@ const (
 	Approve     = "approve"
 	ReleaseHold = "release_hold"
 	Deploy      = "deploy"
+	Promote     = "promote"
 )
 
 // Actions lists the widening actions a plan can hold.
-var Actions = []string{Resume, Advance, Approve, ReleaseHold, Deploy}
+var Actions = []string{Resume, Advance, Approve, ReleaseHold, Deploy, Promote}
 
 // Change is what an agent wants to do.
 type Change struct {
-	Action       string        `json:"action" jsonschema:"one of resume, advance, approve (a deployment), release_hold (a hold), deploy (an update)"`
-	DeploymentID string        `json:"deployment_id,omitempty" jsonschema:"the deployment, for resume, advance and approve"`
+	Action       string        `json:"action" jsonschema:"one of resume, advance, approve, promote (a deployment), release_hold (a hold), deploy (an update)"`
+	DeploymentID string        `json:"deployment_id,omitempty" jsonschema:"the deployment, for resume, advance, approve and promote"`
+	Ring         string        `json:"ring,omitempty" jsonschema:"for promote: the ring to move on to (default: the next by rank)"`
 	HoldID       string        `json:"hold_id,omitempty" jsonschema:"the hold, for release_hold"`
 	Product      string        `json:"product,omitempty" jsonschema:"the product, for deploy"`
 	Version      string        `json:"version,omitempty" jsonschema:"the version, for deploy"`
@@ -188,6 +190,38 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 		}
 		f, err := pl.holdForecast(ctx, h)
 		return h.ID, state{Target: h.ID, Seen: h}, f, err
+	case Promote:
+		if err := catalog.ValidateID("deployment_id", "dep", c.DeploymentID); err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		d, err := pl.cfg.Store.Deployment(ctx, c.DeploymentID)
+		if err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		if err := p.AuthorizeProduct(d.Product); err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		var waves []rollout.Wave
+		if c.Plan != nil {
+			waves = c.Plan.Waves
+		}
+		to, err := pl.cfg.Controller.NextRing(ctx, d, c.Ring)
+		if err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		// Check the promotion is possible now, on a copy.
+		_, next, _, err := rollout.Promote(d.Plan, d.Status, to, waves, "plan", c.Reason, pl.cfg.Now())
+		if err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		counts, err := pl.cfg.Store.HealthCounts(ctx, d.ID, false)
+		if err != nil {
+			return "", state{}, Forecast{}, err
+		}
+		f, err := pl.forecast(ctx, d.Product, 0, next.Percent, d.Plan.Gate, counts)
+		f.Note = "upper bound: the new ring's first wave as a share of every device of the product, before the ring narrows it"
+		c.Ring = to
+		return d.ID, state{Target: d.ID, Seen: map[string]any{"status": d.Status, "updated": d.UpdatedAt}}, f, err
 	case Deploy:
 		if c.Plan == nil {
 			return "", state{}, Forecast{}, fault.Field("plan", "deploy needs a plan (waves at least)")
@@ -450,6 +484,15 @@ func (pl *Planner) execute(ctx context.Context, c Change, actor string) (any, er
 	switch c.Action {
 	case Resume, Advance, Approve:
 		res, err = pl.cfg.Controller.Command(ctx, c.DeploymentID, rollout.Command(c.Action), actor, c.Reason)
+	case Promote:
+		var waves []rollout.Wave
+		if c.Plan != nil {
+			waves = c.Plan.Waves
+		}
+		res, err = pl.cfg.Controller.Promote(ctx, c.DeploymentID, c.Ring, waves, actor, c.Reason)
+		if err == nil {
+			err = pl.cfg.Refresh(ctx)
+		}
 	case ReleaseHold:
 		res, err = pl.cfg.Store.ReleaseHold(ctx, c.HoldID, actor, c.Reason)
 		if err == nil {

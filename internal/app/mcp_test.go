@@ -13,48 +13,19 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/apptest"
 )
 
 // mcpSession connects the Go SDK's MCP client to the server with a token.
 func mcpSession(t *testing.T, s *server, token string) *mcp.ClientSession {
-	t.Helper()
-	c := s.admin.WithToken(token)
-	sess, err := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil).
-		Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: c.MCPURL(), HTTPClient: c.HTTPClient()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	return sess
+	return apptest.MCPSession(t, s.admin.WithToken(token))
 }
 
 // call calls a tool and decodes its structured result into out; it fails
-// the test on a tool error unless wantErr is set, and returns the error text.
+// the test on a protocol error and returns a tool error's text.
 func call(t *testing.T, sess *mcp.ClientSession, name string, args map[string]any, out any) string {
 	t.Helper()
-	res, err := sess.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
-	if err != nil {
-		t.Fatalf("%s: protocol error %v", name, err)
-	}
-	if res.IsError {
-		var msg []string
-		for _, c := range res.Content {
-			if tc, ok := c.(*mcp.TextContent); ok {
-				msg = append(msg, tc.Text)
-			}
-		}
-		return strings.Join(msg, " ")
-	}
-	if res.StructuredContent == nil {
-		t.Fatalf("%s: no structured result", name)
-	}
-	if out != nil {
-		b, _ := json.Marshal(res.StructuredContent)
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s: result %s: %v", name, b, err)
-		}
-	}
-	return ""
+	return apptest.CallTool(t, sess, name, args, out)
 }
 
 func mustCall(t *testing.T, sess *mcp.ClientSession, name string, args map[string]any, out any) {

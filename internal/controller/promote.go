@@ -18,11 +18,7 @@ func (c *Controller) Promote(ctx context.Context, id, ring string, waves []rollo
 	if err != nil {
 		return cur, err
 	}
-	rings, err := c.store.Rings(ctx)
-	if err != nil {
-		return cur, err
-	}
-	to, err := nextRing(rings, cur.Plan.Ring, ring)
+	to, err := c.NextRing(ctx, cur, ring)
 	if err != nil {
 		return cur, err
 	}
@@ -40,6 +36,16 @@ func (c *Controller) Promote(ctx context.Context, id, ring string, waves []rollo
 		c.changed(ctx)
 	}
 	return d, err
+}
+
+// NextRing is the ring a promotion of d moves on to: ring, checked to
+// rank above d's, or the next one by rank when ring is empty.
+func (c *Controller) NextRing(ctx context.Context, d rollout.Deployment, ring string) (string, error) {
+	rings, err := c.store.Rings(ctx)
+	if err != nil {
+		return "", err
+	}
+	return nextRing(rings, d.Plan.Ring, ring)
 }
 
 // nextRing checks that ring to (or, when empty, the ring of lowest rank

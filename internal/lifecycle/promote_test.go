@@ -101,6 +101,44 @@ func TestPromote(t *testing.T) {
 	if n := count(); n != 60 {
 		t.Fatalf("after the last wave in broad, %d of 60 devices are offered", n)
 	}
+	// An agent promotes through a plan, within its budget.
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "tool", Version: "1.0", Kind: "app"}, []string{randomFile(t, 4096)}, opts); err != nil {
+		t.Fatal(err)
+	}
+	td, err := s.Admin.DeployPlan(ctx, "tool", "1.0", client.Plan{Ring: "canary", Waves: []client.Wave{{Percent: 100}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apptest.WaitFor(t, 30*time.Second, func() bool {
+		td, err = s.Admin.Deployment(ctx, td.ID)
+		return err == nil && td.State == "completed"
+	})
+	_, agentToken, err := s.Admin.CreateToken(ctx, client.NewToken{Name: "release-bot", Role: "agent", Budget: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := apptest.MCPSession(t, s.Admin.WithToken(agentToken))
+	var plan struct {
+		Hash   string `json:"plan_hash"`
+		Change struct {
+			Ring string `json:"ring"`
+		} `json:"change"`
+		WithinBudget bool `json:"within_budget"`
+	}
+	if msg := apptest.CallTool(t, sess, "plan_change", map[string]any{"action": "promote", "deployment_id": td.ID, "reason": "canary clean"}, &plan); msg != "" {
+		t.Fatal(msg)
+	}
+	if plan.Change.Ring != "broad" || !plan.WithinBudget {
+		t.Fatalf("the agent's promotion plan: %+v", plan)
+	}
+	var out struct{ Applied bool }
+	if msg := apptest.CallTool(t, sess, "apply_plan", map[string]any{"plan_hash": plan.Hash}, &out); msg != "" || !out.Applied {
+		t.Fatalf("applying the promotion: %q %+v", msg, out)
+	}
+	if td, _ = s.Admin.Deployment(ctx, td.ID); td.Plan.Ring != "broad" || !strings.HasPrefix(td.Plan.Promotions[0].By, "token:") {
+		t.Fatalf("after the agent's promotion: ring %s, promotions %+v", td.Plan.Ring, td.Plan.Promotions)
+	}
+
 	evs, err := s.Admin.DeploymentEvents(ctx, d.ID)
 	if err != nil {
 		t.Fatal(err)
