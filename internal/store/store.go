@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,6 +55,8 @@ type Store struct {
 	dialect     Dialect
 	// failpoints stop named steps for crash tests.
 	failpoints failpoint.Set
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Options tune Open.
@@ -198,17 +201,18 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-// Close releases the database.
+// Close releases the database; closing it again does nothing.
 func (s *Store) Close() error {
-	var err error
-	if s.checkpoints != nil {
-		err = s.checkpoints.close()
-	}
-	err = errors.Join(err, s.db.Close())
-	if s.pool != nil {
-		s.pool.Close()
-	}
-	return err
+	s.closeOnce.Do(func() {
+		if s.checkpoints != nil {
+			s.closeErr = s.checkpoints.close()
+		}
+		s.closeErr = errors.Join(s.closeErr, s.db.Close())
+		if s.pool != nil {
+			s.pool.Close()
+		}
+	})
+	return s.closeErr
 }
 
 // JobCounts counts the job queue's jobs by state (available, scheduled,

@@ -52,7 +52,19 @@ type Repo struct {
 	// none). While it is set, requests for the newest metadata look at the
 	// database first, so "published" never outruns what is served.
 	pending atomic.Int64
+	// older keeps versioned metadata read from the database (immutable),
+	// so a device walking the root chain is served from memory later,
+	// even while the database is down.
+	olderMu sync.Mutex
+	older   map[string][]byte
 }
+
+// maxOlder bounds the versioned metadata kept in memory.
+const maxOlder = 256
+
+// dbDeadline bounds a metadata read from the database: devices verifying
+// an offer must not hang on a frozen database.
+const dbDeadline = 2 * time.Second
 
 // served is the newest metadata, as served, at one generation.
 type served struct {
@@ -670,10 +682,19 @@ func (r *Repo) AcceptRoot(ctx context.Context, body []byte, actor, reason string
 // File returns a metadata file by its served name: "timestamp.json",
 // "root.json", or a versioned "N.root.json", "N.snapshot.json",
 // "N.targets.json". immutable reports whether the name pins a version.
+//
+// What devices need to verify an offer is answered from memory: the newest
+// metadata, and versioned names of the newest versions, while the database
+// is down (a pending signature that cannot be confirmed then is served as
+// what was last loaded); older versions are read once, with a deadline,
+// and kept.
 func (r *Repo) File(ctx context.Context, name string) (body []byte, immutable bool, err error) {
 	if r.pending.Load() != 0 {
-		if err := r.Reload(ctx); err != nil {
-			return nil, false, err
+		rctx, cancel := context.WithTimeout(ctx, dbDeadline)
+		err := r.Reload(rctx)
+		cancel()
+		if err != nil {
+			r.cfg.Log.Warn("TUF reload failed; serving the metadata last loaded", "err", err)
 		}
 	}
 	cur := r.cur.Load()
@@ -688,15 +709,39 @@ func (r *Repo) File(ctx context.Context, name string) (body []byte, immutable bo
 	if !ok || err != nil || n < 1 || !strings.HasSuffix(name, ".json") || !slices.Contains([]string{Root, Snapshot, Targets}, role) {
 		return nil, false, fault.E(fault.NotFound, "no TUF metadata named %q", name)
 	}
-	b, err := r.cfg.Store.TUFVersion(ctx, role, n)
-	return b, true, err
+	if rv, ok := cur.versions[role]; ok && rv.version == n {
+		return cur.files[role+".json"], true, nil
+	}
+	r.olderMu.Lock()
+	b, ok := r.older[name]
+	r.olderMu.Unlock()
+	if ok {
+		return b, true, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, dbDeadline)
+	defer cancel()
+	if b, err = r.cfg.Store.TUFVersion(rctx, role, n); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fault.Wrap(err, fault.Unavailable, "TUF metadata "+name+" could not be read in time")
+		}
+		return nil, false, err
+	}
+	r.olderMu.Lock()
+	if r.older == nil || len(r.older) >= maxOlder {
+		r.older = map[string][]byte{}
+	}
+	r.older[name] = b
+	r.olderMu.Unlock()
+	return b, true, nil
 }
 
 // TargetHash returns the sha256 of the target at path in the newest
 // targets metadata.
 func (r *Repo) TargetHash(ctx context.Context, path string) (string, int64, bool) {
 	if r.pending.Load() != 0 {
-		_ = r.Reload(ctx) // on error, answer from what is loaded
+		rctx, cancel := context.WithTimeout(ctx, dbDeadline)
+		_ = r.Reload(rctx) // on error, answer from what is loaded
+		cancel()
 	}
 	cur := r.cur.Load()
 	if cur == nil {

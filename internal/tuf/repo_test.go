@@ -114,3 +114,40 @@ func TestAcceptRootRefuses(t *testing.T) {
 		t.Fatalf("status after rotation: %+v", st.Roles[Root])
 	}
 }
+
+// TestServedWithoutDatabase: with the database gone, the metadata a device
+// needs to verify an offer (the newest of every role, by plain and by
+// versioned name, and versions read before) is still served, from memory;
+// a version never read fails at once with a clear error instead of
+// hanging.
+func TestServedWithoutDatabase(t *testing.T) {
+	r, _ := newRepo(t)
+	ctx := context.Background()
+	names := []string{"root.json", "timestamp.json", "snapshot.json", "targets.json"}
+	cur := r.cur.Load()
+	for _, role := range []string{Root, Snapshot, Targets} {
+		names = append(names, fmt.Sprintf("%d.%s.json", cur.versions[role].version, role))
+	}
+	want := map[string][]byte{}
+	for _, n := range names {
+		b, _, err := r.File(ctx, n)
+		if err != nil {
+			t.Fatalf("%s with the database up: %v", n, err)
+		}
+		want[n] = b
+	}
+	if err := r.cfg.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.pending.Store(time.Now().UnixNano()) // a signature this process cannot confirm now
+	for _, n := range names {
+		b, _, err := r.File(ctx, n)
+		if err != nil || string(b) != string(want[n]) {
+			t.Fatalf("%s with the database down: %v", n, err)
+		}
+	}
+	start := time.Now()
+	if _, _, err := r.File(ctx, "7.snapshot.json"); err == nil || time.Since(start) > time.Minute {
+		t.Fatalf("a version never read, with the database down: %v after %s", err, time.Since(start))
+	}
+}
