@@ -49,7 +49,11 @@ type Config struct {
 	MaxPayloadBytes int64
 	// TokenRate limits requests per token.
 	TokenRate ratelimit.Limits
-	Now       func() time.Time
+	// Timeout bounds an admin request (payload uploads and the MCP
+	// endpoint excepted), database work included, so a hung database
+	// answers "unavailable" instead of holding the caller; 0 for none.
+	Timeout time.Duration
+	Now     func() time.Time
 }
 
 // API is the admin HTTP surface. Safe for concurrent use.
@@ -234,6 +238,12 @@ func (a *API) Authenticate(ctx context.Context, header string) (access.Principal
 
 func (a *API) authenticated(d decision, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Timeout > 0 && !Streams(r) && r.URL.Path != "/mcp" {
+			ctx, cancel := context.WithTimeoutCause(r.Context(), a.cfg.Timeout,
+				fault.E(fault.Unavailable, "the request did not finish within %s (admin_timeout): the database may be down or overloaded; try again", a.cfg.Timeout))
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		p, signedIn := r.Context().Value(signedInKey{}).(access.Principal)
 		var err error
 		if !signedIn {

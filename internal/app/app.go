@@ -222,7 +222,7 @@ func (a *App) routes() (http.Handler, error) {
 	a.Admin = adminapi.New(adminapi.Config{
 		Store: a.Store, Content: a.Content, Pipeline: a.Pipeline, Controller: a.Controller, Planner: planner, Rules: a.Rules,
 		Snapshots: a.Snapshots, Refresh: a.Snapshots.Refresh, MaxPayloadBytes: a.cfg.MaxPayloadBytes,
-		TokenRate: a.cfg.TokenRate, Now: time.Now,
+		TokenRate: a.cfg.TokenRate, Timeout: a.cfg.AdminTimeout, Now: time.Now,
 	})
 	a.Admin.Add(a.TUF.AdminRoutes()...)
 	for _, m := range []string{"POST", "GET", "DELETE"} {

@@ -86,7 +86,10 @@ type Config struct {
 	// one address holds open (0: no cap, for a server behind a load
 	// balancer, which then bounds its clients). Both keep slow or broken
 	// clients from holding every connection.
-	BodyTimeout       time.Duration `yaml:"body_timeout"`
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// AdminTimeout bounds an admin request (uploads and MCP excepted), so
+	// a hung database answers "unavailable" at once; 0 for none.
+	AdminTimeout      time.Duration `yaml:"admin_timeout"`
 	MaxConnsPerSource int           `yaml:"max_conns_per_source"`
 	// TLSCert and TLSKey, both set, make the listener serve HTTPS only
 	// (TLS 1.2 or newer).
@@ -267,6 +270,7 @@ func Default() Config {
 		Console:           Console{SessionTTL: 12 * time.Hour},
 		ShutdownTimeout:   20 * time.Second,
 		BodyTimeout:       30 * time.Second,
+		AdminTimeout:      30 * time.Second,
 		MaxConnsPerSource: 512,
 	}
 }
@@ -365,7 +369,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	durs := map[string]*time.Duration{
 		"RINGMASTER_NEXT_CHECK": &c.NextCheck, "RINGMASTER_SNAPSHOT_POLL": &c.SnapshotPoll,
 		"RINGMASTER_REGISTRY_FLUSH": &c.RegistryFlush, "RINGMASTER_JOB_RESCUE_AFTER": &c.JobRescueAfter,
-		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
+		"RINGMASTER_JOB_POLL": &c.JobPoll, "RINGMASTER_ADMIN_TIMEOUT": &c.AdminTimeout, "RINGMASTER_INGEST_TIMEOUT": &c.IngestTimeout,
 		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
 		"RINGMASTER_EVENTS_SYNC": &c.EventsSync, "RINGMASTER_TUF_TIMESTAMP_TTL": &c.TUF.TimestampTTL,
 		"RINGMASTER_TUF_REFRESH": &c.TUF.Refresh, "RINGMASTER_BODY_TIMEOUT": &c.BodyTimeout,
@@ -429,7 +433,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("device_auth must be optional or required, not %q", c.DeviceAuth)
 	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0 || c.EnrollRate.Rate < 0:
 		return fmt.Errorf("device_rate, source_rate, token_rate and enroll_rate must not be negative")
-	case c.BodyTimeout < 0 || c.MaxConnsPerSource < 0:
+	case c.BodyTimeout < 0 || c.MaxConnsPerSource < 0 || c.AdminTimeout < 0:
 		return fmt.Errorf("body_timeout and max_conns_per_source must not be negative (0 turns either off)")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return fmt.Errorf("tls_cert and tls_key must be set together")

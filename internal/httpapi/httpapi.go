@@ -64,6 +64,13 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) {
 		kind = fault.Unavailable
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A deadline the server set (admin_timeout): say so, not "internal".
+		if cause := context.Cause(r.Context()); cause != nil && fault.KindOf(cause) != fault.Internal {
+			err = cause
+		}
+		kind = fault.Unavailable
+	}
 	status := statusOf[kind]
 	p := Problem{
 		Type: ProblemTypePrefix + string(kind), Title: http.StatusText(status), Status: status,

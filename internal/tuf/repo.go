@@ -711,6 +711,10 @@ func (r *Repo) File(ctx context.Context, name string) (body []byte, immutable bo
 	}
 	if rv, ok := cur.versions[role]; ok && rv.version == n {
 		return cur.files[role+".json"], true, nil
+	} else if ok && n > rv.version {
+		// Newer than anything loaded: a device checking for the next root
+		// (every refresh does) is told there is none, without the database.
+		return nil, false, fault.E(fault.NotFound, "no TUF metadata named %q", name)
 	}
 	r.olderMu.Lock()
 	b, ok := r.older[name]

@@ -1,0 +1,80 @@
+package resilience
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringmaster/ringmaster/client"
+	"github.com/ringmaster/ringmaster/internal/apptest"
+	"github.com/ringmaster/ringmaster/internal/config"
+	"github.com/ringmaster/ringmaster/internal/dbtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// TestFrozenDatabase: with PostgreSQL hung (a proxy that holds every
+// connection and moves no bytes), admin requests fail fast with an
+// "unavailable" problem that says why, while devices keep checking in,
+// are offered the release, verify it against the signed TUF metadata and
+// download it; when the database comes back, so does the admin API.
+func TestFrozenDatabase(t *testing.T) {
+	ctx := context.Background()
+	fz, dsn := dbtest.Freeze(t, dbtest.Postgres(t))
+	s := apptest.Start(t, dsn, func(c *config.Config) { c.AdminTimeout = 2 * time.Second })
+	payload := make([]byte, 64<<10)
+	rand.Read(payload)
+	file := filepath.Join(t.TempDir(), "agent.bin")
+	if err := os.WriteFile(file, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.Deploy(ctx, "agent", "2.0"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(s.URL + "/v1/tuf/root.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	device, _ := client.New(s.URL, "")
+	checkIn := func() (client.CheckInResponse, error) {
+		return device.CheckIn(ctx, client.CheckInRequest{DeviceID: "dev-1", Installed: []client.Installed{{Product: "agent", Version: "1.0"}}})
+	}
+	if r, err := checkIn(); err != nil || len(r.Offers) != 1 {
+		t.Fatalf("check-in before the freeze: %+v, %v", r, err)
+	}
+
+	fz.Set(true)
+	_, err = s.Admin.Updates(ctx, "")
+	if !client.IsKind(err, "unavailable") || !strings.Contains(err.Error(), "admin_timeout") {
+		t.Fatalf("an admin request against a hung database: %v", err)
+	}
+	r, err := checkIn()
+	if err != nil || len(r.Offers) != 1 {
+		t.Fatalf("check-in with the database hung: %+v, %v", r, err)
+	}
+	up, err := device.NewUpdater(client.UpdaterConfig{TrustedRoot: root, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := up.Fetch(ctx, r.Offers[0], t.TempDir())
+	if err != nil || len(paths) != 1 {
+		t.Fatalf("verifying and downloading the offer with the database hung: %v", err)
+	}
+
+	fz.Set(false)
+	apptest.WaitFor(t, time.Minute, func() bool {
+		_, err := s.Admin.Updates(ctx, "")
+		return err == nil
+	})
+}
