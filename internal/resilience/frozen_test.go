@@ -37,7 +37,8 @@ func TestFrozenDatabase(t *testing.T) {
 	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Admin.Deploy(ctx, "agent", "2.0"); err != nil {
+	dep, err := s.Admin.Deploy(ctx, "agent", "2.0")
+	if err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get(s.URL + "/v1/tuf/root.json")
@@ -46,7 +47,7 @@ func TestFrozenDatabase(t *testing.T) {
 	}
 	root, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	device, _ := client.New(s.URL, "")
+	device, _ := client.New(s.URL, s.DeviceCredential("dev-1"))
 	checkIn := func() (client.CheckInResponse, error) {
 		return device.CheckIn(ctx, client.CheckInRequest{DeviceID: "dev-1", Installed: []client.Installed{{Product: "agent", Version: "1.0"}}})
 	}
@@ -71,10 +72,37 @@ func TestFrozenDatabase(t *testing.T) {
 	if err != nil || len(paths) != 1 {
 		t.Fatalf("verifying and downloading the offer with the database hung: %v", err)
 	}
+	// Its report is accepted into the event log meanwhile...
+	ev := r.Offers[0].Event("dev-1-installed", "dev-1", "install_succeeded", time.Now().UTC())
+	if res, err := device.SendEvents(ctx, []client.DeviceEvent{ev}); err != nil || res.Accepted != 1 {
+		t.Fatalf("an event with the database hung: %+v, %v", res, err)
+	}
 
+	// ...and counted, once, when the database is back.
 	fz.Set(false)
 	apptest.WaitFor(t, time.Minute, func() bool {
-		_, err := s.Admin.Updates(ctx, "")
-		return err == nil
+		h, err := s.Admin.DeploymentHealth(ctx, dep.ID)
+		return err == nil && h.Health.Overall.Failure.Of == 1
 	})
+	// A repeat of it counts nothing: once another device's report, sent
+	// after it through the same log, is counted, the total is two.
+	if res, err := device.SendEvents(ctx, []client.DeviceEvent{ev}); err != nil || res.Accepted != 1 {
+		t.Fatalf("the same event again: %+v, %v", res, err)
+	}
+	other, _ := client.New(s.URL, s.DeviceCredential("dev-2"))
+	r2, err := other.CheckIn(ctx, client.CheckInRequest{DeviceID: "dev-2", Installed: []client.Installed{{Product: "agent", Version: "1.0"}}})
+	if err != nil || len(r2.Offers) != 1 {
+		t.Fatalf("dev-2 check-in: %+v, %v", r2, err)
+	}
+	if _, err := other.SendEvents(ctx, []client.DeviceEvent{r2.Offers[0].Event("dev-2-installed", "dev-2", "install_succeeded", time.Now().UTC())}); err != nil {
+		t.Fatal(err)
+	}
+	var h client.Health
+	apptest.WaitFor(t, time.Minute, func() bool {
+		h, err = s.Admin.DeploymentHealth(ctx, dep.ID)
+		return err == nil && h.Health.Overall.Failure.Of >= 2
+	})
+	if h.Health.Overall.Failure.Of != 2 || h.Health.Overall.Failure.Events != 0 {
+		t.Fatalf("health after the database came back: %+v", h.Health.Overall)
+	}
 }
