@@ -238,16 +238,17 @@ func (a *API) Authenticate(ctx context.Context, header string) (access.Principal
 
 func (a *API) authenticated(d decision, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.cfg.Timeout > 0 && !Streams(r) && r.URL.Path != "/mcp" {
-			ctx, cancel := context.WithTimeoutCause(r.Context(), a.cfg.Timeout,
-				fault.E(fault.Unavailable, "the request did not finish within %s (admin_timeout): the database may be down or overloaded; try again", a.cfg.Timeout))
+		if !Streams(r) && r.URL.Path != "/mcp" {
+			ctx, cancel := a.bounded(r.Context())
 			defer cancel()
 			r = r.WithContext(ctx)
 		}
 		p, signedIn := r.Context().Value(signedInKey{}).(access.Principal)
 		var err error
 		if !signedIn {
-			p, err = a.Authenticate(r.Context(), r.Header.Get("Authorization"))
+			actx, cancel := a.bounded(r.Context()) // an upload's too
+			p, err = a.Authenticate(actx, r.Header.Get("Authorization"))
+			cancel()
 		}
 		if err == nil && !a.limiter.Allow(p.Key(), a.cfg.Now()) {
 			w.Header().Set("Retry-After", "1")
@@ -263,6 +264,16 @@ func (a *API) authenticated(d decision, next http.HandlerFunc) http.Handler {
 		ctx := audit.WithActor(context.WithValue(r.Context(), principalKey{}, p), p.Actor())
 		next(w, r.WithContext(ctx))
 	})
+}
+
+// bounded gives ctx the admin request deadline (admin_timeout), whose
+// expiry WriteError answers as "unavailable" with the reason.
+func (a *API) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.cfg.Timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, a.cfg.Timeout,
+		fault.E(fault.Unavailable, "the request did not finish within %s (admin_timeout): the database may be down or overloaded; try again", a.cfg.Timeout))
 }
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
@@ -583,13 +594,23 @@ var contentRangeRE = regexp.MustCompile(`^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})
 // upload receives payload bytes: the whole file, or (with Content-Range)
 // the next chunk after what has arrived, so an interrupted upload resumes.
 func (a *API) upload(w http.ResponseWriter, r *http.Request) {
-	u, p, err := a.payload(r)
+	// The body may stream for hours; the database calls around it each
+	// get the admin deadline.
+	ctx, cancel := a.bounded(r.Context())
+	u, p, err := a.payload(r.WithContext(ctx))
+	cancel()
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
 	if p.State != catalog.PayloadPending {
 		a.uploadAnswer(w, p, p.Size) // already here: nothing to send
+		return
+	}
+	if u.State == catalog.StateAwaitingUpload && a.cfg.Content.UploadOffset(u.ID, p.SHA256) == p.Size {
+		// Every byte arrived before, but recording it failed (the database
+		// was down at the last byte): record it now.
+		a.uploadComplete(w, r, u, p)
 		return
 	}
 	if u.State != catalog.StateAwaitingUpload {
@@ -636,13 +657,23 @@ func (a *API) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if got == p.Size {
-		err := a.cfg.Store.SetPayloadState(r.Context(), u.ID, p.SHA256, catalog.PayloadPending, catalog.PayloadUploaded)
-		if err != nil && !fault.Is(err, fault.Conflict) {
-			httpapi.WriteError(w, r, err)
-			return
-		}
+		a.uploadComplete(w, r, u, p)
+		return
 	}
 	a.uploadAnswer(w, p, got)
+}
+
+// uploadComplete records that every byte of a payload has arrived.
+func (a *API) uploadComplete(w http.ResponseWriter, r *http.Request, u catalog.Update, p catalog.Payload) {
+	ctx, cancel := a.bounded(r.Context())
+	defer cancel()
+	r = r.WithContext(ctx) // so WriteError tells a missed deadline apart
+	err := a.cfg.Store.SetPayloadState(ctx, u.ID, p.SHA256, catalog.PayloadPending, catalog.PayloadUploaded)
+	if err != nil && !fault.Is(err, fault.Conflict) {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.uploadAnswer(w, p, p.Size)
 }
 
 func (a *API) uploadAnswer(w http.ResponseWriter, p catalog.Payload, received int64) {

@@ -180,10 +180,21 @@ func (p *Pipeline) Submit(ctx context.Context, updateID string) (u catalog.Updat
 				u.ID, u.FailureReason, u.Product, u.Version)
 		}
 		var missing []string
-		for _, pl := range u.Payloads {
-			if pl.State == catalog.PayloadPending {
-				missing = append(missing, pl.Name)
+		for i, pl := range u.Payloads {
+			if pl.State != catalog.PayloadPending {
+				continue
 			}
+			if p.cfg.Content.UploadOffset(u.ID, pl.SHA256) == pl.Size {
+				// Every byte arrived but recording it failed (the database
+				// was down at the last byte): record it now; ingest
+				// verifies the bytes again.
+				if err := tx.SetPayloadState(ctx, u.ID, pl.SHA256, catalog.PayloadPending, catalog.PayloadUploaded); err != nil {
+					return err
+				}
+				u.Payloads[i].State = catalog.PayloadUploaded
+				continue
+			}
+			missing = append(missing, pl.Name)
 		}
 		if len(missing) > 0 {
 			return fault.E(fault.Conflict, "payloads not fully uploaded: %s", strings.Join(missing, ", "))

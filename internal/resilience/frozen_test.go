@@ -3,6 +3,9 @@ package resilience
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -104,5 +107,79 @@ func TestFrozenDatabase(t *testing.T) {
 	})
 	if h.Health.Overall.Failure.Of != 2 || h.Health.Overall.Failure.Events != 0 {
 		t.Fatalf("health after the database came back: %+v", h.Health.Overall)
+	}
+}
+
+// TestUploadAcrossFreeze: the last byte of an upload arrives while the
+// database is hung, so the server cannot record it (a fast 503 that says
+// why); once the database is back, the SDK's resumable upload has nothing
+// left to send and the publish goes through, without sending the file again.
+func TestUploadAcrossFreeze(t *testing.T) {
+	ctx := context.Background()
+	fz, dsn := dbtest.Freeze(t, dbtest.Postgres(t))
+	s := apptest.Start(t, dsn, func(c *config.Config) { c.AdminTimeout = 2 * time.Second })
+	payload := make([]byte, 256<<10)
+	rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	if _, err := s.Admin.PutProduct(ctx, client.Product{Name: "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.Admin.CreateUpdate(ctx, client.NewUpdate{Product: "agent", Version: "3.0",
+		Payloads: []client.NewPayload{{Name: "agent.bin", SHA256: hex.EncodeToString(sum[:]), Size: int64(len(payload))}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second half streams slowly: the database hangs after the server
+	// has accepted the request and before the last byte arrives.
+	half := len(payload) / 2
+	staged := filepath.Join(s.Data, "content", "staging", u.ID, u.Payloads[0].SHA256+".part")
+	body, w := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPut, s.URL+u.Payloads[0].UploadURL, body)
+	req.ContentLength = int64(len(payload))
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	done := make(chan *http.Response, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			close(done)
+			return
+		}
+		res.Body.Close()
+		done <- res
+	}()
+	if _, err := w.Write(payload[:half]); err != nil {
+		t.Fatal(err)
+	}
+	apptest.WaitFor(t, time.Minute, func() bool {
+		fi, err := os.Stat(staged)
+		return err == nil && fi.Size() > 0
+	})
+	fz.Set(true)
+	if _, err := w.Write(payload[half:]); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if res := <-done; res == nil || res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("an upload whose last byte arrived with the database hung: %v", res)
+	}
+	fz.Set(false)
+
+	// Every byte is there: the resumable upload has nothing left to send.
+	apptest.WaitFor(t, time.Minute, func() bool {
+		req, _ := http.NewRequest(http.MethodHead, s.URL+u.Payloads[0].UploadURL, nil)
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK && res.Header.Get("Upload-Offset") == fmt.Sprint(len(payload))
+	})
+	if _, err := s.Admin.Publish(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if pub, err := s.Admin.WaitPublished(ctx, u.ID, 50*time.Millisecond); err != nil || pub.State != "published" {
+		t.Fatalf("publishing after the database came back: %+v, %v", pub, err)
 	}
 }
