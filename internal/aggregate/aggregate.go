@@ -37,8 +37,28 @@ func (a *Aggregator) Backlog(ctx context.Context) (int64, error) {
 }
 
 // Run consumes until ctx ends. Each batch commits its counts before it is
-// acked; a batch redelivered after a crash counts nothing twice.
+// acked; a batch redelivered after a crash counts nothing twice. When the
+// event log cannot be consumed (a cluster still electing the stream's
+// leader at start, say), it says so and tries again, with backoff: an
+// aggregator that gave up would leave every gate judging nothing.
 func (a *Aggregator) Run(ctx context.Context) error {
+	wait := time.Second
+	for {
+		err := a.consume(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.Logger.Warn("the health aggregator cannot consume the event log; trying again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func (a *Aggregator) consume(ctx context.Context) error {
 	return a.Log.Consume(ctx, durable, a.Batch, a.AckWait, func(ctx context.Context, events []telemetry.Event) error {
 		t, err := a.Store.RecordEvents(ctx, events, a.Cohort)
 		if err != nil {

@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 			return err
 		},
 	})
-	if a.Events, err = eventlog.Open(ctx, eventlog.Config{URL: cfg.EventsURL, Dir: filepath.Join(cfg.DataDir, "events"),
+	if a.Events, err = eventlog.Open(ctx, eventlog.Config{URL: cfg.EventsURL, Creds: cfg.EventsCreds, TLSCA: cfg.EventsTLSCA, Replicas: cfg.EventsReplicas, Dir: filepath.Join(cfg.DataDir, "events"),
 		SyncInterval: cfg.EventsSync, Log: log.With("component", "eventlog")}); err != nil {
 		return nil, err
 	}

@@ -59,6 +59,12 @@ type Config struct {
 	// EventsURL is an external NATS server or cluster for the event log;
 	// empty embeds one (file store under DATA_DIR/events, no port opened).
 	EventsURL string `yaml:"events_url"`
+	// EventsCreds is a NATS credentials file and EventsTLSCA the CA file
+	// of an external NATS cluster; EventsReplicas how many of its nodes
+	// keep the stream (0: the cluster's size, at most 3).
+	EventsCreds    string `yaml:"events_creds"`
+	EventsTLSCA    string `yaml:"events_tls_ca"`
+	EventsReplicas int    `yaml:"events_replicas"`
 	// EventsSync is how often the embedded event log fsyncs; 0 syncs every
 	// write. A process crash loses nothing; a power cut up to one interval.
 	EventsSync time.Duration `yaml:"events_sync"`
@@ -354,7 +360,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	strs := map[string]*string{
 		"RINGMASTER_DATA": &c.DataDir, "RINGMASTER_LISTEN": &c.Listen, "RINGMASTER_DATABASE": &c.Database,
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
-		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
+		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_EVENTS_CREDS": &c.EventsCreds, "RINGMASTER_EVENTS_TLS_CA": &c.EventsTLSCA, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
 		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir,
 	}
@@ -433,6 +439,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("device_auth must be optional or required, not %q", c.DeviceAuth)
 	case c.DeviceRate.Rate < 0 || c.SourceRate.Rate < 0 || c.TokenRate.Rate < 0 || c.EnrollRate.Rate < 0:
 		return fmt.Errorf("device_rate, source_rate, token_rate and enroll_rate must not be negative")
+	case c.EventsReplicas < 0 || c.EventsReplicas > 5:
+		return fmt.Errorf("events_replicas must be from 0 (the cluster's size, at most 3) to 5")
 	case c.BodyTimeout < 0 || c.MaxConnsPerSource < 0 || c.AdminTimeout < 0:
 		return fmt.Errorf("body_timeout and max_conns_per_source must not be negative (0 turns either off)")
 	case (c.TLSCert == "") != (c.TLSKey == ""):

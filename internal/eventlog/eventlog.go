@@ -28,8 +28,16 @@ const (
 
 // Config configures the event log.
 type Config struct {
-	// URL of an external NATS server or cluster; empty embeds one.
+	// URL of an external NATS server or cluster (several URLs separated by
+	// commas); empty embeds one.
 	URL string
+	// Creds is a NATS credentials file (JWT and seed) for URL's servers;
+	// TLSCA a PEM file of the CAs their TLS certificates chain to.
+	Creds string
+	TLSCA string
+	// Replicas is how many servers keep a copy of the stream; 0 picks the
+	// cluster's size, at most 3 (R3 on a 3-node cluster), 1 when embedded.
+	Replicas int
 	// Dir holds the embedded server's file store.
 	Dir string
 	// SyncInterval is how often the embedded server fsyncs the stream;
@@ -70,22 +78,38 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		}
 		l.nc, err = nats.Connect("", nats.InProcessServer(l.srv), nats.Name("ringmaster"))
 	} else {
-		l.nc, err = nats.Connect(cfg.URL, nats.Name("ringmaster"), nats.MaxReconnects(-1))
+		opts := []nats.Option{nats.Name("ringmaster"), nats.MaxReconnects(-1)}
+		if cfg.Creds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.Creds))
+		}
+		if cfg.TLSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.TLSCA))
+		}
+		l.nc, err = nats.Connect(cfg.URL, opts...)
 	}
 	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
-	if l.js, err = jetstream.New(l.nc); err != nil {
+	// An ack lost with a cluster node is waited for 5 s, then the message
+	// is sent again (publisher.retry).
+	if l.js, err = jetstream.New(l.nc, jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
 		l.Close()
 		return nil, err
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 7 * 24 * time.Hour
 	}
+	replicas := cfg.Replicas
+	if replicas <= 0 {
+		replicas = 1
+		if cfg.URL != "" {
+			replicas = min(3, len(l.nc.Servers())) // the seeds given and the servers they announced
+		}
+	}
 	if _, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: Stream, Subjects: []string{subject}, Storage: jetstream.FileStorage,
-		MaxAge: cfg.MaxAge, Duplicates: 10 * time.Minute,
+		MaxAge: cfg.MaxAge, Duplicates: 10 * time.Minute, Replicas: replicas,
 	}); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("create event stream: %w", err)

@@ -187,8 +187,13 @@ func (p *publisher) complete() {
 			}
 			select {
 			case <-a.Ok():
-			case e := <-a.Err():
-				err = fault.Wrap(e, fault.Unavailable, "event log did not store an event")
+			case <-a.Err():
+				// A node of a cluster died or the stream is electing a new
+				// leader: send the message again until it is stored (the
+				// stream may then hold it twice; counting is exactly-once).
+				if e := p.retry(a.Msg()); e != nil {
+					err = fault.Wrap(e, fault.Unavailable, "event log did not store an event")
+				}
 			case <-p.quit:
 				err = errClosed
 			}
@@ -196,5 +201,34 @@ func (p *publisher) complete() {
 		for _, r := range f.group {
 			r.done <- err
 		}
+	}
+}
+
+// RetryFor is how long a message the stream did not acknowledge is sent
+// again before its callers are told the event log is unavailable: longer
+// than a JetStream leader election after a node's loss.
+const RetryFor = 20 * time.Second
+
+// retry publishes msg again, with backoff, until the stream stores it or
+// RetryFor has passed.
+func (p *publisher) retry(msg *nats.Msg) error {
+	deadline := time.Now().Add(RetryFor)
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := p.js.PublishMsg(ctx, msg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-p.quit:
+			return errClosed
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
