@@ -316,6 +316,11 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
 	wg.Go(func() { _ = a.Aggregator.Run(bg) })
 	wg.Go(func() { a.TUF.Run(bg, a.cfg.TUF.Refresh, a.cfg.SnapshotPoll) })
+	// Other replicas' changes arrive at once on PostgreSQL (polling stays
+	// the fallback).
+	wg.Go(func() {
+		a.Store.ListenCatalog(bg, a.log.With("component", "snapshot"), func() { a.Snapshots.Kick(); a.TUF.Kick() })
+	})
 	if err := a.Jobs.Start(bg); err != nil {
 		stopBG()
 		wg.Wait()

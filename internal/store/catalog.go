@@ -482,8 +482,21 @@ func (q *queries) PayloadStored(ctx context.Context, sha256 string) (bool, error
 }
 
 // BumpGeneration marks the device-visible catalog as changed.
+//
+// On PostgreSQL it also notifies CatalogChannel, delivered when the
+// transaction commits, so every replica rebuilds its snapshot at once.
 func (q *queries) BumpGeneration(ctx context.Context) error {
-	_, err := q.db.ExecContext(ctx, `UPDATE catalog_generation SET generation = generation + 1 WHERE id = 1`)
+	if _, err := q.db.ExecContext(ctx, `UPDATE catalog_generation SET generation = generation + 1 WHERE id = 1`); err != nil {
+		return unavailable(err)
+	}
+	return q.notify(ctx)
+}
+
+func (q *queries) notify(ctx context.Context) error {
+	if q.dialect != Postgres {
+		return nil
+	}
+	_, err := q.db.ExecContext(ctx, `SELECT pg_notify('`+CatalogChannel+`', '')`)
 	return unavailable(err)
 }
 

@@ -13,8 +13,10 @@ import (
 // signer at a time changes metadata, across replicas) and bumps its
 // generation.
 func (t *Tx) LockTUF(ctx context.Context) (generation int64, err error) {
-	err = t.db.QueryRowContext(ctx, `UPDATE tuf_state SET generation = generation + 1 WHERE id = 1 RETURNING generation`).Scan(&generation)
-	return generation, unavailable(err)
+	if err = t.db.QueryRowContext(ctx, `UPDATE tuf_state SET generation = generation + 1 WHERE id = 1 RETURNING generation`).Scan(&generation); err != nil {
+		return 0, unavailable(err)
+	}
+	return generation, t.notify(ctx) // other replicas reload the metadata
 }
 
 // TUFGeneration returns the repository's generation (it changes with

@@ -57,6 +57,16 @@ type Repo struct {
 	// even while the database is down.
 	olderMu sync.Mutex
 	older   map[string][]byte
+	// kick asks Run to reload now (another replica signed new metadata).
+	kick chan struct{}
+}
+
+// Kick asks Run to reload the metadata now. It never blocks.
+func (r *Repo) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // maxOlder bounds the versioned metadata kept in memory.
@@ -84,7 +94,7 @@ func New(cfg Config) *Repo {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Repo{cfg: cfg}
+	return &Repo{cfg: cfg, kick: make(chan struct{}, 1)}
 }
 
 func (r *Repo) ttl(role string) time.Duration {
@@ -479,6 +489,7 @@ func (r *Repo) Run(ctx context.Context, signEvery, reloadEvery time.Duration) {
 				r.cfg.Log.Info("TUF metadata re-signed")
 			}
 		case <-reload.C:
+		case <-r.kick:
 		}
 		if err := r.Reload(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Log.Warn("TUF reload failed", "err", err)
