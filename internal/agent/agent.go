@@ -137,14 +137,8 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 	}
 	switch c.Action {
 	case Resume, Advance, Approve:
-		if err := catalog.ValidateID("deployment_id", "dep", c.DeploymentID); err != nil {
-			return "", state{}, Forecast{}, err
-		}
-		d, err := pl.cfg.Store.Deployment(ctx, c.DeploymentID)
+		d, err := pl.deployment(ctx, p, c.DeploymentID)
 		if err != nil {
-			return "", state{}, Forecast{}, err
-		}
-		if err := p.AuthorizeProduct(d.Product); err != nil {
 			return "", state{}, Forecast{}, err
 		}
 		// Check the command is possible now, on a copy.
@@ -191,14 +185,8 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 		f, err := pl.holdForecast(ctx, h)
 		return h.ID, state{Target: h.ID, Seen: h}, f, err
 	case Promote:
-		if err := catalog.ValidateID("deployment_id", "dep", c.DeploymentID); err != nil {
-			return "", state{}, Forecast{}, err
-		}
-		d, err := pl.cfg.Store.Deployment(ctx, c.DeploymentID)
+		d, err := pl.deployment(ctx, p, c.DeploymentID)
 		if err != nil {
-			return "", state{}, Forecast{}, err
-		}
-		if err := p.AuthorizeProduct(d.Product); err != nil {
 			return "", state{}, Forecast{}, err
 		}
 		var waves []rollout.Wave
@@ -255,6 +243,19 @@ func (pl *Planner) resolve(ctx context.Context, p access.Principal, c *Change) (
 		return "update:" + u.ID, state{Target: u.ID, Seen: u.State}, f, err
 	}
 	return "", state{}, Forecast{}, fault.Field("action", "%q is not one of %s", c.Action, strings.Join(Actions, ", "))
+}
+
+// deployment loads the deployment a change names, if p may act on its
+// product.
+func (pl *Planner) deployment(ctx context.Context, p access.Principal, id string) (rollout.Deployment, error) {
+	if err := catalog.ValidateID("deployment_id", "dep", id); err != nil {
+		return rollout.Deployment{}, err
+	}
+	d, err := pl.cfg.Store.Deployment(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	return d, p.AuthorizeProduct(d.Product)
 }
 
 // unoffered counts the registry's devices of the deployment's product
