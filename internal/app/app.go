@@ -274,10 +274,13 @@ func (a *App) routes() (http.Handler, error) {
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	checks := map[string]string{"database": "ok", "snapshot": "ok"}
+	checks := map[string]string{"database": "ok", "snapshot": "ok", "signing": "ok"}
 	status := http.StatusOK
 	if err := a.Store.Ping(ctx); err != nil {
 		checks["database"], status = "unavailable", http.StatusServiceUnavailable
+	}
+	if ok, why := a.TUF.CanSign(); !ok {
+		checks["signing"], status = why, http.StatusServiceUnavailable
 	}
 	if a.Snapshots.Snapshot().Generation < 0 {
 		checks["snapshot"], status = "not loaded", http.StatusServiceUnavailable
@@ -448,6 +451,9 @@ func (a *App) openTUF(ctx context.Context) error {
 		SnapshotTTL: a.cfg.TUF.SnapshotTTL, TimestampTTL: a.cfg.TUF.TimestampTTL, Now: time.Now, Log: a.log.With("component", "tuf")})
 	if err := a.TUF.Init(ctx); err != nil {
 		return fmt.Errorf("TUF repository: %w", err)
+	}
+	if ok, why := a.TUF.CanSign(); !ok {
+		a.log.Error("this replica cannot sign TUF metadata; publishing through it fails and /readyz says so", "reason", why)
 	}
 	return nil
 }

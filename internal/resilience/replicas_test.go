@@ -2,8 +2,11 @@ package resilience
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,4 +78,41 @@ func TestReplicaSeesChangesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	apptest.WaitFor(t, 30*time.Second, func() bool { return offers() == 0 })
+}
+
+// TestReplicaWithoutKeys: a replica given the database but not the
+// signing keys starts, says at once that it cannot sign, and /readyz
+// reports it not ready with the reason, instead of failing publishes
+// silently.
+func TestReplicaWithoutKeys(t *testing.T) {
+	dsn := dbtest.Postgres(t)
+	a := apptest.Start(t, dsn, nil)
+	data := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(a.Data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "admin.token"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keyless := apptest.Start(t, dsn, func(c *config.Config) { c.DataDir = data })
+	for _, s := range []*apptest.Server{a, keyless} {
+		res, err := http.Get(s.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var checks map[string]string
+		json.NewDecoder(res.Body).Decode(&checks)
+		res.Body.Close()
+		want := http.StatusOK
+		if s == keyless {
+			want = http.StatusServiceUnavailable
+		}
+		if res.StatusCode != want || (s == keyless) == (checks["signing"] == "ok") {
+			t.Fatalf("/readyz of %s: %d %v", s.URL, res.StatusCode, checks)
+		}
+		if s == keyless && !strings.Contains(checks["signing"], "too few signing keys for targets") {
+			t.Fatalf("/readyz signing check of the keyless replica: %q", checks["signing"])
+		}
+	}
 }

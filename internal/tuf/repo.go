@@ -514,6 +514,27 @@ type RoleStatus struct {
 	HeldKeyIDs []string `json:"held_keyids"`
 }
 
+// CanSign reports whether this server holds a threshold of keys for every
+// online role (targets, snapshot, timestamp): without them it can neither
+// publish nor keep the metadata fresh. The reason names what is missing.
+func (r *Repo) CanSign() (bool, string) {
+	st, err := r.Status()
+	if err != nil {
+		return false, err.Error()
+	}
+	var missing []string
+	for _, role := range onlineRoles {
+		if rs := st.Roles[role]; rs.HeldKeys < rs.Threshold {
+			missing = append(missing, fmt.Sprintf("%s (%d of %d keys)", role, rs.HeldKeys, rs.Threshold))
+		}
+	}
+	if len(missing) > 0 {
+		return false, "this server holds too few signing keys for " + strings.Join(missing, ", ") +
+			": give it the keys directory (tuf.keys_dir) and passphrase the other replicas use"
+	}
+	return true, ""
+}
+
 // Status returns the newest version of each role.
 func (r *Repo) Status() (Status, error) {
 	cur := r.cur.Load()
