@@ -474,6 +474,9 @@ func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getUpdate(w http.ResponseWriter, r *http.Request) {
 	u, err := a.update(r)
+	if err == nil {
+		u.Checks, err = a.cfg.Store.Checks(r.Context(), u.ID) // only here: every other read of an update skips them
+	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return

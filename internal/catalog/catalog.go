@@ -107,7 +107,7 @@ type Update struct {
 	// WithdrawReason says why it was withdrawn.
 	WithdrawReason string `json:"withdraw_reason,omitempty"`
 	// Checks are the verdicts of the pipeline's added steps, every
-	// attempt's (on a single update only).
+	// attempt's (set by GET /v1/updates/{id} only).
 	Checks []Check `json:"checks,omitempty"`
 }
 

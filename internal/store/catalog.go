@@ -242,10 +242,7 @@ func (q *queries) Update(ctx context.Context, id string) (catalog.Update, error)
 	if err != nil {
 		return u, unavailable(err)
 	}
-	if u.Payloads, err = q.payloads(ctx, id); err != nil {
-		return u, err
-	}
-	u.Checks, err = q.Checks(ctx, id)
+	u.Payloads, err = q.payloads(ctx, id)
 	return u, err
 }
 
