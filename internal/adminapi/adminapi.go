@@ -36,7 +36,7 @@ const MaxRequestBytes = 256 << 10
 // Config configures the admin API.
 type Config struct {
 	Store      *store.Store
-	Content    *content.Store
+	Content    content.Store
 	Pipeline   *pipeline.Pipeline
 	Controller *controller.Controller
 	Planner    *agent.Planner
@@ -374,17 +374,23 @@ type payloadView struct {
 	ReceivedBytes int64  `json:"received_bytes"`
 }
 
-func (a *API) view(u catalog.Update) updateView {
+// writeView answers with an update and, for payloads still uploading, how
+// many of their bytes the content store holds.
+func (a *API) writeView(w http.ResponseWriter, r *http.Request, status int, u catalog.Update) {
 	v := updateView{Update: u, Payloads: make([]payloadView, 0, len(u.Payloads))}
 	for _, p := range u.Payloads {
 		pv := payloadView{Payload: p, ReceivedBytes: p.Size}
 		if p.State == catalog.PayloadPending {
 			pv.UploadURL = "/v1/updates/" + u.ID + "/payloads/" + p.SHA256
-			pv.ReceivedBytes = a.cfg.Content.UploadOffset(u.ID, p.SHA256)
+			var err error
+			if pv.ReceivedBytes, err = a.cfg.Content.UploadOffset(r.Context(), u.ID, p.SHA256); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
 		}
 		v.Payloads = append(v.Payloads, pv)
 	}
-	return v
+	httpapi.WriteJSON(w, status, v)
 }
 
 func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
@@ -417,7 +423,9 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bytes the store already holds are claimed, not sent again; touching
 	// them keeps the garbage collector off them until the claim commits.
-	claim := func(sha string) bool { return a.cfg.Content.Has(sha) && a.cfg.Content.Touch(sha, a.cfg.Now()) == nil }
+	claim := func(sha string) bool {
+		return a.cfg.Content.Has(r.Context(), sha) && a.cfg.Content.Touch(r.Context(), sha, a.cfg.Now()) == nil
+	}
 	u, created, err := a.cfg.Store.CreateUpdate(r.Context(), nu, v, claim)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -425,7 +433,7 @@ func (a *API) createUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.Logger(r.Context()).Info("update created", "update", u.ID, "product", u.Product, "version", u.Version,
 		"created", created, "actor", Principal(r.Context()).Actor())
-	httpapi.WriteJSON(w, statusFor(created), a.view(u))
+	a.writeView(w, r, statusFor(created), u)
 }
 
 func (a *API) listUpdates(w http.ResponseWriter, r *http.Request) {
@@ -481,7 +489,7 @@ func (a *API) getUpdate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+	a.writeView(w, r, http.StatusOK, u)
 }
 
 // updateDeltas lists the deltas made to an update from earlier versions,
@@ -610,7 +618,12 @@ func (a *API) upload(w http.ResponseWriter, r *http.Request) {
 		a.uploadAnswer(w, p, p.Size) // already here: nothing to send
 		return
 	}
-	if u.State == catalog.StateAwaitingUpload && a.cfg.Content.UploadOffset(u.ID, p.SHA256) == p.Size {
+	received, err := a.cfg.Content.UploadOffset(r.Context(), u.ID, p.SHA256)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if u.State == catalog.StateAwaitingUpload && received == p.Size {
 		// Every byte arrived before, but recording it failed (the database
 		// was down at the last byte): record it now.
 		a.uploadComplete(w, r, u, p)
@@ -653,7 +666,7 @@ func (a *API) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	got, err := a.cfg.Content.Append(u.ID, p.SHA256, offset, p.Size, r.Body)
+	got, err := a.cfg.Content.Append(r.Context(), u.ID, p.SHA256, offset, p.Size, r.Body)
 	w.Header().Set("Upload-Offset", strconv.FormatInt(got, 10))
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -696,7 +709,10 @@ func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	got := p.Size
 	if p.State == catalog.PayloadPending {
-		got = a.cfg.Content.UploadOffset(u.ID, p.SHA256)
+		if got, err = a.cfg.Content.UploadOffset(r.Context(), u.ID, p.SHA256); err != nil {
+			w.WriteHeader(httpapi.Status(err))
+			return
+		}
 	}
 	w.Header().Set("Upload-Offset", strconv.FormatInt(got, 10))
 	w.Header().Set("Upload-Length", strconv.FormatInt(p.Size, 10))
@@ -715,7 +731,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.Logger(r.Context()).Info("publish submitted", "update", u.ID, "state", u.State, "actor", Principal(r.Context()).Actor())
-	httpapi.WriteJSON(w, http.StatusAccepted, a.view(u))
+	a.writeView(w, r, http.StatusAccepted, u)
 }
 
 // device loads the registered device the path names.

@@ -312,7 +312,7 @@ func (a *API) withdrawUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.Logger(ctx).Info("update withdrawn", "update", u.ID, "actor", Principal(ctx).Actor(), "reason", reason)
-	httpapi.WriteJSON(w, http.StatusOK, a.view(u))
+	a.writeView(w, r, http.StatusOK, u)
 }
 
 // Withdraw withdraws a published update for actor, who has been

@@ -60,7 +60,7 @@ type App struct {
 	log        *slog.Logger
 	lock       *os.File
 	Store      *store.Store
-	Content    *content.Store
+	Content    content.Store
 	Pipeline   *pipeline.Pipeline
 	Controller *controller.Controller
 	Alerts     *alerts.Notifier
@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	if a.Store, err = store.Open(ctx, cfg.DatabaseURL(), store.Options{Failpoints: a.failpoints()}); err != nil {
 		return nil, err
 	}
-	if a.Content, err = content.Open(filepath.Join(cfg.DataDir, "content")); err != nil {
+	if a.Content, err = openContent(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if err := a.bootstrapAdmin(ctx); err != nil {
@@ -456,6 +456,25 @@ func (a *App) openTUF(ctx context.Context) error {
 		a.log.Error("this replica cannot sign TUF metadata; publishing through it fails and /readyz says so", "reason", why)
 	}
 	return nil
+}
+
+// openContent opens the content store the configuration chooses: a
+// bucket shared by every replica, or DATA_DIR/content.
+func openContent(ctx context.Context, cfg config.Config) (content.Store, error) {
+	if s3 := cfg.Content.S3; s3.Bucket != "" {
+		tmp := filepath.Join(cfg.DataDir, "tmp")
+		if err := os.MkdirAll(tmp, 0o700); err != nil {
+			return nil, err
+		}
+		return content.OpenS3(ctx, content.S3Config{Bucket: s3.Bucket, Endpoint: s3.Endpoint, PathStyle: s3.PathStyle,
+			Prefix: s3.Prefix, Presign: s3.Presign, BaseURL: cfg.ContentURL, TempDir: tmp})
+	}
+	d, err := content.OpenDir(filepath.Join(cfg.DataDir, "content"))
+	if err != nil {
+		return nil, err
+	}
+	d.BaseURL = cfg.ContentURL
+	return d, nil
 }
 
 // localPassphrase reads, or creates, a random passphrase file.

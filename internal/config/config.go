@@ -105,6 +105,13 @@ type Config struct {
 	TUF TUF `yaml:"tuf"`
 	// Deltas configures the deltas made after each publish.
 	Deltas Deltas `yaml:"deltas"`
+	// Content chooses where payload bytes live: DATA_DIR/content unless
+	// content.s3.bucket is set.
+	Content Content `yaml:"content"`
+	// ContentURL, when set, answers downloads with a redirect to
+	// CONTENT_URL/sha256/ab/SHA: a CDN or web server in front of the
+	// content store (the bucket, or the content directory).
+	ContentURL string `yaml:"content_url"`
 	// ContentGC configures the content garbage collector.
 	ContentGC ContentGC `yaml:"content_gc"`
 	// PipelineSteps are checks added to publishing between verification
@@ -184,6 +191,27 @@ func validateSteps(steps []PipelineStep) error {
 		seen[s.Name] = true
 	}
 	return nil
+}
+
+// Content chooses the content store.
+type Content struct {
+	S3 S3 `yaml:"s3"`
+}
+
+// S3 is content in S3-compatible object storage, shared by every replica.
+// Credentials and region come from the standard AWS chain
+// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, ...).
+type S3 struct {
+	Bucket string `yaml:"bucket"`
+	// Endpoint is the server's URL for storage other than AWS S3;
+	// PathStyle puts the bucket in the path (most such servers need it).
+	Endpoint  string `yaml:"endpoint"`
+	PathStyle bool   `yaml:"path_style"`
+	// Prefix is prepended to every key.
+	Prefix string `yaml:"prefix"`
+	// Presign, when positive, redirects downloads to presigned URLs valid
+	// this long, so payload bytes bypass the replicas.
+	Presign time.Duration `yaml:"presign"`
 }
 
 // ContentGC configures the content garbage collector: every Interval
@@ -362,7 +390,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
 		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_EVENTS_CREDS": &c.EventsCreds, "RINGMASTER_EVENTS_TLS_CA": &c.EventsTLSCA, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
-		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir,
+		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
+		"RINGMASTER_CONTENT_S3_ENDPOINT": &c.Content.S3.Endpoint, "RINGMASTER_CONTENT_S3_PREFIX": &c.Content.S3.Prefix,
+		"RINGMASTER_CONTENT_URL": &c.ContentURL,
 	}
 	if c.Console.OIDC != nil {
 		strs["RINGMASTER_OIDC_CLIENT_SECRET"] = &c.Console.OIDC.ClientSecret
@@ -379,6 +409,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_SHUTDOWN_TIMEOUT": &c.ShutdownTimeout, "RINGMASTER_ROLLOUT_TICK": &c.RolloutTick,
 		"RINGMASTER_EVENTS_SYNC": &c.EventsSync, "RINGMASTER_TUF_TIMESTAMP_TTL": &c.TUF.TimestampTTL,
 		"RINGMASTER_TUF_REFRESH": &c.TUF.Refresh, "RINGMASTER_BODY_TIMEOUT": &c.BodyTimeout,
+		"RINGMASTER_CONTENT_S3_PRESIGN": &c.Content.S3.Presign,
 	}
 	for k, p := range durs {
 		if v := getenv(k); v != "" {
@@ -399,6 +430,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			}
 			*p = n
 		}
+	}
+	if v := getenv("RINGMASTER_CONTENT_S3_PATH_STYLE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("RINGMASTER_CONTENT_S3_PATH_STYLE: %w", err)
+		}
+		c.Content.S3.PathStyle = b
 	}
 	if v := getenv("RINGMASTER_MAX_PAYLOAD_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -443,6 +481,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("events_replicas must be from 0 (the cluster's size, at most 3) to 5")
 	case c.BodyTimeout < 0 || c.MaxConnsPerSource < 0 || c.AdminTimeout < 0:
 		return fmt.Errorf("body_timeout and max_conns_per_source must not be negative (0 turns either off)")
+	case c.Content.S3.Bucket == "" && (c.Content.S3.Endpoint != "" || c.Content.S3.Presign != 0 || c.Content.S3.Prefix != ""):
+		return fmt.Errorf("content.s3 settings need content.s3.bucket (RINGMASTER_CONTENT_S3_BUCKET)")
+	case c.Content.S3.Presign < 0 || c.Content.S3.Presign > 7*24*time.Hour:
+		return fmt.Errorf("content.s3.presign must be from 0 (serve downloads here) to 7d, S3's longest")
+	case c.ContentURL != "" && !strings.HasPrefix(c.ContentURL, "https://") && !strings.HasPrefix(c.ContentURL, "http://"):
+		return fmt.Errorf("content_url must be an http(s) URL, not %q", c.ContentURL)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return fmt.Errorf("tls_cert and tls_key must be set together")
 	case c.TUF.TimestampTTL < 2*time.Second || c.TUF.SnapshotTTL < c.TUF.TimestampTTL || c.TUF.TargetsTTL < c.TUF.TimestampTTL || c.TUF.RootTTL < c.TUF.TimestampTTL:

@@ -6,13 +6,14 @@ import (
 	"bytes"
 	"context"
 
-	"github.com/ringmaster/ringmaster/internal/access"
-	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -38,7 +39,7 @@ type EventLog interface {
 type Config struct {
 	Events    EventLog
 	Snapshots Snapshots
-	Content   *content.Store
+	Content   content.Store
 	Recorder  *registry.Recorder
 	// NextCheck is how long devices are asked to wait before checking in again.
 	NextCheck time.Duration
@@ -301,17 +302,5 @@ func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) content(w http.ResponseWriter, r *http.Request) {
-	sha := r.PathValue("sha256")
-	f, err := a.cfg.Content.Open(sha)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	defer f.Close()
-	h := w.Header()
-	h.Set("ETag", `"`+sha+`"`)
-	h.Set("Content-Type", "application/octet-stream")
-	// Content-addressed bytes never change under their name.
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	http.ServeContent(w, r, "", time.Time{}, f)
+	content.Serve(w, r, a.cfg.Content, r.PathValue("sha256"))
 }

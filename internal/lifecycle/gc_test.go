@@ -92,7 +92,7 @@ func TestContentGC(t *testing.T) {
 		t.Fatalf("half an upload: %v %v", res.Status, err)
 	}
 	age(t, s)
-	young, err := s.Content.Put([]byte("written a moment ago by a job that has not committed yet"))
+	young, err := s.Content.Put(ctx, []byte("written a moment ago by a job that has not committed yet"))
 	if err != nil {
 		t.Fatal(err)
 	}

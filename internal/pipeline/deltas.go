@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/catalog"
+	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/delta"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/version"
@@ -96,7 +97,7 @@ func (w *deltaWorker) Work(ctx context.Context, job *river.Job[DeltaArgs]) error
 	}
 	var made []catalog.Delta
 	if to.State == catalog.StatePublished && from.State == catalog.StatePublished {
-		made, err = p.makeDeltas(from, to)
+		made, err = p.makeDeltas(ctx, from, to)
 		if err != nil {
 			return err
 		}
@@ -107,7 +108,7 @@ func (w *deltaWorker) Work(ctx context.Context, job *river.Job[DeltaArgs]) error
 	ready := 0
 	err = p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
 		for _, d := range made {
-			if d.State == catalog.DeltaReady && !p.cfg.Content.Has(d.SHA256) {
+			if d.State == catalog.DeltaReady && !p.cfg.Content.Has(ctx, d.SHA256) {
 				return fmt.Errorf("delta %s vanished before it was recorded; it is made again", d.SHA256)
 			}
 			added, err := tx.PutDelta(ctx, d)
@@ -142,7 +143,7 @@ func (w *deltaWorker) Work(ctx context.Context, job *river.Job[DeltaArgs]) error
 
 // makeDeltas makes and stores the delta of each payload the two updates
 // share by name, or records why not.
-func (p *Pipeline) makeDeltas(from, to catalog.Update) ([]catalog.Delta, error) {
+func (p *Pipeline) makeDeltas(ctx context.Context, from, to catalog.Update) ([]catalog.Delta, error) {
 	var out []catalog.Delta
 	for _, np := range to.Payloads {
 		for _, op := range from.Payloads {
@@ -156,11 +157,11 @@ func (p *Pipeline) makeDeltas(from, to catalog.Update) ([]catalog.Delta, error) 
 				out = append(out, d)
 				continue
 			}
-			old, err := p.cfg.Content.ReadAll(op.SHA256, delta.MaxInput)
+			old, err := content.ReadAll(ctx, p.cfg.Content, op.SHA256, delta.MaxInput)
 			if err != nil {
 				return nil, err
 			}
-			nw, err := p.cfg.Content.ReadAll(np.SHA256, delta.MaxInput)
+			nw, err := content.ReadAll(ctx, p.cfg.Content, np.SHA256, delta.MaxInput)
 			if err != nil {
 				return nil, err
 			}
@@ -174,7 +175,7 @@ func (p *Pipeline) makeDeltas(from, to catalog.Update) ([]catalog.Delta, error) 
 				out = append(out, d)
 				continue
 			}
-			if d.SHA256, err = p.cfg.Content.Put(b); err != nil {
+			if d.SHA256, err = p.cfg.Content.Put(ctx, b); err != nil {
 				return nil, err
 			}
 			d.State = catalog.DeltaReady

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"os"
 	"sort"
 	"time"
 
@@ -71,8 +70,8 @@ func (p *Pipeline) CollectGarbage(ctx context.Context, dryRun bool, actor string
 	rep := GCReport{DryRun: dryRun, Removed: []GCBlob{}, Staged: []string{}}
 	cutoff := time.Now().Add(-p.cfg.GC.Grace)
 	var blobs []content.Blob
-	err := p.cfg.Content.Blobs(func(sha string) error {
-		b, err := p.cfg.Content.Stat(sha)
+	err := p.cfg.Content.Blobs(ctx, func(sha string) error {
+		b, err := p.cfg.Content.Stat(ctx, sha)
 		if fault.Is(err, fault.NotFound) || fault.Is(err, fault.Invalid) {
 			return nil // removed meanwhile, or not a blob of ours
 		}
@@ -104,11 +103,11 @@ func (p *Pipeline) CollectGarbage(ctx context.Context, dryRun bool, actor string
 			}
 			continue
 		}
-		if now, err := p.cfg.Content.Stat(b.SHA256); err != nil || now.Modified.After(cutoff) {
+		if now, err := p.cfg.Content.Stat(ctx, b.SHA256); err != nil || now.Modified.After(cutoff) {
 			continue
 		}
 		if !dryRun {
-			if err := p.cfg.Content.Remove(b.SHA256); err != nil {
+			if err := p.cfg.Content.Remove(ctx, b.SHA256); err != nil {
 				return rep, err
 			}
 			if err := p.cfg.Failpoints.Reach(ctx, "gc-removed"); err != nil {
@@ -135,11 +134,12 @@ func (p *Pipeline) CollectGarbage(ctx context.Context, dryRun bool, actor string
 // exist (deleted while an upload was staged) once they are past the grace
 // period; uploads of existing updates are never touched.
 func (p *Pipeline) staleStaging(ctx context.Context, dryRun bool, cutoff time.Time, rep *GCReport) error {
-	ids, err := p.cfg.Content.StagedUpdates()
+	staged, err := p.cfg.Content.Staged(ctx)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
+	for _, st := range staged {
+		id := st.UpdateID
 		_, err := p.cfg.Store.Update(ctx, id)
 		switch {
 		case err == nil:
@@ -147,11 +147,11 @@ func (p *Pipeline) staleStaging(ctx context.Context, dryRun bool, cutoff time.Ti
 		case !fault.Is(err, fault.NotFound):
 			return err
 		}
-		if fi, err := os.Stat(p.cfg.Content.StagingDir(id)); err != nil || fi.ModTime().After(cutoff) {
+		if st.Modified.After(cutoff) {
 			continue
 		}
 		if !dryRun {
-			if err := p.cfg.Content.Discard(id); err != nil {
+			if err := p.cfg.Content.Discard(ctx, id); err != nil {
 				return err
 			}
 		}

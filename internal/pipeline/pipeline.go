@@ -63,7 +63,7 @@ func (FinalizeArgs) InsertOpts() river.InsertOpts {
 // Config configures a Pipeline.
 type Config struct {
 	Store   *store.Store
-	Content *content.Store
+	Content content.Store
 	Log     *slog.Logger
 	// IngestTimeout bounds one payload's verification, plus one second per
 	// 20 MB. A job of a process that died is run again once this has passed
@@ -139,7 +139,7 @@ func (p *Pipeline) Delete(ctx context.Context, updateID string) (u catalog.Updat
 	if err != nil {
 		return u, err
 	}
-	if err := p.cfg.Content.Discard(updateID); err != nil {
+	if err := p.cfg.Content.Discard(ctx, updateID); err != nil {
 		p.cfg.Log.Warn("discarding a deleted update's staged uploads failed", "update", updateID, "err", err)
 	}
 	if p.onChanged != nil {
@@ -184,7 +184,11 @@ func (p *Pipeline) Submit(ctx context.Context, updateID string) (u catalog.Updat
 			if pl.State != catalog.PayloadPending {
 				continue
 			}
-			if p.cfg.Content.UploadOffset(u.ID, pl.SHA256) == pl.Size {
+			received, err := p.cfg.Content.UploadOffset(ctx, u.ID, pl.SHA256)
+			if err != nil {
+				return err
+			}
+			if received == pl.Size {
 				// Every byte arrived but recording it failed (the database
 				// was down at the last byte): record it now; ingest
 				// verifies the bytes again.
@@ -252,7 +256,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 	if u.State != catalog.StatePublishing {
 		return nil // failed meanwhile, or already done: nothing to do
 	}
-	if err := p.cfg.Content.Ingest(a.UpdateID, a.SHA256, a.Size); err != nil {
+	if err := p.cfg.Content.Ingest(ctx, a.UpdateID, a.SHA256, a.Size); err != nil {
 		if fault.Is(err, fault.Invalid) || fault.Is(err, fault.NotFound) {
 			return p.fail(ctx, job, u, fmt.Sprintf("payload %s: %s", a.SHA256, fault.Message(err)))
 		}
@@ -338,7 +342,7 @@ func (w *finalizeWorker) Work(ctx context.Context, job *river.Job[FinalizeArgs])
 	if err != nil {
 		return err
 	}
-	if err := p.cfg.Content.Discard(job.Args.UpdateID); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := p.cfg.Content.Discard(ctx, job.Args.UpdateID); err != nil && !errors.Is(err, os.ErrNotExist) {
 		p.cfg.Log.Warn("could not remove staged uploads", "update", job.Args.UpdateID, "err", err)
 	}
 	p.cfg.Log.Info("update published", "update", job.Args.UpdateID)

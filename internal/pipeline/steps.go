@@ -188,10 +188,11 @@ func (p *Pipeline) runStep(ctx context.Context, s Step, u catalog.Update) (verdi
 func (p *Pipeline) runCommand(ctx context.Context, s Step, u catalog.Update) (string, string, error) {
 	args := slices.Clone(s.Command[1:])
 	for _, pl := range u.Payloads {
-		path, err := p.cfg.Content.Path(pl.SHA256)
+		path, done, err := p.cfg.Content.LocalFile(ctx, pl.SHA256)
 		if err != nil {
 			return "", "", err
 		}
+		defer done()
 		args = append(args, path)
 	}
 	cmd := exec.CommandContext(ctx, s.Command[0], args...)

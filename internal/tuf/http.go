@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/adminapi"
@@ -18,7 +17,7 @@ import (
 // Register serves the repository under /v1/tuf/ to anyone: metadata is
 // signed, so its authenticity does not depend on who serves it. Targets
 // are served from the content store, by hash.
-func (r *Repo) Register(mux *httpapi.Router, blobs *content.Store) {
+func (r *Repo) Register(mux *httpapi.Router, blobs content.Store) {
 	mux.Route("GET /v1/tuf/{file}", httpapi.Public, http.HandlerFunc(r.serveMetadata))
 	mux.Route("GET /v1/tuf/targets/{path...}", httpapi.Public, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.serveTarget(w, req, blobs)
@@ -55,7 +54,7 @@ func (r *Repo) serveMetadata(w http.ResponseWriter, req *http.Request) {
 // serveTarget answers "targets/<dir>/<sha256>.<name>" (consistent
 // snapshots, as go-tuf fetches) from the content store by hash, and a
 // plain "targets/<path>" by looking the path up in the newest targets.
-func (r *Repo) serveTarget(w http.ResponseWriter, req *http.Request, blobs *content.Store) {
+func (r *Repo) serveTarget(w http.ResponseWriter, req *http.Request, blobs content.Store) {
 	path := req.PathValue("path")
 	dir, file := "", path
 	if i := strings.LastIndexByte(path, '/'); i >= 0 {
@@ -73,15 +72,7 @@ func (r *Repo) serveTarget(w http.ResponseWriter, req *http.Request, blobs *cont
 		httpapi.WriteError(w, req, fault.E(fault.NotFound, "no target %q", path))
 		return
 	}
-	f, err := blobs.Open(sha)
-	if err != nil {
-		httpapi.WriteError(w, req, err)
-		return
-	}
-	defer f.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-	http.ServeContent(w, req, "", time.Time{}, f)
+	content.Serve(w, req, blobs, sha)
 }
 
 func (r *Repo) status(w http.ResponseWriter, req *http.Request) {
