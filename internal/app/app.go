@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +40,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/deviceapi"
 	"github.com/ringmaster/ringmaster/internal/eventlog"
 	"github.com/ringmaster/ringmaster/internal/failpoint"
+	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/jobs"
 	"github.com/ringmaster/ringmaster/internal/mcpserver"
@@ -265,10 +269,41 @@ func (a *App) routes() (http.Handler, error) {
 	con.Register(mux)
 	mux.HandleFunc("/", httpapi.NotFound)
 	a.router = mux
-	inner = httpapi.Middleware(mux, a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
+	inner = httpapi.Middleware(a.roleRoutes(mux), a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
 	h := httpapi.SecurityHeaders(inner, a.cfg.TLSCert != "")
 	return httpapi.BodyDeadline(h, a.cfg.BodyTimeout, adminapi.Streams), nil // outermost: it sees the server's own writer
 
+}
+
+// roleRoutes answers 404 for what this replica's role does not serve,
+// naming the role that does.
+func (a *App) roleRoutes(next http.Handler) http.Handler {
+	if a.cfg.Role == "all" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parts := routeParts(r.URL.Path)
+		if len(parts) > 0 && !slices.ContainsFunc(parts, a.cfg.Serves) {
+			httpapi.WriteError(w, r, fault.E(fault.NotFound, "this replica (role %s) does not serve %s; a replica with role %s does",
+				a.cfg.Role, r.URL.Path, strings.Join(parts, " or ")))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// routeParts says which roles serve a path; none means every role
+// (health, readiness, metrics and the API description).
+func routeParts(path string) []string {
+	switch {
+	case path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/v1/openapi.yaml":
+		return nil
+	case strings.HasPrefix(path, "/v1/device/"):
+		return []string{"device"}
+	case strings.HasPrefix(path, "/v1/content/") || strings.HasPrefix(path, "/v1/tuf/"):
+		return []string{"device", "api"}
+	}
+	return []string{"api"}
 }
 
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {
@@ -279,7 +314,9 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	if err := a.Store.Ping(ctx); err != nil {
 		checks["database"], status = "unavailable", http.StatusServiceUnavailable
 	}
-	if ok, why := a.TUF.CanSign(); !ok {
+	if ok, why := a.TUF.CanSign(); !a.signs() {
+		checks["signing"] = "not needed (role device)"
+	} else if !ok {
 		checks["signing"], status = why, http.StatusServiceUnavailable
 	}
 	if a.Snapshots.Snapshot().Generation < 0 {
@@ -287,6 +324,11 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.WriteJSON(w, status, checks)
 }
+
+// signs reports whether this replica's role signs TUF metadata: the admin
+// API signs in its requests (a withdrawal, a key rotation), workers in
+// the pipeline's jobs; the device plane only serves what others signed.
+func (a *App) signs() bool { return a.cfg.Serves("api") || a.cfg.Serves("worker") }
 
 // Addr returns the address the server listens on.
 func (a *App) Addr() string { return a.listener.Addr().String() }
@@ -317,17 +359,28 @@ func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.Snapshots.Run(bg) })
 	wg.Go(func() { _ = a.Recorder.Run(bg) })
-	wg.Go(func() { _ = a.Aggregator.Run(bg) })
+	if a.cfg.Serves("worker") {
+		wg.Go(func() { _ = a.Aggregator.Run(bg) })
+	}
 	wg.Go(func() { a.TUF.Run(bg, a.cfg.TUF.Refresh, a.cfg.SnapshotPoll) })
 	// Other replicas' changes arrive at once on PostgreSQL (polling stays
 	// the fallback).
 	wg.Go(func() {
 		a.Store.ListenCatalog(bg, a.log.With("component", "snapshot"), func() { a.Snapshots.Kick(); a.TUF.Kick() })
 	})
-	if err := a.Jobs.Start(bg); err != nil {
-		stopBG()
-		wg.Wait()
-		return fmt.Errorf("start job workers: %w", err)
+	// Other roles only enqueue jobs. A replica that cannot sign runs none
+	// either: the jobs that publish sign, and would fail here.
+	workers := a.cfg.Serves("worker")
+	if ok, _ := a.TUF.CanSign(); workers && !ok {
+		workers = false
+		a.log.Error("this replica runs no pipeline jobs, controller ticks or periodic jobs, since it cannot sign; the other workers do")
+	}
+	if workers {
+		if err := a.Jobs.Start(bg); err != nil {
+			stopBG()
+			wg.Wait()
+			return fmt.Errorf("start job workers: %w", err)
+		}
 	}
 	srv := &http.Server{
 		Handler:           a.handler,
@@ -348,8 +401,8 @@ func (a *App) Run(ctx context.Context) error {
 	} else {
 		go func() { serveErr <- srv.Serve(a.listener) }()
 	}
-	a.log.Info("ringmaster serving", "addr", scheme+"://"+a.Addr(), "data", a.cfg.DataDir, "database", a.Store.Dialect(),
-		"device_auth", a.cfg.DeviceAuth)
+	a.log.Info("ringmaster serving", "addr", scheme+"://"+a.Addr(), "role", a.cfg.Role, "data", a.cfg.DataDir, "database", a.Store.Dialect(),
+		"device_auth", a.cfg.DeviceAuth, "job_workers", workers)
 
 	var err error
 	select {
@@ -362,8 +415,10 @@ func (a *App) Run(ctx context.Context) error {
 	if e := srv.Shutdown(sctx); e != nil {
 		a.log.Warn("http shutdown", "err", e)
 	}
-	if e := a.Jobs.Stop(sctx); e != nil {
-		a.log.Warn("job workers shutdown", "err", e)
+	if workers {
+		if e := a.Jobs.Stop(sctx); e != nil {
+			a.log.Warn("job workers shutdown", "err", e)
+		}
 	}
 	stopBG()
 	wg.Wait()
@@ -425,25 +480,13 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 }
 
 // openTUF opens the keyring and the TUF repository, creating both on first
-// start. Keys are encrypted with RINGMASTER_KEY_PASSPHRASE; without one, a
-// random passphrase is kept in the data directory (0600), which protects
-// keys copied without it but not a stolen data directory; production sets
-// the passphrase (or moves keys to a KMS).
+// start. Keys are sealed with RINGMASTER_KEY_PASSPHRASE. Without one, a
+// random passphrase is kept beside them: in the data directory (0600) for
+// key files, in the database for the database keyring. That protects keys
+// copied without it but not a stolen data directory or database;
+// production sets the passphrase (or moves keys to a KMS).
 func (a *App) openTUF(ctx context.Context) error {
-	dir := a.cfg.TUF.KeysDir
-	if dir == "" {
-		dir = filepath.Join(a.cfg.DataDir, "keys")
-	}
-	pass, generated := []byte(a.cfg.TUF.Passphrase), false
-	if len(pass) == 0 {
-		var err error
-		if pass, err = localPassphrase(filepath.Join(a.cfg.DataDir, "keys.passphrase")); err != nil {
-			return err
-		}
-		generated = true
-		a.log.Warn("RINGMASTER_KEY_PASSPHRASE is not set: signing keys are encrypted with a passphrase kept in the data directory")
-	}
-	keys, err := tuf.OpenKeyring(dir, pass, generated)
+	keys, err := a.openKeyring(ctx)
 	if err != nil {
 		return fmt.Errorf("open signing keys: %w", err)
 	}
@@ -456,6 +499,65 @@ func (a *App) openTUF(ctx context.Context) error {
 		a.log.Error("this replica cannot sign TUF metadata; publishing through it fails and /readyz says so", "reason", why)
 	}
 	return nil
+}
+
+// openKeyring opens the keyring the configuration chooses: files in the
+// keys directory, or the database, shared by every replica, into which
+// the keys of the keys directory are imported on first start.
+func (a *App) openKeyring(ctx context.Context) (tuf.Keyring, error) {
+	dir := a.cfg.TUF.KeysDir
+	if dir == "" {
+		dir = filepath.Join(a.cfg.DataDir, "keys")
+	}
+	shared := a.cfg.TUF.Keyring == "database" || a.cfg.TUF.Keyring == "" && a.cfg.Postgres()
+	pass, generated := []byte(a.cfg.TUF.Passphrase), false
+	if len(pass) == 0 {
+		if _, err := os.Stat(dir); err == nil || !shared {
+			if pass, err = localPassphrase(filepath.Join(a.cfg.DataDir, "keys.passphrase")); err != nil {
+				return nil, err
+			}
+		}
+		generated = true
+	}
+	var files *tuf.FileKeyring
+	if len(pass) > 0 {
+		var err error
+		if files, err = tuf.OpenKeyring(dir, pass, generated); err != nil {
+			return nil, err
+		}
+	}
+	if !shared {
+		if generated {
+			a.log.Warn("RINGMASTER_KEY_PASSPHRASE is not set: signing keys are encrypted with a passphrase kept in the data directory")
+		}
+		return files, nil
+	}
+	sharedPass := []byte(a.cfg.TUF.Passphrase)
+	if generated {
+		secret, err := a.Store.Secret(ctx, "tuf_key_passphrase")
+		if err != nil {
+			return nil, err
+		}
+		sharedPass = []byte(hex.EncodeToString(secret))
+		a.log.Warn("RINGMASTER_KEY_PASSPHRASE is not set: the signing keys in the database are sealed with a passphrase kept in the database too; set the same passphrase on every replica in production")
+	}
+	keys, err := tuf.OpenDBKeyring(ctx, a.Store, sharedPass, generated)
+	if err != nil {
+		return nil, err
+	}
+	if n := keys.Unreadable(); n > 0 {
+		a.log.Error("signing keys in the database do not decrypt with this replica's passphrase; it cannot sign", "keys", n)
+	}
+	if files != nil {
+		n, err := keys.Import(ctx, files)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			a.log.Info("signing keys from the keys directory are now shared through the database", "keys", n, "dir", dir)
+		}
+	}
+	return keys, nil
 }
 
 // openContent opens the content store the configuration chooses: a
@@ -515,3 +617,6 @@ func pipelineSteps(cs []config.PipelineStep) []pipeline.Step {
 	}
 	return out
 }
+
+// Role is what this replica does (config role).
+func (a *App) Role() string { return a.cfg.Role }

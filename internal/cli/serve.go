@@ -11,7 +11,7 @@ import (
 )
 
 func serveCmd(g *globals) *cobra.Command {
-	var configFile, listen, database, logFormat, logLevel string
+	var configFile, listen, database, logFormat, logLevel, role string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Ringmaster server (embedded SQLite and content store by default)",
@@ -42,6 +42,9 @@ On first start it creates an admin token and writes it to DATA/admin.token.`,
 			if f.Changed("log-level") {
 				cfg.LogLevel = logLevel
 			}
+			if f.Changed("role") {
+				cfg.Role = role
+			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
@@ -59,5 +62,6 @@ On first start it creates an admin token and writes it to DATA/admin.token.`,
 	f.StringVar(&database, "database", "", "PostgreSQL URL (postgres://…); default SQLite in --data (env RINGMASTER_DATABASE)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env RINGMASTER_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env RINGMASTER_LOG_LEVEL)")
+	f.StringVar(&role, "role", "all", "what this replica does: device (check-ins, events, downloads, metadata), api (admin API, console, MCP), worker (jobs, controller, health counting) or all (env RINGMASTER_ROLE)")
 	return cmd
 }

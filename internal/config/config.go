@@ -29,6 +29,12 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen is the HTTP address.
 	Listen string `yaml:"listen"`
+	// Role is what this replica does: "device" (check-ins, events,
+	// payload downloads and TUF metadata), "api" (the admin API, console
+	// and MCP), "worker" (pipeline jobs, the controller, periodic jobs
+	// and health counting; the controller and periodic jobs on one
+	// elected leader) or "all".
+	Role string `yaml:"role"`
 	// Database is "postgres://…" for PostgreSQL; empty means SQLite at
 	// DATA_DIR/ringmaster.db.
 	Database string `yaml:"database"`
@@ -131,6 +137,11 @@ type Config struct {
 // re-signed when less than half its lifetime remains). Keys live in
 // KeysDir, encrypted with the passphrase in RINGMASTER_KEY_PASSPHRASE.
 type TUF struct {
+	// Keyring is where the online keys live: "files" (KeysDir) or
+	// "database" (sealed with the passphrase, shared by every replica;
+	// PostgreSQL only). Empty chooses database on PostgreSQL, files on
+	// SQLite.
+	Keyring      string        `yaml:"keyring"`
 	KeysDir      string        `yaml:"keys_dir"`
 	RootTTL      time.Duration `yaml:"root_ttl"`
 	TargetsTTL   time.Duration `yaml:"targets_ttl"`
@@ -276,6 +287,7 @@ func Default() Config {
 	return Config{
 		DataDir:         "./ringmaster-data",
 		Listen:          "127.0.0.1:8080",
+		Role:            "all",
 		LogFormat:       "text",
 		LogLevel:        "info",
 		MaxPayloadBytes: 16 << 30,
@@ -390,7 +402,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
 		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_EVENTS_CREDS": &c.EventsCreds, "RINGMASTER_EVENTS_TLS_CA": &c.EventsTLSCA, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
-		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
+		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_KEYRING": &c.TUF.Keyring, "RINGMASTER_ROLE": &c.Role, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
 		"RINGMASTER_CONTENT_S3_ENDPOINT": &c.Content.S3.Endpoint, "RINGMASTER_CONTENT_S3_PREFIX": &c.Content.S3.Prefix,
 		"RINGMASTER_CONTENT_URL": &c.ContentURL,
 	}
@@ -455,6 +467,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("data_dir must be set")
 	case c.Listen == "":
 		return fmt.Errorf("listen must be set")
+	case c.Role != "all" && c.Role != "device" && c.Role != "api" && c.Role != "worker":
+		return fmt.Errorf("role must be device, api, worker or all, not %q", c.Role)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("log_format must be text or json, not %q", c.LogFormat)
 	case c.MaxPayloadBytes <= 0:
@@ -491,6 +505,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tls_cert and tls_key must be set together")
 	case c.TUF.TimestampTTL < 2*time.Second || c.TUF.SnapshotTTL < c.TUF.TimestampTTL || c.TUF.TargetsTTL < c.TUF.TimestampTTL || c.TUF.RootTTL < c.TUF.TimestampTTL:
 		return fmt.Errorf("tuf: timestamp_ttl must be at least 2s, and snapshot_ttl, targets_ttl and root_ttl at least timestamp_ttl")
+	case c.TUF.Keyring != "" && c.TUF.Keyring != "files" && c.TUF.Keyring != "database":
+		return fmt.Errorf("tuf.keyring must be files or database, not %q", c.TUF.Keyring)
+	case c.TUF.Keyring == "database" && !c.Postgres():
+		return fmt.Errorf("tuf.keyring database needs PostgreSQL: replicas share keys through it")
 	case c.TUF.Refresh <= 0 || c.TUF.Refresh > c.TUF.TimestampTTL/2:
 		return fmt.Errorf("tuf.refresh must be positive and at most half of tuf.timestamp_ttl")
 	}
@@ -557,3 +575,12 @@ func (c Config) DatabaseURL() string {
 	}
 	return filepath.Join(c.DataDir, "ringmaster.db")
 }
+
+// Postgres reports whether the database is PostgreSQL.
+func (c Config) Postgres() bool {
+	return strings.HasPrefix(c.Database, "postgres://") || strings.HasPrefix(c.Database, "postgresql://")
+}
+
+// Serves reports whether this replica's role includes part, one of
+// "device", "api" and "worker".
+func (c Config) Serves(part string) bool { return c.Role == "all" || c.Role == "" || c.Role == part }

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/ringmaster/ringmaster/internal/config"
 )
 
 // Server is a running versitygw.
@@ -135,4 +136,10 @@ func (s *Server) Client() *s3.Client {
 // String names the server in test logs.
 func (s *Server) String() string {
 	return fmt.Sprintf("versitygw at %s, bucket %s", s.Endpoint, s.Bucket)
+}
+
+// Apply points a server's configuration at this server's bucket (the
+// credentials come from the environment: SetEnv).
+func (s *Server) Apply(c *config.Config) {
+	c.Content.S3 = config.S3{Bucket: s.Bucket, Endpoint: s.Endpoint, PathStyle: true}
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"time"
 
 	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/audit"
@@ -131,4 +132,30 @@ func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
 		return nil, unavailable(err)
 	}
 	return hex.DecodeString(v)
+}
+
+// SigningKeys returns every shared signing key, sealed, by key id.
+func (s *Store) SigningKeys(ctx context.Context) (map[string][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, sealed FROM signing_keys`)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	keys := map[string][]byte{}
+	for rows.Next() {
+		var id, sealed string
+		if err := rows.Scan(&id, &sealed); err != nil {
+			return nil, err
+		}
+		keys[id] = []byte(sealed)
+	}
+	return keys, unavailable(rows.Err())
+}
+
+// PutSigningKey keeps a sealed signing key; a key id already kept is left
+// as it is (the same key, sealed by another replica).
+func (s *Store) PutSigningKey(ctx context.Context, id string, sealed []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO signing_keys (key_id, sealed, created_at) VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING`,
+		id, string(sealed), time.Now().UTC())
+	return unavailable(err)
 }

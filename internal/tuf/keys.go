@@ -146,7 +146,8 @@ func tufKey(pub crypto.PublicKey) (*metadata.Key, string, error) {
 	return key, id, err
 }
 
-func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, randomPass bool) error {
+// sealKey encrypts a private key into the key file layout.
+func sealKey(id string, priv ed25519.PrivateKey, pass []byte, randomPass bool) ([]byte, error) {
 	var enc []byte
 	var err error
 	if randomPass {
@@ -155,10 +156,14 @@ func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, randomP
 		enc, err = encrypted.Encrypt(priv.Seed(), pass)
 	}
 	if err != nil {
-		return fmt.Errorf("encrypt key: %w", err)
+		return nil, fmt.Errorf("encrypt key: %w", err)
 	}
-	b, err := json.MarshalIndent(keyFile{KeyID: id, KeyType: "ed25519",
+	return json.MarshalIndent(keyFile{KeyID: id, KeyType: "ed25519",
 		Public: hex.EncodeToString(priv.Public().(ed25519.PublicKey)), Private: enc}, "", "  ")
+}
+
+func writeKeyFile(path, id string, priv ed25519.PrivateKey, pass []byte, randomPass bool) error {
+	b, err := sealKey(id, priv, pass, randomPass)
 	if err != nil {
 		return err
 	}
@@ -183,21 +188,27 @@ func ReadKeyFile(path string, passphrase []byte) (string, ed25519.PrivateKey, er
 	if err != nil {
 		return "", nil, err
 	}
+	return openKey(b, passphrase, filepath.Base(path))
+}
+
+// openKey decrypts a sealed key (named name in errors) and checks that
+// its id is its own.
+func openKey(b, passphrase []byte, name string) (string, ed25519.PrivateKey, error) {
 	var kf keyFile
 	if err := json.Unmarshal(b, &kf); err != nil || kf.KeyType != "ed25519" {
-		return "", nil, fmt.Errorf("%s is not a Ringmaster key file", path)
+		return "", nil, fmt.Errorf("%s is not a Ringmaster key file", name)
 	}
 	seed, err := openKeyFile(kf.Private, passphrase)
 	if err != nil {
-		return "", nil, fmt.Errorf("decrypt %s: wrong passphrase or damaged file", filepath.Base(path))
+		return "", nil, fmt.Errorf("decrypt %s: wrong passphrase or damaged file", name)
 	}
 	if len(seed) != ed25519.SeedSize {
-		return "", nil, fmt.Errorf("%s holds no ed25519 seed", path)
+		return "", nil, fmt.Errorf("%s holds no ed25519 seed", name)
 	}
 	priv := ed25519.NewKeyFromSeed(seed)
 	_, id, err := tufKey(priv.Public())
 	if err != nil || !strings.EqualFold(id, kf.KeyID) {
-		return "", nil, fmt.Errorf("%s: key id does not match its key", path)
+		return "", nil, fmt.Errorf("%s: key id does not match its key", name)
 	}
 	return id, priv, nil
 }

@@ -483,6 +483,9 @@ func (r *Repo) Run(ctx context.Context, signEvery, reloadEvery time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-sign.C:
+			if ok, _ := r.CanSign(); !ok {
+				break // a replica without keys only serves what others sign
+			}
 			if changed, err := r.Sync(ctx, false); err != nil {
 				r.cfg.Log.Error("TUF re-signing failed", "err", err)
 			} else if changed {
@@ -530,7 +533,7 @@ func (r *Repo) CanSign() (bool, string) {
 	}
 	if len(missing) > 0 {
 		return false, "this server holds too few signing keys for " + strings.Join(missing, ", ") +
-			": give it the keys directory (tuf.keys_dir) and passphrase the other replicas use"
+			": give it the signing keys the other replicas use (with the database keyring, the same RINGMASTER_KEY_PASSPHRASE; with key files, their tuf.keys_dir and passphrase)"
 	}
 	return true, ""
 }
