@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/ringmaster/ringmaster/api"
 	"github.com/ringmaster/ringmaster/internal/access"
@@ -48,6 +49,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
+	"github.com/ringmaster/ringmaster/internal/tracing"
 	"github.com/ringmaster/ringmaster/internal/tuf"
 )
 
@@ -80,6 +82,8 @@ type App struct {
 	deviceKey  access.DeviceKey
 	handler    http.Handler
 	listener   net.Listener
+	// stopTracing flushes and stops the trace exporter, if any.
+	stopTracing func(context.Context) error
 }
 
 // New builds a server: it locks the data directory, opens and migrates the
@@ -90,6 +94,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 		return nil, err
 	}
 	a := &App{cfg: cfg, log: log}
+	if cfg.OTelEndpoint != "" {
+		if a.stopTracing, err = tracing.Setup(ctx, cfg.OTelEndpoint, cfg.OTelDeviceRatio, Version); err != nil {
+			return nil, err
+		}
+	}
+	if tracing.Enabled() {
+		a.log = slog.New(tracing.Logs(log.Handler()))
+		log = a.log
+	}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -160,9 +173,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	a.Alerts.Register(workers)
 	a.Pipeline.Register(workers)
 	a.Controller.Register(workers)
-	a.Jobs, err = jobs.NewClient(a.Store, log.With("component", "jobs"), jobs.Config{
-		Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, PollInterval: cfg.JobPoll,
-	}, workers, append(a.Controller.PeriodicJobs(), a.Pipeline.PeriodicJobs()...))
+	jobsCfg := jobs.Config{Workers: cfg.JobWorkers, RescueAfter: cfg.JobRescueAfter, PollInterval: cfg.JobPoll}
+	if tracing.Enabled() {
+		jobsCfg.Middleware = []rivertype.Middleware{&tracing.Jobs{}}
+	}
+	a.Jobs, err = jobs.NewClient(a.Store, log.With("component", "jobs"), jobsCfg, workers, append(a.Controller.PeriodicJobs(), a.Pipeline.PeriodicJobs()...))
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +285,9 @@ func (a *App) routes() (http.Handler, error) {
 	mux.HandleFunc("/", httpapi.NotFound)
 	a.router = mux
 	inner = httpapi.Middleware(a.roleRoutes(mux), a.log, httpapi.NewMetrics(reg), deviceapi.QuietRoute)
+	if tracing.Enabled() {
+		inner = tracing.HTTP(inner, tracing.DevicePath)
+	}
 	h := httpapi.SecurityHeaders(inner, a.cfg.TLSCert != "")
 	return httpapi.BodyDeadline(h, a.cfg.BodyTimeout, adminapi.Streams), nil // outermost: it sees the server's own writer
 
@@ -451,6 +469,11 @@ func (a *App) close() {
 	}
 	if a.lock != nil {
 		a.lock.Close() // releases the flock
+	}
+	if a.stopTracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.stopTracing(ctx) // the last spans go out
+		cancel()
 	}
 }
 

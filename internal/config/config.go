@@ -125,6 +125,12 @@ type Config struct {
 	PipelineSteps []PipelineStep `yaml:"pipeline_steps"`
 	// Console configures the web console's sign-in.
 	Console Console `yaml:"console"`
+	// OTelEndpoint, when set, sends OpenTelemetry traces over OTLP/HTTP
+	// to this URL (http://collector:4318); OTelDeviceRatio is the share
+	// of device-plane requests traced (admin requests and jobs always
+	// are).
+	OTelEndpoint    string  `yaml:"otel_endpoint"`
+	OTelDeviceRatio float64 `yaml:"otel_device_ratio"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -315,6 +321,7 @@ func Default() Config {
 		ContentGC:         ContentGC{Interval: 6 * time.Hour, Grace: 24 * time.Hour},
 		Console:           Console{SessionTTL: 12 * time.Hour},
 		ShutdownTimeout:   20 * time.Second,
+		OTelDeviceRatio:   0.001,
 		BodyTimeout:       30 * time.Second,
 		AdminTimeout:      30 * time.Second,
 		MaxConnsPerSource: 512,
@@ -402,7 +409,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_LOG_FORMAT": &c.LogFormat, "RINGMASTER_LOG_LEVEL": &c.LogLevel, "RINGMASTER_FAILPOINT": &c.Failpoint,
 		"RINGMASTER_EVENTS_URL": &c.EventsURL, "RINGMASTER_EVENTS_CREDS": &c.EventsCreds, "RINGMASTER_EVENTS_TLS_CA": &c.EventsTLSCA, "RINGMASTER_DEVICE_AUTH": &c.DeviceAuth,
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
-		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_KEYRING": &c.TUF.Keyring, "RINGMASTER_ROLE": &c.Role, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
+		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_KEYRING": &c.TUF.Keyring, "RINGMASTER_ROLE": &c.Role, "RINGMASTER_OTEL_ENDPOINT": &c.OTelEndpoint, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
 		"RINGMASTER_CONTENT_S3_ENDPOINT": &c.Content.S3.Endpoint, "RINGMASTER_CONTENT_S3_PREFIX": &c.Content.S3.Prefix,
 		"RINGMASTER_CONTENT_URL": &c.ContentURL,
 	}
@@ -443,6 +450,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			*p = n
 		}
 	}
+	if v := getenv("RINGMASTER_OTEL_DEVICE_RATIO"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("RINGMASTER_OTEL_DEVICE_RATIO: %w", err)
+		}
+		c.OTelDeviceRatio = r
+	}
 	if v := getenv("RINGMASTER_CONTENT_S3_PATH_STYLE"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -467,6 +481,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("data_dir must be set")
 	case c.Listen == "":
 		return fmt.Errorf("listen must be set")
+	case !(c.OTelDeviceRatio >= 0 && c.OTelDeviceRatio <= 1):
+		return fmt.Errorf("otel_device_ratio must be from 0 to 1, not %v", c.OTelDeviceRatio)
+	case c.OTelEndpoint != "" && !strings.HasPrefix(c.OTelEndpoint, "https://") && !strings.HasPrefix(c.OTelEndpoint, "http://"):
+		return fmt.Errorf("otel_endpoint must be an http(s) URL, not %q", c.OTelEndpoint)
 	case c.Role != "all" && c.Role != "device" && c.Role != "api" && c.Role != "worker":
 		return fmt.Errorf("role must be device, api, worker or all, not %q", c.Role)
 	case c.LogFormat != "text" && c.LogFormat != "json":

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/ringmaster/ringmaster/internal/alerts"
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -23,6 +24,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/store"
 	"github.com/ringmaster/ringmaster/internal/targeting"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
+	"github.com/ringmaster/ringmaster/internal/tracing"
 )
 
 // Controller moves deployments. Safe for concurrent use.
@@ -237,7 +239,9 @@ func (c *Controller) Command(ctx context.Context, id string, cmd rollout.Command
 
 // Tick applies Step to every scheduled or running deployment at now. A
 // failure on one deployment is logged and does not stop the others.
-func (c *Controller) Tick(ctx context.Context, now time.Time) error {
+func (c *Controller) Tick(ctx context.Context, now time.Time) (err error) {
+	ctx, span := tracing.Start(ctx, "controller.tick")
+	defer func() { tracing.End(span, err) }()
 	deps, err := c.store.Deployments(ctx, store.DeploymentFilter{States: []rollout.State{rollout.Scheduled, rollout.Running, rollout.Completed}})
 	if err != nil {
 		return err
@@ -294,7 +298,10 @@ func (c *Controller) observe(ctx context.Context, d *rollout.Deployment) rollout
 		obs.AudienceSize = n
 	}
 	if rollout.Watched(d.Plan, d.Status, c.now()) {
-		g, err := c.Gate(ctx, d, true)
+		gctx, span := tracing.Start(ctx, "gate.judge", attribute.String("deployment.id", d.ID), attribute.Int("wave", d.Status.Wave+1))
+		g, err := c.Gate(gctx, d, true)
+		span.SetAttributes(attribute.String("gate.verdict", string(g.Verdict)))
+		tracing.End(span, err)
 		if err != nil {
 			c.log.Warn("health gate failed; the wave waits", "deployment", d.ID, "err", err)
 			return obs

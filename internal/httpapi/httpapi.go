@@ -22,6 +22,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
 )
@@ -291,6 +294,10 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, quiet func(patt
 		}
 		w.Header()["X-Request-Id"] = []string{id}
 		ri := &requestInfo{id: id, log: log}
+		span := trace.SpanFromContext(r.Context())
+		if sc := span.SpanContext(); sc.IsValid() {
+			ri.log = log.With("trace_id", sc.TraceID().String())
+		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 		rec := &recorder{ResponseWriter: w}
 		defer func() {
@@ -306,6 +313,13 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, quiet func(patt
 			route := r.Pattern
 			if route == "" {
 				route = "unmatched"
+			}
+			if span.IsRecording() {
+				span.SetName(route)
+				span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", rec.status))
+				if rec.status >= 500 {
+					span.SetStatus(codes.Error, http.StatusText(rec.status))
+				}
 			}
 			m.requests.WithLabelValues(route, r.Method, codeLabel(rec.status)).Inc()
 			m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())

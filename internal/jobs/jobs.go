@@ -7,9 +7,11 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/ringmaster/ringmaster/internal/store"
 )
@@ -24,6 +26,8 @@ type Config struct {
 	// PollInterval is how often idle workers look for jobs where the
 	// database cannot notify them (SQLite).
 	PollInterval time.Duration
+	// Middleware wraps inserting and working jobs (tracing).
+	Middleware []rivertype.Middleware
 }
 
 // quiet passes a library's warnings and errors on as they are and its
@@ -55,11 +59,16 @@ func demote(l slog.Level) slog.Level {
 // jobs are enqueued by the elected leader only, so they run once across
 // replicas.
 func NewClient(s *store.Store, log *slog.Logger, cfg Config, workers *river.Workers, periodic []*river.PeriodicJob) (*river.Client[*sql.Tx], error) {
+	host, _ := os.Hostname()
 	c, err := river.NewClient(s.RiverDriver(), &river.Config{
+		// The id names the process (river_leader.leader_id says which
+		// replica leads): host and pid.
+		ID:                   fmt.Sprintf("%s-%d", host, os.Getpid()),
 		Logger:               slog.New(quiet{log.Handler()}),
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}},
 		Workers:              workers,
 		PeriodicJobs:         periodic,
+		Middleware:           cfg.Middleware,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		JobTimeout:           min(time.Minute, cfg.RescueAfter),
 		FetchPollInterval:    cfg.PollInterval,

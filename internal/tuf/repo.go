@@ -15,10 +15,12 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/store"
+	"github.com/ringmaster/ringmaster/internal/tracing"
 )
 
 // Role names and the online roles the server signs by itself.
@@ -253,6 +255,11 @@ func (r *Repo) Sync(ctx context.Context, force bool) (changed bool, err error) {
 // its lifetime or not signed by the keys the current root names, and every
 // role above a changed one. With force, all three are re-signed.
 func (r *Repo) SyncTx(ctx context.Context, tx *store.Tx, force bool) (changed bool, err error) {
+	ctx, span := tracing.Start(ctx, "tuf.sign")
+	defer func() {
+		span.SetAttributes(attribute.Bool("tuf.changed", changed))
+		tracing.End(span, err)
+	}()
 	if _, err := tx.LockTUF(ctx); err != nil {
 		return false, err
 	}
