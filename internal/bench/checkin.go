@@ -35,8 +35,10 @@ import (
 
 // CheckinConfig configures RunCheckin.
 type CheckinConfig struct {
-	// URL of a running server; empty starts one in-process seeded with
-	// Products × Versions published and deployed updates.
+	// URL of a running server, or several replicas' URLs separated by
+	// commas (requests go round-robin; the first alone is measured too);
+	// empty starts one in-process seeded with Products × Versions
+	// published and deployed updates.
 	URL string
 	// Database is the in-process server's engine: empty for SQLite in a
 	// temporary directory; a postgres:// URL for a fresh database created
@@ -92,6 +94,9 @@ type CheckinReport struct {
 	Config     CheckinConfig `json:"config"`
 	Baseline   Result        `json:"baseline"`
 	Ringmaster Result        `json:"ringmaster"`
+	// Single is the first of several URLs alone, measured in the same
+	// rounds (only when URL names several replicas).
+	Single *Result `json:"single_replica,omitempty"`
 	// Ratio is Ringmaster's throughput over the baseline's.
 	Ratio float64 `json:"ratio"`
 	// ProbeBytes is the mean size of Ringmaster's answers to one check-in
@@ -106,7 +111,8 @@ type CheckinReport struct {
 // against a bare net/http handler that returns a fixed JSON body of the
 // same average size through the same HTTP stack and client.
 func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
-	target := cfg.URL
+	targets := strings.Split(cfg.URL, ",")
+	target := targets[0]
 	bodies := deviceBodies(cfg)
 	if target == "" {
 		url, a, stop, err := startSeededApp(ctx, cfg, log)
@@ -114,7 +120,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 			return nil, err
 		}
 		defer stop()
-		target = url
+		target, targets = url, []string{url}
 		// Every simulated device is enrolled: check-ins carry credentials.
 		for i := range bodies {
 			bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
@@ -149,17 +155,32 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 
 	rep := &CheckinReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster check-in"},
 		ProbeBytes: float64(total) / float64(probes), ProbeMin: probeMin, ProbeMax: probeMax}
+	checks := make([]string, len(targets))
+	for i, t := range targets {
+		checks[i] = strings.TrimSuffix(t, "/") + "/v1/device/check"
+	}
+	if len(targets) > 1 {
+		rep.Ringmaster.Name = fmt.Sprintf("ringmaster check-in, %d replicas", len(targets))
+		rep.Single = &Result{Name: "ringmaster check-in, first replica alone"}
+	}
 	for round := 0; round < cfg.Rounds; round++ {
 		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
-		if err := drive(ctx, client, baseURL+"/v1/device/check", bodies, cfg, &rep.Baseline); err != nil {
+		if err := drive(ctx, client, []string{baseURL + "/v1/device/check"}, bodies, cfg, &rep.Baseline); err != nil {
 			return nil, err
 		}
-		if err := drive(ctx, client, target+"/v1/device/check", bodies, cfg, &rep.Ringmaster); err != nil {
+		if err := drive(ctx, client, checks, bodies, cfg, &rep.Ringmaster); err != nil {
 			return nil, err
+		}
+		if rep.Single != nil {
+			if err := drive(ctx, client, checks[:1], bodies, cfg, rep.Single); err != nil {
+				return nil, err
+			}
 		}
 	}
-	for _, r := range []*Result{&rep.Baseline, &rep.Ringmaster} {
-		r.finish()
+	for _, r := range []*Result{&rep.Baseline, &rep.Ringmaster, rep.Single} {
+		if r != nil {
+			r.finish()
+		}
 	}
 	rep.Ringmaster.OffersPerReq = float64(offers) / float64(probes)
 	rep.Ratio = rep.Ringmaster.PerSecond / rep.Baseline.PerSecond
@@ -190,9 +211,9 @@ func post(ctx context.Context, c *http.Client, url string, r request) ([]byte, e
 	return b, err
 }
 
-// drive runs cfg.Concurrency workers posting check-ins for cfg.Duration and
-// adds what it measured to r.
-func drive(ctx context.Context, c *http.Client, url string, bodies []request, cfg CheckinConfig, r *Result) error {
+// drive runs cfg.Concurrency workers posting to urls in turn for
+// cfg.Duration and adds what it measured to r.
+func drive(ctx context.Context, c *http.Client, urls []string, bodies []request, cfg CheckinConfig, r *Result) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	var ms0, ms1 runtime.MemStats
@@ -217,7 +238,7 @@ func drive(ctx context.Context, c *http.Client, url string, bodies []request, cf
 			buf := make([]byte, 32<<10)
 			for i := w; ctx.Err() == nil; i += cfg.Concurrency {
 				body := bodies[i%len(bodies)]
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body.body))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, urls[i%len(urls)], bytes.NewReader(body.body))
 				req.Header.Set("Content-Type", "application/json")
 				if body.auth != "" {
 					req.Header.Set("Authorization", body.auth)
@@ -251,7 +272,7 @@ func drive(ctx context.Context, c *http.Client, url string, bodies []request, cf
 	runtime.ReadMemStats(&ms1)
 	n := reqs.Load()
 	if n == 0 {
-		return fmt.Errorf("%s: no successful requests (%d errors)", url, errs.Load())
+		return fmt.Errorf("%s: no successful requests (%d errors)", strings.Join(urls, ", "), errs.Load())
 	}
 	prev := float64(r.Requests)
 	r.Requests += n

@@ -119,10 +119,10 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	rep := &EventsReport{Config: cfg, Baseline: Result{Name: "baseline (bare net/http, fixed body)"}, Ringmaster: Result{Name: "ringmaster events"}}
 	for round := 0; round < cfg.Rounds; round++ {
 		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
-		if err := drive(ctx, client, baseURL+"/v1/device/events", bodies, cfg.CheckinConfig, &rep.Baseline); err != nil {
+		if err := drive(ctx, client, []string{baseURL + "/v1/device/events"}, bodies, cfg.CheckinConfig, &rep.Baseline); err != nil {
 			return nil, err
 		}
-		if err := drive(ctx, client, url+"/v1/device/events", bodies[1:], cfg.CheckinConfig, &rep.Ringmaster); err != nil {
+		if err := drive(ctx, client, []string{url + "/v1/device/events"}, bodies[1:], cfg.CheckinConfig, &rep.Ringmaster); err != nil {
 			return nil, err
 		}
 	}

@@ -48,7 +48,9 @@ func benchCmd(g *globals) *cobra.Command {
 		Short: "Drive simulated device check-ins and compare with a bare net/http handler",
 		Long: `Drive simulated device check-ins and compare with a baseline.
 
-Without --url it starts a server in-process (SQLite in a temporary directory)
+--url points it at a running server, or at several replicas at once
+(comma-separated): requests go round-robin, and the first replica alone is
+measured in the same rounds. Without --url it starts a server in-process (SQLite in a temporary directory)
 seeded with --products × --versions published updates, --deployments of them
 deployed in two waves (the first at a random percentage; a third with an
 audience rule) and --holds safeguard holds. The
@@ -73,11 +75,19 @@ included) and the throughput ratio.`,
 			if asJSON {
 				return g.printJSON(rep)
 			}
-			if err := printResults(g, "requests/s", []bench.Result{rep.Baseline, rep.Ringmaster}, true); err != nil {
+			rows := []bench.Result{rep.Baseline, rep.Ringmaster}
+			if rep.Single != nil {
+				rows = append(rows, *rep.Single)
+			}
+			if err := printResults(g, "requests/s", rows, true); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "offers per check-in: %.2f\n", rep.Ringmaster.OffersPerReq)
 			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
+			if rep.Single != nil {
+				fmt.Fprintf(g.stdout, "replicas together / first replica alone: %.2f (on one machine the replicas share its cores: this is overhead, not scaling)\n",
+					rep.Ringmaster.PerSecond/rep.Single.PerSecond)
+			}
 			fmt.Fprintf(g.stdout, "server allocations per check-in beyond the baseline: %.1f\n", rep.Ringmaster.AllocsPerReq-rep.Baseline.AllocsPerReq)
 			return nil
 		},

@@ -144,9 +144,9 @@ func ping(u string) error {
 }
 
 type throwaway struct {
-	dir, pgctl string
-	cred       *syscall.Credential
-	url        string
+	dir, pgctl, opts string
+	cred             *syscall.Credential
+	url              string
 }
 
 // startThrowaway creates a cluster in a temporary directory with the
@@ -186,9 +186,9 @@ func startThrowaway() (*throwaway, error) {
 	if out, err := c.run(initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"); err != nil {
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, c.dir)
-	if out, err := c.run(c.pgctl, "-D", data, "-o", opts, "-l", filepath.Join(c.dir, "log"), "-w", "start"); err != nil {
-		return nil, fmt.Errorf("pg_ctl start: %v: %s", err, out)
+	c.opts = fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, c.dir)
+	if err := c.start(); err != nil {
+		return nil, err
 	}
 	c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	return c, ping(c.url)
@@ -201,6 +201,13 @@ func (c *throwaway) run(name string, args ...string) ([]byte, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
 	}
 	return cmd.CombinedOutput()
+}
+
+func (c *throwaway) start() error {
+	if out, err := c.run(c.pgctl, "-D", filepath.Join(c.dir, "data"), "-o", c.opts, "-l", filepath.Join(c.dir, "log"), "-w", "start"); err != nil {
+		return fmt.Errorf("pg_ctl start: %v: %s", err, out)
+	}
+	return nil
 }
 
 func (c *throwaway) stop() {

@@ -20,8 +20,6 @@ import (
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
-
 // TestFrozenDatabase: with PostgreSQL hung (a proxy that holds every
 // connection and moves no bytes), admin requests fail fast with an
 // "unavailable" problem that says why, while devices keep checking in,
