@@ -88,7 +88,9 @@ included) and the throughput ratio.`,
 				fmt.Fprintf(g.stdout, "replicas together / first replica alone: %.2f (on one machine the replicas share its cores: this is overhead, not scaling)\n",
 					rep.Ringmaster.PerSecond/rep.Single.PerSecond)
 			}
-			fmt.Fprintf(g.stdout, "server allocations per check-in beyond the baseline: %.1f\n", rep.Ringmaster.AllocsPerReq-rep.Baseline.AllocsPerReq)
+			if !useURL { // with --url the server's allocations are in another process
+				fmt.Fprintf(g.stdout, "server allocations per check-in beyond the baseline: %.1f\n", rep.Ringmaster.AllocsPerReq-rep.Baseline.AllocsPerReq)
+			}
 			return nil
 		},
 	}
