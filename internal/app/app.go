@@ -535,19 +535,15 @@ func (a *App) openKeyring(ctx context.Context) (tuf.Keyring, error) {
 	shared := a.cfg.TUF.Keyring == "database" || a.cfg.TUF.Keyring == "" && a.cfg.Postgres()
 	pass, generated := []byte(a.cfg.TUF.Passphrase), false
 	if len(pass) == 0 {
-		if _, err := os.Stat(dir); err == nil || !shared {
-			if pass, err = localPassphrase(filepath.Join(a.cfg.DataDir, "keys.passphrase")); err != nil {
-				return nil, err
-			}
+		var err error
+		if pass, err = localPassphrase(filepath.Join(a.cfg.DataDir, "keys.passphrase")); err != nil {
+			return nil, err
 		}
 		generated = true
 	}
-	var files *tuf.FileKeyring
-	if len(pass) > 0 {
-		var err error
-		if files, err = tuf.OpenKeyring(dir, pass, generated); err != nil {
-			return nil, err
-		}
+	files, err := tuf.OpenKeyring(dir, pass, generated)
+	if err != nil {
+		return nil, err
 	}
 	if !shared {
 		if generated {
@@ -569,17 +565,20 @@ func (a *App) openKeyring(ctx context.Context) (tuf.Keyring, error) {
 		return nil, err
 	}
 	if n := keys.Unreadable(); n > 0 {
-		a.log.Error("signing keys in the database do not decrypt with this replica's passphrase; it cannot sign", "keys", n)
-	}
-	if files != nil {
-		n, err := keys.Import(ctx, files)
-		if err != nil {
-			return nil, err
+		level := slog.LevelError
+		if !a.signs() {
+			level = slog.LevelInfo // a device replica is better off without them
 		}
-		if n > 0 {
-			a.log.Info("signing keys from the keys directory are now shared through the database", "keys", n, "dir", dir)
-		}
+		a.log.Log(ctx, level, "signing keys in the database do not decrypt with this replica's passphrase; it cannot sign", "keys", n)
 	}
+	n, err := keys.Import(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		a.log.Info("signing keys from the keys directory are now shared through the database", "keys", n, "dir", dir)
+	}
+	keys.Mirror = files
 	return keys, nil
 }
 

@@ -124,6 +124,11 @@ func TestSharedSigningKeys(t *testing.T) {
 		}
 	}
 
+	// The replica that made the keys keeps copies as key files, for the
+	// offline-root workflow.
+	if files, _ := filepath.Glob(filepath.Join(a.Data, "keys", "*.key")); len(files) < 4 {
+		t.Fatalf("the first replica keeps %d key files, want root, targets, snapshot and timestamp", len(files))
+	}
 	file := filepath.Join(t.TempDir(), "agent.bin")
 	if err := os.WriteFile(file, []byte("agent 2.0, published through the second replica"), 0o600); err != nil {
 		t.Fatal(err)

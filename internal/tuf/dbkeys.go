@@ -30,6 +30,10 @@ type DBKeyring struct {
 	mu         sync.Mutex
 	keys       map[string]ed25519.PrivateKey
 	unreadable map[string]bool
+	// Mirror, when set, also keeps each key this replica generates as a
+	// key file, so the offline-root workflow (ringmaster keys root sign
+	// --key DATA/keys/ID.key) works as it does with the file keyring.
+	Mirror *FileKeyring
 }
 
 // OpenDBKeyring loads every key in store, decrypting with passphrase
@@ -149,5 +153,13 @@ func (k *DBKeyring) Generate() (*metadata.Key, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return key, k.put(ctx, id, priv)
+	if err := k.put(ctx, id, priv); err != nil {
+		return nil, err
+	}
+	if k.Mirror != nil {
+		if err := k.Mirror.Keep(id, priv); err != nil {
+			return nil, fmt.Errorf("keep a copy of the new key: %w", err)
+		}
+	}
+	return key, nil
 }

@@ -113,6 +113,24 @@ func (k *FileKeyring) Generate() (*metadata.Key, error) {
 	return key, nil
 }
 
+// Keep writes a key made elsewhere into the directory (a copy of a key the
+// database keyring generated); a key already kept is left alone.
+func (k *FileKeyring) Keep(id string, priv ed25519.PrivateKey) error {
+	k.mu.Lock()
+	_, have := k.keys[id]
+	k.mu.Unlock()
+	if have {
+		return nil
+	}
+	if err := writeKeyFile(filepath.Join(k.dir, id+".key"), id, priv, k.pass, k.randomPass); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	k.mu.Lock()
+	k.keys[id] = priv
+	k.mu.Unlock()
+	return nil
+}
+
 // GenerateKeyFile creates a new ed25519 key encrypted with passphrase at
 // path (for offline root keys) and returns its public key.
 func GenerateKeyFile(path string, passphrase []byte) (*metadata.Key, error) {
