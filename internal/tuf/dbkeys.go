@@ -131,17 +131,10 @@ func (k *DBKeyring) Signer(keyID string) signature.Signer {
 			return nil
 		}
 		k.mu.Lock()
-		priv, ok = k.keys[keyID]
+		priv = k.keys[keyID]
 		k.mu.Unlock()
-		if !ok {
-			return nil
-		}
 	}
-	s, err := signature.LoadED25519Signer(priv)
-	if err != nil {
-		return nil
-	}
-	return s
+	return signerOf(priv)
 }
 
 // Generate implements Keyring: the new key is kept in the store before it

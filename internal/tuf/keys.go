@@ -86,9 +86,14 @@ func OpenKeyring(dir string, passphrase []byte, randomPass bool) (*FileKeyring, 
 // Signer implements Keyring.
 func (k *FileKeyring) Signer(keyID string) signature.Signer {
 	k.mu.Lock()
-	priv, ok := k.keys[keyID]
+	priv := k.keys[keyID]
 	k.mu.Unlock()
-	if !ok {
+	return signerOf(priv)
+}
+
+// signerOf is a signer for a private key, or nil for none.
+func signerOf(priv ed25519.PrivateKey) signature.Signer {
+	if priv == nil {
 		return nil
 	}
 	s, err := signature.LoadED25519Signer(priv)
