@@ -201,10 +201,14 @@ type NewUpdate struct {
 
 // Payload is a payload of an update as the server reports it.
 type Payload struct {
-	Name          string `json:"name"`
-	SHA256        string `json:"sha256"`
-	Size          int64  `json:"size"`
-	State         string `json:"state"`
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	State  string `json:"state"`
+	// SHA1 and MD5 (hex) are computed by the server once it stores the
+	// payload.
+	SHA1          string `json:"sha1,omitempty"`
+	MD5           string `json:"md5,omitempty"`
 	UploadURL     string `json:"upload_url,omitempty"`
 	ReceivedBytes int64  `json:"received_bytes"`
 }

@@ -3,10 +3,13 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -69,6 +72,17 @@ func writeRandomFile(t *testing.T, size int) (string, string) {
 	return path, hex.EncodeToString(sum[:])
 }
 
+// legacyDigests returns a file's SHA-1 and MD5 (hex), as the server
+// records them when it stores a payload.
+func legacyDigests(t *testing.T, path string) (string, string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha1.Sum(b)), fmt.Sprintf("%x", md5.Sum(b))
+}
+
 func countBlobs(t *testing.T, data string) (blobs, staged int) {
 	t.Helper()
 	for dir, n := range map[string]*int{"content/sha256": &blobs, "content/staging": &staged} {
@@ -105,6 +119,9 @@ func TestPublishDeployDownload(t *testing.T) {
 			}
 			if u.State != "published" || len(u.Payloads) != 1 || u.Payloads[0].SHA256 != sum || u.Payloads[0].State != "stored" {
 				t.Fatalf("published update = %+v", u)
+			}
+			if s1, m5 := legacyDigests(t, path); u.Payloads[0].SHA1 != s1 || u.Payloads[0].MD5 != m5 {
+				t.Fatalf("stored payload's sha1 %q and md5 %q; the file's are %s and %s", u.Payloads[0].SHA1, u.Payloads[0].MD5, s1, m5)
 			}
 			if len(progress) < 3 || progress[len(progress)-1] != 20<<20 {
 				t.Fatalf("upload went in %v; want several chunks ending at 20 MiB", progress)

@@ -126,6 +126,16 @@ type Payload struct {
 	SHA256 string       `json:"sha256"`
 	Size   int64        `json:"size"`
 	State  PayloadState `json:"state"`
+	// SHA1 and MD5 (hex) are computed by the server when the payload is
+	// stored, for device agents whose protocols name payloads by them.
+	SHA1 string `json:"sha1,omitempty"`
+	MD5  string `json:"md5,omitempty"`
+}
+
+// Digests are the hashes of a payload's bytes besides its SHA-256.
+type Digests struct {
+	SHA1 string
+	MD5  string
 }
 
 // Limits on publisher input.

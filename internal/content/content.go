@@ -7,10 +7,15 @@ package content
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 )
@@ -39,11 +44,12 @@ type Store interface {
 	// the new offset; after an interrupted body, what was kept of it.
 	Append(ctx context.Context, updateID, sha string, offset, size int64, r io.Reader) (int64, error)
 	// Ingest moves a complete staged upload into the store after
-	// verifying its size and SHA-256 again. It is idempotent: if the blob
-	// is already stored the staged copy is removed and nil returned. A
-	// missing staged upload with no blob is NotFound; a mismatch is
-	// Invalid and deletes the staged copy.
-	Ingest(ctx context.Context, updateID, sha string, size int64) error
+	// verifying its size and SHA-256 again, and returns its other
+	// digests. It is idempotent: if the blob is already stored the staged
+	// copy is removed and the blob's digests returned. A missing staged
+	// upload with no blob is NotFound; a mismatch is Invalid and deletes
+	// the staged copy.
+	Ingest(ctx context.Context, updateID, sha string, size int64) (catalog.Digests, error)
 	// Discard removes an update's staged uploads.
 	Discard(ctx context.Context, updateID string) error
 	// Staged lists the updates with staged uploads and when each was
@@ -88,6 +94,24 @@ type Staged struct {
 // Key is a blob's name in the store: sha256/ab/abcd…, the same under a
 // local directory, in a bucket, and under a CDN base URL.
 func Key(sha string) string { return "sha256/" + sha[:2] + "/" + sha }
+
+// check reads r to its end and checks that it is size bytes hashing to
+// sha (SHA-256), returning its other digests; a mismatch is Invalid,
+// naming what (a "staged" upload, a stored blob).
+func check(r io.Reader, what, sha string, size int64) (catalog.Digests, error) {
+	h256, h1, h5 := sha256.New(), sha1.New(), md5.New()
+	n, err := io.Copy(io.MultiWriter(h256, h1, h5), r)
+	if err != nil {
+		return catalog.Digests{}, err
+	}
+	if n != size {
+		return catalog.Digests{}, fault.E(fault.Invalid, "size mismatch: declared %d bytes, %s %d", size, what, n)
+	}
+	if got := hex.EncodeToString(h256.Sum(nil)); got != sha {
+		return catalog.Digests{}, fault.E(fault.Invalid, "hash mismatch: declared sha256 %s, %s bytes hash to %s", sha, what, got)
+	}
+	return catalog.Digests{SHA1: hex.EncodeToString(h1.Sum(nil)), MD5: hex.EncodeToString(h5.Sum(nil))}, nil
+}
 
 // ReadAll reads a whole blob into memory, refusing one larger than max.
 func ReadAll(ctx context.Context, s Store, sha string, max int64) ([]byte, error) {

@@ -3,9 +3,12 @@ package content
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -112,11 +115,14 @@ func TestResumableUploadAndIngest(t *testing.T) {
 			if s.Has(ctx, sha) {
 				t.Fatal("blob visible before ingest")
 			}
-			if err := s.Ingest(ctx, id, sha, size); err != nil {
-				t.Fatal(err)
+			want := catalog.Digests{SHA1: fmt.Sprintf("%x", sha1.Sum(data)), MD5: fmt.Sprintf("%x", md5.Sum(data))}
+			if d, err := s.Ingest(ctx, id, sha, size); err != nil || d != want {
+				t.Fatalf("ingest: %+v, %v; want %+v", d, err, want)
 			}
-			if err := s.Ingest(ctx, id, sha, size); err != nil {
-				t.Fatalf("second ingest (after a crash before commit): %v", err)
+			// A second ingest (after a crash before the commit) finds the
+			// blob stored and reads its digests from it.
+			if d, err := s.Ingest(ctx, id, sha, size); err != nil || d != want {
+				t.Fatalf("second ingest: %+v, %v", d, err)
 			}
 			if !other.Has(ctx, sha) {
 				t.Fatal("the other replica does not see the blob")
@@ -192,7 +198,7 @@ func TestAppendRejects(t *testing.T) {
 			if _, err := s.Open(ctx, digest(data)); !fault.Is(err, fault.NotFound) {
 				t.Errorf("Open of a missing blob = %v", err)
 			}
-			if err := s.Ingest(ctx, id, digest(data), int64(len(data))); !fault.Is(err, fault.NotFound) {
+			if _, err := s.Ingest(ctx, id, digest(data), int64(len(data))); !fault.Is(err, fault.NotFound) {
 				t.Errorf("Ingest of nothing staged = %v", err)
 			}
 		})
@@ -311,7 +317,7 @@ func TestS3(t *testing.T) {
 	if _, err := raw.PutObject(ctx, &s3.PutObjectInput{Bucket: &srv.Bucket, Key: &key, Body: bytes.NewReader(bad)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Ingest(ctx, id, sha, size); !fault.Is(err, fault.Invalid) {
+	if _, err := s.Ingest(ctx, id, sha, size); !fault.Is(err, fault.Invalid) {
 		t.Fatalf("ingest of a corrupted staged object: %v", err)
 	}
 	if s.Has(ctx, sha) {
@@ -325,7 +331,7 @@ func TestS3(t *testing.T) {
 	if _, err := s.Append(ctx, id, sha, 0, size, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Ingest(ctx, id, sha, size); err != nil {
+	if _, err := s.Ingest(ctx, id, sha, size); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := ReadAll(ctx, s, sha, size); err != nil || !bytes.Equal(got, data) {

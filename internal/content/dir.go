@@ -161,33 +161,34 @@ func (s *Dir) Discard(_ context.Context, updateID string) error {
 
 // Ingest implements Store; the rename comes last, so a retry after a crash
 // between it and the caller's commit succeeds.
-func (s *Dir) Ingest(ctx context.Context, updateID, sha string, size int64) error {
+func (s *Dir) Ingest(ctx context.Context, updateID, sha string, size int64) (catalog.Digests, error) {
 	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
-		return err
+		return catalog.Digests{}, err
 	}
 	staged := s.stagingPath(updateID, sha)
 	if s.Has(ctx, sha) {
 		if err := os.Remove(staged); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+			return catalog.Digests{}, err
 		}
 		_ = os.Remove(filepath.Dir(staged))
-		return nil
+		return verifyFile(s.blobPath(sha), "stored", sha, size)
 	}
-	if err := verifyFile(staged, sha, size); err != nil {
+	d, err := verifyFile(staged, "staged", sha, size)
+	if err != nil {
 		if !fault.Is(err, fault.NotFound) {
 			_ = os.Remove(staged)
 		}
-		return err
+		return d, err
 	}
 	dst := s.blobPath(sha)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
+		return d, err
 	}
 	if err := os.Rename(staged, dst); err != nil {
-		return err
+		return d, err
 	}
 	_ = os.Remove(filepath.Dir(staged)) // the update's last upload: nothing staged is left
-	return syncDir(filepath.Dir(dst))
+	return d, syncDir(filepath.Dir(dst))
 }
 
 // Put implements Store: the bytes are written and synced under a
@@ -223,27 +224,22 @@ func (s *Dir) Put(ctx context.Context, data []byte) (string, error) {
 	return sha, syncDir(filepath.Dir(dst))
 }
 
-func verifyFile(path, sha string, size int64) error {
+// verifyFile checks a file's size and SHA-256 (what names it in errors:
+// "staged", "stored") and returns its other digests.
+func verifyFile(path, what, sha string, size int64) (catalog.Digests, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fault.E(fault.NotFound, "staged upload of %s is missing", sha)
+		return catalog.Digests{}, fault.E(fault.NotFound, "%s upload of %s is missing", what, sha)
 	}
 	if err != nil {
-		return err
+		return catalog.Digests{}, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
+	d, err := check(f, what, sha, size)
 	if err != nil {
-		return err
+		return d, err
 	}
-	if n != size {
-		return fault.E(fault.Invalid, "size mismatch: declared %d bytes, staged %d", size, n)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
-		return fault.E(fault.Invalid, "hash mismatch: declared sha256 %s, staged bytes hash to %s", sha, got)
-	}
-	return f.Sync()
+	return d, f.Sync()
 }
 
 func syncDir(dir string) error {

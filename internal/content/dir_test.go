@@ -23,7 +23,7 @@ func TestDirCorruptStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(s.stagingPath(id, good), []byte("hello WORLD"), 0o600)
-	if err := s.Ingest(ctx, id, good, int64(len(data))); !fault.Is(err, fault.Invalid) {
+	if _, err := s.Ingest(ctx, id, good, int64(len(data))); !fault.Is(err, fault.Invalid) {
 		t.Fatalf("ingest of corrupted staging: %v", err)
 	}
 	if s.Has(ctx, good) {

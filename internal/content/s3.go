@@ -641,7 +641,7 @@ func (s *S3) finish(ctx context.Context, updateID, sha string, size int64, st st
 		}
 	}
 	_ = s.objects(ctx, key+".tail.", func(o types.Object) error { return s.delete(ctx, aws.ToString(o.Key)) })
-	if err := s.verify(ctx, key, sha, size); err != nil {
+	if _, err := s.verify(ctx, key, "received", sha, size); err != nil {
 		if fault.Is(err, fault.Invalid) {
 			_ = s.delete(ctx, key)
 			return 0, fault.E(fault.Invalid, "%s; the upload was discarded", err)
@@ -651,49 +651,47 @@ func (s *S3) finish(ctx context.Context, updateID, sha string, size int64, st st
 	return size, nil
 }
 
-// verify streams an object and checks its size and SHA-256.
-func (s *S3) verify(ctx context.Context, key, sha string, size int64) error {
-	r, err := s.openKey(ctx, key, "staged upload of "+sha)
+// verify streams an object and checks its size and SHA-256 (what names
+// it in errors: "staged", "stored"), returning its other digests.
+func (s *S3) verify(ctx context.Context, key, what, sha string, size int64) (catalog.Digests, error) {
+	r, err := s.openKey(ctx, key, what+" upload of "+sha)
 	if err != nil {
-		return err
+		return catalog.Digests{}, err
 	}
 	defer r.Close()
 	if r.size != size {
-		return fault.E(fault.Invalid, "size mismatch: declared %d bytes, staged %d", size, r.size)
+		return catalog.Digests{}, fault.E(fault.Invalid, "size mismatch: declared %d bytes, %s %d", size, what, r.size)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
-		return fault.E(fault.Invalid, "hash mismatch: declared sha256 %s, received bytes hash to %s", sha, got)
-	}
-	return nil
+	return check(r, what, sha, size)
 }
 
 // Ingest implements Store: the verified staged object is copied to its
 // digest's key (server side, in parts beyond CopyLimit) and then removed.
-func (s *S3) Ingest(ctx context.Context, updateID, sha string, size int64) error {
+func (s *S3) Ingest(ctx context.Context, updateID, sha string, size int64) (catalog.Digests, error) {
 	if err := catalog.ValidateSHA256("sha256", sha); err != nil {
-		return err
+		return catalog.Digests{}, err
 	}
 	if err := catalog.ValidateID("update", "upd", updateID); err != nil {
-		return err
+		return catalog.Digests{}, err
 	}
 	key := s.stagingKey(updateID, sha)
 	if s.Has(ctx, sha) {
-		return s.discard(ctx, key)
+		if err := s.discard(ctx, key); err != nil {
+			return catalog.Digests{}, err
+		}
+		return s.verify(ctx, s.blobKey(sha), "stored", sha, size)
 	}
-	if err := s.verify(ctx, key, sha, size); err != nil {
+	d, err := s.verify(ctx, key, "staged", sha, size)
+	if err != nil {
 		if fault.Is(err, fault.Invalid) {
 			_ = s.delete(ctx, key)
 		}
-		return err
+		return d, err
 	}
 	if err := s.copy(ctx, key, s.blobKey(sha), size); err != nil {
-		return unavailable(err, "store "+sha)
+		return d, unavailable(err, "store "+sha)
 	}
-	return unavailable(s.delete(ctx, key), "remove staged "+sha)
+	return d, unavailable(s.delete(ctx, key), "remove staged "+sha)
 }
 
 func (s *S3) copy(ctx context.Context, from, to string, size int64) error {

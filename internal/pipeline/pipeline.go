@@ -256,7 +256,8 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 	if u.State != catalog.StatePublishing {
 		return nil // failed meanwhile, or already done: nothing to do
 	}
-	if err := p.cfg.Content.Ingest(ctx, a.UpdateID, a.SHA256, a.Size); err != nil {
+	digests, err := p.cfg.Content.Ingest(ctx, a.UpdateID, a.SHA256, a.Size)
+	if err != nil {
 		if fault.Is(err, fault.Invalid) || fault.Is(err, fault.NotFound) {
 			return p.fail(ctx, job, u, fmt.Sprintf("payload %s: %s", a.SHA256, fault.Message(err)))
 		}
@@ -266,7 +267,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 		return err
 	}
 	return p.cfg.Store.InTx(ctx, func(tx *store.Tx) error {
-		err := tx.SetPayloadState(ctx, a.UpdateID, a.SHA256, catalog.PayloadUploaded, catalog.PayloadStored)
+		err := tx.StorePayload(ctx, a.UpdateID, a.SHA256, digests)
 		if err != nil && !fault.Is(err, fault.Conflict) {
 			return err
 		}

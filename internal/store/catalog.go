@@ -264,7 +264,7 @@ func (q *queries) updateByVersion(ctx context.Context, product string, v version
 }
 
 func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payload, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT name, sha256, size, state FROM payloads WHERE update_id = $1 ORDER BY position`, updateID)
+	rows, err := q.db.QueryContext(ctx, `SELECT name, sha256, size, state, sha1, md5 FROM payloads WHERE update_id = $1 ORDER BY position`, updateID)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -272,7 +272,7 @@ func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payl
 	var out []catalog.Payload
 	for rows.Next() {
 		var p catalog.Payload
-		if err := rows.Scan(&p.Name, &p.SHA256, &p.Size, &p.State); err != nil {
+		if err := rows.Scan(&p.Name, &p.SHA256, &p.Size, &p.State, &p.SHA1, &p.MD5); err != nil {
 			return nil, unavailable(err)
 		}
 		out = append(out, p)
@@ -346,6 +346,21 @@ func (q *queries) LastKind(ctx context.Context, product string) (catalog.Kind, e
 		return "", nil
 	}
 	return k, unavailable(err)
+}
+
+// StorePayload marks an uploaded payload stored, with the digests its
+// bytes were found to have. It returns Conflict if the payload is not
+// uploaded, NotFound if it does not exist.
+func (q *queries) StorePayload(ctx context.Context, updateID, sha256 string, d catalog.Digests) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE payloads SET state = $3, sha1 = $4, md5 = $5 WHERE update_id = $1 AND sha256 = $2 AND state = $6`,
+		updateID, sha256, catalog.PayloadStored, d.SHA1, d.MD5, catalog.PayloadUploaded)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	return q.SetPayloadState(ctx, updateID, sha256, catalog.PayloadUploaded, catalog.PayloadStored) // says why not
 }
 
 // SetPayloadState moves a payload from one state to another. It returns
