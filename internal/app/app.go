@@ -332,9 +332,10 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	if err := a.Store.Ping(ctx); err != nil {
 		checks["database"], status = "unavailable", http.StatusServiceUnavailable
 	}
-	if ok, why := a.TUF.CanSign(); !a.signs() {
+	switch ok, why := a.TUF.CanSign(); {
+	case !a.signs():
 		checks["signing"] = "not needed (role device)"
-	} else if !ok {
+	case !ok:
 		checks["signing"], status = why, http.StatusServiceUnavailable
 	}
 	if a.Snapshots.Snapshot().Generation < 0 {
