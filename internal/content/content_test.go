@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ringmaster/ringmaster/internal/catalog"
@@ -336,6 +337,44 @@ func TestS3(t *testing.T) {
 	}
 	if got, err := ReadAll(ctx, s, sha, size); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copied in parts: %v", err)
+	}
+
+	// A size that is a multiple of the part size, and a process that died
+	// after sending the last whole part but before completing the upload:
+	// the next append of nothing, or the ingest, completes it.
+	whole := data[:2*partSize]
+	wholeSHA, wholeSize := digest(whole), int64(len(whole))
+	for _, finish := range []string{"append", "ingest"} {
+		wid := catalog.NewID("upd", time.Now())
+		key := s.stagingKey(wid, wholeSHA)
+		up, err := raw.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &srv.Bucket, Key: &key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			part := whole[i*partSize : (i+1)*partSize]
+			if _, err := raw.UploadPart(ctx, &s3.UploadPartInput{Bucket: &srv.Bucket, Key: &key, UploadId: up.UploadId,
+				PartNumber: aws.Int32(int32(i + 1)), Body: bytes.NewReader(part), ContentLength: aws.Int64(partSize)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _ := s.UploadOffset(ctx, wid, wholeSHA); n != wholeSize {
+			t.Fatalf("%s: offset of an uncompleted upload in whole parts = %d, want %d", finish, n, wholeSize)
+		}
+		if finish == "append" {
+			if n, err := s.Append(ctx, wid, wholeSHA, wholeSize, wholeSize, bytes.NewReader(nil)); err != nil || n != wholeSize {
+				t.Fatalf("append of nothing at the end: %d, %v", n, err)
+			}
+		}
+		if _, err := s.Ingest(ctx, wid, wholeSHA, wholeSize); err != nil {
+			t.Fatalf("%s: ingest: %v", finish, err)
+		}
+		if got, err := ReadAll(ctx, s, wholeSHA, wholeSize); err != nil || !bytes.Equal(got, whole) {
+			t.Fatalf("%s: stored bytes differ (%v)", finish, err)
+		}
+		if err := s.Remove(ctx, wholeSHA); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Downloads redirect to a presigned URL that needs no credentials.

@@ -538,6 +538,12 @@ func (s *S3) Append(ctx context.Context, updateID, sha string, offset, size int6
 	if st.complete >= 0 {
 		return have, nil
 	}
+	if have == size {
+		// Whole parts hold every byte (a size that is a multiple of the
+		// part size) but the process that sent the last one died before
+		// completing the upload: complete it now.
+		return s.finish(ctx, updateID, sha, size, st, nil)
+	}
 	// The buffer holds the part being filled: the tail kept so far, then
 	// the body.
 	buf := make([]byte, 0, min(s.PartSize, size-int64(len(st.parts))*s.PartSize))
@@ -621,8 +627,9 @@ func (s *S3) uploadPart(ctx context.Context, key string, st staged, part []byte)
 	return st, nil
 }
 
-// finish stores the last bytes, completes the upload into one object at
-// the staging key and checks its SHA-256 by reading it back.
+// finish stores the last bytes (none when whole parts already hold them
+// all), completes the upload into one object at the staging key and
+// checks its SHA-256 by reading it back.
 func (s *S3) finish(ctx context.Context, updateID, sha string, size int64, st staged, last []byte) (int64, error) {
 	key := s.stagingKey(updateID, sha)
 	if len(st.parts) == 0 {
@@ -631,8 +638,10 @@ func (s *S3) finish(ctx context.Context, updateID, sha string, size int64, st st
 		}
 	} else {
 		var err error
-		if st, err = s.uploadPart(ctx, key, st, last); err != nil {
-			return int64(len(st.parts)) * s.PartSize, err
+		if len(last) > 0 {
+			if st, err = s.uploadPart(ctx, key, st, last); err != nil {
+				return int64(len(st.parts)) * s.PartSize, err
+			}
 		}
 		_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key,
 			UploadId: &st.uploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: st.parts}})
@@ -682,6 +691,15 @@ func (s *S3) Ingest(ctx context.Context, updateID, sha string, size int64) (cata
 		return s.verify(ctx, s.blobKey(sha), "stored", sha, size)
 	}
 	d, err := s.verify(ctx, key, "staged", sha, size)
+	if fault.Is(err, fault.NotFound) {
+		// Every byte arrived in whole parts, but the upload was never
+		// completed (its process died at the last part): complete it.
+		if st, serr := s.state(ctx, updateID, sha); serr == nil && st.complete < 0 && st.offset(s.PartSize) == size && len(st.parts) > 0 {
+			if _, err = s.finish(ctx, updateID, sha, size, st, nil); err == nil {
+				d, err = s.verify(ctx, key, "staged", sha, size)
+			}
+		}
+	}
 	if err != nil {
 		if fault.Is(err, fault.Invalid) {
 			_ = s.delete(ctx, key)
