@@ -316,7 +316,7 @@ func routeParts(path string) []string {
 	switch {
 	case path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/v1/openapi.yaml":
 		return nil
-	case strings.HasPrefix(path, "/v1/device/"):
+	case strings.HasPrefix(path, "/v1/device/") || strings.HasPrefix(path, "/v1/update/"):
 		return []string{"device"}
 	case strings.HasPrefix(path, "/v1/content/") || strings.HasPrefix(path, "/v1/tuf/"):
 		return []string{"device", "api"}

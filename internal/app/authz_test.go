@@ -27,6 +27,8 @@ var publicRoutes = map[string]httpapi.Access{
 	"POST /v1/device/check":         httpapi.Device,
 	"POST /v1/device/events":        httpapi.Device,
 	"POST /v1/device/enroll":        httpapi.Enrollment,
+	// Omaha clients carry no credential (docs/security.md).
+	"POST /v1/update/{$}": httpapi.Public,
 	// The console's door: its redirect, assets and sign-in.
 	"GET /{$}":              httpapi.Public,
 	"GET /ui/static/":       httpapi.Public,

@@ -21,7 +21,8 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	s := startServer(t, "")
 	for _, r := range s.Routes() {
 		method, path, _ := strings.Cut(strings.Replace(r.Pattern, "...}", "}", 1), " ")
-		if path == "/{$}" || strings.HasPrefix(path, console.Prefix) {
+		path = strings.TrimSuffix(path, "{$}") // an exact match of the path before it
+		if path == "/" || strings.HasPrefix(path, console.Prefix) {
 			continue // the console's pages are not API (docs/console.md)
 		}
 		ops, ok := doc.Paths[path]

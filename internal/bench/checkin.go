@@ -61,6 +61,10 @@ type CheckinConfig struct {
 	// catalog holds.
 	Holds int
 	Seed  uint64
+	// Protocol is what the devices speak: "native" (POST
+	// /v1/device/check, enrolled) or "omaha" (POST /v1/update/, an
+	// update check per product, no credential).
+	Protocol string
 	// Progress, when set, hears what the benchmark is doing (seeding, each
 	// phase) for a person watching; results never go through it.
 	Progress func(msg string) `json:"-"`
@@ -111,9 +115,15 @@ type CheckinReport struct {
 // against a bare net/http handler that returns a fixed JSON body of the
 // same average size through the same HTTP stack and client.
 func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
+	if cfg.Protocol != "" && cfg.Protocol != "native" && cfg.Protocol != "omaha" {
+		return nil, fmt.Errorf("--protocol must be native or omaha, not %q", cfg.Protocol)
+	}
 	targets := strings.Split(cfg.URL, ",")
 	target := targets[0]
-	bodies := deviceBodies(cfg)
+	bodies, path := deviceBodies(cfg), "/v1/device/check"
+	if cfg.Protocol == "omaha" {
+		bodies, path = omahaBodies(bodies), "/v1/update/"
+	}
 	if target == "" {
 		url, a, stop, err := startSeededApp(ctx, cfg, log)
 		if err != nil {
@@ -121,9 +131,12 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 		}
 		defer stop()
 		target, targets = url, []string{url}
-		// Every simulated device is enrolled: check-ins carry credentials.
+		// Every simulated device is enrolled: check-ins carry credentials
+		// (Omaha has no place for one).
 		for i := range bodies {
-			bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
+			if cfg.Protocol != "omaha" {
+				bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
+			}
 		}
 	}
 	client := &http.Client{Transport: &http.Transport{
@@ -135,12 +148,16 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	var total, offers int
 	probeMin, probeMax := math.MaxInt, 0
 	for i := 0; i < min(len(bodies), 500); i++ {
-		b, err := post(ctx, client, target+"/v1/device/check", bodies[i])
+		b, err := post(ctx, client, target+path, bodies[i])
 		if err != nil {
 			return nil, fmt.Errorf("probe check-in: %w", err)
 		}
 		total += len(b)
 		probeMin, probeMax = min(probeMin, len(b)), max(probeMax, len(b))
+		if cfg.Protocol == "omaha" {
+			offers += bytes.Count(b, []byte("<manifest "))
+			continue
+		}
 		var r struct{ Offers []json.RawMessage }
 		_ = json.Unmarshal(b, &r)
 		offers += len(r.Offers)
@@ -157,7 +174,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 		ProbeBytes: float64(total) / float64(probes), ProbeMin: probeMin, ProbeMax: probeMax}
 	checks := make([]string, len(targets))
 	for i, t := range targets {
-		checks[i] = strings.TrimSuffix(t, "/") + "/v1/device/check"
+		checks[i] = strings.TrimSuffix(t, "/") + path
 	}
 	if len(targets) > 1 {
 		rep.Ringmaster.Name = fmt.Sprintf("ringmaster check-in, %d replicas", len(targets))
@@ -165,7 +182,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	}
 	for round := 0; round < cfg.Rounds; round++ {
 		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
-		if err := drive(ctx, client, []string{baseURL + "/v1/device/check"}, bodies, cfg, &rep.Baseline); err != nil {
+		if err := drive(ctx, client, []string{baseURL + path}, bodies, cfg, &rep.Baseline); err != nil {
 			return nil, err
 		}
 		if err := drive(ctx, client, checks, bodies, cfg, &rep.Ringmaster); err != nil {
@@ -348,6 +365,31 @@ func deviceBodies(cfg CheckinConfig) []request {
 			body.Installed = append(body.Installed, inst{Product: productName(p), Version: fmt.Sprintf("1.%d.0", rng.IntN(cfg.Versions+1))})
 		}
 		out[i].body, _ = json.Marshal(body)
+	}
+	return out
+}
+
+// omahaBodies turns native check-ins into Omaha requests: one app with
+// an update check per product the device runs, its attributes as the
+// track, OEM and architecture.
+func omahaBodies(native []request) []request {
+	out := make([]request, len(native))
+	for i, r := range native {
+		var c struct {
+			DeviceID   string            `json:"device_id"`
+			Attributes map[string]string `json:"attributes"`
+			Installed  []struct{ Product, Version string }
+		}
+		_ = json.Unmarshal(r.body, &c)
+		var b strings.Builder
+		fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?><request protocol="3.0" version="update_engine-0.4.10" ismachine="1">`+
+			`<os platform="CoreOS" arch=%q></os>`, c.Attributes["arch"])
+		for _, p := range c.Installed {
+			fmt.Fprintf(&b, `<app appid=%q version=%q track="stable" oem=%q machineid=%q><ping active="1"></ping><updatecheck></updatecheck></app>`,
+				p.Product, p.Version, c.Attributes["oem"], c.DeviceID)
+		}
+		b.WriteString(`</request>`)
+		out[i].body = []byte(b.String())
 	}
 	return out
 }

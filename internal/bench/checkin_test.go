@@ -10,32 +10,38 @@ import (
 	"github.com/ringmaster/ringmaster/internal/dbtest"
 )
 
-// TestRunCheckinSmoke runs a tiny benchmark so the command keeps working; it
-// asserts that both sides were measured, never how fast they were.
+// TestRunCheckinSmoke runs a tiny benchmark in each protocol so the
+// command keeps working; it asserts that both sides were measured, never
+// how fast they were.
 func TestRunCheckinSmoke(t *testing.T) {
-	rep, err := RunCheckin(context.Background(), CheckinConfig{
-		Devices: 200, Concurrency: 4, Duration: 300 * time.Millisecond, Rounds: 1, Products: 5, Versions: 4, Deployments: 20, Holds: 3, Seed: 1,
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
-		if r.Requests == 0 || r.Errors != 0 || r.P50 <= 0 || r.P99 < r.P50 || r.P999 < r.P99 {
-			t.Fatalf("%s: %+v", r.Name, r)
-		}
-	}
-	if rep.Ringmaster.OffersPerReq <= 0 {
-		t.Fatalf("devices were offered nothing: %+v", rep.Ringmaster)
-	}
-	// The baseline answers with a body the size of Ringmaster's mean answer
-	// over the fleet. (The run's own mean is over the devices it reached:
-	// on a loaded machine a short phase reaches only some, so it is only
-	// bounded by the sizes the probe saw.)
-	if d := rep.Baseline.BytesPerResp - rep.ProbeBytes; d > 1 || d < -1 {
-		t.Fatalf("baseline body %.0f bytes vs Ringmaster's mean answer %.0f", rep.Baseline.BytesPerResp, rep.ProbeBytes)
-	}
-	if b := rep.Ringmaster.BytesPerResp; b < float64(rep.ProbeMin) || b > float64(rep.ProbeMax) {
-		t.Fatalf("Ringmaster answered %.0f bytes on average, outside the probe's %d-%d", b, rep.ProbeMin, rep.ProbeMax)
+	for _, protocol := range []string{"native", "omaha"} {
+		t.Run(protocol, func(t *testing.T) {
+			rep, err := RunCheckin(context.Background(), CheckinConfig{
+				Devices: 200, Concurrency: 4, Duration: 300 * time.Millisecond, Rounds: 1, Products: 5, Versions: 4, Deployments: 20, Holds: 3, Seed: 1,
+				Protocol: protocol,
+			}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []Result{rep.Baseline, rep.Ringmaster} {
+				if r.Requests == 0 || r.Errors != 0 || r.P50 <= 0 || r.P99 < r.P50 || r.P999 < r.P99 {
+					t.Fatalf("%s: %+v", r.Name, r)
+				}
+			}
+			if rep.Ringmaster.OffersPerReq <= 0 {
+				t.Fatalf("devices were offered nothing: %+v", rep.Ringmaster)
+			}
+			// The baseline answers with a body the size of Ringmaster's mean
+			// answer over the fleet. (The run's own mean is over the devices
+			// it reached: on a loaded machine a short phase reaches only
+			// some, so it is only bounded by the sizes the probe saw.)
+			if d := rep.Baseline.BytesPerResp - rep.ProbeBytes; d > 1 || d < -1 {
+				t.Fatalf("baseline body %.0f bytes vs Ringmaster's mean answer %.0f", rep.Baseline.BytesPerResp, rep.ProbeBytes)
+			}
+			if b := rep.Ringmaster.BytesPerResp; b < float64(rep.ProbeMin) || b > float64(rep.ProbeMax) {
+				t.Fatalf("Ringmaster answered %.0f bytes on average, outside the probe's %d-%d", b, rep.ProbeMin, rep.ProbeMax)
+			}
+		})
 	}
 }
 

@@ -75,6 +75,10 @@ type PayloadLink struct {
 	// installed, rebuilds the payload from that version's file; the
 	// payload itself stays the fallback.
 	Delta *DeltaLink `json:"delta,omitempty"`
+	// SHA1 and MD5 (hex) are for the protocols of other device agents;
+	// Ringmaster's own devices verify the SHA-256 against TUF.
+	SHA1 string `json:"-"`
+	MD5  string `json:"-"`
 }
 
 // DeltaLink is a delta from the installed version's payload of the same
@@ -281,7 +285,8 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 			Version: rel.Update.Version, Kind: rel.Update.Kind, Severity: string(rel.Update.Severity), Title: rel.Update.Title,
 			Deadline: rel.Deployment.Plan.Deadline, Expedite: rel.Deployment.Plan.Expedite}
 		for _, p := range rel.Update.Payloads {
-			o.Payloads = append(o.Payloads, PayloadLink{Name: p.Name, URL: "/v1/content/" + p.SHA256, SHA256: p.SHA256, Size: p.Size})
+			o.Payloads = append(o.Payloads, PayloadLink{Name: p.Name, URL: "/v1/content/" + p.SHA256, SHA256: p.SHA256, Size: p.Size,
+				SHA1: p.SHA1, MD5: p.MD5})
 		}
 		if rb := rel.Deployment.Plan.Rollback; rb != nil {
 			from, err := version.Parse(rb.Version)
@@ -730,6 +735,17 @@ next:
 			}
 		}
 	}
+}
+
+// OffersMade is Offers with the record of each offer made (its wave), for
+// device protocols that answer with something other than the native JSON.
+func (s *Snapshot) OffersMade(c CheckIn, now time.Time, made []Made) ([]*Offer, []Made) {
+	var out []*Offer
+	s.each(&c, now, func(r *release) {
+		out = append(out, &r.offer)
+		made = append(made, Made{UpdateID: r.offer.UpdateID, DeploymentID: r.offer.DeploymentID, Wave: r.dep.Plan.WaveOf(r.position(&c))})
+	})
+	return out, made
 }
 
 // Offers decides what c is offered at now: for each product it reports

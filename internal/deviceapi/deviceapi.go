@@ -136,6 +136,7 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("GET /v1/content/{sha256}", httpapi.Public, http.HandlerFunc(a.content))
 	mux.Route("POST /v1/device/events", httpapi.Device, http.HandlerFunc(a.postEvents))
 	mux.Route("POST /v1/device/enroll", httpapi.Enrollment, http.HandlerFunc(a.enroll))
+	mux.Route("POST /v1/update/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
 }
 
 // postEvents accepts a batch of events: each is validated on its own and
@@ -255,7 +256,8 @@ func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit in
 
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
-	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events"
+	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events" ||
+		pattern == "POST /v1/update/{$}"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {

@@ -189,5 +189,6 @@ func (l logs) WithGroup(name string) slog.Handler    { return logs{l.Handler.Wit
 
 // DevicePath reports whether a path is on the device plane.
 func DevicePath(path string) bool {
-	return strings.HasPrefix(path, "/v1/device/") || strings.HasPrefix(path, "/v1/content/") || strings.HasPrefix(path, "/v1/tuf/")
+	return strings.HasPrefix(path, "/v1/device/") || strings.HasPrefix(path, "/v1/content/") || strings.HasPrefix(path, "/v1/tuf/") ||
+		strings.HasPrefix(path, "/v1/update/")
 }
