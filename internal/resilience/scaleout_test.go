@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	omahaclient "github.com/flatcar/go-omaha/omaha/client"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -128,7 +129,8 @@ func (p *process) admin(t *testing.T, token string) *client.Client {
 //     mid-rollout; it still pauses on the regression, and the counted
 //     reports equal exactly the reports sent.
 //   - PostgreSQL is stopped, and then frozen with SIGSTOP: every replica
-//     keeps offering, the SDK updater installs, events are accepted, and
+//     keeps offering (to native and Omaha clients), the SDK updater
+//     installs, events are accepted, and
 //     admin writes fail fast as unavailable; when it is back the counts
 //     catch up exactly.
 func TestScaleOut(t *testing.T) {
@@ -424,6 +426,14 @@ enroll_rate: {rate: 0}
 			}
 			if files, err := up.Fetch(ctx, r.Offers[0], t.TempDir()); err != nil || len(files) != 1 {
 				t.Fatalf("%s: the SDK updater at %s: %v", round, p.name, err)
+			}
+			// An Omaha client (update_engine's protocol) is answered too.
+			oc, err := omahaclient.NewAppClient(p.url+"/v1/update/", fmt.Sprintf("omaha-%s-%d", round, i), "tool", "0.9")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if up, err := oc.UpdateCheck(); err != nil || len(up.Manifests) != 1 || up.Manifests[0].Version != "1.0" {
+				t.Fatalf("%s: an Omaha update check at %s: %+v, %v", round, p.name, up, err)
 			}
 			ev := r.Offers[0].Event(device+"-tool-"+round, device, "install_succeeded", time.Now().UTC())
 			if res, err := d.SendEvents(ctx, []client.DeviceEvent{ev}); err != nil || res.Accepted != 1 {
