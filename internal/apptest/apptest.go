@@ -92,3 +92,19 @@ func WaitFor(t testing.TB, limit time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Publish publishes content as the one file of product's version through
+// admin (any replica's admin client), waiting until it is published.
+func Publish(t testing.TB, admin *client.Client, product, version, content string) client.Update {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), product+".bin")
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := admin.PublishFiles(context.Background(), client.NewUpdate{Product: product, Version: version}, []string{file},
+		client.PublishOptions{Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("publish %s %s: %v", product, version, err)
+	}
+	return u
+}

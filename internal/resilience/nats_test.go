@@ -31,10 +31,9 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// natsCluster starts n nats-server processes (Debian's nats-server) as a
-// JetStream cluster and returns their client URLs and processes by name,
-// once the cluster has elected its meta leader.
-func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
+// natsServer returns Debian's nats-server, or skips t loudly without it
+// (fails with RINGMASTER_REQUIRE_NATS_SERVER, as in .ci/run).
+func natsServer(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("nats-server")
 	if err != nil {
@@ -43,6 +42,15 @@ func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
 		}
 		t.Skip("SKIPPED: nats-server (Debian package nats-server) is not installed; .ci/run installs it")
 	}
+	return bin
+}
+
+// natsCluster starts n nats-server processes (Debian's nats-server) as a
+// JetStream cluster and returns their client URLs and processes by name,
+// once the cluster has elected its meta leader.
+func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
+	t.Helper()
+	bin := natsServer(t)
 	var urls, routes []string
 	ports := make([][2]int, n)
 	for i := range ports {
@@ -101,13 +109,7 @@ func TestNATSCluster(t *testing.T) {
 	}
 	leader := info.Cluster.Leader
 
-	file := filepath.Join(t.TempDir(), "agent.bin")
-	if err := os.WriteFile(file, []byte("agent 2.0"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	apptest.Publish(t, s.Admin, "agent", "2.0", "agent 2.0")
 	dep, err := s.Admin.Deploy(ctx, "agent", "2.0")
 	if err != nil {
 		t.Fatal(err)

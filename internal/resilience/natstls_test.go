@@ -31,13 +31,7 @@ import (
 // start, saying why, rather than sending events in the clear or to an
 // unverified peer.
 func TestNATSOverTLS(t *testing.T) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("RINGMASTER_REQUIRE_NATS_SERVER") != "" {
-			t.Fatal("nats-server is required (RINGMASTER_REQUIRE_NATS_SERVER) but not installed: apt-get install nats-server")
-		}
-		t.Skip("SKIPPED: nats-server (Debian package nats-server) is not installed; .ci/run installs it")
-	}
+	bin := natsServer(t)
 	dir := t.TempDir()
 	caFile, certFile, keyFile := writeTLSFiles(t, dir)
 	port := freePort(t)
@@ -68,13 +62,7 @@ func TestNATSOverTLS(t *testing.T) {
 	}
 
 	s := apptest.Start(t, "", func(c *config.Config) { c.EventsURL, c.EventsTLSCA = url, caFile })
-	file := filepath.Join(t.TempDir(), "agent.bin")
-	if err := os.WriteFile(file, []byte("agent 2.0"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	apptest.Publish(t, s.Admin, "agent", "2.0", "agent 2.0")
 	dep, err := s.Admin.Deploy(ctx, "agent", "2.0")
 	if err != nil {
 		t.Fatal(err)

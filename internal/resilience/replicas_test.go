@@ -129,13 +129,7 @@ func TestSharedSigningKeys(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(a.Data, "keys", "*.key")); len(files) < 4 {
 		t.Fatalf("the first replica keeps %d key files, want root, targets, snapshot and timestamp", len(files))
 	}
-	file := filepath.Join(t.TempDir(), "agent.bin")
-	if err := os.WriteFile(file, []byte("agent 2.0, published through the second replica"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "2.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	apptest.Publish(t, b.Admin, "agent", "2.0", "agent 2.0, published through the second replica")
 	if _, err := b.Admin.Deploy(ctx, "agent", "2.0"); err != nil {
 		t.Fatal(err)
 	}
@@ -179,13 +173,7 @@ func TestRoles(t *testing.T) {
 	worker := replica(t, api, dsn, role("worker"))
 	device := replica(t, api, dsn, role("device"))
 
-	file := filepath.Join(t.TempDir(), "agent.bin")
-	if err := os.WriteFile(file, []byte("agent 3.0"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := api.Admin.PublishFiles(ctx, client.NewUpdate{Product: "agent", Version: "3.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
-		t.Fatal(err)
-	}
+	apptest.Publish(t, api.Admin, "agent", "3.0", "agent 3.0")
 	if _, err := api.Admin.Deploy(ctx, "agent", "3.0"); err != nil {
 		t.Fatal(err)
 	}
