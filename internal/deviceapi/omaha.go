@@ -68,9 +68,17 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, r, fault.E(fault.Invalid, "app[%d] (appid %q, machineid or userid %q): %s", i, app.ID, device, fault.Message(err)))
 			return
 		}
-		if err := a.admit("", c.DeviceID); err != nil {
-			a.refuse(w, r, err)
-			return
+		s := seen[c.DeviceID]
+		if s == nil {
+			// One request is one check-in of each device it speaks for,
+			// however many apps it names.
+			if err := a.admit("", c.DeviceID); err != nil {
+				a.refuse(w, r, err)
+				return
+			}
+			s = &registry.Seen{DeviceID: c.DeviceID, Attributes: attrs, Installed: map[string]string{}, At: now}
+			seen[c.DeviceID] = s
+			order = append(order, c.DeviceID)
 		}
 		ar := omaha.AppResponse{ID: app.ID, Status: omaha.StatusOK}
 		if app.Ping != nil {
@@ -78,12 +86,6 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 		}
 		for range app.Events {
 			ar.Events = append(ar.Events, omaha.StatusOnly{Status: omaha.StatusOK})
-		}
-		s := seen[c.DeviceID]
-		if s == nil {
-			s = &registry.Seen{DeviceID: c.DeviceID, Attributes: attrs, Installed: map[string]string{}, At: now}
-			seen[c.DeviceID] = s
-			order = append(order, c.DeviceID)
 		}
 		s.Installed[product] = c.Installed[product].String()
 		if app.UpdateCheck != nil {
