@@ -2,6 +2,7 @@ package content
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -98,16 +99,9 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	})
 	s := &S3{client: client, presign: s3.NewPresignClient(client), cfg: cfg, PartSize: 8 << 20, CopyLimit: 5 << 30}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &cfg.Bucket}); err != nil {
-		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cmpOr(cfg.Endpoint, "AWS"), err)
+		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cmp.Or(cfg.Endpoint, "AWS"), err)
 	}
 	return s, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *S3) blobKey(sha string) string        { return s.cfg.Prefix + Key(sha) }

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -238,7 +239,7 @@ enroll_rate: {rate: 0}
 		t.Fatalf("after A died mid-upload, B reports %d of %d bytes", kept, size)
 	}
 	t.Logf("A killed mid-upload: %d of %d bytes kept in the bucket; the rest goes to B", kept, size)
-	if err := adminB.Upload(ctx, u.ID, u.Payloads[0], bytesReaderAt(data), client.UploadOptions{}); err != nil {
+	if err := adminB.Upload(ctx, u.ID, u.Payloads[0], bytes.NewReader(data), client.UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := adminB.Publish(ctx, u.ID); err != nil {
@@ -454,19 +455,6 @@ enroll_rate: {rate: 0}
 	outage("frozen", 1)
 	pg.Thaw(t)
 	counted(toolDep.ID, 6, 0)
-}
-
-type bytesReaderAt []byte
-
-func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 func get(t *testing.T, url string) []byte {
