@@ -29,6 +29,14 @@ var publicRoutes = map[string]httpapi.Access{
 	"POST /v1/device/enroll":        httpapi.Enrollment,
 	// Omaha clients carry no credential (docs/security.md).
 	"POST /v1/update/{$}": httpapi.Public,
+	// hawkBit DDI controllers authenticate with DDI's own schemes
+	// (TargetToken, GatewayToken), checked by the device API.
+	"GET /{tenant}/controller/v1/{controller}":                                   httpapi.Public,
+	"GET /{tenant}/controller/v1/{controller}/deploymentBase/{action}":           httpapi.Public,
+	"POST /{tenant}/controller/v1/{controller}/deploymentBase/{action}/feedback": httpapi.Public,
+	"PUT /{tenant}/controller/v1/{controller}/configData":                        httpapi.Public,
+	"GET /{tenant}/controller/v1/{controller}/cancelAction/{action}":             httpapi.Public,
+	"POST /{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback":   httpapi.Public,
 	// The console's door: its redirect, assets and sign-in.
 	"GET /{$}":              httpapi.Public,
 	"GET /ui/static/":       httpapi.Public,

@@ -131,6 +131,9 @@ type Config struct {
 	// are).
 	OTelEndpoint    string  `yaml:"otel_endpoint"`
 	OTelDeviceRatio float64 `yaml:"otel_device_ratio"`
+	// DDI configures the hawkBit DDI dialect
+	// (/{tenant}/controller/v1/{controllerId}).
+	DDI DDI `yaml:"ddi"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -213,6 +216,13 @@ func validateSteps(steps []PipelineStep) error {
 // Content chooses the content store.
 type Content struct {
 	S3 S3 `yaml:"s3"`
+}
+
+// DDI configures the hawkBit DDI dialect: the tenant served, and the
+// product of controllers whose configData names none.
+type DDI struct {
+	Tenant  string `yaml:"tenant"`
+	Product string `yaml:"product"`
 }
 
 // S3 is content in S3-compatible object storage, shared by every replica.
@@ -411,7 +421,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_TLS_CERT": &c.TLSCert, "RINGMASTER_TLS_KEY": &c.TLSKey, "RINGMASTER_KEY_PASSPHRASE": &c.TUF.Passphrase,
 		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_KEYRING": &c.TUF.Keyring, "RINGMASTER_ROLE": &c.Role, "RINGMASTER_OTEL_ENDPOINT": &c.OTelEndpoint, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
 		"RINGMASTER_CONTENT_S3_ENDPOINT": &c.Content.S3.Endpoint, "RINGMASTER_CONTENT_S3_PREFIX": &c.Content.S3.Prefix,
-		"RINGMASTER_CONTENT_URL": &c.ContentURL,
+		"RINGMASTER_CONTENT_URL": &c.ContentURL, "RINGMASTER_DDI_TENANT": &c.DDI.Tenant, "RINGMASTER_DDI_PRODUCT": &c.DDI.Product,
 	}
 	if c.Console.OIDC != nil {
 		strs["RINGMASTER_OIDC_CLIENT_SECRET"] = &c.Console.OIDC.ClientSecret

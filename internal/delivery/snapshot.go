@@ -823,6 +823,35 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 	return out
 }
 
+// Deployment finds, among the snapshot's releases (live, paused or
+// ended), the one whose deployment id match accepts: its offer and its
+// deployment. Device protocols that name a deployment by a number of
+// their own (DDI action ids) find it this way.
+func (s *Snapshot) Deployment(match func(deploymentID string) bool) (*Offer, *rollout.Deployment, bool) {
+	for _, rs := range [](map[string][]*release){s.byProduct, s.rollbacks} {
+		for _, list := range rs {
+			for _, r := range list {
+				if match(r.dep.ID) {
+					return &r.offer, &r.dep, true
+				}
+			}
+		}
+	}
+	return nil, nil, false
+}
+
+// WindowOpen reports whether dep has a maintenance window (expedited
+// deployments have none) and, if so, whether it is open at now for a
+// device in time zone tz.
+func (s *Snapshot) WindowOpen(dep *rollout.Deployment, tz string, now time.Time) (has, open bool) {
+	w := dep.Plan.Window
+	if w == nil || dep.Plan.Expedite {
+		return false, false
+	}
+	local, known := s.localMinute(tz, now)
+	return true, known && inWindow(*w, local)
+}
+
 // Made is one offer made to a device: the deployment, and the wave whose
 // share first included the device. The server records it (exposure) and
 // signs it into the offer's receipt.

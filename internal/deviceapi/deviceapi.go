@@ -46,6 +46,9 @@ type Config struct {
 	Now       func() time.Time
 	Metrics   prometheus.Registerer
 	Auth      Auth
+	// Registry and DDI serve hawkBit DDI controllers.
+	Registry Registry
+	DDI      DDI
 }
 
 // Device authentication modes.
@@ -95,6 +98,8 @@ type API struct {
 	bufs                            sync.Pool // *bytes.Buffer for request bodies
 	outs                            sync.Pool // *[]byte for responses
 	mades                           sync.Pool // *[]delivery.Made: the offers of a check-in
+	ddi                             ddiDevices
+	gateways                        gateways
 }
 
 // New returns the device API.
@@ -125,6 +130,7 @@ func New(cfg Config) *API {
 		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		outs:        sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
 		mades:       sync.Pool{New: func() any { m := make([]delivery.Made, 0, 8); return &m }},
+		gateways:    gateways{keys: map[string]gatewayKey{}, devices: map[string]gatewayDevice{}},
 	}
 	cfg.Metrics.MustRegister(a.checkins, a.offers, a.events, a.refused)
 	return a
@@ -137,6 +143,7 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("POST /v1/device/events", httpapi.Device, http.HandlerFunc(a.postEvents))
 	mux.Route("POST /v1/device/enroll", httpapi.Enrollment, http.HandlerFunc(a.enroll))
 	mux.Route("POST /v1/update/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
+	a.registerDDI(mux)
 }
 
 // postEvents accepts a batch of events: each is validated on its own and
@@ -257,7 +264,7 @@ func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit in
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
 	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events" ||
-		pattern == "POST /v1/update/{$}"
+		pattern == "POST /v1/update/{$}" || pattern == "GET /{tenant}/controller/v1/{controller}"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {

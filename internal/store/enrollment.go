@@ -226,3 +226,15 @@ func (s *Store) ResetDevice(ctx context.Context, deviceID, actor, reason string)
 func (q *queries) CredentialGenerations(ctx context.Context) (map[string]int64, error) {
 	return queryCounts[string](ctx, q.db, `SELECT device_id, generation FROM device_enrollments WHERE generation > 0`)
 }
+
+// Enrollment returns the enrollment key that enrolled a device and its
+// credential generation, or NotFound when it is not enrolled (never, or
+// reset since).
+func (q *queries) Enrollment(ctx context.Context, deviceID string) (keyID string, gen int64, err error) {
+	var key sql.NullString
+	err = q.db.QueryRowContext(ctx, `SELECT enrollment_key_id, generation FROM device_enrollments WHERE device_id = $1`, deviceID).Scan(&key, &gen)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !key.Valid) {
+		return "", gen, fault.E(fault.NotFound, "device %q is not enrolled", deviceID)
+	}
+	return key.String, gen, unavailable(err)
+}

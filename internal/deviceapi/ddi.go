@@ -1,0 +1,611 @@
+package deviceapi
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ringmaster/ringmaster/internal/access"
+	"github.com/ringmaster/ringmaster/internal/ddi"
+	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+)
+
+// Registry reads what the server knows of devices, for protocols whose
+// polls carry neither attributes nor installed versions (hawkBit DDI).
+type Registry interface {
+	Device(ctx context.Context, id string) (registry.Device, error)
+	// Offered is the server's record of an offer (NotFound if none).
+	Offered(ctx context.Context, deploymentID, deviceID string) (registry.Offer, error)
+	// Enrollment is the key that enrolled a device (NotFound if none).
+	Enrollment(ctx context.Context, deviceID string) (keyID string, gen int64, err error)
+}
+
+// DDI configures the hawkBit DDI dialect.
+type DDI struct {
+	// Tenant is the one tenant served ("default" when empty), matched
+	// without regard to case as hawkBit does.
+	Tenant string
+	// Product is the product of controllers whose attributes name none.
+	Product string
+}
+
+// ddiRoutes are the DDI resources, under /{tenant}/controller/v1/{id}.
+var ddiRoutes = []struct {
+	method, path string
+	handle       func(*API, http.ResponseWriter, *http.Request, *ddiRequest)
+}{
+	{"GET", "", (*API).ddiPoll},
+	{"GET", "/deploymentBase/{action}", (*API).ddiDeploymentBase},
+	{"POST", "/deploymentBase/{action}/feedback", (*API).ddiFeedback},
+	{"PUT", "/configData", (*API).ddiConfigData},
+	{"GET", "/cancelAction/{action}", (*API).ddiCancelAction},
+	{"POST", "/cancelAction/{action}/feedback", (*API).ddiCancelFeedback},
+}
+
+func (a *API) registerDDI(mux *httpapi.Router) {
+	for _, rt := range ddiRoutes {
+		mux.Route(rt.method+" /{tenant}/controller/v1/{controller}"+rt.path, httpapi.Public, a.ddiHandler(rt.handle))
+	}
+}
+
+// DDIPath reports whether a path is a DDI resource
+// (/{tenant}/controller/v1/…).
+func DDIPath(path string) bool {
+	parts := strings.SplitN(strings.TrimPrefix(path, "/"), "/", 4)
+	return len(parts) == 4 && parts[1] == "controller" && parts[2] == "v1"
+}
+
+// ddiRequest is an authenticated, admitted DDI request.
+type ddiRequest struct {
+	device string
+	// authenticated: by the device's own credential (TargetToken) or an
+	// enrollment key that enrolled it (GatewayToken); only then do its
+	// reports count toward health.
+	authenticated bool
+	base          string // scheme://host/{tenant}/controller/v1/{id}
+	now           time.Time
+}
+
+// ddiHandler authenticates and admits a DDI request before handle.
+func (a *API) ddiHandler(handle func(*API, http.ResponseWriter, *http.Request, *ddiRequest)) http.Handler {
+	tenant := a.cfg.DDI.Tenant
+	if tenant == "" {
+		tenant = "default"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.PathValue("tenant"), tenant) {
+			httpapi.WriteError(w, r, fault.E(fault.NotFound, "unknown tenant %q: this server serves DDI for tenant %q", clipID(r.PathValue("tenant")), tenant))
+			return
+		}
+		device := r.PathValue("controller")
+		if !delivery.ValidDeviceID(device) {
+			httpapi.WriteError(w, r, fault.Field("controllerId", "controller ids are device ids: 1-128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"))
+			return
+		}
+		authed, err := a.ddiAuthenticate(r, device)
+		if err == nil {
+			cred := ""
+			if authed {
+				cred = device
+			}
+			err = a.admit(cred, device)
+		}
+		if err != nil {
+			a.refuse(w, r, err)
+			return
+		}
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		handle(a, w, r, &ddiRequest{device: device, authenticated: authed, now: a.cfg.Now(),
+			base: scheme + "://" + r.Host + "/" + r.PathValue("tenant") + "/controller/v1/" + device})
+	})
+}
+
+// ddiAuthenticate checks a DDI request's credential: "TargetToken rmd_…"
+// (the device's own credential) or "GatewayToken rme_…" (an enrollment
+// key, which enrolls the controller on its first request and speaks for
+// the controllers it enrolled). It reports whether the request is
+// authenticated; without a credential it is not, which device_auth
+// required refuses.
+func (a *API) ddiAuthenticate(r *http.Request, device string) (bool, error) {
+	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
+		return false, refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later")
+	}
+	scheme, secret, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	switch {
+	case scheme == "" && a.cfg.Auth.Mode == AuthRequired:
+		return false, refused("unauthenticated", fault.Unauthorized, "a credential is required: Authorization: TargetToken rmd_… (a device credential) or GatewayToken rme_… (an enrollment key)")
+	case scheme == "":
+		return false, nil
+	case strings.EqualFold(scheme, "TargetToken"):
+		if !access.IsDeviceCredential(secret) {
+			return false, refused("bad_credential", fault.Unauthorized, "a TargetToken must be a device credential (rmd_…)")
+		}
+		id, gen, err := a.cfg.Auth.Key.Verify(secret)
+		switch {
+		case err != nil:
+			return false, refusal{reason: "bad_credential", err: err}
+		case id != device:
+			return false, refused("device_mismatch", fault.Forbidden, "the TargetToken is device %q's, not %q's", id, device)
+		case !a.cfg.Snapshots.Snapshot().CredentialCurrent(id, gen):
+			return false, refused("reset", fault.Unauthorized, "device %q was reset and this credential no longer counts; enroll again", id)
+		}
+		return true, nil
+	case strings.EqualFold(scheme, "GatewayToken"):
+		return true, a.gateway(r.Context(), secret, device)
+	}
+	return false, refused("bad_credential", fault.Unauthorized, "the Authorization header must be \"TargetToken rmd_…\" or \"GatewayToken rme_…\"")
+}
+
+// gatewayTTL is how long a gateway token's key and the controllers it
+// enrolled are trusted from memory; a revoked key stops working within it.
+const gatewayTTL = 30 * time.Second
+
+type gatewayKey struct {
+	key access.EnrollmentKey
+	at  time.Time
+}
+
+type gatewayDevice struct {
+	keyID string
+	gen   int64
+	at    time.Time
+}
+
+// gateways remembers gateway tokens' keys and the controllers each
+// enrolled, so a poll reads the database only once per gatewayTTL.
+type gateways struct {
+	mu      sync.Mutex
+	keys    map[string]gatewayKey // by the secret's hash
+	devices map[string]gatewayDevice
+}
+
+// maxGatewayEntries bounds each of the gateway caches; past it they start
+// afresh.
+const maxGatewayEntries = 1 << 18
+
+func (a *API) gateway(ctx context.Context, secret, device string) error {
+	if !access.WellFormedEnrollment(secret) {
+		return refused("bad_credential", fault.Unauthorized, "a GatewayToken must be an enrollment key (rme_…)")
+	}
+	now, hash := a.cfg.Now(), access.Hash(secret)
+	g := &a.gateways
+	g.mu.Lock()
+	gk, ok := g.keys[hash]
+	g.mu.Unlock()
+	if !ok || now.Sub(gk.at) > gatewayTTL {
+		k, err := a.cfg.Auth.EnrollmentKey(ctx, hash)
+		if fault.Is(err, fault.NotFound) {
+			return refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
+		}
+		if err != nil {
+			return err
+		}
+		gk = gatewayKey{key: k, at: now}
+		g.mu.Lock()
+		if len(g.keys) >= maxGatewayEntries {
+			clear(g.keys)
+		}
+		g.keys[hash] = gk
+		g.mu.Unlock()
+	}
+	if err := access.CheckEnrollment(gk.key, now); err != nil {
+		return refusal{reason: "bad_credential", err: err}
+	}
+	g.mu.Lock()
+	gd, ok := g.devices[device]
+	g.mu.Unlock()
+	snap := a.cfg.Snapshots.Snapshot()
+	if ok && gd.keyID == gk.key.ID && now.Sub(gd.at) <= gatewayTTL && snap.CredentialCurrent(device, gd.gen) {
+		return nil
+	}
+	if snap.Revoked(device) {
+		return refused("revoked", fault.Unauthorized, "device %q has been revoked", device)
+	}
+	keyID, gen, err := a.cfg.Registry.Enrollment(ctx, device)
+	if fault.Is(err, fault.NotFound) {
+		if !a.perEnroll.Allow(gk.key.ID, now) {
+			return refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", gk.key.ID)
+		}
+		gen, err = a.cfg.Auth.Enrollments.EnrollDevice(ctx, device, gk.key)
+		switch {
+		case fault.Is(err, fault.Conflict): // enrolled meanwhile, perhaps by this key
+			keyID, gen, err = a.cfg.Registry.Enrollment(ctx, device)
+		case fault.Is(err, fault.Forbidden):
+			return refusal{reason: "quota", err: err}
+		case err == nil:
+			keyID = gk.key.ID
+			httpapi.Logger(ctx).Info("device enrolled", "device", device, "generation", gen, "enrollment_key", keyID, "by", "DDI gateway token")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if keyID != gk.key.ID {
+		return refused("device_mismatch", fault.Forbidden, "controller %q was enrolled by another enrollment key; a gateway token speaks only for the controllers its key enrolled", device)
+	}
+	g.mu.Lock()
+	if len(g.devices) >= maxGatewayEntries {
+		clear(g.devices)
+	}
+	g.devices[device] = gatewayDevice{keyID: keyID, gen: gen, at: now}
+	g.mu.Unlock()
+	return nil
+}
+
+// ddiDevice is what a replica remembers of a DDI controller, whose polls
+// say nothing about it: its attributes (from configData), installed
+// versions (from closed actions), the offers made to it here, and the
+// action it was handed and has not closed. Loaded from the registry on
+// its first request at this replica.
+type ddiDevice struct {
+	mu         sync.Mutex
+	attrs      map[string]string
+	installed  map[string]string
+	configured bool // attributes known: no need to ask for configData
+	offers     map[string]registry.Offer
+	action     string // deployment id
+}
+
+type ddiDevices struct {
+	mu sync.Mutex
+	m  map[string]*ddiDevice
+}
+
+// maxDDIDevices bounds the controllers remembered; past it the memory
+// starts afresh and each controller is read from the registry again.
+const maxDDIDevices = 1 << 20
+
+func (a *API) ddiDevice(ctx context.Context, id string) *ddiDevice {
+	c := &a.ddi
+	c.mu.Lock()
+	d := c.m[id]
+	c.mu.Unlock()
+	if d != nil {
+		return d
+	}
+	d = &ddiDevice{attrs: map[string]string{}, installed: map[string]string{}, offers: map[string]registry.Offer{}}
+	reg, err := a.cfg.Registry.Device(ctx, id)
+	switch {
+	case err == nil:
+		d.attrs, d.installed, d.configured = orNew(reg.Attributes), orNew(reg.Installed), len(reg.Attributes) > 0
+	case !fault.Is(err, fault.NotFound):
+		// The database is away: serve from what the poll says (nothing),
+		// and read the registry again next time.
+		httpapi.Logger(ctx).Warn("DDI controller not read from the registry", "device", id, "error", err)
+		return d
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev := c.m[id]; prev != nil {
+		return prev
+	}
+	if c.m == nil || len(c.m) >= maxDDIDevices {
+		c.m = map[string]*ddiDevice{}
+	}
+	c.m[id] = d
+	return d
+}
+
+// seen is the controller's sighting at now: its attributes, and its
+// product at the version it runs. Call with d.mu held.
+func (a *API) ddiSeen(device string, d *ddiDevice, now time.Time) registry.Seen {
+	s := registry.Seen{DeviceID: device, Attributes: d.attrs, Installed: map[string]string{}, At: now}
+	if p := a.ddiProduct(d); p != "" {
+		s.Installed[p] = cmp.Or(d.installed[p], d.attrs["version"], "0")
+	}
+	return s
+}
+
+func orNew(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// product is the product a controller runs: its "product" attribute, else
+// the configured DDI product.
+func (a *API) ddiProduct(d *ddiDevice) string {
+	if p := d.attrs["product"]; p != "" {
+		return p
+	}
+	return a.cfg.DDI.Product
+}
+
+// checkIn is the controller as a check-in: its attributes, and its
+// product at the version it last installed through Ringmaster, else its
+// "version" attribute, else 0. Call with d.mu held.
+func (a *API) ddiCheckIn(device string, d *ddiDevice) (delivery.CheckIn, error) {
+	return delivery.FromParts(device, d.attrs, a.ddiSeen(device, d, time.Time{}).Installed)
+}
+
+// ddiPoll answers a controller's poll from the snapshot: the sleep, a
+// deploymentBase link when an update is offered, a cancelAction link when
+// the action it was handed has been halted or cancelled, and a configData
+// link while its attributes are unknown.
+func (a *API) ddiPoll(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	d := a.ddiDevice(r.Context(), q.device)
+	snap := a.cfg.Snapshots.Snapshot()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, err := a.ddiCheckIn(q.device, d)
+	if err != nil {
+		httpapi.WriteError(w, r, fault.E(fault.Invalid, "controller %q: %s (fix its configData)", q.device, fault.Message(err)))
+		return
+	}
+	links := map[string]ddi.Link{}
+	seen := a.ddiSeen(q.device, d, q.now)
+	if d.action != "" {
+		if _, dep, ok := snap.Deployment(func(id string) bool { return id == d.action }); !ok || dep.State.Terminal() {
+			links["cancelAction"] = ddi.Link{Href: q.base + "/cancelAction/" + strconv.FormatInt(ddi.ActionID(d.action), 10)}
+		}
+	}
+	if len(links) == 0 {
+		offers, made := snap.OffersMade(c, q.now, nil)
+		if len(offers) > 0 {
+			links["deploymentBase"] = ddi.Link{Href: q.base + "/deploymentBase/" + strconv.FormatInt(ddi.ActionID(offers[0].DeploymentID), 10) + "?c=" + offers[0].UpdateID}
+		}
+		for _, m := range made {
+			if _, ok := d.offers[m.DeploymentID]; !ok {
+				o := registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: q.now.UTC().Truncate(time.Second)}
+				d.offers[m.DeploymentID] = o
+				if !a.cfg.Recorder.Recorded(q.device, m.DeploymentID) {
+					seen.Offers = append(seen.Offers, o)
+				}
+			}
+		}
+		a.offers.Add(float64(len(made)))
+	}
+	if !d.configured {
+		links["configData"] = ddi.Link{Href: q.base + "/configData"}
+	}
+	a.cfg.Recorder.Record(seen)
+	a.checkins.Inc()
+	httpapi.WriteJSON(w, http.StatusOK, ddi.ControllerBase{Config: ddi.Config{Polling: ddi.Polling{Sleep: ddi.Sleep(a.cfg.NextCheck)}}, Links: links})
+}
+
+// ddiAction finds the deployment of an action id in the snapshot.
+func ddiAction(snap *delivery.Snapshot, r *http.Request) (*delivery.Offer, *rollout.Deployment, error) {
+	id, err := ddi.ParseActionID(r.PathValue("action"))
+	if err != nil {
+		return nil, nil, err
+	}
+	o, dep, ok := snap.Deployment(func(dep string) bool { return ddi.ActionID(dep) == id })
+	if !ok {
+		return nil, nil, fault.E(fault.NotFound, "no action %d: no deployment of that action is current", id)
+	}
+	return o, dep, nil
+}
+
+// ddiDeploymentBase describes an action the controller was offered: one
+// chunk, the release, with an artifact per payload.
+func (a *API) ddiDeploymentBase(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	snap := a.cfg.Snapshots.Snapshot()
+	o, dep, err := ddiAction(snap, r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d := a.ddiDevice(r.Context(), q.device)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, err := a.ddiCheckIn(q.device, d)
+	offered := false
+	if err == nil {
+		for _, off := range snap.Offers(c, q.now) {
+			offered = offered || off.DeploymentID == dep.ID
+		}
+	}
+	// The action it was handed stays readable while the deployment lives
+	// (a pause stops new offers, not installs under way).
+	if !offered && (d.action != dep.ID || dep.State.Terminal()) {
+		httpapi.WriteError(w, r, fault.E(fault.NotFound, "action %s is not offered to controller %q", r.PathValue("action"), q.device))
+		return
+	}
+	d.action = dep.ID
+	mode := ddi.Attempt
+	if o.Expedite || (o.Deadline != nil && !q.now.Before(*o.Deadline)) {
+		mode = ddi.Forced
+	}
+	chunk := ddi.Chunk{Part: "os", Version: o.Version, Name: o.Product, Artifacts: []ddi.Artifact{}}
+	host := strings.TrimSuffix(q.base, "/"+r.PathValue("tenant")+"/controller/v1/"+q.device)
+	for _, p := range o.Payloads {
+		href := host + "/v1/content/" + p.SHA256
+		links := map[string]ddi.Link{"download-http": {Href: href}}
+		if r.TLS != nil {
+			links["download"] = ddi.Link{Href: href}
+		}
+		chunk.Artifacts = append(chunk.Artifacts, ddi.Artifact{Filename: p.Name, Size: p.Size, Links: links,
+			Hashes: ddi.Hashes{SHA1: p.SHA1, MD5: p.MD5, SHA256: p.SHA256}})
+	}
+	out := ddi.DeploymentBase{ID: r.PathValue("action"), Deployment: ddi.Deployment{Download: mode, Update: mode, Chunks: []ddi.Chunk{chunk}}}
+	if has, open := snap.WindowOpen(dep, d.attrs["tz"], q.now); has {
+		out.Deployment.MaintenanceWindow = map[bool]string{true: "available", false: "unavailable"}[open]
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// ddiEventTypes maps a feedback to the event it reports, if any.
+func ddiEventType(f ddi.Feedback) telemetry.Type {
+	switch f.Execution {
+	case ddi.Closed:
+		switch f.Finished {
+		case ddi.Success:
+			return telemetry.InstallSucceeded
+		case ddi.Failure:
+			return telemetry.InstallFailed
+		}
+	case ddi.Proceeding, ddi.Download, ddi.Resumed:
+		return telemetry.DownloadStarted
+	case ddi.Downloaded:
+		return telemetry.DownloadCompleted
+	}
+	return ""
+}
+
+// ddiFeedback takes a controller's report on an action: a closed action
+// with success installs the release in the registry, and the report is an
+// event of the deployment, counted toward its health when the controller
+// is authenticated and the server offered it the update.
+func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
+	if err != nil {
+		httpapi.WriteError(w, r, httpapi.BodyError(err))
+		return
+	}
+	f, err := ddi.ParseFeedback(body)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	o, dep, err := ddiAction(a.cfg.Snapshots.Snapshot(), r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d := a.ddiDevice(r.Context(), q.device)
+	d.mu.Lock()
+	offer, known := d.offers[dep.ID]
+	if f.Execution == ddi.Closed || f.Execution == ddi.Rejected || f.Execution == ddi.Canceled {
+		d.action = ""
+	} else {
+		d.action = dep.ID
+	}
+	if f.Execution == ddi.Closed && f.Finished == ddi.Success {
+		d.installed = map[string]string{o.Product: o.Version} // a new map: the recorder may still read the old one
+		a.cfg.Recorder.Record(a.ddiSeen(q.device, d, q.now))
+	}
+	d.mu.Unlock()
+
+	typ := ddiEventType(f)
+	switch {
+	case typ == "":
+		w.WriteHeader(http.StatusOK)
+		return
+	case !q.authenticated:
+		a.events.WithLabelValues("unauthenticated").Inc()
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if !known {
+		offer, err = a.cfg.Registry.Offered(r.Context(), dep.ID, q.device)
+		if fault.Is(err, fault.NotFound) {
+			a.events.WithLabelValues("not_offered").Inc()
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	e := telemetry.Event{ID: ddiEventID(q.device, dep.ID, typ), DeviceID: q.device, UpdateID: o.UpdateID, DeploymentID: dep.ID,
+		Type: typ, Time: q.now.UTC(), Received: q.now.UTC(), Wave: offer.Wave, OfferedAt: offer.At}
+	if typ == telemetry.InstallFailed {
+		e.ErrorCode = "ddi_failure"
+		if f.Code != nil {
+			e.ErrorCode = "ddi_" + strconv.Itoa(*f.Code)
+		}
+	}
+	if err := a.cfg.Events.Publish(r.Context(), []telemetry.Event{e}); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	a.events.WithLabelValues("accepted").Inc()
+	w.WriteHeader(http.StatusOK)
+}
+
+// ddiEventID names the event of a controller's report of one kind on one
+// deployment, so a report sent again is the same event.
+func ddiEventID(device, deployment string, t telemetry.Type) string {
+	h := sha256.Sum256([]byte(device + "\x00" + deployment + "\x00" + string(t)))
+	return "ddi-" + hex.EncodeToString(h[:20])
+}
+
+// ddiConfigData takes a controller's attributes.
+func (a *API) ddiConfigData(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
+	if err != nil {
+		httpapi.WriteError(w, r, httpapi.BodyError(err))
+		return
+	}
+	cd, err := ddi.ParseConfigData(body)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d := a.ddiDevice(r.Context(), q.device)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	attrs := cd.Apply(d.attrs)
+	if _, err := delivery.FromParts(q.device, attrs, nil); err != nil {
+		httpapi.WriteError(w, r, fault.E(fault.Invalid, "configData: %s", fault.Message(err)))
+		return
+	}
+	// A "version" attribute counts only until an install through
+	// Ringmaster is closed: agents send the same identify attributes at
+	// every start.
+	d.attrs, d.configured = attrs, true
+	a.cfg.Recorder.Record(a.ddiSeen(q.device, d, q.now))
+	w.WriteHeader(http.StatusOK)
+}
+
+// ddiCancelAction tells the controller to stop the action.
+func (a *API) ddiCancelAction(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	if _, err := ddi.ParseActionID(r.PathValue("action")); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	id := r.PathValue("action")
+	httpapi.WriteJSON(w, http.StatusOK, ddi.CancelAction{ID: id, Cancel: ddi.Stop{StopID: id}})
+}
+
+// ddiCancelFeedback takes the controller's answer to a cancellation: once
+// it is closed (or rejected), the action is no longer its.
+func (a *API) ddiCancelFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
+	if err != nil {
+		httpapi.WriteError(w, r, httpapi.BodyError(err))
+		return
+	}
+	f, err := ddi.ParseFeedback(body)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	id, err := ddi.ParseActionID(r.PathValue("action"))
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	d := a.ddiDevice(r.Context(), q.device)
+	d.mu.Lock()
+	if d.action != "" && ddi.ActionID(d.action) == id && (f.Execution == ddi.Closed || f.Execution == ddi.Rejected) {
+		d.action = ""
+	}
+	d.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// clipID shortens an identifier a client sent for an error message.
+func clipID(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
