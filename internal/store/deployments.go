@@ -197,7 +197,11 @@ func (s *Store) MutateDeployment(ctx context.Context, id, actor string, fn func(
 		if err := tx.insertEvents(ctx, d.ID, actor, acts, before, d.Status); err != nil {
 			return err
 		}
-		offeringChanged := before.State.Offering() != d.State.Offering() || before.Percent != d.Percent || planChanged
+		// A deployment that ends leaves the snapshot even when it was not
+		// offering (a paused one cancelled): explain and the DDI dialect's
+		// cancelAction read its state there.
+		offeringChanged := before.State.Offering() != d.State.Offering() || before.State.Terminal() != d.State.Terminal() ||
+			before.Percent != d.Percent || planChanged
 		if err := tx.bumpIf(ctx, offeringChanged); err != nil {
 			return err
 		}
