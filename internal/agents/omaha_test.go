@@ -174,3 +174,80 @@ func TestOmahaBadInput(t *testing.T) {
 		t.Fatalf("registered devices: %+v", page.Devices)
 	}
 }
+
+// TestOmahaEvents: at /v1/update/{key}/ the enrollment key in the path
+// enrolls the device on its first request and go-omaha's events count:
+// download events, a completed update from the device now running the
+// release, and a failed one with its error code. The same events without
+// the key, or from a device never offered the update, do not count.
+func TestOmahaEvents(t *testing.T) {
+	ctx := context.Background()
+	s := apptest.Start(t, "", func(c *config.Config) { c.DeviceRate.Rate = 0; c.DeviceAuth = "required" })
+	file := filepath.Join(t.TempDir(), "update.gz")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("flatcar "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: product, Version: "2.0.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := s.Admin.CreateEnrollmentKey(ctx, "flatcar fleet", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := s.Admin.Deploy(ctx, product, "2.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := func(endpoint, machine, version string) *omahaclient.AppClient {
+		t.Helper()
+		oc, err := omahaclient.NewAppClient(endpoint, machine, appID, version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return oc
+	}
+	event := func(oc *omahaclient.AppClient, e omaha.EventRequest) {
+		t.Helper()
+		if err := <-oc.Event(&e); err != nil {
+			t.Fatalf("event %+v: %v", e, err)
+		}
+	}
+	keyed := s.URL + "/v1/update/" + key + "/"
+	good, bad := app(keyed, "{0A0A0A0A-0000-4000-8000-000000000001}", "1.0.0"), app(keyed, "{0A0A0A0A-0000-4000-8000-000000000002}", "1.0.0")
+	for _, oc := range []*omahaclient.AppClient{good, bad} {
+		if _, err := oc.UpdateCheck(); err != nil {
+			t.Fatalf("update check: %v", err)
+		}
+	}
+	// Events cite the server's offer record, written in batches.
+	apptest.WaitFor(t, 30*time.Second, func() bool {
+		h, err := s.Admin.DeploymentHealth(ctx, dep.ID)
+		return err == nil && h.Offered == 2
+	})
+	event(good, omaha.EventRequest{Type: omaha.EventTypeUpdateDownloadStarted, Result: omaha.EventResultSuccess})
+	event(good, omaha.EventRequest{Type: omaha.EventTypeUpdateDownloadFinished, Result: omaha.EventResultSuccess})
+	// After the reboot the app runs the release and says so.
+	if err := good.SetVersion("2.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	event(good, omaha.EventRequest{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultSuccessReboot, PreviousVersion: "1.0.0"})
+	event(bad, omaha.EventRequest{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultError, ErrorCode: 2000})
+	// Not counted: without the key (refused: device_auth is required),
+	// and from a device never offered the update.
+	anon := app(s.URL+"/v1/update/", "{0A0A0A0A-0000-4000-8000-000000000003}", "1.0.0")
+	if err := <-anon.Event(&omaha.EventRequest{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultError}); err == nil {
+		t.Fatal("an event without the key was accepted with device_auth required")
+	}
+	stranger := app(keyed, "{0A0A0A0A-0000-4000-8000-000000000004}", "1.0.0")
+	event(stranger, omaha.EventRequest{Type: omaha.EventTypeUpdateComplete, Result: omaha.EventResultError, ErrorCode: 1})
+
+	var h client.Health
+	apptest.WaitFor(t, 30*time.Second, func() bool {
+		h, err = s.Admin.DeploymentHealth(ctx, dep.ID)
+		return err == nil && h.Health.Overall.Devices["install_succeeded"] == 1 && h.Health.Overall.Devices["install_failed"] == 1
+	})
+	time.Sleep(500 * time.Millisecond) // anything else would be counted by now
+	if h, _ = s.Admin.DeploymentHealth(ctx, dep.ID); h.Health.Overall.Devices["install_failed"] != 1 {
+		t.Fatalf("health: %+v", h.Health.Overall)
+	}
+}

@@ -29,6 +29,8 @@ var publicRoutes = map[string]httpapi.Access{
 	"POST /v1/device/enroll":        httpapi.Enrollment,
 	// Omaha clients carry no credential (docs/security.md).
 	"POST /v1/update/{$}": httpapi.Public,
+	// The enrollment key in the path authenticates the devices it enrolls.
+	"POST /v1/update/{key}/{$}": httpapi.Public,
 	// hawkBit DDI controllers authenticate with DDI's own schemes
 	// (TargetToken, GatewayToken), checked by the device API.
 	"GET /{tenant}/controller/v1/{controller}":                                   httpapi.Public,

@@ -828,16 +828,30 @@ func (s *Snapshot) Explain(c CheckIn, updateID string, now time.Time) []Decision
 // deployment. Device protocols that name a deployment by a number of
 // their own (DDI action ids) find it this way.
 func (s *Snapshot) Deployment(match func(deploymentID string) bool) (*Offer, *rollout.Deployment, bool) {
-	for _, rs := range [](map[string][]*release){s.byProduct, s.rollbacks} {
+	var o *Offer
+	var dep *rollout.Deployment
+	s.EachRelease(func(ro *Offer, rd *rollout.Deployment) bool {
+		if match(rd.ID) {
+			o, dep = ro, rd
+			return false
+		}
+		return true
+	})
+	return o, dep, o != nil
+}
+
+// EachRelease calls fn with each release's offer and deployment, a
+// product's newest first, until fn returns false.
+func (s *Snapshot) EachRelease(fn func(*Offer, *rollout.Deployment) bool) {
+	for _, rs := range []map[string][]*release{s.byProduct, s.rollbacks} {
 		for _, list := range rs {
 			for _, r := range list {
-				if match(r.dep.ID) {
-					return &r.offer, &r.dep, true
+				if !fn(&r.offer, &r.dep) {
+					return
 				}
 			}
 		}
 	}
-	return nil, nil, false
 }
 
 // WindowOpen reports whether dep has a maintenance window (expedited

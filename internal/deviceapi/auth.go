@@ -43,8 +43,8 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // address is rate-limited first, so a flood of bad credentials costs one
 // map lookup each.
 func (a *API) authenticate(r *http.Request) (string, error) {
-	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
-		return "", refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later")
+	if err := a.limitSource(r); err != nil {
+		return "", err
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -104,6 +104,15 @@ func (a *API) admitEvents(credentialID string, events []telemetry.Event) error {
 	return nil
 }
 
+// limitSource applies the per-source rate limit, so a flood of bad
+// credentials or bodies costs one map lookup each.
+func (a *API) limitSource(r *http.Request) error {
+	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
+		return refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later")
+	}
+	return nil
+}
+
 func sourceOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -125,8 +134,8 @@ const maxEnrollBytes = 4 << 10
 // (429) enrolls nothing; a revoked device cannot enroll. Enrollments and
 // refusals by a known key are audited as the key's.
 func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
-	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
-		a.refuse(w, r, refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later"))
+	if err := a.limitSource(r); err != nil {
+		a.refuse(w, r, err)
 		return
 	}
 	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -122,8 +122,8 @@ func (a *API) ddiHandler(handle func(*API, http.ResponseWriter, *http.Request, *
 // authenticated; without a credential it is not, which device_auth
 // required refuses.
 func (a *API) ddiAuthenticate(r *http.Request, device string) (bool, error) {
-	if !a.perSource.Allow(sourceOf(r), a.cfg.Now()) {
-		return false, refused("rate_limited", fault.RateLimited, "too many requests from this address; retry later")
+	if err := a.limitSource(r); err != nil {
+		return false, err
 	}
 	scheme, secret, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {
@@ -514,7 +514,7 @@ func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest)
 			return
 		}
 	}
-	e := telemetry.Event{ID: ddiEventID(q.device, dep.ID, typ), DeviceID: q.device, UpdateID: o.UpdateID, DeploymentID: dep.ID,
+	e := telemetry.Event{ID: protocolEventID("ddi", q.device, dep.ID, typ), DeviceID: q.device, UpdateID: o.UpdateID, DeploymentID: dep.ID,
 		Type: typ, Time: q.now.UTC(), Received: q.now.UTC(), Wave: offer.Wave, OfferedAt: offer.At}
 	if typ == telemetry.InstallFailed {
 		e.ErrorCode = "ddi_failure"
@@ -530,11 +530,12 @@ func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest)
 	w.WriteHeader(http.StatusOK)
 }
 
-// ddiEventID names the event of a controller's report of one kind on one
-// deployment, so a report sent again is the same event.
-func ddiEventID(device, deployment string, t telemetry.Type) string {
+// protocolEventID names the event of a device's report of one kind on one
+// deployment through a protocol whose reports carry no id, so a report
+// sent again is the same event.
+func protocolEventID(protocol, device, deployment string, t telemetry.Type) string {
 	h := sha256.Sum256([]byte(device + "\x00" + deployment + "\x00" + string(t)))
-	return "ddi-" + hex.EncodeToString(h[:20])
+	return protocol + "-" + hex.EncodeToString(h[:20])
 }
 
 // ddiConfigData takes a controller's attributes.

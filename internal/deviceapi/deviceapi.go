@@ -143,6 +143,7 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("POST /v1/device/events", httpapi.Device, http.HandlerFunc(a.postEvents))
 	mux.Route("POST /v1/device/enroll", httpapi.Enrollment, http.HandlerFunc(a.enroll))
 	mux.Route("POST /v1/update/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
+	mux.Route("POST /v1/update/{key}/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
 	a.registerDDI(mux)
 }
 
@@ -264,7 +265,7 @@ func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit in
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
 	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events" ||
-		pattern == "POST /v1/update/{$}" || pattern == "GET /{tenant}/controller/v1/{controller}"
+		pattern == "POST /v1/update/{$}" || pattern == "POST /v1/update/{key}/{$}" || pattern == "GET /{tenant}/controller/v1/{controller}"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {

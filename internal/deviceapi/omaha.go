@@ -2,6 +2,7 @@ package deviceapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"io"
@@ -14,6 +15,9 @@ import (
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/omaha"
 	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
+	"github.com/ringmaster/ringmaster/internal/version"
 )
 
 // omahaUpdate answers an Omaha v3 request (update_engine and other Omaha
@@ -21,16 +25,19 @@ import (
 // app is the product of its app id (a GUID's braces dropped, lower case),
 // its track is the device's "channel" attribute, its machine id is the
 // device. Offers are recorded like native ones. Omaha clients carry no
-// credential, so they are served only when device_auth is optional, and
-// their reports are acknowledged but, like any unauthenticated device's,
-// never count toward health.
+// credential: at /v1/update/ they are served only when device_auth is
+// optional and their events never count toward health; at
+// /v1/update/{key}/ the enrollment key in the path speaks for the devices
+// it enrolls (on their first request), and their events count where the
+// server's record shows it offered the update.
 func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
-	if a.cfg.Auth.Mode == AuthRequired {
+	key := r.PathValue("key")
+	if key == "" && a.cfg.Auth.Mode == AuthRequired {
 		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized,
 			"Omaha clients carry no device credential, and this server requires one (device_auth: required)"))
 		return
 	}
-	if _, err := a.authenticate(r); err != nil { // the per-source limit
+	if err := a.limitSource(r); err != nil {
 		a.refuse(w, r, err)
 		return
 	}
@@ -55,6 +62,7 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 	codebase := scheme + "://" + r.Host + "/v1/content/"
 	seen := map[string]*registry.Seen{}
 	var order []string
+	var reports []omahaReport
 	for i, app := range req.Apps {
 		device, product := req.DeviceID(app), omaha.Normalize(app.ID)
 		attrs := map[string]string{}
@@ -72,7 +80,15 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 		if s == nil {
 			// One request is one check-in of each device it speaks for,
 			// however many apps it names.
-			if err := a.admit("", c.DeviceID); err != nil {
+			cred := ""
+			if key != "" {
+				if err := a.gateway(r.Context(), key, c.DeviceID); err != nil {
+					a.refuse(w, r, err)
+					return
+				}
+				cred = c.DeviceID
+			}
+			if err := a.admit(cred, c.DeviceID); err != nil {
 				a.refuse(w, r, err)
 				return
 			}
@@ -84,8 +100,11 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 		if app.Ping != nil {
 			ar.Ping = &omaha.StatusOnly{Status: omaha.StatusOK}
 		}
-		for range app.Events {
+		for _, e := range app.Events {
 			ar.Events = append(ar.Events, omaha.StatusOnly{Status: omaha.StatusOK})
+			if typ := omahaEventType(e); typ != "" {
+				reports = append(reports, omahaReport{device: c.DeviceID, product: product, version: c.Installed[product], typ: typ, code: e.ErrorCode})
+			}
 		}
 		s.Installed[product] = c.Installed[product].String()
 		if app.UpdateCheck != nil {
@@ -102,6 +121,10 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, id := range order {
 		a.cfg.Recorder.Record(*seen[id])
+	}
+	if err := a.omahaEvents(r.Context(), key != "", reports, snap, now); err != nil {
+		httpapi.WriteError(w, r, err)
+		return
 	}
 	a.checkins.Inc()
 	var out bytes.Buffer
@@ -141,4 +164,96 @@ func b64(hexDigest string) string {
 		return ""
 	}
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// omahaReport is an Omaha event of a device's app.
+type omahaReport struct {
+	device, product string
+	version         version.Version // the app's version in the request
+	typ             telemetry.Type
+	code            int
+}
+
+// Omaha event types and results.
+const (
+	omahaUpdateComplete       = 3
+	omahaUpdateDownloadStart  = 13
+	omahaUpdateDownloadFinish = 14
+	omahaResultError          = 0
+	omahaResultSuccess        = 1
+	omahaResultSuccessReboot  = 2
+)
+
+// omahaEventType maps an Omaha event to the event it reports, if any.
+func omahaEventType(e omaha.Event) telemetry.Type {
+	switch {
+	case e.Type == omahaUpdateDownloadStart:
+		return telemetry.DownloadStarted
+	case e.Type == omahaUpdateDownloadFinish:
+		return telemetry.DownloadCompleted
+	case e.Type == omahaUpdateComplete && (e.Result == omahaResultSuccess || e.Result == omahaResultSuccessReboot):
+		return telemetry.InstallSucceeded
+	case e.Type == omahaUpdateComplete && e.Result == omahaResultError:
+		return telemetry.InstallFailed
+	}
+	return ""
+}
+
+// omahaEvents publishes the reports of devices a path key authenticated,
+// each as an event of the deployment whose offer to the device the server
+// recorded: for a completed update, the release of the version the app
+// now runs; otherwise a newer release than it runs. Reports without such
+// a record, or from unauthenticated devices, are counted on the metric
+// only.
+func (a *API) omahaEvents(ctx context.Context, authenticated bool, reports []omahaReport, snap *delivery.Snapshot, now time.Time) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	if !authenticated {
+		a.events.WithLabelValues("unauthenticated").Add(float64(len(reports)))
+		return nil
+	}
+	var events []telemetry.Event
+	for _, rep := range reports {
+		var found *telemetry.Event
+		var err error
+		snap.EachRelease(func(o *delivery.Offer, dep *rollout.Deployment) bool {
+			if o.Product != rep.product || o.Rollback != nil {
+				return true
+			}
+			v, perr := version.Parse(o.Version)
+			if perr != nil || (rep.typ == telemetry.InstallSucceeded) != (v.Compare(rep.version) == 0) || (rep.typ != telemetry.InstallSucceeded && !rep.version.Less(v)) {
+				return true
+			}
+			offer, oerr := a.cfg.Registry.Offered(ctx, dep.ID, rep.device)
+			if oerr != nil {
+				if !fault.Is(oerr, fault.NotFound) {
+					err = oerr
+					return false
+				}
+				return true
+			}
+			found = &telemetry.Event{ID: protocolEventID("omaha", rep.device, dep.ID, rep.typ), DeviceID: rep.device, UpdateID: o.UpdateID,
+				DeploymentID: dep.ID, Type: rep.typ, Time: now.UTC(), Received: now.UTC(), Wave: offer.Wave, OfferedAt: offer.At}
+			return false
+		})
+		switch {
+		case err != nil:
+			return err
+		case found == nil:
+			a.events.WithLabelValues("not_offered").Inc()
+			continue
+		case rep.typ == telemetry.InstallFailed:
+			found.ErrorCode = "omaha_" + strconv.Itoa(rep.code)
+		}
+		events = append(events, *found)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if err := a.cfg.Events.Publish(ctx, events); err != nil {
+		return err
+	}
+	a.events.WithLabelValues("accepted").Add(float64(len(events)))
+	return nil
 }
