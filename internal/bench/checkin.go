@@ -4,11 +4,13 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -62,8 +64,10 @@ type CheckinConfig struct {
 	Holds int
 	Seed  uint64
 	// Protocol is what the devices speak: "native" (POST
-	// /v1/device/check, enrolled) or "omaha" (POST /v1/update/, an
-	// update check per product, no credential).
+	// /v1/device/check, enrolled), "omaha" (POST /v1/update/, an update
+	// check per product, no credential) or "ddi" (a hawkBit DDI poll, GET
+	// /default/controller/v1/{id} with the device's TargetToken, its
+	// attributes sent once as configData before the run).
 	Protocol string
 	// Progress, when set, hears what the benchmark is doing (seeding, each
 	// phase) for a person watching; results never go through it.
@@ -115,14 +119,18 @@ type CheckinReport struct {
 // against a bare net/http handler that returns a fixed JSON body of the
 // same average size through the same HTTP stack and client.
 func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
-	if cfg.Protocol != "" && cfg.Protocol != "native" && cfg.Protocol != "omaha" {
-		return nil, fmt.Errorf("--protocol must be native or omaha, not %q", cfg.Protocol)
+	if !slices.Contains([]string{"", "native", "omaha", "ddi"}, cfg.Protocol) {
+		return nil, fmt.Errorf("--protocol must be native, omaha or ddi, not %q", cfg.Protocol)
 	}
 	targets := strings.Split(cfg.URL, ",")
 	target := targets[0]
-	bodies, path := deviceBodies(cfg), "/v1/device/check"
-	if cfg.Protocol == "omaha" {
-		bodies, path = omahaBodies(bodies), "/v1/update/"
+	bodies := deviceBodies(cfg)
+	var setup []request // sent once before the run
+	switch cfg.Protocol {
+	case "omaha":
+		bodies = omahaBodies(bodies)
+	case "ddi":
+		bodies, setup = ddiBodies(bodies)
 	}
 	if target == "" {
 		url, a, stop, err := startSeededApp(ctx, cfg, log)
@@ -134,7 +142,12 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 		// Every simulated device is enrolled: check-ins carry credentials
 		// (Omaha has no place for one).
 		for i := range bodies {
-			if cfg.Protocol != "omaha" {
+			switch cfg.Protocol {
+			case "omaha":
+			case "ddi":
+				bodies[i].auth = "TargetToken " + a.DeviceCredential(deviceName(i))
+				setup[i].auth = bodies[i].auth
+			default:
 				bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
 			}
 		}
@@ -144,18 +157,30 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	}}
 	defer client.CloseIdleConnections()
 
+	if len(setup) > 0 {
+		cfg.say("sending %d controllers' configData", len(setup))
+		for _, r := range setup {
+			if _, err := post(ctx, client, target, r); err != nil {
+				return nil, fmt.Errorf("configData: %w", err)
+			}
+		}
+	}
 	// Probe the real responses for the baseline's body size.
 	var total, offers int
 	probeMin, probeMax := math.MaxInt, 0
 	for i := 0; i < min(len(bodies), 500); i++ {
-		b, err := post(ctx, client, target+path, bodies[i])
+		b, err := post(ctx, client, target, bodies[i])
 		if err != nil {
 			return nil, fmt.Errorf("probe check-in: %w", err)
 		}
 		total += len(b)
 		probeMin, probeMax = min(probeMin, len(b)), max(probeMax, len(b))
-		if cfg.Protocol == "omaha" {
+		switch cfg.Protocol {
+		case "omaha":
 			offers += bytes.Count(b, []byte("<manifest "))
+			continue
+		case "ddi":
+			offers += bytes.Count(b, []byte(`"deploymentBase"`))
 			continue
 		}
 		var r struct{ Offers []json.RawMessage }
@@ -174,7 +199,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 		ProbeBytes: float64(total) / float64(probes), ProbeMin: probeMin, ProbeMax: probeMax}
 	checks := make([]string, len(targets))
 	for i, t := range targets {
-		checks[i] = strings.TrimSuffix(t, "/") + path
+		checks[i] = strings.TrimSuffix(t, "/")
 	}
 	if len(targets) > 1 {
 		rep.Ringmaster.Name = fmt.Sprintf("ringmaster check-in, %d replicas", len(targets))
@@ -182,7 +207,7 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	}
 	for round := 0; round < cfg.Rounds; round++ {
 		cfg.say("round %d of %d: baseline for %s, then ringmaster for %s", round+1, cfg.Rounds, cfg.Duration, cfg.Duration)
-		if err := drive(ctx, client, []string{baseURL + path}, bodies, cfg, &rep.Baseline); err != nil {
+		if err := drive(ctx, client, []string{baseURL}, bodies, cfg, &rep.Baseline); err != nil {
 			return nil, err
 		}
 		if err := drive(ctx, client, checks, bodies, cfg, &rep.Ringmaster); err != nil {
@@ -204,18 +229,32 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	return rep, nil
 }
 
-// request is one device's request body and its Authorization header.
+// request is one device's request: its method (POST when empty), path,
+// body and Authorization header.
 type request struct {
-	body []byte
-	auth string
+	method, path string
+	body         []byte
+	auth         string
 }
 
-func post(ctx context.Context, c *http.Client, url string, r request) ([]byte, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.body))
-	req.Header.Set("Content-Type", "application/json")
+// newRequest makes r's request against the server at base.
+func (r request) newRequest(ctx context.Context, base string) *http.Request {
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, cmp.Or(r.method, http.MethodPost), base+r.path, body)
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if r.auth != "" {
 		req.Header.Set("Authorization", r.auth)
 	}
+	return req
+}
+
+func post(ctx context.Context, c *http.Client, base string, r request) ([]byte, error) {
+	req := r.newRequest(ctx, base)
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
@@ -255,11 +294,7 @@ func drive(ctx context.Context, c *http.Client, urls []string, bodies []request,
 			buf := make([]byte, 32<<10)
 			for i := w; ctx.Err() == nil; i += cfg.Concurrency {
 				body := bodies[i%len(bodies)]
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, urls[i%len(urls)], bytes.NewReader(body.body))
-				req.Header.Set("Content-Type", "application/json")
-				if body.auth != "" {
-					req.Header.Set("Authorization", body.auth)
-				}
+				req := body.newRequest(ctx, urls[i%len(urls)])
 				t0 := time.Now()
 				resp, err := c.Do(req)
 				if err != nil {
@@ -364,6 +399,7 @@ func deviceBodies(cfg CheckinConfig) []request {
 		for _, p := range rng.Perm(cfg.Products)[:min(5, cfg.Products)] {
 			body.Installed = append(body.Installed, inst{Product: productName(p), Version: fmt.Sprintf("1.%d.0", rng.IntN(cfg.Versions+1))})
 		}
+		out[i].path = "/v1/device/check"
 		out[i].body, _ = json.Marshal(body)
 	}
 	return out
@@ -389,9 +425,31 @@ func omahaBodies(native []request) []request {
 				p.Product, p.Version, c.Attributes["oem"], c.DeviceID)
 		}
 		b.WriteString(`</request>`)
-		out[i].body = []byte(b.String())
+		out[i].path, out[i].body = "/v1/update/", []byte(b.String())
 	}
 	return out
+}
+
+// ddiBodies turns native check-ins into DDI polls and the configData each
+// controller sends once: its attributes, and the first product it runs
+// with its version (a DDI controller runs one product).
+func ddiBodies(native []request) (polls, configData []request) {
+	polls, configData = make([]request, len(native)), make([]request, len(native))
+	for i, r := range native {
+		var c struct {
+			DeviceID   string            `json:"device_id"`
+			Attributes map[string]string `json:"attributes"`
+			Installed  []struct{ Product, Version string }
+		}
+		_ = json.Unmarshal(r.body, &c)
+		data := maps.Clone(c.Attributes)
+		data["product"], data["version"] = c.Installed[0].Product, c.Installed[0].Version
+		path := "/default/controller/v1/" + c.DeviceID
+		body, _ := json.Marshal(map[string]any{"data": data})
+		polls[i] = request{method: http.MethodGet, path: path}
+		configData[i] = request{method: http.MethodPut, path: path + "/configData", body: body}
+	}
+	return polls, configData
 }
 
 func deviceName(i int) string { return fmt.Sprintf("bench-device-%07d", i) }
