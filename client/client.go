@@ -149,17 +149,26 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 
 // Product is a thing devices run.
 type Product struct {
-	Name        string    `json:"name"`
-	Title       string    `json:"title,omitempty"`
-	Description string    `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string   `json:"name"`
+	Title       string   `json:"title,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Floors      []string `json:"floors,omitempty"`
+	// Formats names, per device dialect, the payload format its agents
+	// install ({"ddi": "swu"}): publish checks payloads of that format
+	// and requires one in every update.
+	Formats map[string]string `json:"formats,omitempty"`
+	// OmahaAppID is the app id Omaha clients name the product by (empty:
+	// its name).
+	OmahaAppID string    `json:"omaha_app_id,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
-// PutProduct creates a product or updates its title and description.
+// PutProduct creates a product or updates its title, description, floors,
+// formats and Omaha app id (to what p says: empty ones are cleared).
 func (c *Client) PutProduct(ctx context.Context, p Product) (Product, error) {
 	var out Product
 	err := c.do(ctx, http.MethodPut, "/v1/products/"+url.PathEscape(p.Name), nil,
-		map[string]string{"title": p.Title, "description": p.Description}, &out)
+		map[string]any{"title": p.Title, "description": p.Description, "floors": p.Floors, "formats": p.Formats, "omaha_app_id": p.OmahaAppID}, &out)
 	return out, err
 }
 

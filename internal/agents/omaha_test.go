@@ -251,3 +251,39 @@ func TestOmahaEvents(t *testing.T) {
 		t.Fatalf("health: %+v", h.Health.Overall)
 	}
 }
+
+// TestOmahaAppID: a product that declares an Omaha app id is the product
+// of Omaha apps with that id, in any case and with or without braces; two
+// products cannot share one.
+func TestOmahaAppID(t *testing.T) {
+	ctx := context.Background()
+	s := apptest.Start(t, "", func(c *config.Config) { c.DeviceRate.Rate = 0 })
+	if _, err := s.Admin.PutProduct(ctx, client.Product{Name: "flatcar", OmahaAppID: appID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.PutProduct(ctx, client.Product{Name: "other", OmahaAppID: strings.ToLower(appID)}); err == nil || !strings.Contains(err.Error(), "already has Omaha app id") {
+		t.Fatalf("a second product with the app id: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "update.gz")
+	if err := os.WriteFile(file, []byte("flatcar 3.0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "flatcar", Version: "3.0.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Admin.Deploy(ctx, "flatcar", "3.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	oc, err := omahaclient.NewAppClient(s.URL+"/v1/update/", machineID, appID, "2.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := oc.UpdateCheck()
+	if err != nil || len(up.Manifests) != 1 || up.Manifests[0].Version != "3.0.0" {
+		t.Fatalf("update check by app id: %+v, %v", up, err)
+	}
+	apptest.WaitFor(t, 30*time.Second, func() bool {
+		d, err := s.Admin.Device(ctx, deviceID)
+		return err == nil && d.Installed["flatcar"] == "2.0.0"
+	})
+}

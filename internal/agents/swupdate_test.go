@@ -237,7 +237,24 @@ func TestSWUpdate(t *testing.T) {
 	image := bytes.Repeat([]byte("gateway firmware 2.0 "), 50000)
 	target := filepath.Join(dir, "installed.bin")
 	file := swu(t, dir, sig, "2.0.0", target, image)
-	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "2.0.0"}, []string{file}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+	// The product's DDI devices install .swu images: publish checks them.
+	if _, err := s.Admin.PutProduct(ctx, client.Product{Name: "gateway", Formats: map[string]string{"ddi": "swu"}}); err != nil {
+		t.Fatal(err)
+	}
+	notes := filepath.Join(dir, "notes.txt")
+	write(t, notes, []byte("release notes"))
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "1.9.0"}, []string{notes}, client.PublishOptions{Poll: 50 * time.Millisecond}); err == nil ||
+		!strings.Contains(err.Error(), "every update needs a payload named *.swu") {
+		t.Fatalf("an update without a .swu: %v", err)
+	}
+	broken := filepath.Join(dir, "broken.swu")
+	write(t, broken, image) // no cpio, no sw-description
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "1.9.1"}, []string{broken}, client.PublishOptions{Poll: 50 * time.Millisecond}); err == nil ||
+		!strings.Contains(err.Error(), "not a SWUpdate image") {
+		t.Fatalf("a .swu that is not one: %v", err)
+	}
+	// Only the .swu is offered to SWUpdate; the notes ride along for others.
+	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "2.0.0"}, []string{file, notes}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	_, gatewayToken, err := s.Admin.CreateEnrollmentKey(ctx, "gateways", "1h")

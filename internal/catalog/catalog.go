@@ -9,12 +9,14 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/formats"
 	"github.com/ringmaster/ringmaster/internal/version"
 )
 
@@ -25,8 +27,15 @@ type Product struct {
 	Description string `json:"description,omitempty"`
 	// Floors are mandatory intermediate versions: a device below a floor is
 	// offered nothing newer than that floor until it has installed it.
-	Floors    []string  `json:"floors,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	Floors []string `json:"floors,omitempty"`
+	// Formats names, per device dialect, the payload format its agents
+	// install ({"ddi": "swu"}): publish checks payloads of that format
+	// and requires one in every update; the dialect offers only those.
+	Formats map[string]string `json:"formats,omitempty"`
+	// OmahaAppID is the app id Omaha clients name the product by, braces
+	// dropped and in lower case (empty: the product's name).
+	OmahaAppID string    `json:"omaha_app_id,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Prerequisite is a product version a device must already run.
@@ -223,6 +232,39 @@ type NewProduct struct {
 	Title       string   `json:"title,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Floors      []string `json:"floors,omitempty"`
+	// Formats and OmahaAppID are as in Product.
+	Formats    map[string]string `json:"formats,omitempty"`
+	OmahaAppID string            `json:"omaha_app_id,omitempty"`
+}
+
+// FormatOf is the declared format a payload named name is of: the format
+// whose extension its name has (".swu"), or "".
+func (p Product) FormatOf(name string) string {
+	for _, f := range p.Formats {
+		if strings.HasSuffix(strings.ToLower(name), "."+f) {
+			return f
+		}
+	}
+	return ""
+}
+
+// CheckPayloadNames refuses an update of p without a payload of each
+// format p declares (named with the format's extension), so what its
+// dialect's agents install is always there.
+func (p Product) CheckPayloadNames(payloads []NewPayload) error {
+	for _, d := range slices.Sorted(maps.Keys(p.Formats)) {
+		f := p.Formats[d]
+		if !slices.ContainsFunc(payloads, func(pl NewPayload) bool { return p.FormatOf(pl.Name) == f }) {
+			return fault.Field("payloads", "product %s declares that %s devices install a %s, so every update needs a payload named *.%s", p.Name, d, f, f)
+		}
+	}
+	return nil
+}
+
+// NormalizeOmahaAppID is an Omaha app id as the server matches it: braces
+// dropped, lower case.
+func NormalizeOmahaAppID(id string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id), "{"), "}"))
 }
 
 // Validate checks a NewProduct.
@@ -243,6 +285,14 @@ func (p NewProduct) Validate() error {
 		if _, err := ValidateVersion(fmt.Sprintf("floors[%d]", i), f); err != nil {
 			return err
 		}
+	}
+	if err := formats.ValidateDeclaration("formats", p.Formats); err != nil {
+		return err
+	}
+	if id := NormalizeOmahaAppID(p.OmahaAppID); p.OmahaAppID != "" && (id == "" || len(id) > 128 || strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) >= 0) {
+		return fault.Field("omaha_app_id", "an Omaha app id is a GUID (braces optional) or 1-128 of a-z 0-9 - _ .")
 	}
 	return nil
 }

@@ -181,15 +181,16 @@ func updateCmd(g *globals) *cobra.Command {
 
 func productCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "product", Short: "Create, list and delete products"}
-	var title, description string
+	var title, description, omahaAppID string
+	var formats map[string]string
 	create := &cobra.Command{
-		Use: "create NAME", Short: "Create a product (or update its title and description)", Args: cobra.ExactArgs(1),
+		Use: "create NAME [--format DIALECT=FORMAT]... [--omaha-app-id ID]", Short: "Create a product (or update its title, description, formats and Omaha app id)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			p, err := c.PutProduct(cmd.Context(), client.Product{Name: args[0], Title: title, Description: description})
+			p, err := c.PutProduct(cmd.Context(), client.Product{Name: args[0], Title: title, Description: description, Formats: formats, OmahaAppID: omahaAppID})
 			if err != nil {
 				return err
 			}
@@ -199,6 +200,8 @@ func productCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&title, "title", "", "title")
 	create.Flags().StringVar(&description, "description", "", "description")
+	create.Flags().StringToStringVar(&formats, "format", nil, "the payload format a dialect's agents install: ddi=swu (SWUpdate), ddi=raucb (RAUC), mender=mender; publish checks payloads named *.FORMAT and requires one per update")
+	create.Flags().StringVar(&omahaAppID, "omaha-app-id", "", "the app id Omaha clients name the product by (default: its name)")
 	list := &cobra.Command{
 		Use: "list", Short: "List products", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -38,6 +38,9 @@ type View struct {
 	Generations map[string]int64
 	// Deltas maps an update to its ready deltas.
 	Deltas map[string][]catalog.Delta
+	// Products holds the products that declare payload formats or an
+	// Omaha app id.
+	Products map[string]catalog.Product
 }
 
 // Offer is what a device is told to install.
@@ -202,6 +205,22 @@ type Snapshot struct {
 	zones    zones
 	revoked  map[string]bool
 	gens     map[string]int64
+	formats  map[string]map[string]string // product -> dialect -> format
+	omaha    map[string]string            // Omaha app id -> product
+}
+
+// Format is the payload format product declares for dialect ("": any
+// file).
+func (s *Snapshot) Format(product, dialect string) string { return s.formats[product][dialect] }
+
+// OmahaProduct is the product an Omaha app id names: the product that
+// declares it, else the id itself (braces dropped, lower case).
+func (s *Snapshot) OmahaProduct(appID string) string {
+	id := catalog.NormalizeOmahaAppID(appID)
+	if p, ok := s.omaha[id]; ok {
+		return p
+	}
+	return id
 }
 
 // Revoked reports whether a device's credential has been revoked.
@@ -250,6 +269,20 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 			continue
 		}
 		s.holds[h.Product] = append(s.holds[h.Product], hh)
+	}
+	for _, p := range v.Products {
+		if len(p.Formats) > 0 {
+			if s.formats == nil {
+				s.formats = map[string]map[string]string{}
+			}
+			s.formats[p.Name] = p.Formats
+		}
+		if p.OmahaAppID != "" {
+			if s.omaha == nil {
+				s.omaha = map[string]string{}
+			}
+			s.omaha[p.OmahaAppID] = p.Name
+		}
 	}
 	for p, fs := range v.Floors {
 		for _, f := range fs {

@@ -424,7 +424,11 @@ func (a *API) ddiDeploymentBase(w http.ResponseWriter, r *http.Request, q *ddiRe
 	}
 	chunk := ddi.Chunk{Part: "os", Version: o.Version, Name: o.Product, Artifacts: []ddi.Artifact{}}
 	host := strings.TrimSuffix(q.base, "/"+r.PathValue("tenant")+"/controller/v1/"+q.device)
+	format := snap.Format(o.Product, "ddi") // the product's DDI agents install only these
 	for _, p := range o.Payloads {
+		if format != "" && !strings.HasSuffix(strings.ToLower(p.Name), "."+format) {
+			continue
+		}
 		href := host + "/v1/content/" + p.SHA256
 		links := map[string]ddi.Link{"download-http": {Href: href}}
 		if r.TLS != nil {

@@ -64,7 +64,7 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 	var order []string
 	var reports []omahaReport
 	for i, app := range req.Apps {
-		device, product := req.DeviceID(app), omaha.Normalize(app.ID)
+		device, product := req.DeviceID(app), snap.OmahaProduct(app.ID)
 		attrs := map[string]string{}
 		for k, v := range map[string]string{"channel": app.Track, "oem": app.OEM, "board": app.Board, "arch": req.OS.Arch, "platform": req.OS.Platform} {
 			if v != "" {

@@ -28,6 +28,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/failpoint"
 	"github.com/ringmaster/ringmaster/internal/fault"
+	"github.com/ringmaster/ringmaster/internal/formats"
 	"github.com/ringmaster/ringmaster/internal/store"
 )
 
@@ -263,6 +264,12 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 		}
 		return err // transient: retried with backoff
 	}
+	if err := p.checkFormat(ctx, u, a.SHA256); err != nil {
+		if fault.Is(err, fault.Invalid) {
+			return p.fail(ctx, job, u, fault.Message(err))
+		}
+		return err
+	}
 	if err := p.cfg.Failpoints.Reach(ctx, "ingest-stored"); err != nil {
 		return err
 	}
@@ -286,6 +293,34 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 		}
 		return complete(ctx, tx, job)
 	})
+}
+
+// checkFormat reads a stored payload whose name says it is of a format
+// its product declares (a .swu for SWUpdate devices, say) and refuses it
+// (Invalid) if it is not one, or would never install.
+func (p *Pipeline) checkFormat(ctx context.Context, u catalog.Update, sha string) error {
+	prod, err := p.cfg.Store.Product(ctx, u.Product)
+	if err != nil || len(prod.Formats) == 0 {
+		return err
+	}
+	for _, pl := range u.Payloads {
+		f := prod.FormatOf(pl.Name)
+		if pl.SHA256 != sha || f == "" {
+			continue
+		}
+		r, err := p.cfg.Content.Open(ctx, sha)
+		if err != nil {
+			return err
+		}
+		info, err := formats.Check(f, r)
+		r.Close()
+		if err != nil {
+			return fault.E(fault.Invalid, "payload %s: %s", pl.Name, fault.Message(err))
+		}
+		p.cfg.Log.Info("payload format checked", "update", u.ID, "payload", pl.Name, "format", f, "signed", info.Signed,
+			"artifact_name", info.ArtifactName, "device_types", info.DeviceTypes)
+	}
+	return nil
 }
 
 // fail marks the update failed and completes the job: the failure is

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ringmaster/ringmaster/internal/audit"
+	"maps"
 	"slices"
 	"strings"
 
@@ -28,32 +29,45 @@ func (s *Store) PutProduct(ctx context.Context, p catalog.NewProduct) (out catal
 
 func (tx *Tx) putProduct(ctx context.Context, p catalog.NewProduct) (_ catalog.Product, created bool, _ error) {
 	now := tx.now()
-	floors := jsonText(orEmptySlice(p.Floors))
+	floors, formats := jsonText(orEmptySlice(p.Floors)), jsonText(orEmpty(p.Formats))
+	appID := catalog.NormalizeOmahaAppID(p.OmahaAppID)
+	if appID != "" {
+		// The unique index is the guard; this names the product that has it.
+		var other string
+		err := tx.db.QueryRowContext(ctx, `SELECT name FROM products WHERE omaha_app_id = $1 AND name <> $2`, appID, p.Name).Scan(&other)
+		if err == nil {
+			return catalog.Product{}, false, fault.E(fault.Conflict, "product %q already has Omaha app id %s", other, appID)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return catalog.Product{}, false, unavailable(err)
+		}
+	}
 	res, err := tx.db.ExecContext(ctx, `
-		INSERT INTO products (name, title, description, floors, created_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, floors, now)
+		INSERT INTO products (name, title, description, floors, formats, omaha_app_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (name) DO NOTHING`, p.Name, p.Title, p.Description, floors, formats, appID, now)
 	if err != nil {
 		return catalog.Product{}, false, unavailable(err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		got := catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, Floors: p.Floors, CreatedAt: now}
+		got := catalog.Product{Name: p.Name, Title: p.Title, Description: p.Description, Floors: p.Floors, Formats: p.Formats, OmahaAppID: appID, CreatedAt: now}
 		if err := tx.audit(ctx, audit.ActorFrom(ctx), audit.Change{Action: "product.create", Target: "product:" + p.Name, After: got}); err != nil {
 			return got, false, err
 		}
-		return got, true, tx.bumpIf(ctx, len(p.Floors) > 0)
+		return got, true, tx.bumpIf(ctx, len(p.Floors) > 0 || len(p.Formats) > 0 || appID != "")
 	}
 	old, err := tx.Product(ctx, p.Name)
 	if err != nil {
 		return old, false, err
 	}
-	if old.Title == p.Title && old.Description == p.Description && slices.Equal(old.Floors, p.Floors) {
+	offering := !slices.Equal(old.Floors, p.Floors) || !maps.Equal(old.Formats, p.Formats) || old.OmahaAppID != appID
+	if old.Title == p.Title && old.Description == p.Description && !offering {
 		return old, false, nil
 	}
-	if _, err := tx.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3, floors = $4 WHERE name = $1`,
-		p.Name, p.Title, p.Description, floors); err != nil {
+	if _, err := tx.db.ExecContext(ctx, `UPDATE products SET title = $2, description = $3, floors = $4, formats = $5, omaha_app_id = $6 WHERE name = $1`,
+		p.Name, p.Title, p.Description, floors, formats, appID); err != nil {
 		return catalog.Product{}, false, unavailable(err)
 	}
-	if err := tx.bumpIf(ctx, !slices.Equal(old.Floors, p.Floors)); err != nil {
+	if err := tx.bumpIf(ctx, offering); err != nil {
 		return old, false, err
 	}
 	got, err := tx.Product(ctx, p.Name)
@@ -70,15 +84,21 @@ func (q *queries) bumpIf(ctx context.Context, changed bool) error {
 	return q.BumpGeneration(ctx)
 }
 
-const productColumns = `name, title, description, floors, created_at`
+const productColumns = `name, title, description, floors, formats, omaha_app_id, created_at`
 
 func scanProduct(row interface{ Scan(...any) error }) (catalog.Product, error) {
 	var p catalog.Product
-	var floors string
-	if err := row.Scan(&p.Name, &p.Title, &p.Description, &floors, &p.CreatedAt); err != nil {
+	var floors, formats string
+	if err := row.Scan(&p.Name, &p.Title, &p.Description, &floors, &formats, &p.OmahaAppID, &p.CreatedAt); err != nil {
 		return p, err
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
+	if err := fromJSON(formats, &p.Formats); err != nil {
+		return p, err
+	}
+	if len(p.Formats) == 0 {
+		p.Formats = nil
+	}
 	return p, fromJSON(floors, &p.Floors)
 }
 
@@ -117,7 +137,11 @@ func (q *queries) Products(ctx context.Context) ([]catalog.Product, error) {
 // (stored(sha256) true) start as uploaded, so they need not be sent again.
 func (s *Store) CreateUpdate(ctx context.Context, nu catalog.NewUpdate, v version.Version, stored func(sha256 string) bool) (u catalog.Update, created bool, err error) {
 	err = s.InTx(ctx, func(tx *Tx) error {
-		if _, err := tx.Product(ctx, nu.Product); err != nil {
+		p, err := tx.Product(ctx, nu.Product)
+		if err != nil {
+			return err
+		}
+		if err := p.CheckPayloadNames(nu.Payloads); err != nil {
 			return err
 		}
 		existing, err := tx.updateByVersion(ctx, nu.Product, v)

@@ -371,6 +371,12 @@ func (s *Store) View(ctx context.Context) (v delivery.View, err error) {
 			if len(p.Floors) > 0 {
 				v.Floors[p.Name] = p.Floors
 			}
+			if len(p.Formats) > 0 || p.OmahaAppID != "" {
+				if v.Products == nil {
+					v.Products = map[string]catalog.Product{}
+				}
+				v.Products[p.Name] = p
+			}
 		}
 		return nil
 	})
