@@ -188,11 +188,15 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 	gk, ok := g.keys[hash]
 	g.mu.Unlock()
 	if !ok || now.Sub(gk.at) > gatewayTTL {
-		k, err := a.cfg.Auth.EnrollmentKey(ctx, hash)
-		if fault.Is(err, fault.NotFound) {
+		rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
+		k, err := a.cfg.Auth.EnrollmentKey(rctx, hash)
+		cancel()
+		switch {
+		case fault.Is(err, fault.NotFound):
 			return refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
-		}
-		if err != nil {
+		case err != nil && ok:
+			k = gk.key // the database is away: what was known stands until it is back
+		case err != nil:
 			return err
 		}
 		gk = gatewayKey{key: k, at: now}
@@ -210,21 +214,27 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 	gd, ok := g.devices[device]
 	g.mu.Unlock()
 	snap := a.cfg.Snapshots.Snapshot()
-	if ok && gd.keyID == gk.key.ID && now.Sub(gd.at) <= gatewayTTL && snap.CredentialCurrent(device, gd.gen) {
+	fresh := ok && gd.keyID == gk.key.ID && snap.CredentialCurrent(device, gd.gen)
+	if fresh && now.Sub(gd.at) <= gatewayTTL {
 		return nil
 	}
 	if snap.Revoked(device) {
 		return refused("revoked", fault.Unauthorized, "device %q has been revoked", device)
 	}
-	keyID, gen, err := a.cfg.Registry.Enrollment(ctx, device)
+	rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
+	defer cancel()
+	keyID, gen, err := a.cfg.Registry.Enrollment(rctx, device)
+	if err != nil && !fault.Is(err, fault.NotFound) && fresh {
+		return nil // the database is away: what was known stands until it is back
+	}
 	if fault.Is(err, fault.NotFound) {
 		if !a.perEnroll.Allow(gk.key.ID, now) {
 			return refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", gk.key.ID)
 		}
-		gen, err = a.cfg.Auth.Enrollments.EnrollDevice(ctx, device, gk.key)
+		gen, err = a.cfg.Auth.Enrollments.EnrollDevice(rctx, device, gk.key)
 		switch {
 		case fault.Is(err, fault.Conflict): // enrolled meanwhile, perhaps by this key
-			keyID, gen, err = a.cfg.Registry.Enrollment(ctx, device)
+			keyID, gen, err = a.cfg.Registry.Enrollment(rctx, device)
 		case fault.Is(err, fault.Forbidden):
 			return refusal{reason: "quota", err: err}
 		case err == nil:
@@ -259,12 +269,22 @@ type ddiDevice struct {
 	configured bool // attributes known: no need to ask for configData
 	offers     map[string]registry.Offer
 	action     string // deployment id
+	// unread: the registry has not been read yet (or could not be: not
+	// again before retry).
+	unread bool
+	retry  time.Time
 }
 
 type ddiDevices struct {
 	mu sync.Mutex
 	m  map[string]*ddiDevice
 }
+
+// RegistryReadTimeout bounds the reads of the registry a DDI or Omaha
+// request may make (a controller's first poll at a replica, a gateway
+// key, an offer record): a down or hung database costs a request this
+// long at most, and polls go on from memory.
+const RegistryReadTimeout = 2 * time.Second
 
 // maxDDIDevices bounds the controllers remembered; past it the memory
 // starts afresh and each controller is read from the registry again.
@@ -274,30 +294,42 @@ func (a *API) ddiDevice(ctx context.Context, id string) *ddiDevice {
 	c := &a.ddi
 	c.mu.Lock()
 	d := c.m[id]
+	if d == nil {
+		d = &ddiDevice{attrs: map[string]string{}, installed: map[string]string{}, offers: map[string]registry.Offer{}, unread: true}
+		if c.m == nil || len(c.m) >= maxDDIDevices {
+			c.m = map[string]*ddiDevice{}
+		}
+		c.m[id] = d
+	}
 	c.mu.Unlock()
-	if d != nil {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := a.cfg.Now()
+	if !d.unread || now.Before(d.retry) {
 		return d
 	}
-	d = &ddiDevice{attrs: map[string]string{}, installed: map[string]string{}, offers: map[string]registry.Offer{}}
-	reg, err := a.cfg.Registry.Device(ctx, id)
+	rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
+	reg, err := a.cfg.Registry.Device(rctx, id)
+	cancel()
 	switch {
 	case err == nil:
-		d.attrs, d.installed, d.configured = orNew(reg.Attributes), orNew(reg.Installed), len(reg.Attributes) > 0
-	case !fault.Is(err, fault.NotFound):
-		// The database is away: serve from what the poll says (nothing),
-		// and read the registry again next time.
+		// What the controller said here while the registry was away
+		// (configData, a closed install) stands over what was stored.
+		if !d.configured {
+			d.attrs, d.configured = orNew(reg.Attributes), len(reg.Attributes) > 0
+		}
+		if len(d.installed) == 0 {
+			d.installed = orNew(reg.Installed)
+		}
+		d.unread = false
+	case fault.Is(err, fault.NotFound):
+		d.unread = false
+	default:
+		// The database is away: serve from what the controller says here,
+		// and read the registry again a little later.
 		httpapi.Logger(ctx).Warn("DDI controller not read from the registry", "device", id, "error", err)
-		return d
+		d.retry = now.Add(gatewayTTL)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if prev := c.m[id]; prev != nil {
-		return prev
-	}
-	if c.m == nil || len(c.m) >= maxDDIDevices {
-		c.m = map[string]*ddiDevice{}
-	}
-	c.m[id] = d
 	return d
 }
 
@@ -507,7 +539,9 @@ func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest)
 		return
 	}
 	if !known {
-		offer, err = a.cfg.Registry.Offered(r.Context(), dep.ID, q.device)
+		rctx, cancel := context.WithTimeout(r.Context(), RegistryReadTimeout)
+		offer, err = a.cfg.Registry.Offered(rctx, dep.ID, q.device)
+		cancel()
 		if fault.Is(err, fault.NotFound) {
 			a.events.WithLabelValues("not_offered").Inc()
 			w.WriteHeader(http.StatusOK)

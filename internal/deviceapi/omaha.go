@@ -225,7 +225,9 @@ func (a *API) omahaEvents(ctx context.Context, authenticated bool, reports []oma
 			if perr != nil || (rep.typ == telemetry.InstallSucceeded) != (v.Compare(rep.version) == 0) || (rep.typ != telemetry.InstallSucceeded && !rep.version.Less(v)) {
 				return true
 			}
-			offer, oerr := a.cfg.Registry.Offered(ctx, dep.ID, rep.device)
+			rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
+			offer, oerr := a.cfg.Registry.Offered(rctx, dep.ID, rep.device)
+			cancel()
 			if oerr != nil {
 				if !fault.Is(oerr, fault.NotFound) {
 					err = oerr

@@ -436,6 +436,9 @@ enroll_rate: {rate: 0}
 			if up, err := oc.UpdateCheck(); err != nil || len(up.Manifests) != 1 || up.Manifests[0].Version != "1.0" {
 				t.Fatalf("%s: an Omaha update check at %s: %+v, %v", round, p.name, up, err)
 			}
+			// So is a hawkBit DDI controller (SWUpdate's protocol): its
+			// configData and poll are served from memory.
+			ddiPoll(t, p.url+"/default/controller/v1/"+device, "TargetToken "+creds[n*3+i], round)
 			ev := r.Offers[0].Event(device+"-tool-"+round, device, "install_succeeded", time.Now().UTC())
 			if res, err := d.SendEvents(ctx, []client.DeviceEvent{ev}); err != nil || res.Accepted != 1 {
 				t.Fatalf("%s: an event at %s: %+v, %v", round, p.name, res, err)
@@ -455,6 +458,30 @@ enroll_rate: {rate: 0}
 	outage("frozen", 1)
 	pg.Thaw(t)
 	counted(toolDep.ID, 6, 0)
+}
+
+// ddiPoll sends a DDI controller's configData (product tool at 0.9) and
+// polls, expecting an offer.
+func ddiPoll(t *testing.T, base, auth, round string) {
+	t.Helper()
+	do := func(method, url, body string) string {
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: DDI %s %s: %v", round, method, url, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("%s: DDI %s %s: %s %s", round, method, url, res.Status, b)
+		}
+		return string(b)
+	}
+	do("PUT", base+"/configData", `{"data": {"product": "tool", "version": "0.9"}}`)
+	if b := do("GET", base, ""); !strings.Contains(b, "deploymentBase") {
+		t.Fatalf("%s: a DDI poll at %s: %s", round, base, b)
+	}
 }
 
 func get(t *testing.T, url string) []byte {
