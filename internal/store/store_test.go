@@ -41,6 +41,7 @@ func TestConformance(t *testing.T) {
 				fn   func(t *testing.T, s *store.Store, c *clock)
 			}{
 				{"products", testProducts},
+				{"product formats and omaha app ids", testProductFormats},
 				{"create update", testCreateUpdate},
 				{"no partial writes", testNoPartialWrites},
 				{"pipeline states", testPipelineStates},
@@ -124,6 +125,39 @@ func testProducts(t *testing.T, s *store.Store, c *clock) {
 	ps, err := s.Products(ctx)
 	if err != nil || len(ps) != 2 || ps[0].Name != "agent" || ps[1].Name != "windows-11" {
 		t.Fatalf("Products = %+v, %v", ps, err)
+	}
+}
+
+// testProductFormats: declared payload formats and Omaha app ids are
+// kept, reach the snapshot's view, gate the payload names of new updates,
+// and an app id belongs to one product.
+func testProductFormats(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	gen0, _ := s.Generation(ctx)
+	p, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "gateway", Formats: map[string]string{"ddi": "swu"}, OmahaAppID: "{E96281A6-D1AF-4BDE-9A0A-97B76E56DC57}"})
+	if err != nil || p.Formats["ddi"] != "swu" || p.OmahaAppID != "e96281a6-d1af-4bde-9a0a-97b76e56dc57" {
+		t.Fatalf("PutProduct = %+v, %v", p, err)
+	}
+	if got, err := s.Product(ctx, "gateway"); err != nil || got.Formats["ddi"] != "swu" || got.OmahaAppID != p.OmahaAppID {
+		t.Fatalf("Product = %+v, %v", got, err)
+	}
+	if gen, _ := s.Generation(ctx); gen <= gen0 {
+		t.Errorf("declaring formats did not change the catalog generation (%d, %d)", gen0, gen)
+	}
+	v, err := s.View(ctx)
+	if err != nil || v.Products["gateway"].OmahaAppID != p.OmahaAppID {
+		t.Fatalf("snapshot view: %+v, %v", v.Products, err)
+	}
+	_, _, err = s.PutProduct(ctx, catalog.NewProduct{Name: "other", OmahaAppID: "e96281a6-d1af-4bde-9a0a-97b76e56dc57"})
+	wantKind(t, err, fault.Conflict)
+	_, _, err = s.CreateUpdate(ctx, newUpdate("gateway", "1.0", catalog.NewPayload{Name: "notes.txt", SHA256: strings.Repeat("a", 64), Size: 1}), version.MustParse("1.0"), nil)
+	wantKind(t, err, fault.Invalid)
+	if _, _, err := s.CreateUpdate(ctx, newUpdate("gateway", "1.0", catalog.NewPayload{Name: "image.SWU", SHA256: strings.Repeat("a", 64), Size: 1}), version.MustParse("1.0"), nil); err != nil {
+		t.Fatalf("an update with a .swu: %v", err)
+	}
+	// Declaring nothing clears them.
+	if p, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "gateway"}); err != nil || p.Formats != nil || p.OmahaAppID != "" {
+		t.Fatalf("cleared: %+v, %v", p, err)
 	}
 }
 
