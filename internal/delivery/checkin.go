@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -231,24 +233,56 @@ func clip(s string) string {
 // ValidDeviceID reports whether s is a valid device id.
 func ValidDeviceID(s string) bool { return validDeviceID([]byte(s)) }
 
-// FromParts builds and validates a check-in from its parts (for explain),
-// with the same rules as a device's own check-in.
+// FromParts builds and validates a check-in from its parts (explain, and
+// the protocols whose requests are not native check-ins), with the same
+// rules and messages as a device's own check-in. Of several faults it
+// reports the first in key order.
 func FromParts(deviceID string, attributes, installed map[string]string) (CheckIn, error) {
-	type inst struct {
-		Product string `json:"product"`
-		Version string `json:"version"`
+	if !validDeviceID([]byte(deviceID)) {
+		return CheckIn{}, fault.Field("device_id", "%q is not a valid device id (1-%d of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit)", clip(deviceID), MaxDeviceIDLen)
 	}
-	body := struct {
-		DeviceID   string            `json:"device_id"`
-		Attributes map[string]string `json:"attributes"`
-		Installed  []inst            `json:"installed"`
-	}{DeviceID: deviceID, Attributes: attributes}
+	if len(attributes) > MaxAttributes {
+		return CheckIn{}, fault.Field("attributes", "more than %d attributes", MaxAttributes)
+	}
+	if len(installed) > MaxInstalled {
+		return CheckIn{}, fault.Field("installed", "more than %d entries", MaxInstalled)
+	}
+	c := CheckIn{DeviceID: deviceID, Attributes: make(map[string]string, len(attributes)), Installed: make(map[string]version.Version, len(installed))}
+	for k, v := range attributes {
+		if !validAttrKey([]byte(k)) || len(v) > MaxAttrValueLen || !utf8.ValidString(v) {
+			return CheckIn{}, firstFault(attributes, installed)
+		}
+		c.Attributes[k] = v
+	}
 	for p, v := range installed {
-		body.Installed = append(body.Installed, inst{p, v})
+		ver, err := version.Parse(v)
+		if !catalog.ValidProductName(p) || err != nil {
+			return CheckIn{}, firstFault(attributes, installed)
+		}
+		c.Installed[p] = ver
 	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		return CheckIn{}, err
+	return c, nil
+}
+
+// firstFault is FromParts' error for parts with at least one fault: the
+// first in key order, attributes before installed.
+func firstFault(attributes, installed map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(attributes)) {
+		v := attributes[k]
+		switch {
+		case !validAttrKey([]byte(k)):
+			return fault.Field("attributes", "key %q is not valid (1-%d of A-Z a-z 0-9 _ . -, starting with a letter or _)", clip(k), MaxAttrKeyLen)
+		case len(v) > MaxAttrValueLen || !utf8.ValidString(v):
+			return fault.Field("attributes."+k, "value must be valid UTF-8 of at most %d bytes", MaxAttrValueLen)
+		}
 	}
-	return ParseCheckIn(b)
+	for _, p := range slices.Sorted(maps.Keys(installed)) {
+		if !catalog.ValidProductName(p) {
+			return catalog.ValidateProductName("installed["+p+"].product", p)
+		}
+		if _, err := version.Parse(installed[p]); err != nil {
+			return fault.Field("installed["+p+"].version", "%s", err.Error())
+		}
+	}
+	return fault.E(fault.Internal, "no fault found in parts FromParts refused")
 }

@@ -351,3 +351,30 @@ func FuzzDecodeCheckIn(f *testing.F) {
 		}
 	})
 }
+
+// TestFromParts: parts are validated with the same rules as a check-in,
+// and of several faults the first in key order is reported, every time.
+func TestFromParts(t *testing.T) {
+	c, err := FromParts("dev-1", map[string]string{"arch": "x64"}, map[string]string{"os": "1.2"})
+	if err != nil || c.DeviceID != "dev-1" || c.Attributes["arch"] != "x64" || c.Installed["os"].String() != "1.2" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	for _, tc := range []struct {
+		id          string
+		attrs, inst map[string]string
+		want        string
+	}{
+		{"", nil, nil, "device_id"},
+		{"d", map[string]string{"ok": "1", "9bad": "x", "zz bad": "y"}, nil, `key "9bad"`},
+		{"d", map[string]string{"a": strings.Repeat("x", MaxAttrValueLen+1)}, nil, "attributes.a"},
+		{"d", nil, map[string]string{"os": "1..2", "agent": "v"}, "installed[agent].version"},
+		{"d", nil, map[string]string{"Bad Name": "1"}, "installed[Bad Name].product"},
+	} {
+		for range 5 { // map order varies; the answer must not
+			_, err := FromParts(tc.id, tc.attrs, tc.inst)
+			if !fault.Is(err, fault.Invalid) || !strings.Contains(fault.Message(err), tc.want) {
+				t.Fatalf("%v %v: %v; want %q", tc.attrs, tc.inst, err, tc.want)
+			}
+		}
+	}
+}

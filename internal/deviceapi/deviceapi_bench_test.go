@@ -4,19 +4,22 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/ringmaster/ringmaster/internal/access"
-	"github.com/ringmaster/ringmaster/internal/ratelimit"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/catalog"
 	"github.com/ringmaster/ringmaster/internal/delivery"
+	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/rollout"
 	"github.com/ringmaster/ringmaster/internal/targeting"
@@ -75,14 +78,57 @@ var benchBody = []byte(`{"device_id":"bench-device-0000042","attributes":{"arch"
 // targeting release's (10,000 updates under 1,000-plus deployments with
 // waves and audience rules, and 200 holds).
 func BenchmarkCheckin(b *testing.B) {
-	b.Run("1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), false) })
-	b.Run("1k-updates-enrolled", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), true) })
-	b.Run("10k-updates-200-holds", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 200, 200), false) })
+	b.Run("1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), false, native) })
+	b.Run("1k-updates-enrolled", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), true, native) })
+	b.Run("10k-updates-200-holds", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 200, 200), false, native) })
+	// The same device through the other dialects: an Omaha update check
+	// of its five products, and a DDI poll of its first (configured once).
+	b.Run("omaha-1k-updates", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), false, omahaCheck) })
+	b.Run("ddi-poll-1k-updates-enrolled", func(b *testing.B) { benchCheckin(b, benchSnapshot(b, 50, 20, 0), true, ddiPoll) })
+}
+
+// dialect is a check-in's request in one protocol, and the requests that
+// set the device up first.
+type dialect struct {
+	method, path string
+	body         []byte
+	setup        func() []*http.Request
+	scheme       string // of the credential
+}
+
+var (
+	native     = dialect{method: http.MethodPost, path: "/v1/device/check", body: benchBody, scheme: "Bearer "}
+	omahaCheck = dialect{method: http.MethodPost, path: "/v1/update/", body: []byte(`<?xml version="1.0" encoding="UTF-8"?>
+<request protocol="3.0" version="update_engine-0.4.10" ismachine="1"><os platform="CoreOS" arch="x64"></os>
+<app appid="product-001" version="1.3.0" track="stable" oem="oem-3" machineid="bench-device-0000042"><ping active="1"></ping><updatecheck></updatecheck></app>
+<app appid="product-007" version="1.19.0" track="stable" oem="oem-3" machineid="bench-device-0000042"><ping active="1"></ping><updatecheck></updatecheck></app>
+<app appid="product-013" version="1.0.0" track="stable" oem="oem-3" machineid="bench-device-0000042"><ping active="1"></ping><updatecheck></updatecheck></app>
+<app appid="product-021" version="1.9.0" track="stable" oem="oem-3" machineid="bench-device-0000042"><ping active="1"></ping><updatecheck></updatecheck></app>
+<app appid="product-042" version="1.1.0" track="stable" oem="oem-3" machineid="bench-device-0000042"><ping active="1"></ping><updatecheck></updatecheck></app>
+</request>`), scheme: "Bearer "}
+	ddiPoll = dialect{method: http.MethodGet, path: "/default/controller/v1/" + benchDevice, scheme: "TargetToken ",
+		setup: func() []*http.Request {
+			return []*http.Request{httptest.NewRequest(http.MethodPut, "/default/controller/v1/"+benchDevice+"/configData",
+				strings.NewReader(`{"data": {"arch": "x64", "oem": "oem-3", "region": "region-5", "ram_gb": "16", "product": "product-001", "version": "1.3.0"}}`))}
+		}}
+)
+
+// noRegistry knows no device, offer or enrollment.
+type noRegistry struct{}
+
+func (noRegistry) Device(context.Context, string) (registry.Device, error) {
+	return registry.Device{}, fault.E(fault.NotFound, "no device")
+}
+func (noRegistry) Offered(context.Context, string, string) (registry.Offer, error) {
+	return registry.Offer{}, fault.E(fault.NotFound, "no offer")
+}
+func (noRegistry) Enrollment(context.Context, string) (string, int64, error) {
+	return "", 0, fault.E(fault.NotFound, "not enrolled")
 }
 
 // benchCheckin measures a check-in through the middleware and handler;
 // enrolled adds the device credential check and the per-device limit.
-func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool) {
+func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool, d dialect) {
 	reg := prometheus.NewRegistry()
 	rec := registry.NewRecorder(discardWriter{}, slog.New(slog.DiscardHandler), 1<<16, 10*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,15 +139,12 @@ func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool) {
 	if enrolled {
 		auth.DeviceRate = ratelimit.Limits{Rate: 1e9, Burst: 1e9}
 	}
-	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg, Auth: auth})
+	a := New(Config{Snapshots: fixedSnapshot{snap}, Recorder: rec, NextCheck: time.Hour, Now: time.Now, Metrics: reg, Auth: auth, Registry: noRegistry{}})
 	mux := httpapi.NewRouter()
 	a.Register(mux)
 	h := httpapi.Middleware(mux, slog.New(slog.DiscardHandler), httpapi.NewMetrics(reg), QuietRoute)
-	cred := "Bearer " + key.Credential(benchDevice, 0)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		req := httptest.NewRequest(http.MethodPost, "/v1/device/check", bytes.NewReader(benchBody))
+	cred := d.scheme + key.Credential(benchDevice, 0)
+	serve := func(req *http.Request) {
 		if enrolled {
 			req.Header.Set("Authorization", cred)
 		}
@@ -110,5 +153,19 @@ func benchCheckin(b *testing.B, snap *delivery.Snapshot, enrolled bool) {
 		if w.Code != 200 {
 			b.Fatal(w.Code, w.Body.String())
 		}
+	}
+	if d.setup != nil {
+		for _, req := range d.setup() {
+			serve(req)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var body io.Reader
+		if d.body != nil {
+			body = bytes.NewReader(d.body)
+		}
+		serve(httptest.NewRequest(d.method, d.path, body))
 	}
 }
