@@ -476,7 +476,24 @@ func (a *API) ddiDeploymentBase(w http.ResponseWriter, r *http.Request, q *ddiRe
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
-// ddiEventTypes maps a feedback to the event it reports, if any.
+// ddiBody reads a DDI request body (within ddi.MaxBodyBytes) and parses
+// it; it answers the request itself when it reports false.
+func ddiBody[T any](w http.ResponseWriter, r *http.Request, parse func([]byte) (T, error)) (T, bool) {
+	var v T
+	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
+	if err == nil {
+		v, err = parse(body)
+	} else {
+		err = httpapi.BodyError(err)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return v, false
+	}
+	return v, true
+}
+
+// ddiEventType maps a feedback to the event it reports, if any.
 func ddiEventType(f ddi.Feedback) telemetry.Type {
 	switch f.Execution {
 	case ddi.Closed:
@@ -499,14 +516,8 @@ func ddiEventType(f ddi.Feedback) telemetry.Type {
 // event of the deployment, counted toward its health when the controller
 // is authenticated and the server offered it the update.
 func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
-	if err != nil {
-		httpapi.WriteError(w, r, httpapi.BodyError(err))
-		return
-	}
-	f, err := ddi.ParseFeedback(body)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
+	f, ok := ddiBody(w, r, ddi.ParseFeedback)
+	if !ok {
 		return
 	}
 	o, dep, err := ddiAction(a.cfg.Snapshots.Snapshot(), r)
@@ -578,14 +589,8 @@ func protocolEventID(protocol, device, deployment string, t telemetry.Type) stri
 
 // ddiConfigData takes a controller's attributes.
 func (a *API) ddiConfigData(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
-	if err != nil {
-		httpapi.WriteError(w, r, httpapi.BodyError(err))
-		return
-	}
-	cd, err := ddi.ParseConfigData(body)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
+	cd, ok := ddiBody(w, r, ddi.ParseConfigData)
+	if !ok {
 		return
 	}
 	d := a.ddiDevice(r.Context(), q.device)
@@ -617,14 +622,8 @@ func (a *API) ddiCancelAction(w http.ResponseWriter, r *http.Request, q *ddiRequ
 // ddiCancelFeedback takes the controller's answer to a cancellation: once
 // it is closed (or rejected), the action is no longer its.
 func (a *API) ddiCancelFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, ddi.MaxBodyBytes+1))
-	if err != nil {
-		httpapi.WriteError(w, r, httpapi.BodyError(err))
-		return
-	}
-	f, err := ddi.ParseFeedback(body)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
+	f, ok := ddiBody(w, r, ddi.ParseFeedback)
+	if !ok {
 		return
 	}
 	id, err := ddi.ParseActionID(r.PathValue("action"))
