@@ -163,6 +163,36 @@ func (c *Client) ResetDevice(ctx context.Context, deviceID, reason string) (int6
 	return out.Generation, err
 }
 
+// MenderDevice is a device that authenticates through the Mender device
+// API, and whether it is accepted.
+type MenderDevice struct {
+	DeviceID    string            `json:"device_id"`
+	Identity    map[string]string `json:"identity"`
+	Status      string            `json:"status"`
+	RequestedAt time.Time         `json:"requested_at"`
+	DecidedBy   string            `json:"decided_by,omitempty"`
+}
+
+// AcceptDevice accepts a Mender device's pending authentication request.
+func (c *Client) AcceptDevice(ctx context.Context, deviceID, reason string) (MenderDevice, error) {
+	var out MenderDevice
+	err := c.do(ctx, http.MethodPost, "/v1/devices/"+url.PathEscape(deviceID)+"/accept", nil, reasonBody(reason), &out)
+	return out, err
+}
+
+// MenderDevices lists the Mender devices in a status ("" for all).
+func (c *Client) MenderDevices(ctx context.Context, status string) ([]MenderDevice, error) {
+	var out struct {
+		Devices []MenderDevice `json:"devices"`
+	}
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/mender/devices", q, nil, &out)
+	return out.Devices, err
+}
+
 func reasonBody(reason string) any {
 	if reason == "" {
 		return nil

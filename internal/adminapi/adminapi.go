@@ -159,6 +159,8 @@ func (a *API) Register(mux *httpapi.Router) {
 		{"GET /v1/devices/{id}/history", read, a.deviceHistory},
 		{"POST /v1/devices/{id}/revoke", administer, a.revokeDevice},
 		{"POST /v1/devices/{id}/reset", administer, a.resetDevice},
+		{"POST /v1/devices/{id}/accept", administer, a.acceptDevice},
+		{"GET /v1/mender/devices", read, a.listMenderDevices},
 		{"POST /v1/tokens", administer, a.createToken},
 		{"GET /v1/tokens", administer, a.listTokens},
 		{"POST /v1/tokens/{id}/revoke", administer, a.revokeToken},

@@ -195,6 +195,38 @@ func (a *API) resetDevice(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"device_id": id, "generation": gen, "reset": true})
 }
 
+// acceptDevice accepts a Mender device's pending authentication request:
+// its next request gets its token.
+func (a *API) acceptDevice(w http.ResponseWriter, r *http.Request) {
+	id, reason, ok := deviceAction(w, r, "say why the device is accepted")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	d, err := a.cfg.Store.AcceptMenderDevice(ctx, id, Principal(ctx).Actor(), reason)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, d)
+}
+
+// listMenderDevices lists the devices that authenticate through the
+// Mender device API, ?status=pending for those awaiting acceptance.
+func (a *API) listMenderDevices(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	if status != "" && status != store.MenderPending && status != store.MenderAccepted {
+		httpapi.WriteError(w, r, fault.Field("status", "pending or accepted, not %q", status))
+		return
+	}
+	ds, err := a.cfg.Store.MenderDevices(r.Context(), status, 1000)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"devices": ds})
+}
+
 // deviceAction validates POST /v1/devices/{id}/… with a required reason;
 // it answers the request itself when it reports false.
 func deviceAction(w http.ResponseWriter, r *http.Request, needReason string) (id, reason string, ok bool) {

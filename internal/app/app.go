@@ -228,7 +228,7 @@ func (a *App) routes() (http.Handler, error) {
 		Now: time.Now, Metrics: reg,
 		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash, Enrollments: a.Store,
 			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate, EnrollRate: a.cfg.EnrollRate},
-		Registry: a.Store, DDI: deviceapi.DDI{Tenant: a.cfg.DDI.Tenant, Product: a.cfg.DDI.Product},
+		Registry: a.Store, DDI: deviceapi.DDI{Tenant: a.cfg.DDI.Tenant, Product: a.cfg.DDI.Product}, Mender: a.Store,
 	}).Register(mux)
 	planner := agent.New(agent.Config{Store: a.Store, Controller: a.Controller, Rules: a.Rules, Refresh: a.Snapshots.Refresh, Now: time.Now})
 	mcpServer := mcpserver.New(mcpserver.Config{Store: a.Store, Controller: a.Controller, Planner: planner, Rules: a.Rules,
@@ -317,7 +317,8 @@ func routeParts(path string) []string {
 	switch {
 	case path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/v1/openapi.yaml":
 		return nil
-	case strings.HasPrefix(path, "/v1/device/") || strings.HasPrefix(path, "/v1/update/") || deviceapi.DDIPath(path):
+	case strings.HasPrefix(path, "/v1/device/") || strings.HasPrefix(path, "/v1/update/") || deviceapi.DDIPath(path) ||
+		strings.HasPrefix(path, "/api/devices/"):
 		return []string{"device"}
 	case strings.HasPrefix(path, "/v1/content/") || strings.HasPrefix(path, "/v1/tuf/"):
 		return []string{"device", "api"}

@@ -39,6 +39,8 @@ var publicRoutes = map[string]httpapi.Access{
 	"PUT /{tenant}/controller/v1/{controller}/configData":                        httpapi.Public,
 	"GET /{tenant}/controller/v1/{controller}/cancelAction/{action}":             httpapi.Public,
 	"POST /{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback":   httpapi.Public,
+	// Mender clients sign their authentication requests with their key.
+	"POST /api/devices/v1/authentication/auth_requests": httpapi.Public,
 	// The console's door: its redirect, assets and sign-in.
 	"GET /{$}":              httpapi.Public,
 	"GET /ui/static/":       httpapi.Public,

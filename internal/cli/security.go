@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -201,7 +202,48 @@ func deviceCmd(g *globals) *cobra.Command {
 	}
 	reset.Flags().StringVar(&reason, "reason", "", "why (required)")
 	_ = reset.MarkFlagRequired("reason")
-	cmd.AddCommand(revoke, reset)
+	accept := &cobra.Command{
+		Use: "accept ID --reason TEXT", Short: "Accept a Mender device's pending authentication request (ringmaster device pending lists them)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.AcceptDevice(cmd.Context(), args[0], reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s accepted: its next authentication request gets its token\n", args[0])
+			return nil
+		},
+	}
+	accept.Flags().StringVar(&reason, "reason", "", "why (required)")
+	_ = accept.MarkFlagRequired("reason")
+	pending := &cobra.Command{
+		Use: "pending", Short: "Mender devices whose authentication requests await acceptance", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ds, err := c.MenderDevices(cmd.Context(), "pending")
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DEVICE\tREQUESTED\tIDENTITY")
+			for _, d := range ds {
+				keys := slices.Sorted(maps.Keys(d.Identity))
+				var id []string
+				for _, k := range keys {
+					id = append(id, k+"="+d.Identity[k])
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", d.DeviceID, d.RequestedAt.Format(time.RFC3339), strings.Join(id, " "))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(revoke, reset, accept, pending)
 	cmd.AddCommand(deviceInventoryCmds(g)...)
 	return cmd
 }

@@ -230,6 +230,10 @@ func (s *Snapshot) Revoked(deviceID string) bool { return s.revoked[deviceID] }
 // device's current one (not superseded by a reset).
 func (s *Snapshot) CredentialCurrent(deviceID string, gen int64) bool { return gen >= s.gens[deviceID] }
 
+// CredentialGeneration is the device's current credential generation
+// (0 unless an admin has reset it).
+func (s *Snapshot) CredentialGeneration(deviceID string) int64 { return s.gens[deviceID] }
+
 // Compiler compiles rules, ideally caching them across snapshots.
 type Compiler interface {
 	Compile(src string) (*targeting.Rule, error)

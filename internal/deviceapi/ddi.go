@@ -146,7 +146,8 @@ func (a *API) ddiAuthenticate(r *http.Request, device string) (bool, error) {
 		}
 		return true, nil
 	case strings.EqualFold(scheme, "GatewayToken"):
-		return true, a.gateway(r.Context(), secret, device)
+		_, err := a.gateway(r.Context(), secret, device)
+		return true, err
 	}
 	return false, refused("bad_credential", fault.Unauthorized, "the Authorization header must be \"TargetToken rmd_…\" or \"GatewayToken rme_…\"")
 }
@@ -178,9 +179,9 @@ type gateways struct {
 // afresh.
 const maxGatewayEntries = 1 << 18
 
-func (a *API) gateway(ctx context.Context, secret, device string) error {
+func (a *API) gateway(ctx context.Context, secret, device string) (keyID string, err error) {
 	if !access.WellFormedEnrollment(secret) {
-		return refused("bad_credential", fault.Unauthorized, "a GatewayToken must be an enrollment key (rme_…)")
+		return "", refused("bad_credential", fault.Unauthorized, "an enrollment key (rme_…) is required here")
 	}
 	now, hash := a.cfg.Now(), access.Hash(secret)
 	g := &a.gateways
@@ -189,15 +190,16 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 	g.mu.Unlock()
 	if !ok || now.Sub(gk.at) > gatewayTTL {
 		rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
-		k, err := a.cfg.Auth.EnrollmentKey(rctx, hash)
+		var k access.EnrollmentKey
+		k, err = a.cfg.Auth.EnrollmentKey(rctx, hash)
 		cancel()
 		switch {
 		case fault.Is(err, fault.NotFound):
-			return refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
+			return "", refused("bad_credential", fault.Unauthorized, "unknown enrollment key")
 		case err != nil && ok:
 			k = gk.key // the database is away: what was known stands until it is back
 		case err != nil:
-			return err
+			return "", err
 		}
 		gk = gatewayKey{key: k, at: now}
 		g.mu.Lock()
@@ -208,7 +210,7 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 		g.mu.Unlock()
 	}
 	if err := access.CheckEnrollment(gk.key, now); err != nil {
-		return refusal{reason: "bad_credential", err: err}
+		return "", refusal{reason: "bad_credential", err: err}
 	}
 	g.mu.Lock()
 	gd, ok := g.devices[device]
@@ -216,37 +218,37 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 	snap := a.cfg.Snapshots.Snapshot()
 	fresh := ok && gd.keyID == gk.key.ID && snap.CredentialCurrent(device, gd.gen)
 	if fresh && now.Sub(gd.at) <= gatewayTTL {
-		return nil
+		return gk.key.ID, nil
 	}
 	if snap.Revoked(device) {
-		return refused("revoked", fault.Unauthorized, "device %q has been revoked", device)
+		return "", refused("revoked", fault.Unauthorized, "device %q has been revoked", device)
 	}
 	rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
 	defer cancel()
 	keyID, gen, err := a.cfg.Registry.Enrollment(rctx, device)
 	if err != nil && !fault.Is(err, fault.NotFound) && fresh {
-		return nil // the database is away: what was known stands until it is back
+		return gk.key.ID, nil // the database is away: what was known stands until it is back
 	}
 	if fault.Is(err, fault.NotFound) {
 		if !a.perEnroll.Allow(gk.key.ID, now) {
-			return refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", gk.key.ID)
+			return "", refused("rate_limited", fault.RateLimited, "enrollment key %s is over its enrollment rate; retry later", gk.key.ID)
 		}
 		gen, err = a.cfg.Auth.Enrollments.EnrollDevice(rctx, device, gk.key)
 		switch {
 		case fault.Is(err, fault.Conflict): // enrolled meanwhile, perhaps by this key
 			keyID, gen, err = a.cfg.Registry.Enrollment(rctx, device)
 		case fault.Is(err, fault.Forbidden):
-			return refusal{reason: "quota", err: err}
+			return "", refusal{reason: "quota", err: err}
 		case err == nil:
 			keyID = gk.key.ID
 			httpapi.Logger(ctx).Info("device enrolled", "device", device, "generation", gen, "enrollment_key", keyID, "by", "DDI gateway token")
 		}
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	if keyID != gk.key.ID {
-		return refused("device_mismatch", fault.Forbidden, "controller %q was enrolled by another enrollment key; a gateway token speaks only for the controllers its key enrolled", device)
+		return "", refused("device_mismatch", fault.Forbidden, "controller %q was enrolled by another enrollment key; a gateway token speaks only for the controllers its key enrolled", device)
 	}
 	g.mu.Lock()
 	if len(g.devices) >= maxGatewayEntries {
@@ -254,7 +256,7 @@ func (a *API) gateway(ctx context.Context, secret, device string) error {
 	}
 	g.devices[device] = gatewayDevice{keyID: keyID, gen: gen, at: now}
 	g.mu.Unlock()
-	return nil
+	return keyID, nil
 }
 
 // ddiDevice is what a replica remembers of a DDI controller, whose polls

@@ -49,6 +49,8 @@ type Config struct {
 	// Registry and DDI serve hawkBit DDI controllers.
 	Registry Registry
 	DDI      DDI
+	// Mender records Mender clients' authentication requests.
+	Mender MenderDevices
 }
 
 // Device authentication modes.
@@ -118,7 +120,7 @@ func New(cfg Config) *API {
 		}, []string{"status"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ringmaster_device_requests_refused_total",
-			Help: "Device requests refused, by reason (unauthenticated, bad_credential, reset, revoked, device_mismatch, rate_limited, already_enrolled, quota).",
+			Help: "Device requests refused, by reason (unauthenticated, bad_credential, reset, revoked, device_mismatch, rate_limited, already_enrolled, quota, pending: a Mender device awaiting acceptance).",
 		}, []string{"reason"}),
 		perDevice: ratelimit.New(cfg.Auth.DeviceRate, 10*time.Minute),
 		perSource: ratelimit.New(cfg.Auth.SourceRate, 10*time.Minute),
@@ -145,6 +147,7 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("POST /v1/update/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
 	mux.Route("POST /v1/update/{key}/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
 	a.registerDDI(mux)
+	mux.Route("POST /api/devices/v1/authentication/auth_requests", httpapi.Public, http.HandlerFunc(a.menderAuth))
 }
 
 // postEvents accepts a batch of events: each is validated on its own and

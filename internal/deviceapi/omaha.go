@@ -82,7 +82,7 @@ func (a *API) omahaUpdate(w http.ResponseWriter, r *http.Request) {
 			// however many apps it names.
 			cred := ""
 			if key != "" {
-				if err := a.gateway(r.Context(), key, c.DeviceID); err != nil {
+				if _, err := a.gateway(r.Context(), key, c.DeviceID); err != nil {
 					a.refuse(w, r, err)
 					return
 				}

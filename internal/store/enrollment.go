@@ -211,6 +211,10 @@ func (s *Store) ResetDevice(ctx context.Context, deviceID, actor, reason string)
 				return unavailable(err)
 			}
 		}
+		// A Mender device authenticates from scratch: pending again.
+		if _, err := tx.db.ExecContext(ctx, `DELETE FROM mender_devices WHERE device_id = $1`, deviceID); err != nil {
+			return unavailable(err)
+		}
 		if err := tx.BumpGeneration(ctx); err != nil {
 			return err
 		}

@@ -42,6 +42,7 @@ func TestConformance(t *testing.T) {
 			}{
 				{"products", testProducts},
 				{"product formats and omaha app ids", testProductFormats},
+				{"mender devices", testMenderDevices},
 				{"create update", testCreateUpdate},
 				{"no partial writes", testNoPartialWrites},
 				{"pipeline states", testPipelineStates},
@@ -158,6 +159,49 @@ func testProductFormats(t *testing.T, s *store.Store, c *clock) {
 	// Declaring nothing clears them.
 	if p, _, err := s.PutProduct(ctx, catalog.NewProduct{Name: "gateway"}); err != nil || p.Formats != nil || p.OmahaAppID != "" {
 		t.Fatalf("cleared: %+v, %v", p, err)
+	}
+}
+
+// testMenderDevices: a Mender device's request is pending until accepted
+// (by an admin, or at once by an enrollment key), keeps its key, refuses
+// another key once accepted, and a reset forgets it.
+func testMenderDevices(t *testing.T, s *store.Store, c *clock) {
+	ctx := context.Background()
+	id := map[string]string{"mac": "52:54:00:12:34:56"}
+	st, err := s.MenderAuthRequest(ctx, "m-1", id, "KEY1", "")
+	if err != nil || st != store.MenderPending {
+		t.Fatalf("first request: %q, %v", st, err)
+	}
+	if ds, err := s.MenderDevices(ctx, store.MenderPending, 10); err != nil || len(ds) != 1 || ds[0].Identity["mac"] != id["mac"] || ds[0].PublicKey != "KEY1" {
+		t.Fatalf("pending: %+v, %v", ds, err)
+	}
+	if st, _ := s.MenderAuthRequest(ctx, "m-1", id, "KEY2", ""); st != store.MenderPending { // a pending device's latest key counts
+		t.Fatalf("re-keyed while pending: %q", st)
+	}
+	d, err := s.AcceptMenderDevice(ctx, "m-1", "token:admin", "vouched for")
+	if err != nil || d.Status != store.MenderAccepted || d.DecidedBy != "token:admin" || d.DecidedAt == nil {
+		t.Fatalf("accept: %+v, %v", d, err)
+	}
+	_, err = s.AcceptMenderDevice(ctx, "m-1", "token:admin", "again")
+	wantKind(t, err, fault.Conflict)
+	_, err = s.AcceptMenderDevice(ctx, "m-nope", "token:admin", "who")
+	wantKind(t, err, fault.NotFound)
+	if st, err := s.MenderAuthRequest(ctx, "m-1", id, "KEY2", ""); err != nil || st != store.MenderAccepted {
+		t.Fatalf("accepted key: %q, %v", st, err)
+	}
+	_, err = s.MenderAuthRequest(ctx, "m-1", id, "KEY3", "")
+	wantKind(t, err, fault.Conflict)
+	if st, err := s.MenderAuthRequest(ctx, "m-2", id, "KEY9", "enrollment_key:enr_1"); err != nil || st != store.MenderAccepted {
+		t.Fatalf("accepted by a key: %q, %v", st, err)
+	}
+	if _, err := s.ResetDevice(ctx, "m-1", "token:admin", "reflashed"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.MenderAuthRequest(ctx, "m-1", id, "KEY3", ""); st != store.MenderPending {
+		t.Fatalf("after a reset: %q", st)
+	}
+	if ds, _ := s.MenderDevices(ctx, "", 10); len(ds) != 2 {
+		t.Fatalf("all: %+v", ds)
 	}
 }
 
