@@ -149,6 +149,9 @@ func installIdentityScript(t *testing.T) {
 	if b, err := os.ReadFile(identityScript); err == nil && !bytes.Contains(b, []byte("ringmaster test identity")) {
 		t.Skipf("SKIPPED: %s belongs to this machine's Mender setup; not replacing it", identityScript)
 	}
+	if _, err := os.Stat(identityScript); os.IsNotExist(err) {
+		t.Cleanup(func() { os.Remove(identityScript) })
+	}
 	if err := os.MkdirAll(filepath.Dir(identityScript), 0o755); err != nil {
 		t.Skipf("SKIPPED: cannot install the test identity script: %v", err)
 	}
