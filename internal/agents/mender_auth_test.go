@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringmaster/ringmaster/client"
 	"github.com/ringmaster/ringmaster/internal/apptest"
 )
 
@@ -94,6 +95,45 @@ func TestMenderAuthProtocol(t *testing.T) {
 	if c := check(token, "kiosk-1"); c != 200 {
 		t.Fatalf("the token as a credential: %d", c)
 	}
+	// Its inventory is its attributes: PUT replaces, PATCH adds; what
+	// could not be an attribute is left out.
+	inventory := func(method, token, body string) int {
+		req, _ := http.NewRequest(method, s.URL+"/api/devices/v1/inventory/device/attributes", strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if c := inventory("PUT", token, `[{"name": "device_type", "value": "kiosk-v1"}, {"name": "ipv4_eth0", "value": ["10.0.0.7/24", "10.0.0.8/24"]},
+		{"name": "bad name!", "value": "x"}, {"name": "cpu_count", "value": 4}]`); c != 200 {
+		t.Fatalf("inventory: %d", c)
+	}
+	// PATCH adds to what the registry holds (written within registry_flush).
+	apptest.WaitFor(t, 10*time.Second, func() bool {
+		d, err := s.Admin.Device(ctx, "kiosk-1")
+		return err == nil && d.Attributes["device_type"] == "kiosk-v1"
+	})
+	if c := inventory("PATCH", token, `[{"name": "site", "value": "berlin"}]`); c != 200 {
+		t.Fatalf("inventory patch: %d", c)
+	}
+	for _, bad := range []struct {
+		token, body string
+		want        int
+	}{{"", `[]`, 401}, {token, `{"name": "x"}`, 400}, {token, `[{"name": "x", "value": {"nested": 1}}]`, 400}} {
+		if c := inventory("PUT", bad.token, bad.body); c != bad.want {
+			t.Fatalf("inventory %q: %d, want %d", bad.body, c, bad.want)
+		}
+	}
+	apptest.WaitFor(t, 10*time.Second, func() bool {
+		d, err := s.Admin.Device(ctx, "kiosk-1")
+		return err == nil && d.Attributes["device_type"] == "kiosk-v1" && d.Attributes["ipv4_eth0"] == "10.0.0.7/24,10.0.0.8/24" &&
+			d.Attributes["cpu_count"] == "4" && d.Attributes["site"] == "berlin" && d.Attributes["bad name!"] == ""
+	})
 	if code, body := k.authRequest(t, s.URL, map[string]string{"device_id": "kiosk-1"}, key, true); code != 401 || !strings.Contains(body, "does not verify") {
 		t.Fatalf("tampered: %d %s", code, body)
 	}
@@ -163,6 +203,30 @@ func installIdentityScript(t *testing.T) {
 	}
 }
 
+// artifactInfo is where the Mender client reads the name of the artifact
+// it runs until it installs one (fixed at build time); the test installs
+// one when the path is free or already the test's.
+const artifactInfo = "/etc/mender/artifact_info"
+
+func installArtifactInfo(t *testing.T, name string) {
+	t.Helper()
+	if b, err := os.ReadFile(artifactInfo); err == nil && !bytes.Contains(b, []byte("# ringmaster test")) {
+		t.Skipf("SKIPPED: %s belongs to this machine's Mender setup; not replacing it", artifactInfo)
+	} else if os.IsNotExist(err) {
+		t.Cleanup(func() { os.Remove(artifactInfo) })
+	}
+	err := os.MkdirAll(filepath.Dir(artifactInfo), 0o755)
+	if err == nil {
+		err = os.WriteFile(artifactInfo, []byte("# ringmaster test\nartifact_name="+name+"\n"), 0o644)
+	}
+	if err != nil {
+		if os.Getenv("RINGMASTER_REQUIRE_AGENTS") == "1" {
+			t.Fatalf("cannot install %s (run as root): %v", artifactInfo, err)
+		}
+		t.Skipf("SKIPPED: cannot install %s (run as root): %v", artifactInfo, err)
+	}
+}
+
 // menderBootstrap runs `mender bootstrap` (the client authenticates and
 // exits) as device id against url, with tenantToken as TenantToken; dir
 // is its configuration and data directory (its key is kept there).
@@ -173,10 +237,16 @@ func menderBootstrap(t *testing.T, bin, dir, url, id, tenantToken string) (strin
 	b, _ := json.Marshal(conf)
 	write(t, filepath.Join(dir, "mender.conf"), b)
 	write(t, filepath.Join(dir, "device_type"), []byte("device_type=kiosk-v1\n"))
+	return menderRun(t, bin, dir, id, "bootstrap")
+}
+
+// menderRun runs a mender command with the configuration and data in dir.
+func menderRun(t *testing.T, bin, dir, id, command string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--config", filepath.Join(dir, "mender.conf"), "--fallback-config", filepath.Join(dir, "none.conf"),
-		"--data", dir, "--no-syslog", "--log-level", "info", "bootstrap")
+		"--data", dir, "--no-syslog", "--log-level", "info", command)
 	cmd.Env = append(os.Environ(), "RINGMASTER_MENDER_DEVICE_ID="+id)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -189,6 +259,7 @@ func TestMenderClientAuth(t *testing.T) {
 	ctx := context.Background()
 	bin := need(t, "mender", "mender-client")
 	installIdentityScript(t)
+	installArtifactInfo(t, "kiosk-1.0.0")
 	s := apptest.Start(t, "", nil)
 	_, key, err := s.Admin.CreateEnrollmentKey(ctx, "kiosks", "1h")
 	if err != nil {
@@ -217,4 +288,26 @@ func TestMenderClientAuth(t *testing.T) {
 	if out, err := menderBootstrap(t, bin, dir, s.URL, "kiosk-8", ""); err != nil {
 		t.Fatalf("bootstrap once accepted: %v\n%s", err, out)
 	}
+	// Its daemon sends its inventory, which becomes its attributes.
+	daemon := exec.Command(bin, "--config", filepath.Join(dir, "mender.conf"), "--fallback-config", filepath.Join(dir, "none.conf"),
+		"--data", dir, "--no-syslog", "--log-level", "info", "daemon")
+	daemon.Env = append(os.Environ(), "RINGMASTER_MENDER_DEVICE_ID=kiosk-8")
+	var log lockedBuffer
+	daemon.Stdout, daemon.Stderr = &log, &log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = daemon.Process.Kill()
+		_ = daemon.Wait()
+		if t.Failed() {
+			t.Logf("mender daemon:\n%s", log.String())
+		}
+	}()
+	var d client.Device
+	apptest.WaitFor(t, 20*time.Second, func() bool {
+		d, err = s.Admin.Device(ctx, "kiosk-8")
+		return err == nil && d.Attributes["device_type"] == "kiosk-v1" && d.Attributes["artifact_name"] == "kiosk-1.0.0"
+	})
+	t.Logf("kiosk-8's inventory: %v", d.Attributes)
 }

@@ -41,6 +41,8 @@ var publicRoutes = map[string]httpapi.Access{
 	"POST /{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback":   httpapi.Public,
 	// Mender clients sign their authentication requests with their key.
 	"POST /api/devices/v1/authentication/auth_requests": httpapi.Public,
+	"PUT /api/devices/v1/inventory/device/attributes":   httpapi.Device,
+	"PATCH /api/devices/v1/inventory/device/attributes": httpapi.Device,
 	// The console's door: its redirect, assets and sign-in.
 	"GET /{$}":              httpapi.Public,
 	"GET /ui/static/":       httpapi.Public,

@@ -264,6 +264,12 @@ func FromParts(deviceID string, attributes, installed map[string]string) (CheckI
 	return c, nil
 }
 
+// ValidAttribute reports whether a device attribute of this name and
+// value would be accepted in a check-in.
+func ValidAttribute(name, value string) bool {
+	return validAttrKey([]byte(name)) && len(value) <= MaxAttrValueLen && utf8.ValidString(value)
+}
+
 // firstFault is FromParts' error for parts with at least one fault: the
 // first in key order, attributes before installed.
 func firstFault(attributes, installed map[string]string) error {

@@ -148,6 +148,8 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("POST /v1/update/{key}/{$}", httpapi.Public, http.HandlerFunc(a.omahaUpdate))
 	a.registerDDI(mux)
 	mux.Route("POST /api/devices/v1/authentication/auth_requests", httpapi.Public, http.HandlerFunc(a.menderAuth))
+	mux.Route("PUT /api/devices/v1/inventory/device/attributes", httpapi.Device, http.HandlerFunc(a.menderInventory))
+	mux.Route("PATCH /api/devices/v1/inventory/device/attributes", httpapi.Device, http.HandlerFunc(a.menderInventory))
 }
 
 // postEvents accepts a batch of events: each is validated on its own and

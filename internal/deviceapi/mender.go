@@ -3,13 +3,16 @@ package deviceapi
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/mender"
+	"github.com/ringmaster/ringmaster/internal/registry"
 )
 
 // MenderDevices records Mender devices' authentication requests.
@@ -75,4 +78,57 @@ func (a *API) menderAuth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jwt")
 	w.Header().Set("Content-Length", strconv.Itoa(len(token)))
 	_, _ = io.WriteString(w, token)
+}
+
+// menderInventory takes an authenticated Mender device's inventory as its
+// attributes: PUT replaces them, PATCH adds to them. Attributes that
+// could not be device attributes (names outside A-Z a-z 0-9 _ . -, values
+// over 256 bytes) are left out, and at most delivery.MaxAttributes are
+// kept (in name order).
+func (a *API) menderInventory(w http.ResponseWriter, r *http.Request) {
+	id, in, ok := a.authenticatedBody(w, r, mender.MaxInventoryBytes)
+	if !ok {
+		return
+	}
+	defer a.bufs.Put(in)
+	if id == "" {
+		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)"))
+		return
+	}
+	attrs, dropped, err := mender.ParseInventory(in.Bytes(), delivery.ValidAttribute)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.admit(id, id); err != nil {
+		a.refuse(w, r, err)
+		return
+	}
+	var installed map[string]string
+	if r.Method == http.MethodPatch {
+		rctx, cancel := context.WithTimeout(r.Context(), RegistryReadTimeout)
+		d, err := a.cfg.Registry.Device(rctx, id)
+		cancel()
+		if err != nil && !fault.Is(err, fault.NotFound) {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		installed = d.Installed
+		for k, v := range d.Attributes {
+			if _, ok := attrs[k]; !ok {
+				attrs[k] = v
+			}
+		}
+	}
+	if len(attrs) > delivery.MaxAttributes {
+		for _, k := range slices.Sorted(maps.Keys(attrs))[delivery.MaxAttributes:] {
+			delete(attrs, k)
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		httpapi.Logger(r.Context()).Info("Mender inventory attributes left out", "device", id, "dropped", dropped)
+	}
+	a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: attrs, Installed: installed, At: a.cfg.Now()})
+	w.WriteHeader(http.StatusOK)
 }

@@ -148,10 +148,74 @@ func DeviceID(identity map[string]string, valid func(string) bool) string {
 	return "mender-" + hex.EncodeToString(sum[:12])
 }
 
-// KeyFingerprint names a public key: the SHA-256 of its PEM, trimmed.
-func KeyFingerprint(pemKey string) string {
-	sum := sha256.Sum256([]byte(strings.TrimSpace(pemKey)))
-	return hex.EncodeToString(sum[:])
+// MaxInventoryBytes bounds an inventory update; MaxInventoryEntries the
+// attributes it may carry.
+const (
+	MaxInventoryBytes   = 64 << 10
+	MaxInventoryEntries = 256
+)
+
+// ParseInventory reads an inventory update ([{"name", "value"}], a value
+// a string, number, boolean or a list of them, joined with commas) into
+// attributes. Attributes that would not be device attributes (keep
+// rejects the name or value) are left out and counted in dropped.
+func ParseInventory(body []byte, keep func(name, value string) bool) (attrs map[string]string, dropped int, err error) {
+	if len(body) > MaxInventoryBytes {
+		return nil, 0, fault.E(fault.TooLarge, "inventory is larger than %d bytes", MaxInventoryBytes)
+	}
+	var entries []struct {
+		Name  string          `json:"name"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(body, &entries); err != nil {
+		return nil, 0, fault.E(fault.Invalid, "inventory is not a JSON array of {name, value}: %s", clip(err.Error()))
+	}
+	if len(entries) > MaxInventoryEntries {
+		return nil, 0, fault.E(fault.Invalid, "inventory has more than %d attributes", MaxInventoryEntries)
+	}
+	attrs = make(map[string]string, len(entries))
+	for i, e := range entries {
+		v, ok := scalarOrList(e.Value)
+		if !ok {
+			return nil, 0, fault.Field(fmt.Sprintf("[%d].value", i), "values are strings, numbers, booleans or lists of them")
+		}
+		if e.Name == "" || !keep(e.Name, v) {
+			dropped++
+			continue
+		}
+		attrs[e.Name] = v
+	}
+	return attrs, dropped, nil
+}
+
+func scalarOrList(raw json.RawMessage) (string, bool) {
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) == nil {
+		parts := make([]string, 0, len(list))
+		for _, item := range list {
+			s, ok := scalar(item)
+			if !ok {
+				return "", false
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), true
+	}
+	return scalar(raw)
+}
+
+func scalar(raw json.RawMessage) (string, bool) {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return "", false
+	}
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case float64, bool:
+		return strings.TrimSpace(string(raw)), true
+	}
+	return "", false
 }
 
 func clip(s string) string {
