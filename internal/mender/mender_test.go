@@ -101,3 +101,35 @@ func FuzzParseAuthRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestParseInventory(t *testing.T) {
+	keep := func(name, value string) bool { return !strings.Contains(name, " ") && len(value) <= 8 }
+	attrs, dropped, err := ParseInventory([]byte(`[{"name": "a", "value": "x"}, {"name": "n", "value": 4.5}, {"name": "l", "value": ["p", true]},
+		{"name": "bad name", "value": "x"}, {"name": "long", "value": "123456789"}]`), keep)
+	if err != nil || dropped != 2 || attrs["a"] != "x" || attrs["n"] != "4.5" || attrs["l"] != "p,true" || len(attrs) != 3 {
+		t.Fatalf("%v %d %v", attrs, dropped, err)
+	}
+	for _, body := range []string{`{}`, `[{"name": "a", "value": {"b": 1}}]`, `[{"name": "a", "value": [[1]]}]`, strings.Repeat(" ", MaxInventoryBytes+1)} {
+		if _, _, err := ParseInventory([]byte(body), keep); err == nil {
+			t.Errorf("%.30q accepted", body)
+		}
+	}
+}
+
+// FuzzParseInventory: any body gives attributes that keep accepted, or an
+// Invalid or TooLarge error.
+func FuzzParseInventory(f *testing.F) {
+	f.Add([]byte(`[{"name": "device_type", "value": "kiosk"}, {"name": "ipv4", "value": ["a", "b"]}]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		keep := func(name, value string) bool { return len(name) < 10 && len(value) < 20 }
+		attrs, _, err := ParseInventory(body, keep)
+		if err != nil && !fault.Is(err, fault.Invalid) && !fault.Is(err, fault.TooLarge) {
+			t.Fatal(err)
+		}
+		for k, v := range attrs {
+			if !keep(k, v) {
+				t.Fatalf("kept %q=%q", k, v)
+			}
+		}
+	})
+}
