@@ -216,10 +216,22 @@ type Payload struct {
 	State  string `json:"state"`
 	// SHA1 and MD5 (hex) are computed by the server once it stores the
 	// payload.
-	SHA1          string `json:"sha1,omitempty"`
-	MD5           string `json:"md5,omitempty"`
-	UploadURL     string `json:"upload_url,omitempty"`
-	ReceivedBytes int64  `json:"received_bytes"`
+	SHA1 string `json:"sha1,omitempty"`
+	MD5  string `json:"md5,omitempty"`
+	// Format is what publish read from a payload of a format its product
+	// declares (nil for opaque files).
+	Format        *PayloadFormat `json:"format,omitempty"`
+	UploadURL     string         `json:"upload_url,omitempty"`
+	ReceivedBytes int64          `json:"received_bytes"`
+}
+
+// PayloadFormat is what a payload's header says: its format, whether a
+// .swu is signed, a Mender artifact's name and device types.
+type PayloadFormat struct {
+	Format       string   `json:"format"`
+	Signed       bool     `json:"signed,omitempty"`
+	ArtifactName string   `json:"artifact_name,omitempty"`
+	DeviceTypes  []string `json:"device_types,omitempty"`
 }
 
 // Update is one version of a product.

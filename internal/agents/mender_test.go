@@ -30,8 +30,12 @@ func TestMenderArtifactPublish(t *testing.T) {
 		"-o", art, "-f", conf).CombinedOutput(); err != nil {
 		t.Fatalf("mender-artifact: %v\n%s", err, out)
 	}
-	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "kiosk-app", Version: "2.0.0"}, []string{art}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+	u, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "kiosk-app", Version: "2.0.0"}, []string{art}, client.PublishOptions{Poll: 50 * time.Millisecond})
+	if err != nil {
 		t.Fatalf("a real artifact: %v", err)
+	}
+	if f := u.Payloads[0].Format; f == nil || f.Format != "mender" || f.ArtifactName != "kiosk-2.0.0" || len(f.DeviceTypes) != 1 || f.DeviceTypes[0] != "kiosk-v1" {
+		t.Fatalf("the artifact's header as read at publish: %+v", f)
 	}
 	bad := filepath.Join(dir, "kiosk-2.0.1.mender")
 	b, _ := os.ReadFile(art)

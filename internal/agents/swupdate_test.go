@@ -254,8 +254,12 @@ func TestSWUpdate(t *testing.T) {
 		t.Fatalf("a .swu that is not one: %v", err)
 	}
 	// Only the .swu is offered to SWUpdate; the notes ride along for others.
-	if _, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "2.0.0"}, []string{file, notes}, client.PublishOptions{Poll: 50 * time.Millisecond}); err != nil {
+	u, err := s.Admin.PublishFiles(ctx, client.NewUpdate{Product: "gateway", Version: "2.0.0"}, []string{file, notes}, client.PublishOptions{Poll: 50 * time.Millisecond})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if f := u.Payloads[0].Format; f == nil || f.Format != "swu" || !f.Signed || u.Payloads[1].Format != nil {
+		t.Fatalf("payloads as read at publish: %+v, %+v", u.Payloads[0].Format, u.Payloads[1].Format)
 	}
 	_, gatewayToken, err := s.Admin.CreateEnrollmentKey(ctx, "gateways", "1h")
 	if err != nil {

@@ -139,12 +139,27 @@ type Payload struct {
 	// stored, for device agents whose protocols name payloads by them.
 	SHA1 string `json:"sha1,omitempty"`
 	MD5  string `json:"md5,omitempty"`
+	// Format is what publish read from a payload of a format its product
+	// declares; nil for payloads read as opaque files.
+	Format *PayloadFormat `json:"format,omitempty"`
 }
 
-// Digests are the hashes of a payload's bytes besides its SHA-256.
+// PayloadFormat is what a payload's header says, read at publish.
+type PayloadFormat struct {
+	Format string `json:"format"`
+	// Signed: a .swu whose sw-description is followed by its signature.
+	Signed bool `json:"signed,omitempty"`
+	// ArtifactName and DeviceTypes: a Mender artifact's.
+	ArtifactName string   `json:"artifact_name,omitempty"`
+	DeviceTypes  []string `json:"device_types,omitempty"`
+}
+
+// Digests are what the server found in a payload's bytes besides its
+// SHA-256: its other hashes, and its header when its format is declared.
 type Digests struct {
-	SHA1 string
-	MD5  string
+	SHA1   string
+	MD5    string
+	Format *PayloadFormat
 }
 
 // Limits on publisher input.

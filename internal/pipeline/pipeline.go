@@ -264,7 +264,7 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 		}
 		return err // transient: retried with backoff
 	}
-	if err := p.checkFormat(ctx, u, a.SHA256); err != nil {
+	if digests.Format, err = p.checkFormat(ctx, u, a.SHA256); err != nil {
 		if fault.Is(err, fault.Invalid) {
 			return p.fail(ctx, job, u, fault.Message(err))
 		}
@@ -296,12 +296,13 @@ func (w *ingestWorker) Work(ctx context.Context, job *river.Job[IngestArgs]) err
 }
 
 // checkFormat reads a stored payload whose name says it is of a format
-// its product declares (a .swu for SWUpdate devices, say) and refuses it
-// (Invalid) if it is not one, or would never install.
-func (p *Pipeline) checkFormat(ctx context.Context, u catalog.Update, sha string) error {
+// its product declares (a .swu for SWUpdate devices, say) and returns what
+// its header says, or refuses it (Invalid) if it is not one, or would
+// never install. Other payloads are opaque: nil.
+func (p *Pipeline) checkFormat(ctx context.Context, u catalog.Update, sha string) (*catalog.PayloadFormat, error) {
 	prod, err := p.cfg.Store.Product(ctx, u.Product)
 	if err != nil || len(prod.Formats) == 0 {
-		return err
+		return nil, err
 	}
 	for _, pl := range u.Payloads {
 		f := prod.FormatOf(pl.Name)
@@ -310,17 +311,16 @@ func (p *Pipeline) checkFormat(ctx context.Context, u catalog.Update, sha string
 		}
 		r, err := p.cfg.Content.Open(ctx, sha)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		info, err := formats.Check(f, r)
 		r.Close()
 		if err != nil {
-			return fault.E(fault.Invalid, "payload %s: %s", pl.Name, fault.Message(err))
+			return nil, fault.E(fault.Invalid, "payload %s: %s", pl.Name, fault.Message(err))
 		}
-		p.cfg.Log.Info("payload format checked", "update", u.ID, "payload", pl.Name, "format", f, "signed", info.Signed,
-			"artifact_name", info.ArtifactName, "device_types", info.DeviceTypes)
+		return &catalog.PayloadFormat{Format: f, Signed: info.Signed, ArtifactName: info.ArtifactName, DeviceTypes: info.DeviceTypes}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // fail marks the update failed and completes the job: the failure is

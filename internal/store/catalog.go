@@ -288,7 +288,7 @@ func (q *queries) updateByVersion(ctx context.Context, product string, v version
 }
 
 func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payload, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT name, sha256, size, state, sha1, md5 FROM payloads WHERE update_id = $1 ORDER BY position`, updateID)
+	rows, err := q.db.QueryContext(ctx, `SELECT name, sha256, size, state, sha1, md5, format_info FROM payloads WHERE update_id = $1 ORDER BY position`, updateID)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -296,8 +296,14 @@ func (q *queries) payloads(ctx context.Context, updateID string) ([]catalog.Payl
 	var out []catalog.Payload
 	for rows.Next() {
 		var p catalog.Payload
-		if err := rows.Scan(&p.Name, &p.SHA256, &p.Size, &p.State, &p.SHA1, &p.MD5); err != nil {
+		var format string
+		if err := rows.Scan(&p.Name, &p.SHA256, &p.Size, &p.State, &p.SHA1, &p.MD5, &format); err != nil {
 			return nil, unavailable(err)
+		}
+		if format != "" {
+			if err := fromJSON(format, &p.Format); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, p)
 	}
@@ -376,8 +382,12 @@ func (q *queries) LastKind(ctx context.Context, product string) (catalog.Kind, e
 // bytes were found to have. It returns Conflict if the payload is not
 // uploaded, NotFound if it does not exist.
 func (q *queries) StorePayload(ctx context.Context, updateID, sha256 string, d catalog.Digests) error {
-	res, err := q.db.ExecContext(ctx, `UPDATE payloads SET state = $3, sha1 = $4, md5 = $5 WHERE update_id = $1 AND sha256 = $2 AND state = $6`,
-		updateID, sha256, catalog.PayloadStored, d.SHA1, d.MD5, catalog.PayloadUploaded)
+	format := ""
+	if d.Format != nil {
+		format = jsonText(d.Format)
+	}
+	res, err := q.db.ExecContext(ctx, `UPDATE payloads SET state = $3, sha1 = $4, md5 = $5, format_info = $7 WHERE update_id = $1 AND sha256 = $2 AND state = $6`,
+		updateID, sha256, catalog.PayloadStored, d.SHA1, d.MD5, catalog.PayloadUploaded, format)
 	if err != nil {
 		return unavailable(err)
 	}
