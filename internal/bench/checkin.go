@@ -405,18 +405,27 @@ func deviceBodies(cfg CheckinConfig) []request {
 	return out
 }
 
+// nativeCheckIn is a native check-in body, read back.
+type nativeCheckIn struct {
+	DeviceID   string            `json:"device_id"`
+	Attributes map[string]string `json:"attributes"`
+	Installed  []struct{ Product, Version string }
+}
+
+// native reads back a native check-in made by deviceBodies.
+func (r request) native() nativeCheckIn {
+	var c nativeCheckIn
+	_ = json.Unmarshal(r.body, &c)
+	return c
+}
+
 // omahaBodies turns native check-ins into Omaha requests: one app with
 // an update check per product the device runs, its attributes as the
 // track, OEM and architecture.
 func omahaBodies(native []request) []request {
 	out := make([]request, len(native))
 	for i, r := range native {
-		var c struct {
-			DeviceID   string            `json:"device_id"`
-			Attributes map[string]string `json:"attributes"`
-			Installed  []struct{ Product, Version string }
-		}
-		_ = json.Unmarshal(r.body, &c)
+		c := r.native()
 		var b strings.Builder
 		fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?><request protocol="3.0" version="update_engine-0.4.10" ismachine="1">`+
 			`<os platform="CoreOS" arch=%q></os>`, c.Attributes["arch"])
@@ -436,12 +445,7 @@ func omahaBodies(native []request) []request {
 func ddiBodies(native []request) (polls, configData []request) {
 	polls, configData = make([]request, len(native)), make([]request, len(native))
 	for i, r := range native {
-		var c struct {
-			DeviceID   string            `json:"device_id"`
-			Attributes map[string]string `json:"attributes"`
-			Installed  []struct{ Product, Version string }
-		}
-		_ = json.Unmarshal(r.body, &c)
+		c := r.native()
 		data := maps.Clone(c.Attributes)
 		data["product"], data["version"] = c.Installed[0].Product, c.Installed[0].Version
 		path := "/default/controller/v1/" + c.DeviceID
