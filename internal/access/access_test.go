@@ -218,3 +218,35 @@ func BenchmarkReceipt(b *testing.B) {
 		}
 	})
 }
+
+// TestDownloadLinks: a link opens one payload for one device until it
+// expires, and no other.
+func TestDownloadLinks(t *testing.T) {
+	k := NewDeviceKey([]byte("0123456789abcdef0123456789abcdef"))
+	now := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	sha := strings.Repeat("ab", 32)
+	exp := now.Add(time.Hour).Unix()
+	sig := k.LinkSignature(sha, "kiosk-7", exp)
+	if err := k.VerifyLink(sha, "kiosk-7", exp, sig, now); err != nil {
+		t.Fatal(err)
+	}
+	other := NewDeviceKey([]byte("another key, another server....."))
+	for name, c := range map[string]struct {
+		sha, device string
+		exp         int64
+		sig         string
+		now         time.Time
+	}{
+		"expired":        {sha, "kiosk-7", exp, sig, now.Add(time.Hour)},
+		"stretched":      {sha, "kiosk-7", exp + 3600, sig, now},
+		"another file":   {strings.Repeat("cd", 32), "kiosk-7", exp, sig, now},
+		"another device": {sha, "kiosk-8", exp, sig, now},
+		"another server": {sha, "kiosk-7", exp, other.LinkSignature(sha, "kiosk-7", exp), now},
+		"upper case":     {sha, "kiosk-7", exp, strings.ToUpper(sig), now},
+		"none":           {sha, "kiosk-7", exp, "", now},
+	} {
+		if err := k.VerifyLink(c.sha, c.device, c.exp, c.sig, c.now); !fault.Is(err, fault.Forbidden) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -228,7 +228,7 @@ func (a *App) routes() (http.Handler, error) {
 		Now: time.Now, Metrics: reg,
 		Auth: deviceapi.Auth{Mode: a.cfg.DeviceAuth, Key: a.deviceKey, EnrollmentKey: a.Store.EnrollmentKeyByHash, Enrollments: a.Store,
 			DeviceRate: a.cfg.DeviceRate, SourceRate: a.cfg.SourceRate, EnrollRate: a.cfg.EnrollRate},
-		Registry: a.Store, DDI: deviceapi.DDI{Tenant: a.cfg.DDI.Tenant, Product: a.cfg.DDI.Product}, Mender: a.Store,
+		Registry: a.Store, DDI: deviceapi.DDI{Tenant: a.cfg.DDI.Tenant, Product: a.cfg.DDI.Product}, Mender: a.Store, MenderProduct: a.cfg.Mender.Product,
 	}).Register(mux)
 	planner := agent.New(agent.Config{Store: a.Store, Controller: a.Controller, Rules: a.Rules, Refresh: a.Snapshots.Refresh, Now: time.Now})
 	mcpServer := mcpserver.New(mcpserver.Config{Store: a.Store, Controller: a.Controller, Planner: planner, Rules: a.Rules,

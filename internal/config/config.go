@@ -134,6 +134,8 @@ type Config struct {
 	// DDI configures the hawkBit DDI dialect
 	// (/{tenant}/controller/v1/{controllerId}).
 	DDI DDI `yaml:"ddi"`
+	// Mender configures the Mender device API (/api/devices/…).
+	Mender Mender `yaml:"mender"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Failpoint stops a pipeline step for crash tests; never set it in
@@ -222,6 +224,12 @@ type Content struct {
 // product of controllers whose configData names none.
 type DDI struct {
 	Tenant  string `yaml:"tenant"`
+	Product string `yaml:"product"`
+}
+
+// Mender configures the Mender device API: the product of devices whose
+// artifact and inventory name none.
+type Mender struct {
 	Product string `yaml:"product"`
 }
 
@@ -422,6 +430,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"RINGMASTER_KEYS_DIR": &c.TUF.KeysDir, "RINGMASTER_KEYRING": &c.TUF.Keyring, "RINGMASTER_ROLE": &c.Role, "RINGMASTER_OTEL_ENDPOINT": &c.OTelEndpoint, "RINGMASTER_CONTENT_S3_BUCKET": &c.Content.S3.Bucket,
 		"RINGMASTER_CONTENT_S3_ENDPOINT": &c.Content.S3.Endpoint, "RINGMASTER_CONTENT_S3_PREFIX": &c.Content.S3.Prefix,
 		"RINGMASTER_CONTENT_URL": &c.ContentURL, "RINGMASTER_DDI_TENANT": &c.DDI.Tenant, "RINGMASTER_DDI_PRODUCT": &c.DDI.Product,
+		"RINGMASTER_MENDER_PRODUCT": &c.Mender.Product,
 	}
 	if c.Console.OIDC != nil {
 		strs["RINGMASTER_OIDC_CLIENT_SECRET"] = &c.Console.OIDC.ClientSecret

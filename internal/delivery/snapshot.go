@@ -82,6 +82,9 @@ type PayloadLink struct {
 	// Ringmaster's own devices verify the SHA-256 against TUF.
 	SHA1 string `json:"-"`
 	MD5  string `json:"-"`
+	// Format is what publish read from its header (a Mender artifact's
+	// name and device types), for the protocols of other device agents.
+	Format *catalog.PayloadFormat `json:"-"`
 }
 
 // DeltaLink is a delta from the installed version's payload of the same
@@ -207,6 +210,17 @@ type Snapshot struct {
 	gens     map[string]int64
 	formats  map[string]map[string]string // product -> dialect -> format
 	omaha    map[string]string            // Omaha app id -> product
+	// artifacts are the releases of Mender artifacts, by artifact name.
+	artifacts map[string]ArtifactRelease
+}
+
+// ArtifactRelease is the release whose payload is a Mender artifact.
+type ArtifactRelease struct{ Product, Version string }
+
+// MenderArtifact is the release a Mender artifact name belongs to.
+func (s *Snapshot) MenderArtifact(name string) (ArtifactRelease, bool) {
+	r, ok := s.artifacts[name]
+	return r, ok
 }
 
 // Format is the payload format product declares for dialect ("": any
@@ -245,7 +259,8 @@ type Compiler interface {
 // Problems.
 func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 	s := &Snapshot{Generation: v.Generation, BuiltAt: builtAt, byProduct: map[string][]*release{},
-		byUpdate: map[string]*release{}, rollbacks: map[string][]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked, gens: v.Generations}
+		byUpdate: map[string]*release{}, rollbacks: map[string][]*release{}, holds: map[string][]*hold{}, floors: map[string][]version.Version{}, revoked: v.Revoked, gens: v.Generations,
+		artifacts: map[string]ArtifactRelease{}}
 	compile := func(what, src string) *targeting.Rule {
 		r, err := rules.Compile(src)
 		if err != nil {
@@ -323,7 +338,10 @@ func NewSnapshot(v View, builtAt time.Time, rules Compiler) *Snapshot {
 			Deadline: rel.Deployment.Plan.Deadline, Expedite: rel.Deployment.Plan.Expedite}
 		for _, p := range rel.Update.Payloads {
 			o.Payloads = append(o.Payloads, PayloadLink{Name: p.Name, URL: "/v1/content/" + p.SHA256, SHA256: p.SHA256, Size: p.Size,
-				SHA1: p.SHA1, MD5: p.MD5})
+				SHA1: p.SHA1, MD5: p.MD5, Format: p.Format})
+			if p.Format != nil && p.Format.ArtifactName != "" {
+				s.artifacts[p.Format.ArtifactName] = ArtifactRelease{Product: o.Product, Version: o.Version}
+			}
 		}
 		if rb := rel.Deployment.Plan.Rollback; rb != nil {
 			from, err := version.Parse(rb.Version)

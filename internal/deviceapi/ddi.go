@@ -150,12 +150,13 @@ func (a *API) ddiAuthenticate(r *http.Request, device string) (bool, error) {
 	return false, refused("bad_credential", fault.Unauthorized, "the Authorization header must be \"TargetToken rmd_…\" or \"GatewayToken rme_…\"")
 }
 
-// ddiDevice is what a replica remembers of a DDI controller, whose polls
-// say nothing about it: its attributes (from configData), installed
-// versions (from closed actions), the offers made to it here, and the
-// action it was handed and has not closed. Loaded from the registry on
-// its first request at this replica.
-type ddiDevice struct {
+// polledDevice is what a replica remembers of a device whose polls say
+// little about it (a DDI controller, a Mender client): its attributes
+// (from configData or inventory), installed versions (from closed
+// actions), the offers made to it here, and the deployment it was handed
+// and has not finished. Loaded from the registry on its first request at
+// this replica.
+type polledDevice struct {
 	mu         sync.Mutex
 	attrs      map[string]string
 	installed  map[string]string
@@ -168,9 +169,9 @@ type ddiDevice struct {
 	retry  time.Time
 }
 
-type ddiDevices struct {
+type polledDevices struct {
 	mu sync.Mutex
-	m  map[string]*ddiDevice
+	m  map[string]*polledDevice
 }
 
 // RegistryReadTimeout bounds the reads of the registry a DDI or Omaha
@@ -183,14 +184,14 @@ const RegistryReadTimeout = 2 * time.Second
 // starts afresh and each controller is read from the registry again.
 const maxDDIDevices = 1 << 20
 
-func (a *API) ddiDevice(ctx context.Context, id string) *ddiDevice {
-	c := &a.ddi
+func (a *API) polled(ctx context.Context, id string) *polledDevice {
+	c := &a.polledDevices
 	c.mu.Lock()
 	d := c.m[id]
 	if d == nil {
-		d = &ddiDevice{attrs: map[string]string{}, installed: map[string]string{}, offers: map[string]registry.Offer{}, unread: true}
+		d = &polledDevice{attrs: map[string]string{}, installed: map[string]string{}, offers: map[string]registry.Offer{}, unread: true}
 		if c.m == nil || len(c.m) >= maxDDIDevices {
-			c.m = map[string]*ddiDevice{}
+			c.m = map[string]*polledDevice{}
 		}
 		c.m[id] = d
 	}
@@ -228,7 +229,7 @@ func (a *API) ddiDevice(ctx context.Context, id string) *ddiDevice {
 
 // seen is the controller's sighting at now: its attributes, and its
 // product at the version it runs. Call with d.mu held.
-func (a *API) ddiSeen(device string, d *ddiDevice, now time.Time) registry.Seen {
+func (a *API) ddiSeen(device string, d *polledDevice, now time.Time) registry.Seen {
 	s := registry.Seen{DeviceID: device, Attributes: d.attrs, Installed: map[string]string{}, At: now}
 	if p := a.ddiProduct(d); p != "" {
 		s.Installed[p] = cmp.Or(d.installed[p], d.attrs["version"], "0")
@@ -245,7 +246,7 @@ func orNew(m map[string]string) map[string]string {
 
 // product is the product a controller runs: its "product" attribute, else
 // the configured DDI product.
-func (a *API) ddiProduct(d *ddiDevice) string {
+func (a *API) ddiProduct(d *polledDevice) string {
 	if p := d.attrs["product"]; p != "" {
 		return p
 	}
@@ -255,7 +256,7 @@ func (a *API) ddiProduct(d *ddiDevice) string {
 // checkIn is the controller as a check-in: its attributes, and its
 // product at the version it last installed through Ringmaster, else its
 // "version" attribute, else 0. Call with d.mu held.
-func (a *API) ddiCheckIn(device string, d *ddiDevice) (delivery.CheckIn, error) {
+func (a *API) ddiCheckIn(device string, d *polledDevice) (delivery.CheckIn, error) {
 	return delivery.FromParts(device, d.attrs, a.ddiSeen(device, d, time.Time{}).Installed)
 }
 
@@ -264,7 +265,7 @@ func (a *API) ddiCheckIn(device string, d *ddiDevice) (delivery.CheckIn, error) 
 // the action it was handed has been halted or cancelled, and a configData
 // link while its attributes are unknown.
 func (a *API) ddiPoll(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
-	d := a.ddiDevice(r.Context(), q.device)
+	d := a.polled(r.Context(), q.device)
 	snap := a.cfg.Snapshots.Snapshot()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -326,7 +327,7 @@ func (a *API) ddiDeploymentBase(w http.ResponseWriter, r *http.Request, q *ddiRe
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d := a.ddiDevice(r.Context(), q.device)
+	d := a.polled(r.Context(), q.device)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, err := a.ddiCheckIn(q.device, d)
@@ -418,7 +419,7 @@ func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest)
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d := a.ddiDevice(r.Context(), q.device)
+	d := a.polled(r.Context(), q.device)
 	d.mu.Lock()
 	offer, known := d.offers[dep.ID]
 	if f.Execution == ddi.Closed || f.Execution == ddi.Rejected || f.Execution == ddi.Canceled {
@@ -442,34 +443,49 @@ func (a *API) ddiFeedback(w http.ResponseWriter, r *http.Request, q *ddiRequest)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if !known {
-		rctx, cancel := context.WithTimeout(r.Context(), RegistryReadTimeout)
-		offer, err = a.cfg.Registry.Offered(rctx, dep.ID, q.device)
-		cancel()
-		if fault.Is(err, fault.NotFound) {
-			a.events.WithLabelValues("not_offered").Inc()
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-	}
-	e := telemetry.Event{ID: protocolEventID("ddi", q.device, dep.ID, typ), DeviceID: q.device, UpdateID: o.UpdateID, DeploymentID: dep.ID,
-		Type: typ, Time: q.now.UTC(), Received: q.now.UTC(), Wave: offer.Wave, OfferedAt: offer.At}
+	code := ""
 	if typ == telemetry.InstallFailed {
-		e.ErrorCode = "ddi_failure"
+		code = "ddi_failure"
 		if f.Code != nil {
-			e.ErrorCode = "ddi_" + strconv.Itoa(*f.Code)
+			code = "ddi_" + strconv.Itoa(*f.Code)
 		}
 	}
-	if err := a.cfg.Events.Publish(r.Context(), []telemetry.Event{e}); err != nil {
+	if err := a.reportEvent(r.Context(), "ddi", q.device, o, dep, typ, code, offer, known); err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	a.events.WithLabelValues("accepted").Inc()
 	w.WriteHeader(http.StatusOK)
+}
+
+// reportEvent publishes a device's report through another agent's
+// protocol as an event of the deployment: counted toward its health when
+// the server offered the update to the device (offer, when known here;
+// else the registry's record), counted on a metric only when it did not.
+func (a *API) reportEvent(ctx context.Context, protocol, device string, o *delivery.Offer, dep *rollout.Deployment, typ telemetry.Type, code string, offer registry.Offer, known bool) error {
+	if !known {
+		rctx, cancel := context.WithTimeout(ctx, RegistryReadTimeout)
+		var err error
+		offer, err = a.cfg.Registry.Offered(rctx, dep.ID, device)
+		cancel()
+		if fault.Is(err, fault.NotFound) {
+			a.events.WithLabelValues("not_offered").Inc()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	now := a.cfg.Now().UTC()
+	e := telemetry.Event{ID: protocolEventID(protocol, device, dep.ID, typ), DeviceID: device, UpdateID: o.UpdateID, DeploymentID: dep.ID,
+		Type: typ, Time: now, Received: now, Wave: offer.Wave, OfferedAt: offer.At}
+	if typ.Failure() {
+		e.ErrorCode = code
+	}
+	if err := a.cfg.Events.Publish(ctx, []telemetry.Event{e}); err != nil {
+		return err
+	}
+	a.events.WithLabelValues("accepted").Inc()
+	return nil
 }
 
 // ddiConfigData takes a controller's attributes.
@@ -478,7 +494,7 @@ func (a *API) ddiConfigData(w http.ResponseWriter, r *http.Request, q *ddiReques
 	if !ok {
 		return
 	}
-	d := a.ddiDevice(r.Context(), q.device)
+	d := a.polled(r.Context(), q.device)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	attrs := cd.Apply(d.attrs)
@@ -516,7 +532,7 @@ func (a *API) ddiCancelFeedback(w http.ResponseWriter, r *http.Request, q *ddiRe
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	d := a.ddiDevice(r.Context(), q.device)
+	d := a.polled(r.Context(), q.device)
 	d.mu.Lock()
 	if d.action != "" && ddi.ActionID(d.action) == id && (f.Execution == ddi.Closed || f.Execution == ddi.Rejected) {
 		d.action = ""

@@ -49,8 +49,11 @@ type Config struct {
 	// Registry and DDI serve hawkBit DDI controllers.
 	Registry Registry
 	DDI      DDI
-	// Mender records Mender clients' authentication requests.
-	Mender MenderDevices
+	// Mender records Mender clients' authentication requests;
+	// MenderProduct is the product of Mender devices whose artifact and
+	// inventory name none.
+	Mender        MenderDevices
+	MenderProduct string
 }
 
 // Device authentication modes.
@@ -100,7 +103,7 @@ type API struct {
 	bufs                            sync.Pool // *bytes.Buffer for request bodies
 	outs                            sync.Pool // *[]byte for responses
 	mades                           sync.Pool // *[]delivery.Made: the offers of a check-in
-	ddi                             ddiDevices
+	polledDevices                   polledDevices
 	gateways                        gateways
 }
 
@@ -150,6 +153,12 @@ func (a *API) Register(mux *httpapi.Router) {
 	mux.Route("POST /api/devices/v1/authentication/auth_requests", httpapi.Public, http.HandlerFunc(a.menderAuth))
 	mux.Route("PUT /api/devices/v1/inventory/device/attributes", httpapi.Device, http.HandlerFunc(a.menderInventory))
 	mux.Route("PATCH /api/devices/v1/inventory/device/attributes", httpapi.Device, http.HandlerFunc(a.menderInventory))
+	mux.Route("POST /api/devices/v2/deployments/device/deployments/next", httpapi.Device, http.HandlerFunc(a.menderNext))
+	mux.Route("POST /api/devices/v1/deployments/device/deployments/next", httpapi.Device, http.HandlerFunc(a.menderNext))
+	mux.Route("GET /api/devices/v1/deployments/device/deployments/next", httpapi.Device, http.HandlerFunc(a.menderNext))
+	mux.Route("PUT /api/devices/v1/deployments/device/deployments/{id}/status", httpapi.Device, http.HandlerFunc(a.menderStatus))
+	mux.Route("PUT /api/devices/v1/deployments/device/deployments/{id}/log", httpapi.Device, http.HandlerFunc(a.menderLog))
+	mux.Route("GET /api/devices/v1/deployments/download/{sha256}", httpapi.Public, http.HandlerFunc(a.menderDownload))
 }
 
 // postEvents accepts a batch of events: each is validated on its own and

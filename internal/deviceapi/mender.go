@@ -1,18 +1,26 @@
 package deviceapi
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
 	"github.com/ringmaster/ringmaster/internal/mender"
 	"github.com/ringmaster/ringmaster/internal/registry"
+	"github.com/ringmaster/ringmaster/internal/rollout"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
 // MenderDevices records Mender devices' authentication requests.
@@ -104,17 +112,11 @@ func (a *API) menderInventory(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, r, err)
 		return
 	}
-	var installed map[string]string
+	d := a.polled(r.Context(), id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if r.Method == http.MethodPatch {
-		rctx, cancel := context.WithTimeout(r.Context(), RegistryReadTimeout)
-		d, err := a.cfg.Registry.Device(rctx, id)
-		cancel()
-		if err != nil && !fault.Is(err, fault.NotFound) {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		installed = d.Installed
-		for k, v := range d.Attributes {
+		for k, v := range d.attrs {
 			if _, ok := attrs[k]; !ok {
 				attrs[k] = v
 			}
@@ -129,6 +131,261 @@ func (a *API) menderInventory(w http.ResponseWriter, r *http.Request) {
 	if dropped > 0 {
 		httpapi.Logger(r.Context()).Info("Mender inventory attributes left out", "device", id, "dropped", dropped)
 	}
-	a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: attrs, Installed: installed, At: a.cfg.Now()})
+	d.attrs, d.configured = attrs, true
+	a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: attrs, Installed: d.installed, At: a.cfg.Now()})
 	w.WriteHeader(http.StatusOK)
+}
+
+// MenderLinkTTL is how long a Mender download link works: long enough for
+// a slow download and its resumptions, short enough that a leaked link is
+// soon worthless.
+const MenderLinkTTL = time.Hour
+
+// menderNext answers a Mender client's request for its next deployment
+// (POST v2, POST v1 or GET v1, which it tries in that order) from the
+// snapshot: 204 when there is none, else the deployment's id and
+// artifact, with a signed download link. The device runs the release
+// whose artifact it names, else its "product" attribute (or
+// mender.product) at its "version" attribute (or 0).
+func (a *API) menderNext(w http.ResponseWriter, r *http.Request) {
+	id, in, ok := a.authenticatedBody(w, r, mender.MaxNextBytes)
+	if !ok {
+		return
+	}
+	defer a.bufs.Put(in)
+	if id == "" {
+		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)"))
+		return
+	}
+	var body []byte
+	if r.Method == http.MethodPost {
+		body = in.Bytes()
+	}
+	p, err := mender.ParseNext(strings.HasPrefix(r.URL.Path, "/api/devices/v2/"), body, r.URL.Query())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if err := a.admit(id, id); err != nil {
+		a.refuse(w, r, err)
+		return
+	}
+	snap := a.cfg.Snapshots.Snapshot()
+	now := a.cfg.Now()
+	d := a.polled(r.Context(), id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.attrs["artifact_name"] != p.ArtifactName || d.attrs["device_type"] != p.DeviceType {
+		attrs := maps.Clone(d.attrs) // the recorder may still read the old map
+		attrs["artifact_name"], attrs["device_type"] = p.ArtifactName, p.DeviceType
+		d.attrs = attrs
+	}
+	d.installed = a.menderInstalled(snap, d, p)
+	seen := registry.Seen{DeviceID: id, Attributes: d.attrs, Installed: d.installed, At: now}
+	c, err := delivery.FromParts(id, d.attrs, seen.Installed)
+	if err != nil {
+		httpapi.WriteError(w, r, fault.E(fault.Invalid, "device %q: %s (fix its inventory)", id, fault.Message(err)))
+		return
+	}
+	offers, made := snap.OffersMade(c, now, nil)
+	var next *mender.Next
+	for i, o := range offers {
+		pl, art, ok := menderArtifact(snap, o, p.DeviceType)
+		if !ok || art.Name == p.ArtifactName {
+			continue
+		}
+		exp := now.Add(MenderLinkTTL).Unix()
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		art.Source = mender.Source{Expire: time.Unix(exp, 0).UTC().Format(time.RFC3339),
+			URI: scheme + "://" + r.Host + "/api/devices/v1/deployments/download/" + pl.SHA256 + "?" + url.Values{
+				"device": {id}, "expires": {strconv.FormatInt(exp, 10)}, "signature": {a.cfg.Auth.Key.LinkSignature(pl.SHA256, id, exp)}}.Encode()}
+		next = &mender.Next{ID: o.DeploymentID, Artifact: art}
+		m := made[i]
+		if _, ok := d.offers[m.DeploymentID]; !ok {
+			off := registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: now.UTC().Truncate(time.Second)}
+			d.offers[m.DeploymentID] = off
+			if !a.cfg.Recorder.Recorded(id, m.DeploymentID) {
+				seen.Offers = append(seen.Offers, off)
+			}
+		}
+		a.offers.Inc()
+		break
+	}
+	a.cfg.Recorder.Record(seen)
+	a.checkins.Inc()
+	if next == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, next)
+}
+
+// menderInstalled is what a Mender device runs: the release of the
+// artifact it names, else its product at its "version" attribute (or 0).
+// Call with d.mu held.
+func (a *API) menderInstalled(snap *delivery.Snapshot, d *polledDevice, p mender.Provides) map[string]string {
+	if rel, ok := snap.MenderArtifact(p.ArtifactName); ok {
+		return map[string]string{rel.Product: rel.Version}
+	}
+	product := cmp.Or(d.attrs["product"], a.cfg.MenderProduct)
+	if product == "" {
+		return map[string]string{}
+	}
+	return map[string]string{product: cmp.Or(d.attrs["version"], "0")}
+}
+
+// menderArtifact is the payload of an offer that a Mender client of
+// deviceType installs, and the artifact it is. A product that declares
+// Mender artifacts (mender=mender) offers a .mender whose header, read at
+// publish, names the device type; any other offers its first payload as
+// an opaque artifact named PRODUCT-VERSION for the device's type.
+func menderArtifact(snap *delivery.Snapshot, o *delivery.Offer, deviceType string) (delivery.PayloadLink, mender.NextArtifact, bool) {
+	format := snap.Format(o.Product, "mender")
+	for _, pl := range o.Payloads {
+		switch {
+		case format == "":
+			return pl, mender.NextArtifact{Name: o.Product + "-" + o.Version, DeviceTypes: []string{deviceType}}, true
+		case !strings.HasSuffix(strings.ToLower(pl.Name), "."+format) || pl.Format == nil:
+		case slices.Contains(pl.Format.DeviceTypes, deviceType):
+			return pl, mender.NextArtifact{Name: pl.Format.ArtifactName, DeviceTypes: pl.Format.DeviceTypes}, true
+		}
+	}
+	return delivery.PayloadLink{}, mender.NextArtifact{}, false
+}
+
+// menderDeployment reads a Mender deployment request: the authenticated,
+// admitted device, its body (within limit; the caller returns in to
+// a.bufs) and the deployment the path names. It answers the request
+// itself when it reports false.
+func (a *API) menderDeployment(w http.ResponseWriter, r *http.Request, limit int64) (id string, in *bytes.Buffer, o *delivery.Offer, dep *rollout.Deployment, ok bool) {
+	id, in, ok = a.authenticatedBody(w, r, limit)
+	if !ok {
+		return "", nil, nil, nil, false
+	}
+	err := a.admit(id, id)
+	if id == "" {
+		err = refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)")
+	}
+	if err != nil {
+		a.bufs.Put(in)
+		a.refuse(w, r, err)
+		return "", nil, nil, nil, false
+	}
+	want := r.PathValue("id")
+	o, dep, found := a.cfg.Snapshots.Snapshot().Deployment(func(id string) bool { return id == want })
+	if !found {
+		a.bufs.Put(in)
+		httpapi.WriteError(w, r, fault.E(fault.NotFound, "no deployment %q", clipID(want)))
+		return "", nil, nil, nil, false
+	}
+	return id, in, o, dep, true
+}
+
+// menderEventType is the event a Mender status reports, if any.
+func menderEventType(s mender.Status) telemetry.Type {
+	switch s {
+	case mender.Downloading:
+		return telemetry.DownloadStarted
+	case mender.Installing:
+		return telemetry.InstallStarted
+	case mender.Success:
+		return telemetry.InstallSucceeded
+	case mender.Failure:
+		return telemetry.InstallFailed
+	}
+	return ""
+}
+
+// menderStatus takes a Mender client's report on a deployment: 409 while
+// it is under way on a deployment that was cancelled or halted (the
+// client then abandons and rolls back); success (or already-installed)
+// installs the release in the registry; downloading, installing, success
+// and failure are events of the deployment, counted toward its health
+// when the server offered the update to the device.
+func (a *API) menderStatus(w http.ResponseWriter, r *http.Request) {
+	id, in, o, dep, ok := a.menderDeployment(w, r, mender.MaxStatusBytes)
+	if !ok {
+		return
+	}
+	defer a.bufs.Put(in)
+	rep, err := mender.ParseStatus(in.Bytes())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	if dep.State.Terminal() && !rep.Status.Final() {
+		httpapi.WriteError(w, r, fault.E(fault.Conflict, "deployment %s was %s: abandon it", dep.ID, dep.State))
+		return
+	}
+	d := a.polled(r.Context(), id)
+	d.mu.Lock()
+	offer, known := d.offers[dep.ID]
+	d.action = dep.ID
+	if rep.Status.Final() {
+		d.action = ""
+	}
+	if rep.Status == mender.Success || rep.Status == mender.AlreadyInstalled {
+		d.installed = map[string]string{o.Product: o.Version} // a new map: the recorder may still read the old one
+		a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: d.attrs, Installed: d.installed, At: a.cfg.Now()})
+	}
+	d.mu.Unlock()
+	if typ := menderEventType(rep.Status); typ != "" {
+		if err := a.reportEvent(r.Context(), "mender", id, o, dep, typ, "mender_failure", offer, known); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// menderLogLines is how many of a deployment log's last lines go to the
+// server's log.
+const menderLogLines = 20
+
+// menderLog takes a Mender client's log of a deployment (it sends one when
+// a deployment fails): its last lines go to the server's log, with the
+// device and deployment.
+func (a *API) menderLog(w http.ResponseWriter, r *http.Request) {
+	id, in, _, dep, ok := a.menderDeployment(w, r, mender.MaxLogBytes)
+	if !ok {
+		return
+	}
+	defer a.bufs.Put(in)
+	msgs, err := mender.ParseLog(in.Bytes())
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	lines := make([]string, 0, menderLogLines)
+	for _, m := range msgs[max(0, len(msgs)-menderLogLines):] {
+		lines = append(lines, m.Time+" "+m.Level+" "+m.Message)
+	}
+	httpapi.Logger(r.Context()).Info("Mender deployment log", "device", id, "deployment", dep.ID, "messages", len(msgs), "last", lines)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// menderDownload serves a payload to a Mender client by the signed link
+// the deployment answer carried (the client sends no credential on
+// downloads).
+func (a *API) menderDownload(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitSource(r); err != nil {
+		a.refuse(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	sha := r.PathValue("sha256")
+	exp, err := strconv.ParseInt(q.Get("expires"), 10, 64)
+	if err == nil {
+		err = a.cfg.Auth.Key.VerifyLink(sha, q.Get("device"), exp, q.Get("signature"), a.cfg.Now())
+	} else {
+		err = fault.E(fault.Forbidden, "the download link has no valid expiry")
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	content.Serve(w, r, a.cfg.Content, sha)
 }
