@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,12 +233,19 @@ func installArtifactInfo(t *testing.T, name string) {
 // is its configuration and data directory (its key is kept there).
 func menderBootstrap(t *testing.T, bin, dir, url, id, tenantToken string) (string, error) {
 	t.Helper()
+	menderConfig(t, dir, url, tenantToken)
+	return menderRun(t, bin, dir, id, "bootstrap")
+}
+
+// menderConfig writes a Mender client configuration to dir: the server,
+// the tenant token, a device type of kiosk-v1, and polls every 2 seconds.
+func menderConfig(t *testing.T, dir, url, tenantToken string) {
+	t.Helper()
 	conf := map[string]any{"ServerURL": url, "TenantToken": tenantToken, "DeviceTypeFile": filepath.Join(dir, "device_type"),
-		"UpdatePollIntervalSeconds": 5, "InventoryPollIntervalSeconds": 5, "RetryPollIntervalSeconds": 1, "RetryPollCount": 1, "DBus": map[string]bool{"Enabled": false}}
+		"UpdatePollIntervalSeconds": 2, "InventoryPollIntervalSeconds": 5, "RetryPollIntervalSeconds": 1, "RetryPollCount": 1, "DBus": map[string]bool{"Enabled": false}}
 	b, _ := json.Marshal(conf)
 	write(t, filepath.Join(dir, "mender.conf"), b)
 	write(t, filepath.Join(dir, "device_type"), []byte("device_type=kiosk-v1\n"))
-	return menderRun(t, bin, dir, id, "bootstrap")
 }
 
 // menderRun runs a mender command with the configuration and data in dir.
@@ -250,6 +258,33 @@ func menderRun(t *testing.T, bin, dir, id, command string) (string, error) {
 	cmd.Env = append(os.Environ(), "RINGMASTER_MENDER_DEVICE_ID="+id)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// startMenderDaemon runs `mender daemon` as device id with the
+// configuration and data in dir until the test ends; its log is the
+// test's when it fails.
+func startMenderDaemon(t *testing.T, bin, dir, id string) (log *lockedBuffer, stop func()) {
+	t.Helper()
+	daemon := exec.Command(bin, "--config", filepath.Join(dir, "mender.conf"), "--fallback-config", filepath.Join(dir, "none.conf"),
+		"--data", dir, "--no-syslog", "--log-level", "info", "daemon")
+	daemon.Env = append(os.Environ(), "RINGMASTER_MENDER_DEVICE_ID="+id)
+	log = new(lockedBuffer)
+	daemon.Stdout, daemon.Stderr = log, log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = daemon.Process.Kill()
+			_ = daemon.Wait()
+			if t.Failed() {
+				t.Logf("mender daemon %s:\n%s", id, log.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return log, stop
 }
 
 // TestMenderClientAuth: the Mender client (Debian's mender-client 3.x)
@@ -289,21 +324,7 @@ func TestMenderClientAuth(t *testing.T) {
 		t.Fatalf("bootstrap once accepted: %v\n%s", err, out)
 	}
 	// Its daemon sends its inventory, which becomes its attributes.
-	daemon := exec.Command(bin, "--config", filepath.Join(dir, "mender.conf"), "--fallback-config", filepath.Join(dir, "none.conf"),
-		"--data", dir, "--no-syslog", "--log-level", "info", "daemon")
-	daemon.Env = append(os.Environ(), "RINGMASTER_MENDER_DEVICE_ID=kiosk-8")
-	var log lockedBuffer
-	daemon.Stdout, daemon.Stderr = &log, &log
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = daemon.Process.Kill()
-		_ = daemon.Wait()
-		if t.Failed() {
-			t.Logf("mender daemon:\n%s", log.String())
-		}
-	}()
+	startMenderDaemon(t, bin, dir, "kiosk-8")
 	var d client.Device
 	apptest.WaitFor(t, 20*time.Second, func() bool {
 		d, err = s.Admin.Device(ctx, "kiosk-8")

@@ -258,8 +258,10 @@ func menderArtifact(snap *delivery.Snapshot, o *delivery.Offer, deviceType strin
 
 // menderDeployment reads a Mender deployment request: the authenticated,
 // admitted device, its body (within limit; the caller returns in to
-// a.bufs) and the deployment the path names. It answers the request
-// itself when it reports false.
+// a.bufs) and the deployment the path names, from the snapshot; o and dep
+// are nil for a deployment the device was offered that is no longer live
+// (the snapshot drops cancelled and halted deployments). It answers the
+// request itself when it reports false.
 func (a *API) menderDeployment(w http.ResponseWriter, r *http.Request, limit int64) (id string, in *bytes.Buffer, o *delivery.Offer, dep *rollout.Deployment, ok bool) {
 	id, in, ok = a.authenticatedBody(w, r, limit)
 	if !ok {
@@ -275,13 +277,30 @@ func (a *API) menderDeployment(w http.ResponseWriter, r *http.Request, limit int
 		return "", nil, nil, nil, false
 	}
 	want := r.PathValue("id")
-	o, dep, found := a.cfg.Snapshots.Snapshot().Deployment(func(id string) bool { return id == want })
-	if !found {
+	if o, dep, found := a.cfg.Snapshots.Snapshot().Deployment(func(id string) bool { return id == want }); found {
+		return id, in, o, dep, true
+	}
+	d := a.polled(r.Context(), id)
+	d.mu.Lock()
+	_, offered := d.offers[want]
+	d.mu.Unlock()
+	if !offered {
+		rctx, cancel := context.WithTimeout(r.Context(), RegistryReadTimeout)
+		_, err = a.cfg.Registry.Offered(rctx, want, id)
+		cancel()
+		if err != nil && !fault.Is(err, fault.NotFound) {
+			a.bufs.Put(in)
+			httpapi.WriteError(w, r, err)
+			return "", nil, nil, nil, false
+		}
+		offered = err == nil
+	}
+	if !offered {
 		a.bufs.Put(in)
-		httpapi.WriteError(w, r, fault.E(fault.NotFound, "no deployment %q", clipID(want)))
+		httpapi.WriteError(w, r, fault.E(fault.NotFound, "no deployment %q was offered to device %q", clipID(want), id))
 		return "", nil, nil, nil, false
 	}
-	return id, in, o, dep, true
+	return id, in, nil, nil, true
 }
 
 // menderEventType is the event a Mender status reports, if any.
@@ -301,7 +320,8 @@ func menderEventType(s mender.Status) telemetry.Type {
 
 // menderStatus takes a Mender client's report on a deployment: 409 while
 // it is under way on a deployment that was cancelled or halted (the
-// client then abandons and rolls back); success (or already-installed)
+// client then abandons it and rolls back; its final report is taken and
+// not counted); success (or already-installed)
 // installs the release in the registry; downloading, installing, success
 // and failure are events of the deployment, counted toward its health
 // when the server offered the update to the device.
@@ -316,17 +336,23 @@ func (a *API) menderStatus(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	if dep.State.Terminal() && !rep.Status.Final() {
-		httpapi.WriteError(w, r, fault.E(fault.Conflict, "deployment %s was %s: abandon it", dep.ID, dep.State))
+	over := dep == nil || dep.State.Terminal()
+	if over && !rep.Status.Final() {
+		httpapi.WriteError(w, r, fault.E(fault.Conflict, "deployment %s was cancelled or halted: abandon it", r.PathValue("id")))
 		return
 	}
 	d := a.polled(r.Context(), id)
 	d.mu.Lock()
-	offer, known := d.offers[dep.ID]
-	d.action = dep.ID
+	d.action = r.PathValue("id")
 	if rep.Status.Final() {
 		d.action = ""
 	}
+	if dep == nil { // over: nothing more to record of it
+		d.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	offer, known := d.offers[dep.ID]
 	if rep.Status == mender.Success || rep.Status == mender.AlreadyInstalled {
 		d.installed = map[string]string{o.Product: o.Version} // a new map: the recorder may still read the old one
 		a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: d.attrs, Installed: d.installed, At: a.cfg.Now()})
@@ -349,7 +375,7 @@ const menderLogLines = 20
 // a deployment fails): its last lines go to the server's log, with the
 // device and deployment.
 func (a *API) menderLog(w http.ResponseWriter, r *http.Request) {
-	id, in, _, dep, ok := a.menderDeployment(w, r, mender.MaxLogBytes)
+	id, in, _, _, ok := a.menderDeployment(w, r, mender.MaxLogBytes)
 	if !ok {
 		return
 	}
@@ -363,7 +389,7 @@ func (a *API) menderLog(w http.ResponseWriter, r *http.Request) {
 	for _, m := range msgs[max(0, len(msgs)-menderLogLines):] {
 		lines = append(lines, m.Time+" "+m.Level+" "+m.Message)
 	}
-	httpapi.Logger(r.Context()).Info("Mender deployment log", "device", id, "deployment", dep.ID, "messages", len(msgs), "last", lines)
+	httpapi.Logger(r.Context()).Info("Mender deployment log", "device", id, "deployment", r.PathValue("id"), "messages", len(msgs), "last", lines)
 	w.WriteHeader(http.StatusNoContent)
 }
 
