@@ -40,9 +40,15 @@ var publicRoutes = map[string]httpapi.Access{
 	"GET /{tenant}/controller/v1/{controller}/cancelAction/{action}":             httpapi.Public,
 	"POST /{tenant}/controller/v1/{controller}/cancelAction/{action}/feedback":   httpapi.Public,
 	// Mender clients sign their authentication requests with their key.
-	"POST /api/devices/v1/authentication/auth_requests": httpapi.Public,
-	"PUT /api/devices/v1/inventory/device/attributes":   httpapi.Device,
-	"PATCH /api/devices/v1/inventory/device/attributes": httpapi.Device,
+	"POST /api/devices/v1/authentication/auth_requests":              httpapi.Public,
+	"PUT /api/devices/v1/inventory/device/attributes":                httpapi.Device,
+	"PATCH /api/devices/v1/inventory/device/attributes":              httpapi.Device,
+	"POST /api/devices/v2/deployments/device/deployments/next":       httpapi.Device,
+	"POST /api/devices/v1/deployments/device/deployments/next":       httpapi.Device,
+	"GET /api/devices/v1/deployments/device/deployments/next":        httpapi.Device,
+	"PUT /api/devices/v1/deployments/device/deployments/{id}/status": httpapi.Device,
+	"PUT /api/devices/v1/deployments/device/deployments/{id}/log":    httpapi.Device,
+	"GET /api/devices/v1/deployments/download/{sha256}":              httpapi.Public,
 	// The console's door: its redirect, assets and sign-in.
 	"GET /{$}":              httpapi.Public,
 	"GET /ui/static/":       httpapi.Public,

@@ -279,7 +279,8 @@ func (a *API) authenticatedBody(w http.ResponseWriter, r *http.Request, limit in
 // QuietRoute reports whether a route is too hot for per-request access logs.
 func QuietRoute(pattern string) bool {
 	return pattern == "POST /v1/device/check" || pattern == "GET /v1/content/{sha256}" || pattern == "POST /v1/device/events" ||
-		pattern == "POST /v1/update/{$}" || pattern == "POST /v1/update/{key}/{$}" || pattern == "GET /{tenant}/controller/v1/{controller}"
+		pattern == "POST /v1/update/{$}" || pattern == "POST /v1/update/{key}/{$}" || pattern == "GET /{tenant}/controller/v1/{controller}" ||
+		pattern == "POST /api/devices/v2/deployments/device/deployments/next" || pattern == "GET /api/devices/v1/deployments/download/{sha256}"
 }
 
 func (a *API) checkIn(w http.ResponseWriter, r *http.Request) {
