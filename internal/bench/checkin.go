@@ -67,7 +67,9 @@ type CheckinConfig struct {
 	// /v1/device/check, enrolled), "omaha" (POST /v1/update/, an update
 	// check per product, no credential) or "ddi" (a hawkBit DDI poll, GET
 	// /default/controller/v1/{id} with the device's TargetToken, its
-	// attributes sent once as configData before the run).
+	// attributes sent once as configData before the run) or "mender" (a
+	// Mender client's POST v2 deployments/next with the device's token,
+	// its attributes sent once as inventory before the run).
 	Protocol string
 	// Progress, when set, hears what the benchmark is doing (seeding, each
 	// phase) for a person watching; results never go through it.
@@ -119,8 +121,8 @@ type CheckinReport struct {
 // against a bare net/http handler that returns a fixed JSON body of the
 // same average size through the same HTTP stack and client.
 func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*CheckinReport, error) {
-	if !slices.Contains([]string{"", "native", "omaha", "ddi"}, cfg.Protocol) {
-		return nil, fmt.Errorf("--protocol must be native, omaha or ddi, not %q", cfg.Protocol)
+	if !slices.Contains([]string{"", "native", "omaha", "ddi", "mender"}, cfg.Protocol) {
+		return nil, fmt.Errorf("--protocol must be native, omaha, ddi or mender, not %q", cfg.Protocol)
 	}
 	targets := strings.Split(cfg.URL, ",")
 	target := targets[0]
@@ -131,6 +133,8 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 		bodies = omahaBodies(bodies)
 	case "ddi":
 		bodies, setup = ddiBodies(bodies)
+	case "mender":
+		bodies, setup = menderBodies(bodies)
 	}
 	if target == "" {
 		url, a, stop, err := startSeededApp(ctx, cfg, log)
@@ -147,6 +151,9 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 			case "ddi":
 				bodies[i].auth = "TargetToken " + a.DeviceCredential(deviceName(i))
 				setup[i].auth = bodies[i].auth
+			case "mender":
+				bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
+				setup[i].auth = bodies[i].auth
 			default:
 				bodies[i].auth = "Bearer " + a.DeviceCredential(deviceName(i))
 			}
@@ -158,10 +165,10 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 	defer client.CloseIdleConnections()
 
 	if len(setup) > 0 {
-		cfg.say("sending %d controllers' configData", len(setup))
+		cfg.say("sending %d devices' attributes", len(setup))
 		for _, r := range setup {
 			if _, err := post(ctx, client, target, r); err != nil {
-				return nil, fmt.Errorf("configData: %w", err)
+				return nil, fmt.Errorf("attributes (configData, inventory): %w", err)
 			}
 		}
 	}
@@ -181,6 +188,9 @@ func RunCheckin(ctx context.Context, cfg CheckinConfig, log *slog.Logger) (*Chec
 			continue
 		case "ddi":
 			offers += bytes.Count(b, []byte(`"deploymentBase"`))
+			continue
+		case "mender":
+			offers += bytes.Count(b, []byte(`"artifact_name"`))
 			continue
 		}
 		var r struct{ Offers []json.RawMessage }
@@ -261,7 +271,7 @@ func post(ctx context.Context, c *http.Client, base string, r request) ([]byte, 
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 { // a Mender poll with nothing to install is 204
 		return b, fmt.Errorf("status %d: %s", resp.StatusCode, b)
 	}
 	return b, err
@@ -308,7 +318,7 @@ func drive(ctx context.Context, c *http.Client, urls []string, bodies []request,
 				if err != nil && ctx.Err() != nil {
 					continue // cut off by the end of the phase
 				}
-				if resp.StatusCode != http.StatusOK || err != nil {
+				if resp.StatusCode/100 != 2 || err != nil {
 					fail(fmt.Sprintf("status %d, %v", resp.StatusCode, err))
 					continue
 				}
@@ -454,6 +464,25 @@ func ddiBodies(native []request) (polls, configData []request) {
 		configData[i] = request{method: http.MethodPut, path: path + "/configData", body: body}
 	}
 	return polls, configData
+}
+
+// menderBodies turns native check-ins into Mender deployment requests
+// (POST v2 next, running an artifact no release names) and the inventory
+// that tells the server each device's product, version and attributes.
+func menderBodies(native []request) (polls, inventory []request) {
+	polls, inventory = make([]request, len(native)), make([]request, len(native))
+	for i, r := range native {
+		c := r.native()
+		inv := []map[string]string{{"name": "product", "value": c.Installed[0].Product}, {"name": "version", "value": c.Installed[0].Version}}
+		for k, v := range c.Attributes {
+			inv = append(inv, map[string]string{"name": k, "value": v})
+		}
+		body, _ := json.Marshal(inv)
+		next, _ := json.Marshal(map[string]any{"device_provides": map[string]string{"artifact_name": "factory-image", "device_type": "bench-v1"}, "update_control_map": true})
+		polls[i] = request{path: "/api/devices/v2/deployments/device/deployments/next", body: next}
+		inventory[i] = request{method: http.MethodPut, path: "/api/devices/v1/inventory/device/attributes", body: body}
+	}
+	return polls, inventory
 }
 
 func deviceName(i int) string { return fmt.Sprintf("bench-device-%07d", i) }

@@ -106,7 +106,7 @@ included) and the throughput ratio.`,
 	f.IntVar(&cfg.Holds, "holds", 0, "safeguard holds on two-attribute cohorts")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed for the device population")
 	f.StringVar(&cfg.Database, "database", "", "in-process server's database: empty for SQLite, or a postgres:// URL on whose server a fresh database is created and dropped")
-	f.StringVar(&cfg.Protocol, "protocol", "native", "what the devices speak: native (POST /v1/device/check), omaha (POST /v1/update/, update_engine's protocol) or ddi (a hawkBit DDI poll, SWUpdate's and RAUC's protocol)")
+	f.StringVar(&cfg.Protocol, "protocol", "native", "what the devices speak: native (POST /v1/device/check), omaha (POST /v1/update/, update_engine's protocol), ddi (a hawkBit DDI poll, SWUpdate's and RAUC's protocol) or mender (a Mender client's deployments/next)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.AddCommand(checkin, eventsBenchCmd(g), deltasBenchCmd(g))
 	return cmd
