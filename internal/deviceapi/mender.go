@@ -1,7 +1,6 @@
 package deviceapi
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"io"
@@ -256,29 +255,45 @@ func menderArtifact(snap *delivery.Snapshot, o *delivery.Offer, deviceType strin
 	return delivery.PayloadLink{}, mender.NextArtifact{}, false
 }
 
-// menderDeployment reads a Mender deployment request: the authenticated,
-// admitted device, its body (within limit; the caller returns in to
-// a.bufs) and the deployment the path names, from the snapshot; o and dep
-// are nil for a deployment the device was offered that is no longer live
-// (the snapshot drops cancelled and halted deployments). It answers the
-// request itself when it reports false.
-func (a *API) menderDeployment(w http.ResponseWriter, r *http.Request, limit int64) (id string, in *bytes.Buffer, o *delivery.Offer, dep *rollout.Deployment, ok bool) {
-	id, in, ok = a.authenticatedBody(w, r, limit)
+// menderReport is a Mender device's report on a deployment.
+type menderReport[T any] struct {
+	device string
+	body   T
+	// o and dep are the deployment the path names, from the snapshot; nil
+	// for a deployment the device was offered that is no longer live (the
+	// snapshot drops cancelled and halted deployments).
+	o   *delivery.Offer
+	dep *rollout.Deployment
+}
+
+// readMenderReport authenticates and admits a Mender device's report on a
+// deployment, reads its body (within limit) with parse, and finds the
+// deployment. It answers the request itself when it reports false: 404
+// for a deployment never offered to the device.
+func readMenderReport[T any](a *API, w http.ResponseWriter, r *http.Request, limit int64, parse func([]byte) (T, error)) (menderReport[T], bool) {
+	var rep menderReport[T]
+	id, in, ok := a.authenticatedBody(w, r, limit)
 	if !ok {
-		return "", nil, nil, nil, false
+		return rep, false
 	}
+	defer a.bufs.Put(in)
 	err := a.admit(id, id)
 	if id == "" {
 		err = refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)")
 	}
 	if err != nil {
-		a.bufs.Put(in)
 		a.refuse(w, r, err)
-		return "", nil, nil, nil, false
+		return rep, false
+	}
+	rep.device = id
+	if rep.body, err = parse(in.Bytes()); err != nil {
+		httpapi.WriteError(w, r, err)
+		return rep, false
 	}
 	want := r.PathValue("id")
-	if o, dep, found := a.cfg.Snapshots.Snapshot().Deployment(func(id string) bool { return id == want }); found {
-		return id, in, o, dep, true
+	var found bool
+	if rep.o, rep.dep, found = a.cfg.Snapshots.Snapshot().Deployment(func(id string) bool { return id == want }); found {
+		return rep, true
 	}
 	d := a.polled(r.Context(), id)
 	d.mu.Lock()
@@ -289,18 +304,16 @@ func (a *API) menderDeployment(w http.ResponseWriter, r *http.Request, limit int
 		_, err = a.cfg.Registry.Offered(rctx, want, id)
 		cancel()
 		if err != nil && !fault.Is(err, fault.NotFound) {
-			a.bufs.Put(in)
 			httpapi.WriteError(w, r, err)
-			return "", nil, nil, nil, false
+			return rep, false
 		}
 		offered = err == nil
 	}
 	if !offered {
-		a.bufs.Put(in)
 		httpapi.WriteError(w, r, fault.E(fault.NotFound, "no deployment %q was offered to device %q", clipID(want), id))
-		return "", nil, nil, nil, false
+		return rep, false
 	}
-	return id, in, nil, nil, true
+	return rep, true
 }
 
 // menderEventType is the event a Mender status reports, if any.
@@ -318,33 +331,27 @@ func menderEventType(s mender.Status) telemetry.Type {
 	return ""
 }
 
-// menderStatus takes a Mender client's report on a deployment: 409 while
-// it is under way on a deployment that was cancelled or halted (the
-// client then abandons it and rolls back; its final report is taken and
-// not counted); success (or already-installed)
-// installs the release in the registry; downloading, installing, success
-// and failure are events of the deployment, counted toward its health
-// when the server offered the update to the device.
+// menderStatus takes a Mender client's report on a deployment. While it
+// is under way on a deployment that was cancelled or halted the answer is
+// 409 (the client then abandons it and rolls back; its final report is
+// taken and not counted). Success (or already-installed) installs the
+// release in the registry; downloading, installing, success and failure
+// are events of the deployment, counted toward its health when the server
+// offered the update to the device.
 func (a *API) menderStatus(w http.ResponseWriter, r *http.Request) {
-	id, in, o, dep, ok := a.menderDeployment(w, r, mender.MaxStatusBytes)
+	rep, ok := readMenderReport(a, w, r, mender.MaxStatusBytes, mender.ParseStatus)
 	if !ok {
 		return
 	}
-	defer a.bufs.Put(in)
-	rep, err := mender.ParseStatus(in.Bytes())
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	over := dep == nil || dep.State.Terminal()
-	if over && !rep.Status.Final() {
+	st, o, dep := rep.body.Status, rep.o, rep.dep
+	if (dep == nil || dep.State.Terminal()) && !st.Final() {
 		httpapi.WriteError(w, r, fault.E(fault.Conflict, "deployment %s was cancelled or halted: abandon it", r.PathValue("id")))
 		return
 	}
-	d := a.polled(r.Context(), id)
+	d := a.polled(r.Context(), rep.device)
 	d.mu.Lock()
 	d.action = r.PathValue("id")
-	if rep.Status.Final() {
+	if st.Final() {
 		d.action = ""
 	}
 	if dep == nil { // over: nothing more to record of it
@@ -353,13 +360,13 @@ func (a *API) menderStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offer, known := d.offers[dep.ID]
-	if rep.Status == mender.Success || rep.Status == mender.AlreadyInstalled {
+	if st == mender.Success || st == mender.AlreadyInstalled {
 		d.installed = map[string]string{o.Product: o.Version} // a new map: the recorder may still read the old one
-		a.cfg.Recorder.Record(registry.Seen{DeviceID: id, Attributes: d.attrs, Installed: d.installed, At: a.cfg.Now()})
+		a.cfg.Recorder.Record(registry.Seen{DeviceID: rep.device, Attributes: d.attrs, Installed: d.installed, At: a.cfg.Now()})
 	}
 	d.mu.Unlock()
-	if typ := menderEventType(rep.Status); typ != "" {
-		if err := a.reportEvent(r.Context(), "mender", id, o, dep, typ, "mender_failure", offer, known); err != nil {
+	if typ := menderEventType(st); typ != "" {
+		if err := a.reportEvent(r.Context(), "mender", rep.device, o, dep, typ, "mender_failure", offer, known); err != nil {
 			httpapi.WriteError(w, r, err)
 			return
 		}
@@ -375,21 +382,16 @@ const menderLogLines = 20
 // a deployment fails): its last lines go to the server's log, with the
 // device and deployment.
 func (a *API) menderLog(w http.ResponseWriter, r *http.Request) {
-	id, in, _, _, ok := a.menderDeployment(w, r, mender.MaxLogBytes)
+	rep, ok := readMenderReport(a, w, r, mender.MaxLogBytes, mender.ParseLog)
 	if !ok {
 		return
 	}
-	defer a.bufs.Put(in)
-	msgs, err := mender.ParseLog(in.Bytes())
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
+	msgs := rep.body
 	lines := make([]string, 0, menderLogLines)
 	for _, m := range msgs[max(0, len(msgs)-menderLogLines):] {
 		lines = append(lines, m.Time+" "+m.Level+" "+m.Message)
 	}
-	httpapi.Logger(r.Context()).Info("Mender deployment log", "device", id, "deployment", r.PathValue("id"), "messages", len(msgs), "last", lines)
+	httpapi.Logger(r.Context()).Info("Mender deployment log", "device", rep.device, "deployment", r.PathValue("id"), "messages", len(msgs), "last", lines)
 	w.WriteHeader(http.StatusNoContent)
 }
 
