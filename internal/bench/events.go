@@ -49,6 +49,27 @@ type EventsReport struct {
 	// as fast as the log takes them and then drained: every 250 ms, how
 	// many were published and how many counted.
 	Lag []LagSample `json:"lag"`
+	// EndToEnd is the whole path at once: fresh events posted over HTTP
+	// for one phase while the aggregator counts them, until the last is
+	// counted.
+	EndToEnd EndToEnd `json:"end_to_end"`
+}
+
+// EndToEnd is a phase of events accepted over HTTP, through the event
+// log, counted in the database, with both running at once.
+type EndToEnd struct {
+	// Accepted events, and their rate while they were being posted.
+	Accepted          int64   `json:"accepted"`
+	AcceptedPerSecond float64 `json:"accepted_per_second"`
+	// Counted is how many of them were new device outcomes (the rest
+	// repeat an outcome already counted: a batch is one device's, so its
+	// events often repeat a deployment and outcome).
+	Counted int64 `json:"counted"`
+	// PerSecond is Accepted over the time from the first post to the last
+	// event counted.
+	PerSecond float64 `json:"per_second"`
+	// DrainSeconds is how long counting ran on after posting stopped.
+	DrainSeconds float64 `json:"drain_seconds"`
 }
 
 // LagSample is the aggregator's backlog at one moment.
@@ -91,15 +112,18 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	}
 	// Enough distinct batches that the endpoint rarely sees a repeat; each
 	// is one enrolled device's, sent with its credential.
-	bodies := make([]request, 2000)
-	for i := range bodies {
+	newBatch := func() request {
 		dev := deviceName(rng.IntN(cfg.Devices))
 		batch := make([]telemetry.Event, cfg.BatchSize)
 		for j := range batch {
 			batch[j] = newEvent(dev)
 		}
-		bodies[i].body, _ = json.Marshal(map[string]any{"events": batch})
-		bodies[i].auth = "Bearer " + a.DeviceCredential(dev)
+		body, _ := json.Marshal(map[string]any{"events": batch})
+		return request{body: body, auth: "Bearer " + a.DeviceCredential(dev)}
+	}
+	bodies := make([]request, 2000)
+	for i := range bodies {
+		bodies[i] = newBatch()
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2}}
 	defer client.CloseIdleConnections()
@@ -192,6 +216,40 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	close(stopSampling)
 	<-sampled
 	rep.CountedToAccepted = rep.AggregatedPerSecond / rep.EventsPerSecond
+
+	// The whole path at once, on fresh events.
+	if err := waitIdle(ctx, processed); err != nil {
+		return nil, err
+	}
+	// Enough batches that none is sent twice (half again the accepted
+	// rate's worth).
+	fresh := make([]request, max(len(bodies), int(1.5*rep.Ringmaster.PerSecond*cfg.Duration.Seconds())))
+	for i := range fresh {
+		fresh[i] = newBatch()
+	}
+	cfg.say("end to end for %s: %d fresh batches over HTTP while the aggregator counts them", cfg.Duration, len(fresh))
+	p0 = processed()
+	c0 := a.Aggregator.Stats().Counted
+	var e2e Result
+	start = time.Now()
+	if err := drive(ctx, client, []string{url + "/v1/device/events"}, fresh, cfg.CheckinConfig, &e2e); err != nil {
+		return nil, err
+	}
+	posted := time.Since(start)
+	rep.EndToEnd.Accepted = e2e.Requests * int64(cfg.BatchSize)
+	for processed()-p0 < rep.EndToEnd.Accepted {
+		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {
+			return nil, fmt.Errorf("aggregator did not finish the end-to-end phase")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rep.EndToEnd.AcceptedPerSecond = float64(rep.EndToEnd.Accepted) / posted.Seconds()
+	rep.EndToEnd.PerSecond = float64(rep.EndToEnd.Accepted) / time.Since(start).Seconds()
+	rep.EndToEnd.DrainSeconds = (time.Since(start) - posted).Seconds()
+	rep.EndToEnd.Counted = a.Aggregator.Stats().Counted - c0
+	if e2e.Requests > int64(len(fresh)) {
+		return nil, fmt.Errorf("the end-to-end phase sent %d batches, more than the %d fresh ones", e2e.Requests, len(fresh))
+	}
 	rep.AllocsPerEvent = rep.Ringmaster.AllocsPerReq / float64(cfg.BatchSize)
 	rep.BaselineAllocsPerEvent = rep.Baseline.AllocsPerReq / float64(cfg.BatchSize)
 	rep.Engine = string(a.Store.Dialect())

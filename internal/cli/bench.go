@@ -173,7 +173,8 @@ POST batches of device events to /v1/device/events from concurrent clients, and
 compare with a bare net/http handler that reads the same bodies and answers a
 fixed body of the same size (phases alternate). Then publish --aggregate fresh
 events to the event log and time until the aggregator has counted them all in
-the database. Request bodies cycle through 2,000 distinct batches; a repeat is
+the database. Last, the whole path at once: fresh events posted for one phase
+while the aggregator counts them, timed until the last is counted. Request bodies cycle through 2,000 distinct batches; a repeat is
 stored and counts nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -197,6 +198,9 @@ stored and counts nothing.`,
 				rep.Engine, rep.AggregatedPerSecond, rep.AggregateEvents)
 			fmt.Fprintf(g.stdout, "counted / accepted: %.2f\n", rep.CountedToAccepted)
 			fmt.Fprintf(g.stdout, "aggregator backlog (published - counted) over time: %s\n", lagLine(rep.Lag))
+			e := rep.EndToEnd
+			fmt.Fprintf(g.stdout, "end to end (HTTP -> event log -> counted in the database, at once, %s): %.0f events/s; %d accepted at %.0f/s (%d new outcomes), the last counted %.1fs after posting stopped\n",
+				rep.Engine, e.PerSecond, e.Accepted, e.AcceptedPerSecond, e.Counted, e.DrainSeconds)
 			fmt.Fprintf(g.stdout, "allocations per event accepted: %.1f (baseline %.1f)\n", rep.AllocsPerEvent, rep.BaselineAllocsPerEvent)
 			return nil
 		},
