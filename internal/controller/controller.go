@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -318,7 +319,8 @@ var defaultBaseline = health.Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01
 // ambient is the fleet's other installs (every other deployment's) the
 // gate compares the release with, on the devices of cell (nil: all):
 // during the rollout, matched hour by hour with the release's own
-// installs (health.TimeMatched), and the week before it started.
+// installs (health.TimeMatched; for a cell, health.CellTimeMatched, which
+// widens the match for a sparse cell), and the week before it started.
 func (c *Controller) ambient(ctx context.Context, d *rollout.Deployment, cell map[string]string, now time.Time) (during, before health.Rate, err error) {
 	release, err := c.store.HourlyInstalls(ctx, d.ID, false, cell, d.CreatedAt, now)
 	if err != nil {
@@ -326,7 +328,11 @@ func (c *Controller) ambient(ctx context.Context, d *rollout.Deployment, cell ma
 	}
 	// From a few hours before the start: the first installs' hours match
 	// those around them.
-	others, err := c.store.HourlyInstalls(ctx, d.ID, true, cell, d.CreatedAt.Add(-ambientLead), now)
+	lead, match := ambientLead, health.TimeMatched
+	if cell != nil {
+		lead, match = time.Duration(slices.Max(health.CellSpans))*time.Hour, health.CellTimeMatched
+	}
+	others, err := c.store.HourlyInstalls(ctx, d.ID, true, cell, d.CreatedAt.Add(-lead), now)
 	if err != nil {
 		return during, before, err
 	}
@@ -335,7 +341,7 @@ func (c *Controller) ambient(ctx context.Context, d *rollout.Deployment, cell ma
 		return during, before, err
 	}
 	// Whole hours before the one it started in.
-	return health.TimeMatched(release, others), weekBefore.Rate(math.MinInt64, health.HourOf(d.CreatedAt)), nil
+	return match(release, others), weekBefore.Rate(math.MinInt64, health.HourOf(d.CreatedAt)), nil
 }
 
 // ambientLead is how long before a deployment started the other installs

@@ -498,5 +498,5 @@ func (s *simulation) ambientCell(cell string) (health.Rate, health.Rate, error) 
 			a.release.Count(int64(e.at), cellEvents[e.event], 1)
 		}
 	}
-	return health.TimeMatched(a.release, a.others), a.before, nil
+	return health.CellTimeMatched(a.release, a.others), a.before, nil
 }

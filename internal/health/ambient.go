@@ -72,21 +72,45 @@ const matchSpan = 3
 // forgets the installs made during it; matching hour by hour does
 // neither. Hours of the release without other installs near them are left
 // out.
-func TimeMatched(release, others Hourly) Rate {
+func TimeMatched(release, others Hourly) Rate { return timeMatched(release, others, matchSpan) }
+
+// CellSpans are the match spans, in hours, a cohort cell's reference
+// widens through until it rests on minCellAmbient effective installs (see
+// CellTimeMatched).
+var CellSpans = []int64{matchSpan, 6, 12, 24}
+
+// CellTimeMatched is TimeMatched for one cohort cell, whose other
+// installs are sparse: when the other installs within matchSpan hours of
+// the release's are too few to judge the cell by (minCellAmbient), it
+// widens the span (CellSpans) until they are enough. A reference a
+// little wider than an incident still shows it, where none at all leaves
+// the cell to the fleet-wide reference, which dilutes an incident of one
+// cohort with every other.
+func CellTimeMatched(release, others Hourly) Rate {
+	var r Rate
+	for _, span := range CellSpans {
+		if r = timeMatched(release, others, span); r.Of >= minCellAmbient {
+			break
+		}
+	}
+	return r
+}
+
+func timeMatched(release, others Hourly, span int64) Rate {
 	hours := slices.Sorted(maps.Keys(release))
 	weight := map[int64]float64{} // per other install of an hour, its share of the expectation
 	var n float64
 	for _, h := range hours {
 		r := release[h]
 		var near int64
-		for g := h - matchSpan; g <= h+matchSpan; g++ {
+		for g := h - span; g <= h+span; g++ {
 			near += others[g].Of
 		}
 		if r.Of == 0 || near == 0 {
 			continue
 		}
 		n += float64(r.Of)
-		for g := h - matchSpan; g <= h+matchSpan; g++ {
+		for g := h - span; g <= h+span; g++ {
 			if others[g].Of > 0 {
 				weight[g] += float64(r.Of) / float64(near)
 			}
@@ -148,15 +172,21 @@ const minCellAmbient = 100
 
 // AdjustForCellAmbient is AdjustForAmbient for one cohort cell, which has
 // far fewer other installs: it takes the upper end of the 95% interval of
-// their failure rate now, unshrunk, relative to the week before. It is
-// generous because it only ever spares a cohort a hold: a regression the
-// release caused stands far above what its cohort's other installs show.
+// their failure rate now, unshrunk, relative to the week before. When the
+// cell's other installs rose, the cell's baseline is the higher of base
+// and the cell's own rate the week before, raised by that factor: a cohort
+// that always fails more than the fleet (an old firmware) expects its own
+// rate during an incident, not the fleet's. It is generous because it only
+// ever spares a cohort a hold: a regression the release caused stands far
+// above what its cohort's other installs show.
 func AdjustForCellAmbient(base Baseline, now, before Rate) (Baseline, Ambient) {
 	a := Ambient{Factor: 1, Now: now, Before: before}
 	if a.Now.Of < minCellAmbient || a.Before.Of < minCellAmbient || a.Before.Value <= 0 {
 		return base, a
 	}
 	a.Factor = min(4, max(1, a.Now.High/a.Before.Value))
-	base.Failure = min(0.5, base.Failure*a.Factor)
+	if a.Factor > 1 {
+		base.Failure = min(0.5, max(base.Failure, a.Before.Value)*a.Factor)
+	}
 	return base, a
 }

@@ -275,3 +275,62 @@ func TestTimeMatched(t *testing.T) {
 		t.Fatalf("sparse reference: %+v", r)
 	}
 }
+
+// TestCellTimeMatched: a cell's reference widens until it rests on enough
+// installs, and no further; it still shows an incident it spans.
+func TestCellTimeMatched(t *testing.T) {
+	during := Hourly{}
+	for hour := int64(34); hour < 46; hour++ {
+		during.Count(hour, "install_succeeded", 9)
+		during.Count(hour, "install_failed", 1)
+	}
+	// A dense cell: the narrow match is enough, and it is TimeMatched's.
+	dense := incidentHours(1000, 30, 50)
+	if r, want := CellTimeMatched(during, dense), TimeMatched(during, dense); r != want {
+		t.Fatalf("dense: %+v, want %+v", r, want)
+	}
+	// A sparse cell (3 installs an hour): ±3 hours give about 20
+	// effective installs per match, too few; the widened match gives at
+	// least minCellAmbient and still sees the incident (4% against 2%
+	// outside it).
+	sparse := Hourly{}
+	for hour := int64(0); hour < 96; hour++ {
+		in := Installs{Of: 3}
+		if hour >= 20 && hour < 60 && hour%8 < 1 {
+			in.Failed = 1 // 1 in 24 during the incident
+		} else if hour%16 < 1 {
+			in.Failed = 1 // 1 in 48 outside it
+		}
+		sparse[hour] = in
+	}
+	if narrow := TimeMatched(during, sparse); narrow.Of >= minCellAmbient {
+		t.Fatalf("the narrow match is not sparse: %+v", narrow)
+	}
+	r := CellTimeMatched(during, sparse)
+	if r.Of < minCellAmbient || r.Value < 0.03 {
+		t.Fatalf("widened: %+v", r)
+	}
+	// Too few other installs at any span: the widest match, still short.
+	if r := CellTimeMatched(during, Hourly{40: {Failed: 1, Of: 10}}); r.Of >= minCellAmbient || r.Of == 0 {
+		t.Fatalf("too few: %+v", r)
+	}
+}
+
+// TestAdjustForCellAmbient: a cell whose other installs rose expects its
+// own rate raised by the rise (an old firmware failing 6% normally, 12%
+// during an incident, expects about that); a cell whose other installs did
+// not rise, or rest on too few installs, keeps its baseline.
+func TestAdjustForCellAmbient(t *testing.T) {
+	base := Baseline{Failure: 0.02}
+	before := NewRate(60, 1000) // the cell's normal: 6%
+	b, a := AdjustForCellAmbient(base, NewRate(24, 200), before)
+	if a.Factor < 2 || b.Failure < 0.12 || b.Failure > 0.5 {
+		t.Fatalf("during an incident: factor %.2f, baseline %.4f", a.Factor, b.Failure)
+	}
+	if b, a := AdjustForCellAmbient(base, NewRate(6, 1000), before); a.Factor != 1 || b != base {
+		t.Fatalf("quiet: factor %.2f, baseline %.4f", a.Factor, b.Failure)
+	}
+	if b, a := AdjustForCellAmbient(base, NewRate(12, 50), before); a.Factor != 1 || b != base {
+		t.Fatalf("too few: factor %.2f, baseline %.4f", a.Factor, b.Failure)
+	}
+}
