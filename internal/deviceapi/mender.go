@@ -1,6 +1,7 @@
 package deviceapi
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"io"
@@ -87,21 +88,30 @@ func (a *API) menderAuth(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, token)
 }
 
+// menderBody authenticates a Mender device's request, which must carry
+// its token, and reads its body (within limit) into a pooled buffer the
+// caller returns to a.bufs. It answers the request itself when it reports
+// false.
+func (a *API) menderBody(w http.ResponseWriter, r *http.Request, limit int64) (id string, in *bytes.Buffer, ok bool) {
+	if id, in, ok = a.authenticatedBody(w, r, limit); ok && id == "" {
+		a.bufs.Put(in)
+		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)"))
+		return "", nil, false
+	}
+	return id, in, ok
+}
+
 // menderInventory takes an authenticated Mender device's inventory as its
 // attributes: PUT replaces them, PATCH adds to them. Attributes that
 // could not be device attributes (names outside A-Z a-z 0-9 _ . -, values
 // over 256 bytes) are left out, and at most delivery.MaxAttributes are
 // kept (in name order).
 func (a *API) menderInventory(w http.ResponseWriter, r *http.Request) {
-	id, in, ok := a.authenticatedBody(w, r, mender.MaxInventoryBytes)
+	id, in, ok := a.menderBody(w, r, mender.MaxInventoryBytes)
 	if !ok {
 		return
 	}
 	defer a.bufs.Put(in)
-	if id == "" {
-		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)"))
-		return
-	}
 	attrs, dropped, err := mender.ParseInventory(in.Bytes(), delivery.ValidAttribute)
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -147,15 +157,11 @@ const MenderLinkTTL = time.Hour
 // whose artifact it names, else its "product" attribute (or
 // mender.product) at its "version" attribute (or 0).
 func (a *API) menderNext(w http.ResponseWriter, r *http.Request) {
-	id, in, ok := a.authenticatedBody(w, r, mender.MaxNextBytes)
+	id, in, ok := a.menderBody(w, r, mender.MaxNextBytes)
 	if !ok {
 		return
 	}
 	defer a.bufs.Put(in)
-	if id == "" {
-		a.refuse(w, r, refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)"))
-		return
-	}
 	var body []byte
 	if r.Method == http.MethodPost {
 		body = in.Bytes()
@@ -272,20 +278,17 @@ type menderReport[T any] struct {
 // for a deployment never offered to the device.
 func readMenderReport[T any](a *API, w http.ResponseWriter, r *http.Request, limit int64, parse func([]byte) (T, error)) (menderReport[T], bool) {
 	var rep menderReport[T]
-	id, in, ok := a.authenticatedBody(w, r, limit)
+	id, in, ok := a.menderBody(w, r, limit)
 	if !ok {
 		return rep, false
 	}
 	defer a.bufs.Put(in)
-	err := a.admit(id, id)
-	if id == "" {
-		err = refused("unauthenticated", fault.Unauthorized, "authenticate first (POST /api/devices/v1/authentication/auth_requests)")
-	}
-	if err != nil {
+	if err := a.admit(id, id); err != nil {
 		a.refuse(w, r, err)
 		return rep, false
 	}
 	rep.device = id
+	var err error
 	if rep.body, err = parse(in.Bytes()); err != nil {
 		httpapi.WriteError(w, r, err)
 		return rep, false
