@@ -104,12 +104,8 @@ func (a *API) ddiHandler(handle func(*API, http.ResponseWriter, *http.Request, *
 			a.refuse(w, r, err)
 			return
 		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
 		handle(a, w, r, &ddiRequest{device: device, authenticated: authed, now: a.cfg.Now(),
-			base: scheme + "://" + r.Host + "/" + r.PathValue("tenant") + "/controller/v1/" + device})
+			base: origin(r) + "/" + r.PathValue("tenant") + "/controller/v1/" + device})
 	})
 }
 
@@ -237,6 +233,30 @@ func (a *API) ddiSeen(device string, d *polledDevice, now time.Time) registry.Se
 	return s
 }
 
+// rememberOffer keeps an offer made to a polled device at seen.At, the
+// first time it is made here: in the device's memory (the evidence of its
+// reports) and, unless the recorder has it already, in seen for the
+// registry. Call with d.mu held.
+func (a *API) rememberOffer(d *polledDevice, seen *registry.Seen, m delivery.Made) {
+	if _, ok := d.offers[m.DeploymentID]; ok {
+		return
+	}
+	o := registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: seen.At.UTC().Truncate(time.Second)}
+	d.offers[m.DeploymentID] = o
+	if !a.cfg.Recorder.Recorded(seen.DeviceID, m.DeploymentID) {
+		seen.Offers = append(seen.Offers, o)
+	}
+}
+
+// origin is scheme://host of the server as the request reached it, for
+// links in answers.
+func origin(r *http.Request) string {
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
 func orNew(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}
@@ -287,13 +307,7 @@ func (a *API) ddiPoll(w http.ResponseWriter, r *http.Request, q *ddiRequest) {
 			links["deploymentBase"] = ddi.Link{Href: q.base + "/deploymentBase/" + strconv.FormatInt(ddi.ActionID(offers[0].DeploymentID), 10) + "?c=" + offers[0].UpdateID}
 		}
 		for _, m := range made {
-			if _, ok := d.offers[m.DeploymentID]; !ok {
-				o := registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: q.now.UTC().Truncate(time.Second)}
-				d.offers[m.DeploymentID] = o
-				if !a.cfg.Recorder.Recorded(q.device, m.DeploymentID) {
-					seen.Offers = append(seen.Offers, o)
-				}
-			}
+			a.rememberOffer(d, &seen, m)
 		}
 		a.offers.Add(float64(len(made)))
 	}

@@ -200,22 +200,11 @@ func (a *API) menderNext(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		exp := now.Add(MenderLinkTTL).Unix()
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
 		art.Source = mender.Source{Expire: time.Unix(exp, 0).UTC().Format(time.RFC3339),
-			URI: scheme + "://" + r.Host + "/api/devices/v1/deployments/download/" + pl.SHA256 + "?" + url.Values{
+			URI: origin(r) + "/api/devices/v1/deployments/download/" + pl.SHA256 + "?" + url.Values{
 				"device": {id}, "expires": {strconv.FormatInt(exp, 10)}, "signature": {a.cfg.Auth.Key.LinkSignature(pl.SHA256, id, exp)}}.Encode()}
 		next = &mender.Next{ID: o.DeploymentID, Artifact: art}
-		m := made[i]
-		if _, ok := d.offers[m.DeploymentID]; !ok {
-			off := registry.Offer{DeploymentID: m.DeploymentID, Wave: m.Wave, At: now.UTC().Truncate(time.Second)}
-			d.offers[m.DeploymentID] = off
-			if !a.cfg.Recorder.Recorded(id, m.DeploymentID) {
-				seen.Offers = append(seen.Offers, off)
-			}
-		}
+		a.rememberOffer(d, &seen, made[i])
 		a.offers.Inc()
 		break
 	}
