@@ -177,7 +177,6 @@ const (
 var (
 	fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$`)
 	sha256RE   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	idRE       = regexp.MustCompile(`^[a-z]{2,4}_[0-9a-z]{26}$`)
 )
 
 // ValidateProductName reports whether name is a valid product name:
@@ -216,12 +215,36 @@ func ValidateSHA256(field, s string) error {
 	return nil
 }
 
-// ValidateID reports whether s has the shape of an id with the given prefix.
+// ValidateID reports whether s has the shape of an id with the given
+// prefix: the prefix (two to four lower-case letters), '_', and 26 of
+// lower-case letters and digits, as NewID makes them. Device events carry
+// several ids each, so this is a loop rather than a regexp.
 func ValidateID(field, prefix, s string) error {
-	if !idRE.MatchString(s) || !strings.HasPrefix(s, prefix+"_") {
+	if !idShaped(s, prefix) {
 		return fault.Field(field, "%q is not a valid %s id", clip(s), prefix)
 	}
 	return nil
+}
+
+// idLen is the length of an id's part after its prefix and '_'.
+const idLen = 26
+
+func idShaped(s, prefix string) bool {
+	if len(prefix) < 2 || len(prefix) > 4 || len(s) != len(prefix)+1+idLen ||
+		s[:len(prefix)] != prefix || s[len(prefix)] != '_' {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if prefix[i] < 'a' || prefix[i] > 'z' {
+			return false
+		}
+	}
+	for i := len(prefix) + 1; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateVersion parses s and wraps a parse error as Invalid.

@@ -5,8 +5,6 @@
 package telemetry
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -98,14 +96,18 @@ func ParseBatch(body []byte, now time.Time) ([]Event, []Result, error) {
 	if len(body) > MaxBatchBytes {
 		return nil, nil, fault.E(fault.TooLarge, "event batch is larger than %d bytes", MaxBatchBytes)
 	}
-	if len(bytes.TrimSpace(body)) == 0 || !json.Valid(body) {
-		return nil, nil, fault.E(fault.Invalid, "event batch is not valid JSON")
-	}
+	// The parser bounds nesting but is lenient about strings and numbers;
+	// the validator (a strict single pass, without allocating) then holds
+	// the batch to RFC 8259, as encoding/json would, only once its depth is
+	// known to be bounded.
 	p := parsers.Get()
 	defer parsers.Put(p)
 	v, err := p.ParseBytes(body)
+	if err == nil {
+		err = fastjson.ValidateBytes(body)
+	}
 	if err != nil {
-		return nil, nil, fault.E(fault.Invalid, "event batch is not valid JSON: %s", err)
+		return nil, nil, fault.E(fault.Invalid, "event batch is not valid JSON")
 	}
 	items := v.GetArray("events")
 	if v.Get("events") == nil || (items == nil && v.Get("events").Type() != fastjson.TypeArray) {
@@ -119,9 +121,10 @@ func ParseBatch(body []byte, now time.Time) ([]Event, []Result, error) {
 	}
 	events := make([]Event, 0, len(items))
 	results := make([]Result, len(items))
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(items))
+	in := interner{}
 	for i, it := range items {
-		e, err := parseEvent(it, now)
+		e, err := parseEvent(it, now, in)
 		results[i] = Result{Index: i, EventID: e.ID, Status: "accepted"}
 		if err == nil && seen[e.ID] {
 			err = fmt.Errorf("event_id %q appears twice in the batch", e.ID)
@@ -137,14 +140,29 @@ func ParseBatch(body []byte, now time.Time) ([]Event, []Result, error) {
 	return events, results, nil
 }
 
-func parseEvent(v *fastjson.Value, now time.Time) (Event, error) {
+// interner shares one copy of each string that repeats within a batch
+// (a batch is one device's: its id, its updates, its attributes), so a
+// batch allocates those once rather than once per event.
+type interner map[string]string
+
+func (in interner) of(b []byte) string {
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	in[s] = s
+	return s
+}
+
+func parseEvent(v *fastjson.Value, now time.Time, in interner) (Event, error) {
 	var e Event
 	if v.Type() != fastjson.TypeObject {
 		return e, fmt.Errorf("an event must be an object")
 	}
 	str := func(k string) string { return string(v.GetStringBytes(k)) }
-	e.ID, e.DeviceID, e.UpdateID, e.DeploymentID = str("event_id"), str("device_id"), str("update_id"), str("deployment_id")
-	e.Type, e.ErrorCode, e.OfferReceipt = Type(str("type")), str("error_code"), str("offer_receipt")
+	shared := func(k string) string { return in.of(v.GetStringBytes(k)) }
+	e.ID, e.DeviceID, e.UpdateID, e.DeploymentID = str("event_id"), shared("device_id"), shared("update_id"), shared("deployment_id")
+	e.Type, e.ErrorCode, e.OfferReceipt = Type(shared("type")), shared("error_code"), str("offer_receipt")
 	switch {
 	case !validEventID(e.ID):
 		return e, fmt.Errorf("event_id must be 1-%d of A-Z a-z 0-9 . _ : -", MaxEventIDLen)
@@ -185,7 +203,7 @@ func parseEvent(v *fastjson.Value, now time.Time) (Event, error) {
 				err = fmt.Errorf("attribute %q must be a string of at most 256 bytes", clip(string(k)))
 				return
 			}
-			e.Attributes[string(k)] = string(b)
+			e.Attributes[in.of(k)] = in.of(b)
 		})
 		if err != nil {
 			return e, err

@@ -90,6 +90,10 @@ func TestCells(t *testing.T) {
 func FuzzParseBatch(f *testing.F) {
 	f.Add([]byte(`{"events":[` + ev("e1", "install_failed", `,"attributes":{"oem":"x"}`) + `]}`))
 	f.Add([]byte(`{"events":[1,{},[]]}`))
+	// Invalid only to a strict parser: a raw control character in a
+	// string, a number with a leading zero.
+	f.Add([]byte(`{"events":[` + ev("e3", "install_failed", ",\"attributes\":{\"oem\":\"a\x01b\"}") + `]}`))
+	f.Add([]byte(`{"events":[` + ev("e4", "install_failed", `,"n":01`) + `]}`))
 	f.Add([]byte(`{"events":[` + ev("e2", "install_succeeded", `,"offer_receipt":"dep_x.0.1764576000.00112233445566778899aabbccddeeff"`) + `]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		events, results, err := ParseBatch(body, now)
@@ -114,4 +118,41 @@ func FuzzParseBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseBatchStrictJSON: what a lenient parser would take is refused
+// as a whole, as encoding/json refuses it.
+func TestParseBatchStrictJSON(t *testing.T) {
+	for _, body := range []string{
+		`{"events":[` + ev("e1", "install_failed", ",\"attributes\":{\"oem\":\"a\x01b\"}") + `]}`,
+		`{"events":[` + ev("e1", "install_failed", `,"n":01`) + `]}`,
+		`{"events":[` + ev("e1", "install_failed", `,"n":"\x"`) + `]}`,
+		`{"events":[` + ev("e1", "install_failed", "") + `]} x`,
+		strings.Repeat(`[`, 400) + strings.Repeat(`]`, 400),
+		" \t",
+	} {
+		if json.Valid([]byte(body)) && !strings.HasPrefix(body, "[") {
+			t.Fatalf("%q is valid JSON; the case is wrong", body)
+		}
+		if _, _, err := ParseBatch([]byte(body), now); fault.KindOf(err) != fault.Invalid {
+			t.Errorf("ParseBatch(%.60q) = %v, want Invalid", body, err)
+		}
+	}
+}
+
+// BenchmarkParseBatch: one op is one batch of 100 events as devices send
+// them (attributes, an offer receipt).
+func BenchmarkParseBatch(b *testing.B) {
+	evs := make([]string, 100)
+	for i := range evs {
+		evs[i] = ev(fmt.Sprintf("ev-%d", i), "install_succeeded", `,"deployment_id":"dep_0123456789abcdefghijklmnop","attributes":{"oem":"contoso","arch":"x64"},"offer_receipt":"dep_0123456789abcdefghijklmnop.0.1764576000.00112233445566778899aabbccddeeff"`)
+	}
+	body := []byte(`{"events":[` + strings.Join(evs, ",") + `]}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if events, _, err := ParseBatch(body, now); err != nil || len(events) != len(evs) {
+			b.Fatal(len(events), err)
+		}
+	}
 }
