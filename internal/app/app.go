@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	// A batch in progress is kept from redelivery while it is counted
 	// (eventlog.Consume); a crashed aggregator's batch comes back after
 	// the ack wait.
-	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 2000, AckWait: 15 * time.Second,
+	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 16000, AckWait: 15 * time.Second,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	hooks := make([]alerts.Webhook, len(cfg.Webhooks))

@@ -212,7 +212,7 @@ stored and counts nothing.`,
 	f.Var((*duration.Value)(&cfg.Duration), "duration", "length of each measured phase")
 	f.IntVar(&cfg.Rounds, "rounds", 2, "alternating baseline/ringmaster rounds")
 	f.IntVar(&cfg.BatchSize, "batch", 100, "events per request")
-	f.IntVar(&cfg.Aggregate, "aggregate", 20000, "events timed through the aggregator")
+	f.IntVar(&cfg.Aggregate, "aggregate", 200000, "events timed through the aggregator")
 	f.IntVar(&cfg.Products, "products", 10, "products in the seeded catalog")
 	f.IntVar(&cfg.Versions, "versions", 5, "published versions per product")
 	f.IntVar(&cfg.Deployments, "deployments", 20, "deployments the events belong to")

@@ -198,10 +198,14 @@ func (l *Log) fetch(ctx context.Context, cons jetstream.Consumer, durable string
 	// at most batch messages (FetchBytes alone sizes its buffers for a
 	// million).
 	maxBytes := max(batch*approxEventBytes, 2*maxMessageBytes)
-	// Messages that arrive early wait in hand for the fetch to end, with no
-	// one saying they are in progress: a third of ackWait at most, then
+	// A fetch ends when it is full or after wait, with what came meanwhile:
+	// a short wait counts a trickle of events within a tenth of a second
+	// (gates judge fresh data), and a consumer that falls behind gets full
+	// batches at once, so its transactions grow with its backlog. Messages
+	// that arrive early wait in hand for the fetch to end, with no one
+	// saying they are in progress: well under a third of ackWait, then
 	// waitTurn's first third, and they are still ours.
-	wait := min(time.Second, ackWait/3)
+	wait := min(100*time.Millisecond, ackWait/3)
 	for ctx.Err() == nil {
 		msgs, err := cons.Fetch(batch, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(wait))
 		if err != nil {
