@@ -5,6 +5,7 @@ package aggregate
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,10 +17,14 @@ import (
 
 // Aggregator consumes the event log into the store's counters.
 type Aggregator struct {
-	Log        *eventlog.Log
-	Store      *store.Store
-	Cohort     store.Cohort
-	Batch      int
+	Log    *eventlog.Log
+	Store  *store.Store
+	Cohort store.Cohort
+	Batch  int
+	// Workers is how many batches are counted at once (at least one). On
+	// SQLite, a single writer, one; on PostgreSQL more keep the server busy
+	// while each waits on its own transaction.
+	Workers    int
 	AckWait    time.Duration
 	Logger     *slog.Logger
 	Failpoints failpoint.Set
@@ -42,16 +47,26 @@ func (a *Aggregator) Backlog(ctx context.Context) (int64, error) {
 // leader at start, say), it says so and tries again, with backoff: an
 // aggregator that gave up would leave every gate judging nothing.
 func (a *Aggregator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range max(1, a.Workers) {
+		wg.Go(func() { a.run(ctx) })
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// run is one worker: it consumes until ctx ends.
+func (a *Aggregator) run(ctx context.Context) {
 	wait := time.Second
 	for {
 		err := a.consume(ctx)
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return
 		}
 		a.Logger.Warn("the health aggregator cannot consume the event log; trying again", "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)

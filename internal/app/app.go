@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	// A batch in progress is kept from redelivery while it is counted
 	// (eventlog.Consume); a crashed aggregator's batch comes back after
 	// the ack wait.
-	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 16000, AckWait: 15 * time.Second,
+	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 16000, Workers: aggregatorWorkers(a.Store.Dialect()), AckWait: 15 * time.Second,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
 	hooks := make([]alerts.Webhook, len(cfg.Webhooks))
@@ -645,3 +645,13 @@ func pipelineSteps(cs []config.PipelineStep) []pipeline.Step {
 
 // Role is what this replica does (config role).
 func (a *App) Role() string { return a.cfg.Role }
+
+// aggregatorWorkers is how many event batches a replica counts at once:
+// SQLite has one writer; PostgreSQL does more while each worker waits on
+// its transaction.
+func aggregatorWorkers(d store.Dialect) int {
+	if d == store.Postgres {
+		return 2
+	}
+	return 1
+}

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"maps"
 	"math"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +60,6 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			risk float64 // predicted risk, in risk-ordered deployments
 		}
 		models := map[string]*risk.Model{}
-		var rows []any
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
 		for _, e := range events {
@@ -95,7 +96,15 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			}
 			pending[k] = o
 			order = append(order, k)
-			rows = append(rows, d.ID, e.DeviceID, e.Type, o.wave, e.Time.UTC())
+		}
+		// Rows go in key order, as every aggregator writes them: concurrent
+		// batches that share outcomes (aggregators on PostgreSQL, each
+		// replica's and each worker's) then wait for one another rather
+		// than deadlock.
+		rows := make([]any, 0, 5*len(order))
+		for _, k := range slices.Sorted(maps.Keys(pending)) {
+			o := pending[k]
+			rows = append(rows, o.dep.ID, o.e.DeviceID, o.e.Type, o.wave, o.e.Time.UTC())
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
 			"deployment_id || '|' || device_id || '|' || outcome")
@@ -106,14 +115,19 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		// outcome counted of it: a record lost in a crash before its
 		// check-in's batch was written comes back then. (An outcome counted
 		// before had its offer recorded then.)
-		var offers []any
-		offerSeen := map[string]bool{}
+		offerOf := map[string]outcome{}
 		for _, k := range order {
 			o := pending[k]
-			if od := o.dep.ID + "|" + o.e.DeviceID; counted[k] && !offerSeen[od] {
-				offerSeen[od] = true
-				offers = append(offers, o.dep.ID, o.e.DeviceID, o.e.Wave, o.e.OfferedAt.UTC())
+			if od := o.dep.ID + "|" + o.e.DeviceID; counted[k] {
+				if _, ok := offerOf[od]; !ok {
+					offerOf[od] = o
+				}
 			}
+		}
+		offers := make([]any, 0, 4*len(offerOf))
+		for _, od := range slices.Sorted(maps.Keys(offerOf)) {
+			o := offerOf[od]
+			offers = append(offers, o.dep.ID, o.e.DeviceID, o.e.Wave, o.e.OfferedAt.UTC())
 		}
 		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, ""); err != nil {
 			return err
@@ -228,8 +242,12 @@ const rowsPerStatement = 200
 // values, rowsPerStatement rows at a time. The full-size statement is
 // prepared once and reused (SQLite parses it once rather than per chunk).
 // With scan, the statement returns rows and scan reads each (statements
-// without RETURNING run the same way and return none).
+// without RETURNING run the same way and return none). On PostgreSQL the
+// rows go as one array per column, in one statement (arrays).
 func (q *queries) writeRows(ctx context.Context, head string, width int, args []any, tail string, scan func(*sql.Rows) error) error {
+	if query, cols, ok := q.arrays(head, width, args, tail); ok {
+		return q.scanRows(ctx, scan, query, cols...)
+	}
 	statement := func(n int) string {
 		var sb strings.Builder
 		sb.WriteString(head + ` VALUES `)
@@ -278,6 +296,69 @@ func (q *queries) writeRows(ctx context.Context, head string, width int, args []
 		}
 	}
 	return nil
+}
+
+// arrays makes, on PostgreSQL, "head SELECT * FROM unnest($1::T[], ...)
+// tail" with a column of args a parameter: whatever the batch's size, one
+// statement, planned once, its values sent in binary. A column's type is
+// its first value's: strings are text, integers bigint, times timestamp;
+// with any other, or on SQLite, ok is false.
+func (q *queries) arrays(head string, width int, args []any, tail string) (query string, cols []any, ok bool) {
+	if q.dialect != Postgres || len(args) == 0 {
+		return "", nil, false
+	}
+	n := len(args) / width
+	cols = make([]any, width)
+	var sb strings.Builder
+	sb.WriteString(head + ` SELECT * FROM unnest(`)
+	for c := range width {
+		if c > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("$" + strconv.Itoa(c+1))
+		switch v := reflect.ValueOf(args[c]); {
+		case v.Kind() == reflect.String:
+			col := make([]string, n)
+			for r := range n {
+				col[r] = reflect.ValueOf(args[r*width+c]).String()
+			}
+			cols[c] = col
+			sb.WriteString("::text[]")
+		case v.CanInt():
+			col := make([]int64, n)
+			for r := range n {
+				col[r] = reflect.ValueOf(args[r*width+c]).Int()
+			}
+			cols[c] = col
+			sb.WriteString("::bigint[]")
+		case v.Type() == reflect.TypeFor[time.Time]():
+			col := make([]time.Time, n)
+			for r := range n {
+				col[r] = args[r*width+c].(time.Time)
+			}
+			cols[c] = col
+			sb.WriteString("::timestamp[]")
+		default:
+			return "", nil, false
+		}
+	}
+	sb.WriteString(`)` + tail)
+	return sb.String(), cols, true
+}
+
+// scanRows runs query and hands each row it returns to scan (if any).
+func (q *queries) scanRows(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer rows.Close()
+	for scan != nil && rows.Next() {
+		if err := scan(rows); err != nil {
+			return unavailable(err)
+		}
+	}
+	return unavailable(rows.Err())
 }
 
 // deploymentRisk returns the pinned risk model of a risk-ordered
