@@ -18,7 +18,9 @@ const (
 // GateConfig is how strict a gate is.
 type GateConfig struct {
 	// Alpha bounds the chance of calling a release as good as its baseline
-	// regressed, however often the gate looks (always-valid).
+	// regressed, on any of its metrics, however often the gate looks
+	// (always-valid; each metric is tested at Alpha over the number of
+	// metrics).
 	Alpha float64 `json:"alpha"`
 	// Beta bounds the chance of calling a release healthy when it is worse
 	// than the baseline by Margin.
@@ -55,7 +57,7 @@ type Test struct {
 	Observed Rate    `json:"observed"`
 	Baseline float64 `json:"baseline"`
 	// LogLRWorse is log of the mixture likelihood ratio for "worse than
-	// baseline"; it regresses at log(1/Alpha).
+	// baseline"; it regresses at log(metrics/Alpha).
 	LogLRWorse float64 `json:"log_lr_worse"`
 	// LogLRBetter is log of the ratio for "below baseline × (1+Margin)";
 	// healthy at log(1/Beta).
@@ -160,7 +162,8 @@ func provable(cfg GateConfig, n, p0, hi float64) bool {
 }
 
 // Evaluate runs the gate on a wave's counts: per metric, "regressed" once
-// the evidence that the rate exceeds the baseline passes log(1/Alpha);
+// the evidence that the rate exceeds the baseline passes log(3/Alpha)
+// (three metrics share Alpha);
 // "healthy" once the evidence that it is below baseline × (1+Margin)
 // passes log(1/Beta) and enough of the exposed devices have reported.
 // The wave is regressed if any metric is, healthy if all are.
@@ -202,8 +205,11 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 		overAll = metricsOf(base, all)
 	}
 	var regressed, unsure, watched []string
+	// Every metric gets a share of Alpha: one release is tested three
+	// ways, and a false alarm on any of them halts it.
+	bar := math.Log(float64(len(metrics)) / cfg.Alpha)
 	healthy := func(k, n int64, p0, hi float64) bool {
-		return logMixture(k, n, hi, betterRatios, p0) >= math.Log(1/cfg.Beta) && logMixture(k, n, p0, worseRatios, p0) < math.Log(1/cfg.Alpha)
+		return logMixture(k, n, hi, betterRatios, p0) >= math.Log(1/cfg.Beta) && logMixture(k, n, p0, worseRatios, p0) < bar
 	}
 	for i, m := range metrics {
 		p0 := math.Max(m.p0, 1e-4) // a zero baseline would make any event infinitely surprising
@@ -215,7 +221,7 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 		}
 		t.LogLRBetter = logMixture(m.k, m.n, hi, betterRatios, p0)
 		switch {
-		case t.LogLRWorse >= math.Log(1/cfg.Alpha):
+		case t.LogLRWorse >= bar:
 			t.Verdict = Regressed
 			regressed = append(regressed, fmt.Sprintf("%s rate %.2f%% (%d of %d) vs baseline %.2f%%", m.name, 100*t.Observed.Value, m.k, m.n, 100*m.p0))
 		case t.LogLRBetter >= math.Log(1/cfg.Beta):
@@ -234,7 +240,7 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 	switch {
 	case len(regressed) > 0:
 		res.Verdict = Regressed
-		res.Summary = fmt.Sprintf("wave %d regressed: %s (always-valid test at alpha %g)", wave+1, strings.Join(regressed, "; "), cfg.Alpha)
+		res.Summary = fmt.Sprintf("wave %d regressed: %s (always-valid test at alpha %g over %d metrics)", wave+1, strings.Join(regressed, "; "), cfg.Alpha, len(metrics))
 	case len(unsure) > 0:
 		res.Verdict = Inconclusive
 		res.Summary = fmt.Sprintf("wave %d inconclusive: not enough evidence yet on %s", wave+1, strings.Join(unsure, ", "))

@@ -38,6 +38,50 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+// TestFamilyWiseAlpha: a release exactly as good as its baseline on all
+// three metrics, checked after every 20 reports up to 5,000 devices, is
+// called regressed on any of them no more often than alpha: each metric
+// is tested at alpha over the number of metrics.
+func TestFamilyWiseAlpha(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	cfg := DefaultGate
+	cfg.Alpha = 0.1
+	base := Baseline{Failure: 0.02, Rollback: 0.01, Crash: 0.01}
+	run := func() bool {
+		dev := map[string]int64{}
+		for n := 1; n <= 5000; n++ {
+			switch u := rng.Float64(); {
+			case u < base.Failure:
+				dev["install_failed"]++
+			default:
+				dev["install_succeeded"]++
+				if rng.Float64() < base.Rollback {
+					dev["rolled_back"]++
+				}
+				if rng.Float64() < base.Crash {
+					dev["post_install_crash"]++
+				}
+			}
+			if n%20 == 0 && Evaluate(cfg, base, dev, 0).Verdict == Regressed {
+				return true
+			}
+		}
+		return false
+	}
+	const trials = 400
+	alarms := 0
+	for range trials {
+		if run() {
+			alarms++
+		}
+	}
+	// Binomial sd at 10% of 400 is 1.5%; per-metric alpha would allow 30%.
+	if float64(alarms)/trials > 0.13 {
+		t.Errorf("false alarms on any metric %d of %d with peeking; alpha is %g", alarms, trials, cfg.Alpha)
+	}
+	t.Logf("false alarms on any metric %d/%d", alarms, trials)
+}
+
 // TestAlwaysValid: releases exactly as good as the baseline, checked after
 // every 20 reports up to 5,000 devices (peeking 250 times), are called
 // regressed no more often than alpha; releases failing at 2.5× the
