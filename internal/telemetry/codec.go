@@ -123,8 +123,12 @@ func DecodeLogged(events []Event, data []byte) ([]Event, error) {
 	if err != nil {
 		return events, err
 	}
+	// A message holds the events of the requests stored together: ids,
+	// types, attributes and times repeat across them, and are copied or
+	// parsed once per message.
+	d := decoder{strings: interner{}, times: map[string]time.Time{}}
 	if v.Type() != fastjson.TypeArray {
-		e, err := decodeLogged(v)
+		e, err := d.event(v)
 		if err != nil {
 			return events, err
 		}
@@ -132,7 +136,7 @@ func DecodeLogged(events []Event, data []byte) ([]Event, error) {
 	}
 	items, _ := v.Array()
 	for _, it := range items {
-		e, err := decodeLogged(it)
+		e, err := d.event(it)
 		if err != nil {
 			return events, err
 		}
@@ -141,7 +145,13 @@ func DecodeLogged(events []Event, data []byte) ([]Event, error) {
 	return events, nil
 }
 
-func decodeLogged(v *fastjson.Value) (Event, error) {
+// decoder decodes one message's events, sharing what repeats among them.
+type decoder struct {
+	strings interner
+	times   map[string]time.Time
+}
+
+func (d decoder) event(v *fastjson.Value) (Event, error) {
 	var e Event
 	o, err := v.Object()
 	if err != nil {
@@ -155,25 +165,25 @@ func decodeLogged(v *fastjson.Value) (Event, error) {
 		case "event_id":
 			e.ID, err = stringOf(f, k)
 		case "device_id":
-			e.DeviceID, err = stringOf(f, k)
+			e.DeviceID, err = d.string(f, k)
 		case "update_id":
-			e.UpdateID, err = stringOf(f, k)
+			e.UpdateID, err = d.string(f, k)
 		case "deployment_id":
-			e.DeploymentID, err = stringOf(f, k)
+			e.DeploymentID, err = d.string(f, k)
 		case "type":
 			var s string
-			s, err = stringOf(f, k)
+			s, err = d.string(f, k)
 			e.Type = Type(s)
 		case "error_code":
-			e.ErrorCode, err = stringOf(f, k)
+			e.ErrorCode, err = d.string(f, k)
 		case "offer_receipt":
 			e.OfferReceipt, err = stringOf(f, k)
 		case "time":
-			e.Time, err = timeOf(f, k)
+			e.Time, err = d.time(f, k)
 		case "received":
-			e.Received, err = timeOf(f, k)
+			e.Received, err = d.time(f, k)
 		case "offered_at":
-			e.OfferedAt, err = timeOf(f, k)
+			e.OfferedAt, err = d.time(f, k)
 		case "wave":
 			e.Wave, err = f.Int()
 		case "attributes":
@@ -187,7 +197,7 @@ func decodeLogged(v *fastjson.Value) (Event, error) {
 			e.Attributes = make(map[string]string, a.Len())
 			a.Visit(func(ak []byte, av *fastjson.Value) {
 				if err == nil {
-					e.Attributes[string(ak)], err = stringOf(av, ak)
+					e.Attributes[d.strings.of(ak)], err = d.string(av, ak)
 				}
 			})
 		}
@@ -206,10 +216,36 @@ func stringOf(v *fastjson.Value, k []byte) (string, error) {
 	return string(b), nil
 }
 
-func timeOf(v *fastjson.Value, k []byte) (time.Time, error) {
-	s, err := stringOf(v, k)
-	if err != nil || s == "" {
-		return time.Time{}, err
+// string is stringOf, shared with the message's other events.
+func (d decoder) string(v *fastjson.Value, k []byte) (string, error) {
+	if v.Type() == fastjson.TypeNull {
+		return "", nil
 	}
-	return time.Parse(time.RFC3339Nano, s)
+	b, err := v.StringBytes()
+	if err != nil {
+		return "", fmt.Errorf("%s must be a string", k)
+	}
+	return d.strings.of(b), nil
+}
+
+// time parses an RFC 3339 time, once per distinct one in the message.
+func (d decoder) time(v *fastjson.Value, k []byte) (time.Time, error) {
+	if v.Type() == fastjson.TypeNull {
+		return time.Time{}, nil
+	}
+	b, err := v.StringBytes()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s must be a string", k)
+	}
+	if len(b) == 0 {
+		return time.Time{}, nil
+	}
+	if t, ok := d.times[string(b)]; ok {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(b))
+	if err == nil {
+		d.times[string(b)] = t
+	}
+	return t, err
 }
