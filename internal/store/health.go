@@ -62,7 +62,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		models := map[string]*risk.Model{}
 		pending := map[string]outcome{}
 		var order []string // pending keys in event order: cohort values are admitted first come, first served
-		for _, e := range events {
+		for i := range events {
+			e := &events[i]
 			if seen[e.ID] {
 				t.Duplicates++
 				continue
@@ -84,13 +85,12 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				t.Repeats++
 				continue
 			}
-			ev := e
 			m, err := tx.deploymentRisk(ctx, d, models)
 			if err != nil {
 				return err
 			}
 			// The wave the server offered it in, as its signed receipt says.
-			o := outcome{e: &ev, dep: d, wave: e.Wave}
+			o := outcome{e: e, dep: d, wave: e.Wave}
 			if m != nil {
 				o.risk = m.Score(e.Attributes)
 			}
@@ -381,7 +381,7 @@ func (q *queries) deploymentRisk(ctx context.Context, d *rollout.Deployment, mod
 
 // eventDeployment finds the deployment an event belongs to: the one it
 // names (if it is of the event's update), else the update's live one.
-func (q *queries) eventDeployment(ctx context.Context, e telemetry.Event, cache map[string]*rollout.Deployment) (*rollout.Deployment, error) {
+func (q *queries) eventDeployment(ctx context.Context, e *telemetry.Event, cache map[string]*rollout.Deployment) (*rollout.Deployment, error) {
 	k := e.DeploymentID
 	if k == "" {
 		k = "upd:" + e.UpdateID
