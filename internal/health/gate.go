@@ -19,8 +19,7 @@ const (
 type GateConfig struct {
 	// Alpha bounds the chance of calling a release as good as its baseline
 	// regressed, on any of its metrics, however often the gate looks
-	// (always-valid; each metric is tested at Alpha over the number of
-	// metrics).
+	// (always-valid; the metrics share it, alphaShares).
 	Alpha float64 `json:"alpha"`
 	// Beta bounds the chance of calling a release healthy when it is worse
 	// than the baseline by Margin.
@@ -57,7 +56,8 @@ type Test struct {
 	Observed Rate    `json:"observed"`
 	Baseline float64 `json:"baseline"`
 	// LogLRWorse is log of the mixture likelihood ratio for "worse than
-	// baseline"; it regresses at log(metrics/Alpha).
+	// baseline"; it regresses at log(1/(share × Alpha)), the metric's
+	// share of Alpha (alphaShares).
 	LogLRWorse float64 `json:"log_lr_worse"`
 	// LogLRBetter is log of the ratio for "below baseline × (1+Margin)";
 	// healthy at log(1/Beta).
@@ -71,6 +71,14 @@ type Test struct {
 	// wave alone had too little evidence).
 	HealthyOverAll bool `json:"healthy_over_all_waves,omitempty"`
 }
+
+// alphaShares divides a gate's Alpha among its metrics, in metricsOf's
+// order: a false alarm on any of them halts a release, so together they
+// may spend Alpha and no more. Install failures, the rate every device
+// reports and the one regressions show in first, keep most of it, so
+// their regressions are caught nearly as soon as with the whole of it;
+// rollbacks and crashes, rare and noisy, share the rest.
+var alphaShares = []float64{0.8, 0.1, 0.1}
 
 // metric is one gate metric's events out of devices.
 type metric struct {
@@ -162,8 +170,8 @@ func provable(cfg GateConfig, n, p0, hi float64) bool {
 }
 
 // Evaluate runs the gate on a wave's counts: per metric, "regressed" once
-// the evidence that the rate exceeds the baseline passes log(3/Alpha)
-// (three metrics share Alpha);
+// the evidence that the rate exceeds the baseline passes log(1/(share ×
+// Alpha)) (the metrics share Alpha, alphaShares);
 // "healthy" once the evidence that it is below baseline × (1+Margin)
 // passes log(1/Beta) and enough of the exposed devices have reported.
 // The wave is regressed if any metric is, healthy if all are.
@@ -205,13 +213,11 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 		overAll = metricsOf(base, all)
 	}
 	var regressed, unsure, watched []string
-	// Every metric gets a share of Alpha: one release is tested three
-	// ways, and a false alarm on any of them halts it.
-	bar := math.Log(float64(len(metrics)) / cfg.Alpha)
-	healthy := func(k, n int64, p0, hi float64) bool {
+	healthy := func(k, n int64, p0, hi, bar float64) bool {
 		return logMixture(k, n, hi, betterRatios, p0) >= math.Log(1/cfg.Beta) && logMixture(k, n, p0, worseRatios, p0) < bar
 	}
 	for i, m := range metrics {
+		bar := math.Log(1 / (alphaShares[i] * cfg.Alpha))
 		p0 := math.Max(m.p0, 1e-4) // a zero baseline would make any event infinitely surprising
 		t := Test{Metric: m.name, Observed: NewRate(m.k, m.n), Baseline: m.p0,
 			LogLRWorse: logMixture(m.k, m.n, p0, worseRatios, p0)}
@@ -226,7 +232,7 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 			regressed = append(regressed, fmt.Sprintf("%s rate %.2f%% (%d of %d) vs baseline %.2f%%", m.name, 100*t.Observed.Value, m.k, m.n, 100*m.p0))
 		case t.LogLRBetter >= math.Log(1/cfg.Beta):
 			t.Verdict = Healthy
-		case overAll != nil && healthy(overAll[i].k, overAll[i].n, p0, hi):
+		case overAll != nil && healthy(overAll[i].k, overAll[i].n, p0, hi, bar):
 			t.Verdict, t.HealthyOverAll = Healthy, true
 		case planned > 0 && !provable(cfg, float64(planned)*reportsOf(i, base), p0, hi):
 			t.Verdict, t.Watched = Inconclusive, true
@@ -240,7 +246,7 @@ func EvaluateWave(cfg GateConfig, base Baseline, devices map[string]int64, wave 
 	switch {
 	case len(regressed) > 0:
 		res.Verdict = Regressed
-		res.Summary = fmt.Sprintf("wave %d regressed: %s (always-valid test at alpha %g over %d metrics)", wave+1, strings.Join(regressed, "; "), cfg.Alpha, len(metrics))
+		res.Summary = fmt.Sprintf("wave %d regressed: %s (always-valid tests sharing alpha %g)", wave+1, strings.Join(regressed, "; "), cfg.Alpha)
 	case len(unsure) > 0:
 		res.Verdict = Inconclusive
 		res.Summary = fmt.Sprintf("wave %d inconclusive: not enough evidence yet on %s", wave+1, strings.Join(unsure, ", "))

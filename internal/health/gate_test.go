@@ -40,8 +40,8 @@ func TestEvaluate(t *testing.T) {
 
 // TestFamilyWiseAlpha: a release exactly as good as its baseline on all
 // three metrics, checked after every 20 reports up to 5,000 devices, is
-// called regressed on any of them no more often than alpha: each metric
-// is tested at alpha over the number of metrics.
+// called regressed on any of them no more often than alpha: the metrics
+// share it (alphaShares).
 func TestFamilyWiseAlpha(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 8))
 	cfg := DefaultGate
