@@ -281,18 +281,8 @@ func (q *queries) writeRows(ctx context.Context, head string, width int, args []
 		} else {
 			rows, err = q.db.QueryContext(ctx, statement(n), chunk...)
 		}
-		if err != nil {
-			return unavailable(err)
-		}
-		for scan != nil && rows.Next() {
-			if err := scan(rows); err != nil {
-				rows.Close()
-				return unavailable(err)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return unavailable(err)
+		if err := readRows(rows, err, scan); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -349,6 +339,12 @@ func (q *queries) arrays(head string, width int, args []any, tail string) (query
 // scanRows runs query and hands each row it returns to scan (if any).
 func (q *queries) scanRows(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
 	rows, err := q.db.QueryContext(ctx, query, args...)
+	return readRows(rows, err, scan)
+}
+
+// readRows hands each of a query's rows to scan (if any) and closes them;
+// err is the query's.
+func readRows(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
 	if err != nil {
 		return unavailable(err)
 	}

@@ -206,39 +206,33 @@ func (d decoder) event(v *fastjson.Value) (Event, error) {
 }
 
 func stringOf(v *fastjson.Value, k []byte) (string, error) {
+	b, err := stringBytesOf(v, k)
+	return string(b), err
+}
+
+// stringBytesOf is a string field's bytes (none for null), without copying.
+func stringBytesOf(v *fastjson.Value, k []byte) ([]byte, error) {
 	if v.Type() == fastjson.TypeNull {
-		return "", nil
+		return nil, nil
 	}
 	b, err := v.StringBytes()
 	if err != nil {
-		return "", fmt.Errorf("%s must be a string", k)
+		return nil, fmt.Errorf("%s must be a string", k)
 	}
-	return string(b), nil
+	return b, nil
 }
 
 // string is stringOf, shared with the message's other events.
 func (d decoder) string(v *fastjson.Value, k []byte) (string, error) {
-	if v.Type() == fastjson.TypeNull {
-		return "", nil
-	}
-	b, err := v.StringBytes()
-	if err != nil {
-		return "", fmt.Errorf("%s must be a string", k)
-	}
-	return d.strings.of(b), nil
+	b, err := stringBytesOf(v, k)
+	return d.strings.of(b), err
 }
 
 // time parses an RFC 3339 time, once per distinct one in the message.
 func (d decoder) time(v *fastjson.Value, k []byte) (time.Time, error) {
-	if v.Type() == fastjson.TypeNull {
-		return time.Time{}, nil
-	}
-	b, err := v.StringBytes()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s must be a string", k)
-	}
-	if len(b) == 0 {
-		return time.Time{}, nil
+	b, err := stringBytesOf(v, k)
+	if err != nil || len(b) == 0 {
+		return time.Time{}, err
 	}
 	if t, ok := d.times[string(b)]; ok {
 		return t, nil
