@@ -60,10 +60,47 @@ func (s *server) newToken(t testing.TB, name, role string, products ...string) s
 	return secret
 }
 
-// report has n devices (ids prefix-0 …) check in and report an install
-// outcome on their offer of product (failed where fails says so); devices
-// not offered it (outside the waves so far) report nothing.
+// report has n devices (ids prefix-0 …) check in and then report an
+// install outcome on their offer of product (failed where fails says so);
+// devices not offered it (outside the waves so far) report nothing. Every
+// device checks in before any reports: the gate judges events as they are
+// counted and may pause the rollout, which would otherwise leave whichever
+// devices happened to check in late without an offer.
 func (s *server) report(t testing.TB, prefix, product string, n int, attrs func(i int) map[string]string, fails func(i int) bool) {
+	t.Helper()
+	ctx := context.Background()
+	clients := make([]*client.Client, n)
+	offers := make([][]client.Offer, n)
+	parallel(t, n, func(i int) error {
+		id := fmt.Sprintf("%s-%03d", prefix, i)
+		clients[i], _ = client.New(s.url, s.DeviceCredential(id))
+		r, err := clients[i].CheckIn(ctx, client.CheckInRequest{DeviceID: id, Attributes: attrs(i),
+			Installed: []client.Installed{{Product: product, Version: []string{"1.0", "1.1", "1.2", "1.2"}[i%4]}}})
+		if err != nil {
+			return fmt.Errorf("device %s: %v", id, err)
+		}
+		offers[i] = r.Offers
+		return nil
+	})
+	parallel(t, n, func(i int) error {
+		if len(offers[i]) == 0 {
+			return nil
+		}
+		id := fmt.Sprintf("%s-%03d", prefix, i)
+		typ := "install_succeeded"
+		if fails(i) {
+			typ = "install_failed"
+		}
+		e := offers[i][0].Event(id+"-e", id, typ, time.Now().UTC())
+		e.Attributes = attrs(i) // cohort cells are the attributes events carry
+		_, err := clients[i].SendEvents(ctx, []client.DeviceEvent{e})
+		return err
+	})
+}
+
+// parallel runs f for 0 … n-1, eight at a time, and fails t with the
+// errors it returns.
+func parallel(t testing.TB, n int, f func(i int) error) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -72,25 +109,7 @@ func (s *server) report(t testing.TB, prefix, product string, n int, attrs func(
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			id := fmt.Sprintf("%s-%03d", prefix, i)
-			c, _ := client.New(s.url, s.DeviceCredential(id))
-			ctx := context.Background()
-			r, err := c.CheckIn(ctx, client.CheckInRequest{DeviceID: id, Attributes: attrs(i),
-				Installed: []client.Installed{{Product: product, Version: []string{"1.0", "1.1", "1.2", "1.2"}[i%4]}}})
-			if err != nil {
-				errs <- fmt.Errorf("device %s: %v", id, err)
-				return
-			}
-			if len(r.Offers) == 0 {
-				return
-			}
-			typ := "install_succeeded"
-			if fails(i) {
-				typ = "install_failed"
-			}
-			e := r.Offers[0].Event(id+"-e", id, typ, time.Now().UTC())
-			e.Attributes = attrs(i) // cohort cells are the attributes events carry
-			if _, err := c.SendEvents(ctx, []client.DeviceEvent{e}); err != nil {
+			if err := f(i); err != nil {
 				errs <- err
 			}
 		})
