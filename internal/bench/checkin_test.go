@@ -70,6 +70,12 @@ func TestRunEventsSmoke(t *testing.T) {
 			if rep.AggregateEvents != 500 || rep.AggregatedPerSecond <= 0 || rep.CountedToAccepted <= 0 || rep.AllocsPerEvent <= 0 {
 				t.Fatalf("aggregation: %+v", rep)
 			}
+			// At once, every accepted event is counted, and no faster than
+			// it was accepted (the count's clock runs on past the posts).
+			if e := rep.EndToEnd; e.Accepted == 0 || e.Counted == 0 || e.Counted > e.Accepted ||
+				e.CountedToAccepted <= 0 || e.CountedToAccepted > 1 || e.DrainSeconds < 0 {
+				t.Fatalf("end to end: %+v", e)
+			}
 			if rep.Engine != be.Name {
 				t.Fatalf("counted in %s, want %s", rep.Engine, be.Name)
 			}
