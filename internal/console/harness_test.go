@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/app"
 	"github.com/ringmaster/ringmaster/internal/apptest"
 	"github.com/ringmaster/ringmaster/internal/config"
+	"golang.org/x/sync/errgroup"
 )
 
 // server is a real Ringmaster on 127.0.0.1:0 (SQLite, embedded NATS).
@@ -99,24 +99,15 @@ func (s *server) report(t testing.TB, prefix, product string, n int, attrs func(
 }
 
 // parallel runs f for 0 … n-1, eight at a time, and fails t with the
-// errors it returns.
+// first error it returns.
 func parallel(t testing.TB, n int, f func(i int) error) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 8)
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := f(i); err != nil {
-				errs <- err
-			}
-		})
+		g.Go(func() error { return f(i) })
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
 }

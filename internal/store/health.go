@@ -118,10 +118,9 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		offerOf := map[string]outcome{}
 		for _, k := range order {
 			o := pending[k]
-			if od := o.dep.ID + "|" + o.e.DeviceID; counted[k] {
-				if _, ok := offerOf[od]; !ok {
-					offerOf[od] = o
-				}
+			od := o.dep.ID + "|" + o.e.DeviceID
+			if _, ok := offerOf[od]; counted[k] && !ok {
+				offerOf[od] = o
 			}
 		}
 		offers := make([]any, 0, 4*len(offerOf))
