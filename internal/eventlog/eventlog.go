@@ -134,7 +134,7 @@ func (l *Log) Close() {
 
 // approxEventBytes is an event's typical size in a message, to fetch
 // about a batch of events at a time.
-const approxEventBytes = 512
+const approxEventBytes = 256
 
 // Handler processes a batch; it returns nil only once the batch's effects
 // are durable (then the batch is acked).

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -13,9 +14,9 @@ import (
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
-// Messages carry a JSON array of events, up to maxMessageBytes (one event
-// larger than that goes alone). Consumers also read the single-event
-// object messages of earlier versions.
+// Messages carry events as telemetry.AppendLogged writes them, up to
+// maxMessageBytes (one event larger than that goes alone). Consumers also
+// read the JSON messages of earlier versions (telemetry.DecodeLogged).
 const maxMessageBytes = 128 << 10
 
 // maxInFlight bounds the groups published and not yet acknowledged.
@@ -131,9 +132,8 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 		if len(body) == 0 {
 			return nil
 		}
-		// The message keeps its data until acked: appending to a full
-		// slice copies body (without clearing it first), which is reused.
-		msg := &nats.Msg{Subject: subject, Data: append(body[:len(body):len(body)], ']')}
+		// The message keeps its data until acked; body is reused.
+		msg := &nats.Msg{Subject: subject, Data: bytes.Clone(body)}
 		for attempt := 0; ; attempt++ {
 			f, err := p.js.PublishMsgAsync(msg)
 			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && attempt < 500 {
@@ -156,9 +156,8 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 	for _, r := range group {
 		for i := range r.events {
 			mark := len(body)
-			body = append(body, ',')
-			body = telemetry.AppendJSON(body, &r.events[i])
-			if mark > 0 && len(body)+1 > maxMessageBytes {
+			body = telemetry.AppendLogged(body, &r.events[i])
+			if mark > 0 && len(body) > maxMessageBytes {
 				// Too large with this event: send the message without it, and
 				// start the next with it.
 				moved = append(moved[:0], body[mark:]...)
@@ -167,9 +166,6 @@ func (p *publisher) publish(group []*publishRequest) ([]jetstream.PubAckFuture, 
 					return acks, err
 				}
 				body = append(body, moved...)
-			}
-			if len(body) > 0 && body[0] == ',' {
-				body[0] = '['
 			}
 		}
 	}

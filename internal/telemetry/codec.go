@@ -2,121 +2,25 @@ package telemetry
 
 import (
 	"fmt"
-	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 )
 
-// AppendJSON appends e as the JSON object encoding/json makes of it (the
-// same fields, omitted when empty as its tags say, times in RFC 3339 with
-// nanoseconds), without reflection or allocating: the event log writes
-// every accepted event this way.
-func AppendJSON(dst []byte, e *Event) []byte {
-	dst = append(dst, `{"event_id":`...)
-	dst = appendString(dst, e.ID)
-	dst = append(dst, `,"device_id":`...)
-	dst = appendString(dst, e.DeviceID)
-	dst = append(dst, `,"update_id":`...)
-	dst = appendString(dst, e.UpdateID)
-	if e.DeploymentID != "" {
-		dst = append(dst, `,"deployment_id":`...)
-		dst = appendString(dst, e.DeploymentID)
-	}
-	dst = append(dst, `,"type":`...)
-	dst = appendString(dst, string(e.Type))
-	dst = append(dst, `,"time":`...)
-	dst = appendTime(dst, e.Time)
-	if e.ErrorCode != "" {
-		dst = append(dst, `,"error_code":`...)
-		dst = appendString(dst, e.ErrorCode)
-	}
-	if len(e.Attributes) > 0 {
-		dst = append(dst, `,"attributes":{`...)
-		first := true
-		for k, v := range e.Attributes {
-			if !first {
-				dst = append(dst, ',')
-			}
-			first = false
-			dst = appendString(dst, k)
-			dst = append(dst, ':')
-			dst = appendString(dst, v)
-		}
-		dst = append(dst, '}')
-	}
-	if e.OfferReceipt != "" {
-		dst = append(dst, `,"offer_receipt":`...)
-		dst = appendString(dst, e.OfferReceipt)
-	}
-	dst = append(dst, `,"received":`...)
-	dst = appendTime(dst, e.Received)
-	dst = append(dst, `,"wave":`...)
-	dst = strconv.AppendInt(dst, int64(e.Wave), 10)
-	dst = append(dst, `,"offered_at":`...)
-	dst = appendTime(dst, e.OfferedAt)
-	return append(dst, '}')
-}
-
-func appendTime(dst []byte, t time.Time) []byte {
-	dst = append(dst, '"')
-	dst = t.AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced by U+FFFD (as encoding/json
-// does; validated input has none).
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				dst = append(dst, s[start:i]...)
-				dst = append(dst, `\ufffd`...)
-				i++
-				start = i
-				continue
-			}
-			i += size
-			continue
-		}
-		if b >= 0x20 && b != '"' && b != '\\' {
-			i++
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch b {
-		case '"', '\\':
-			dst = append(dst, '\\', b)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-		}
-		i++
-		start = i
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
 var logParsers fastjson.ParserPool
 
-// DecodeLogged appends the events of an event log message to events: a JSON
-// array of events as AppendJSON (or encoding/json) writes them, or one
-// event object (messages of earlier versions).
+// DecodeLogged appends the events of an event log message to events:
+// records as AppendLogged writes them, or the JSON of earlier versions (an
+// array of events as encoding/json writes them, or one event object).
 func DecodeLogged(events []Event, data []byte) ([]Event, error) {
+	if len(data) == 0 {
+		return events, fmt.Errorf("an event log message must hold events")
+	}
+	if data[0] != '[' && data[0] != '{' {
+		// Earlier versions' JSON began so; a wire message begins with its
+		// first event's tag (0x0a).
+		return decodeWire(events, data)
+	}
 	p := logParsers.Get()
 	defer logParsers.Put(p)
 	v, err := p.ParseBytes(data)
