@@ -223,6 +223,14 @@ const OfferClockSkew = 10 * time.Minute
 // accepted entries are the events, in order.
 func (a *API) offered(events []telemetry.Event, results []telemetry.Result) (kept []telemetry.Event, notOffered int) {
 	kept = events[:0]
+	// A batch cites each offer once per event about it: each receipt is
+	// verified once.
+	type cited struct{ receipt, device, update string }
+	type verdict struct {
+		rc  access.Receipt
+		err error
+	}
+	verified := map[cited]verdict{}
 	i := 0
 	for _, e := range events {
 		for results[i].Status != "accepted" {
@@ -230,7 +238,13 @@ func (a *API) offered(events []telemetry.Event, results []telemetry.Result) (kep
 		}
 		res := &results[i]
 		i++
-		rc, err := a.cfg.Auth.Key.VerifyReceipt(e.OfferReceipt, e.DeviceID, e.UpdateID)
+		c := cited{e.OfferReceipt, e.DeviceID, e.UpdateID}
+		v, ok := verified[c]
+		if !ok {
+			v.rc, v.err = a.cfg.Auth.Key.VerifyReceipt(c.receipt, c.device, c.update)
+			verified[c] = v
+		}
+		rc, err := v.rc, v.err
 		switch {
 		case err != nil:
 		case e.DeploymentID != "" && e.DeploymentID != rc.DeploymentID:

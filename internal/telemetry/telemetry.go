@@ -162,7 +162,7 @@ func parseEvent(v *fastjson.Value, now time.Time, in interner) (Event, error) {
 	str := func(k string) string { return string(v.GetStringBytes(k)) }
 	shared := func(k string) string { return in.of(v.GetStringBytes(k)) }
 	e.ID, e.DeviceID, e.UpdateID, e.DeploymentID = str("event_id"), shared("device_id"), shared("update_id"), shared("deployment_id")
-	e.Type, e.ErrorCode, e.OfferReceipt = Type(shared("type")), shared("error_code"), str("offer_receipt")
+	e.Type, e.ErrorCode, e.OfferReceipt = Type(shared("type")), shared("error_code"), shared("offer_receipt")
 	switch {
 	case !validEventID(e.ID):
 		return e, fmt.Errorf("event_id must be 1-%d of A-Z a-z 0-9 . _ : -", MaxEventIDLen)
