@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -210,5 +211,39 @@ func TestSlowBatchIsNotRedelivered(t *testing.T) {
 			t.Fatalf("after its consumer stopped, %d of 5 events came back", n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestEarlierVersionsMessages: JSON messages that earlier versions stored
+// (an array of events, or one event) are still consumed after an upgrade,
+// alongside the records this version publishes.
+func TestEarlierVersionsMessages(t *testing.T) {
+	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	old := events(3, "json")
+	array, err := json.Marshal(old[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := json.Marshal(old[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range [][]byte{array, single} {
+		if _, err := l.js.Publish(context.Background(), subject, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Publish(context.Background(), events(2, "wire")); err != nil {
+		t.Fatal(err)
+	}
+	seen := consumeAll(t, l, 5)
+	for _, id := range []string{"json-0", "json-1", "json-2", "wire-0", "wire-1"} {
+		if seen[id] != 1 {
+			t.Errorf("event %s consumed %d times, want once (consumed: %v)", id, seen[id], seen)
+		}
 	}
 }
