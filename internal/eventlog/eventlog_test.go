@@ -23,6 +23,18 @@ func events(n int, prefix string) []telemetry.Event {
 	return out
 }
 
+// openEmbedded opens a log on an embedded server in a test directory,
+// closed when the test ends.
+func openEmbedded(t *testing.T) *Log {
+	t.Helper()
+	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
+}
+
 // consumeAll reads until n events were handled successfully, failing the
 // first batch once (it must come back), and returns how often each was.
 func consumeAll(t *testing.T, l *Log, n int) map[string]int {
@@ -63,11 +75,7 @@ func consumeAll(t *testing.T, l *Log, n int) map[string]int {
 // outcome), and nothing is delivered twice to a successful handler
 // otherwise.
 func TestEmbedded(t *testing.T) {
-	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openEmbedded(t)
 	evs := events(120, "e")
 	if err := l.Publish(context.Background(), evs); err != nil {
 		t.Fatal(err)
@@ -94,11 +102,7 @@ func btoi(b bool) int {
 // fewer messages than calls, and each call returns once its own events are
 // stored; a batch larger than a message is split.
 func TestGroupCommit(t *testing.T) {
-	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openEmbedded(t)
 	const callers, calls = 32, 50
 	var wg sync.WaitGroup
 	for c := range callers {
@@ -163,11 +167,7 @@ func TestExternal(t *testing.T) {
 // (another replica) is not handed it meanwhile; once its consumer stops
 // without acking, it comes back within an ack wait.
 func TestSlowBatchIsNotRedelivered(t *testing.T) {
-	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openEmbedded(t)
 	if err := l.Publish(context.Background(), events(5, "slow")); err != nil {
 		t.Fatal(err)
 	}
@@ -218,11 +218,7 @@ func TestSlowBatchIsNotRedelivered(t *testing.T) {
 // (an array of events, or one event) are still consumed after an upgrade,
 // alongside the records this version publishes.
 func TestEarlierVersionsMessages(t *testing.T) {
-	l, err := Open(context.Background(), Config{Dir: t.TempDir(), SyncInterval: time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openEmbedded(t)
 	old := events(3, "json")
 	array, err := json.Marshal(old[:2])
 	if err != nil {

@@ -137,187 +137,182 @@ func decodeWire(events []Event, data []byte) ([]Event, error) {
 	// The events of a message came in together: ids, types, attributes
 	// repeat across them and are copied once per message.
 	shared := interner{}
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return events, wireError("message", protowire.ParseError(n))
-		}
-		data = data[n:]
-		if num != fieldEvent {
-			if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
-				return events, wireError("message", protowire.ParseError(n))
-			}
-			data = data[n:]
+	r := wireReader{data: data, what: "message"}
+	for r.next() {
+		if r.num != fieldEvent {
+			r.skip()
 			continue
 		}
-		if typ != protowire.BytesType {
-			return events, fmt.Errorf("a logged event must be a message")
+		rec := r.bytes()
+		if r.err != nil {
+			break
 		}
-		rec, n := protowire.ConsumeBytes(data)
-		if n < 0 {
-			return events, wireError("event", protowire.ParseError(n))
-		}
-		data = data[n:]
 		e, err := decodeEvent(rec, shared)
 		if err != nil {
 			return events, err
 		}
 		events = append(events, e)
 	}
-	return events, nil
+	return events, r.err
 }
 
 func decodeEvent(data []byte, shared interner) (Event, error) {
 	var e Event
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return e, wireError("event", protowire.ParseError(n))
-		}
-		data = data[n:]
-		var err error
-		switch num {
-		case fieldID, fieldDevice, fieldUpdate, fieldDeployment, fieldType, fieldErrorCode, fieldReceipt:
-			var b []byte
-			if b, n, err = wireBytes(data, typ, num); err != nil {
-				return e, err
-			}
-			switch num {
-			case fieldID:
-				e.ID = string(b)
-			case fieldDevice:
-				e.DeviceID = shared.of(b)
-			case fieldUpdate:
-				e.UpdateID = shared.of(b)
-			case fieldDeployment:
-				e.DeploymentID = shared.of(b)
-			case fieldType:
-				e.Type = Type(shared.of(b))
-			case fieldErrorCode:
-				e.ErrorCode = shared.of(b)
-			case fieldReceipt:
-				e.OfferReceipt = string(b)
-			}
-		case fieldTime, fieldReceived, fieldOfferedAt:
-			var b []byte
-			if b, n, err = wireBytes(data, typ, num); err != nil {
-				return e, err
-			}
-			var t time.Time
-			if t, err = decodeTimestamp(b); err != nil {
-				return e, err
-			}
-			switch num {
-			case fieldTime:
-				e.Time = t
-			case fieldReceived:
-				e.Received = t
-			case fieldOfferedAt:
-				e.OfferedAt = t
-			}
+	r := wireReader{data: data, what: "event"}
+	for r.next() {
+		switch r.num {
+		case fieldID:
+			e.ID = string(r.bytes())
+		case fieldDevice:
+			e.DeviceID = shared.of(r.bytes())
+		case fieldUpdate:
+			e.UpdateID = shared.of(r.bytes())
+		case fieldDeployment:
+			e.DeploymentID = shared.of(r.bytes())
+		case fieldType:
+			e.Type = Type(shared.of(r.bytes()))
+		case fieldErrorCode:
+			e.ErrorCode = shared.of(r.bytes())
+		case fieldReceipt:
+			e.OfferReceipt = string(r.bytes())
+		case fieldTime:
+			e.Time = r.timestamp()
+		case fieldReceived:
+			e.Received = r.timestamp()
+		case fieldOfferedAt:
+			e.OfferedAt = r.timestamp()
+		case fieldWave:
+			e.Wave = int(int64(r.varint()))
 		case fieldAttribute:
-			var b []byte
-			if b, n, err = wireBytes(data, typ, num); err != nil {
-				return e, err
-			}
 			if e.Attributes == nil {
 				e.Attributes = map[string]string{}
 			}
-			if err = decodeAttribute(b, e.Attributes, shared); err != nil {
-				return e, err
-			}
-		case fieldWave:
-			if typ != protowire.VarintType {
-				return e, fmt.Errorf("logged field %d must be a varint", num)
-			}
-			var v uint64
-			if v, n = protowire.ConsumeVarint(data); n < 0 {
-				return e, wireError("wave", protowire.ParseError(n))
-			}
-			e.Wave = int(int64(v))
+			r.attribute(e.Attributes, shared)
 		default:
-			if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
-				return e, wireError("event", protowire.ParseError(n))
-			}
+			r.skip()
 		}
-		data = data[n:]
 	}
-	return e, nil
+	return e, r.err
 }
 
-// wireBytes consumes a length-delimited field's value.
-func wireBytes(data []byte, typ protowire.Type, num protowire.Number) ([]byte, int, error) {
-	if typ != protowire.BytesType {
-		return nil, 0, fmt.Errorf("logged field %d must be length-delimited", num)
+// wireReader reads a message's fields one at a time: next moves to the
+// next field, and one of the value methods reads (or skip skips) its
+// value. After the first error every method does nothing, next reports
+// false, and err says what was wrong.
+type wireReader struct {
+	data []byte
+	what string // names the message in errors
+	num  protowire.Number
+	typ  protowire.Type
+	err  error
+}
+
+func (r *wireReader) next() bool {
+	if r.err != nil || len(r.data) == 0 {
+		return false
 	}
-	b, n := protowire.ConsumeBytes(data)
+	num, typ, n := protowire.ConsumeTag(r.data)
 	if n < 0 {
-		return nil, 0, wireError(fmt.Sprintf("field %d", num), protowire.ParseError(n))
+		r.fail(wireError(r.what, protowire.ParseError(n)))
+		return false
 	}
-	return b, n, nil
+	r.data, r.num, r.typ = r.data[n:], num, typ
+	return true
 }
 
-func decodeAttribute(data []byte, into map[string]string, shared interner) error {
-	var k, v []byte
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return wireError("attribute", protowire.ParseError(n))
-		}
-		data = data[n:]
-		var err error
-		switch num {
-		case fieldKey:
-			k, n, err = wireBytes(data, typ, num)
-		case fieldValue:
-			v, n, err = wireBytes(data, typ, num)
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
-				err = wireError("attribute", protowire.ParseError(n))
-			}
-		}
-		if err != nil {
-			return err
-		}
-		data = data[n:]
+func (r *wireReader) fail(err error) {
+	if r.err == nil {
+		r.err, r.data = err, nil
 	}
-	into[shared.of(k)] = shared.of(v)
-	return nil
 }
 
-func decodeTimestamp(data []byte) (time.Time, error) {
+// consumed advances past a value n bytes long (n < 0: malformed).
+func (r *wireReader) consumed(n int) {
+	if n < 0 {
+		r.fail(wireError(fmt.Sprintf("%s's field %d", r.what, r.num), protowire.ParseError(n)))
+		return
+	}
+	r.data = r.data[n:]
+}
+
+func (r *wireReader) skip() {
+	if r.err == nil {
+		r.consumed(protowire.ConsumeFieldValue(r.num, r.typ, r.data))
+	}
+}
+
+func (r *wireReader) bytes() []byte {
+	if r.err != nil {
+		return nil
+	}
+	if r.typ != protowire.BytesType {
+		r.fail(fmt.Errorf("a logged %s's field %d must be length-delimited", r.what, r.num))
+		return nil
+	}
+	b, n := protowire.ConsumeBytes(r.data)
+	r.consumed(n)
+	return b
+}
+
+func (r *wireReader) varint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if r.typ != protowire.VarintType {
+		r.fail(fmt.Errorf("a logged %s's field %d must be a varint", r.what, r.num))
+		return 0
+	}
+	v, n := protowire.ConsumeVarint(r.data)
+	r.consumed(n)
+	return v
+}
+
+// timestamp reads a Timestamp field.
+func (r *wireReader) timestamp() time.Time {
+	ts := wireReader{data: r.bytes(), what: "timestamp"}
 	var sec, nsec int64
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return time.Time{}, wireError("timestamp", protowire.ParseError(n))
-		}
-		data = data[n:]
-		if num != fieldSeconds && num != fieldNanos {
-			if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
-				return time.Time{}, wireError("timestamp", protowire.ParseError(n))
-			}
-			data = data[n:]
-			continue
-		}
-		if typ != protowire.VarintType {
-			return time.Time{}, fmt.Errorf("a logged timestamp's field %d must be a varint", num)
-		}
-		v, n := protowire.ConsumeVarint(data)
-		if n < 0 {
-			return time.Time{}, wireError("timestamp", protowire.ParseError(n))
-		}
-		data = data[n:]
-		if num == fieldSeconds {
-			sec = int64(v)
-		} else {
-			nsec = int64(int32(v))
+	for ts.next() {
+		switch ts.num {
+		case fieldSeconds:
+			sec = int64(ts.varint())
+		case fieldNanos:
+			nsec = int64(int32(ts.varint()))
+		default:
+			ts.skip()
 		}
 	}
-	if nsec < 0 || nsec >= int64(time.Second) {
-		return time.Time{}, fmt.Errorf("a logged timestamp's nanos must be 0-999999999")
+	switch {
+	case ts.err != nil:
+		r.fail(ts.err)
+	case nsec < 0 || nsec >= int64(time.Second):
+		r.fail(fmt.Errorf("a logged timestamp's nanos must be 0-999999999"))
+	case r.err == nil:
+		return time.Unix(sec, nsec).UTC()
 	}
-	return time.Unix(sec, nsec).UTC(), nil
+	return time.Time{}
+}
+
+// attribute reads a map entry field into into.
+func (r *wireReader) attribute(into map[string]string, shared interner) {
+	a := wireReader{data: r.bytes(), what: "attribute"}
+	var k, v []byte
+	for a.next() {
+		switch a.num {
+		case fieldKey:
+			k = a.bytes()
+		case fieldValue:
+			v = a.bytes()
+		default:
+			a.skip()
+		}
+	}
+	if a.err != nil {
+		r.fail(a.err)
+		return
+	}
+	if r.err == nil {
+		into[shared.of(k)] = shared.of(v)
+	}
 }
 
 func wireError(what string, err error) error {
