@@ -6,7 +6,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/eventlog"
@@ -29,7 +28,8 @@ type Aggregator struct {
 	Logger     *slog.Logger
 	Failpoints failpoint.Set
 
-	processed, counted, repeats, duplicates, unattributed atomic.Int64
+	mu    sync.Mutex
+	stats Stats // since start, a batch at a time: the outcomes add up to Processed
 }
 
 // durable is the aggregator's consumer of the event log.
@@ -79,11 +79,13 @@ func (a *Aggregator) consume(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a.processed.Add(int64(len(events)))
-		a.counted.Add(int64(t.Counted))
-		a.repeats.Add(int64(t.Repeats))
-		a.duplicates.Add(int64(t.Duplicates))
-		a.unattributed.Add(int64(t.Unattributed))
+		a.mu.Lock()
+		a.stats.Processed += int64(len(events))
+		a.stats.Counted += int64(t.Counted)
+		a.stats.Repeats += int64(t.Repeats)
+		a.stats.Duplicates += int64(t.Duplicates)
+		a.stats.Unattributed += int64(t.Unattributed)
+		a.mu.Unlock()
 		return a.Failpoints.Reach(ctx, "aggregate-committed")
 	})
 }
@@ -94,8 +96,10 @@ type Stats struct {
 	Processed, Counted, Repeats, Duplicates, Unattributed int64
 }
 
-// Stats returns what the aggregator did since start.
+// Stats returns what the aggregator did since start, as of one moment
+// between batches (what became of the processed events adds up to them).
 func (a *Aggregator) Stats() Stats {
-	return Stats{Processed: a.processed.Load(), Counted: a.counted.Load(), Repeats: a.repeats.Load(),
-		Duplicates: a.duplicates.Load(), Unattributed: a.unattributed.Load()}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stats
 }

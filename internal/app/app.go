@@ -202,21 +202,6 @@ func (a *App) routes() (http.Handler, error) {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ringmaster_registry_dropped_total", Help: "Device sightings dropped because the write buffer was full.",
 	}, func() float64 { return float64(a.Recorder.Dropped()) }))
-	for _, c := range []struct {
-		result string
-		n      func(aggregate.Stats) int64
-	}{
-		{"processed", func(s aggregate.Stats) int64 { return s.Processed }},
-		{"counted", func(s aggregate.Stats) int64 { return s.Counted }},
-		{"repeat", func(s aggregate.Stats) int64 { return s.Repeats }},
-		{"duplicate", func(s aggregate.Stats) int64 { return s.Duplicates }},
-		{"unattributed", func(s aggregate.Stats) int64 { return s.Unattributed }},
-	} {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ringmaster_aggregated_events_total", ConstLabels: prometheus.Labels{"result": c.result},
-			Help: "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, repeating an outcome already counted (a device reporting again, a redelivered batch), repeating an event id in the same batch, or citing no known deployment.",
-		}, func() float64 { return float64(c.n(a.Aggregator.Stats())) }))
-	}
 	reg.MustRegister(newRolloutCollector(a))
 	publishes := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ringmaster_publishes_total", Help: "Updates published.",

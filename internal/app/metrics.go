@@ -22,8 +22,8 @@ const scrapeTimeout = 5 * time.Second
 type rolloutCollector struct {
 	a *App
 
-	info, wave, percent, offered, reported, verdict      *prometheus.Desc
-	backlog, jobs, webhookFailures, tufExpiry, scrapeErr *prometheus.Desc
+	info, wave, percent, offered, reported, verdict                  *prometheus.Desc
+	backlog, aggregated, jobs, webhookFailures, tufExpiry, scrapeErr *prometheus.Desc
 }
 
 func newRolloutCollector(a *App) *rolloutCollector {
@@ -37,7 +37,9 @@ func newRolloutCollector(a *App) *rolloutCollector {
 		reported: prometheus.NewDesc("ringmaster_deployment_devices_reported", "Devices that reported each outcome of the deployment (counted once per device).", []string{"deployment", "outcome"}, nil),
 		verdict: prometheus.NewDesc("ringmaster_deployment_gate_verdict", "1 for the health gate's last verdict on the deployment's current wave (healthy, inconclusive or regressed), from the replica that runs the controller.",
 			[]string{"deployment", "verdict"}, nil),
-		backlog:         prometheus.NewDesc("ringmaster_aggregator_backlog_messages", "Event log messages (each of many events) the health aggregator has not yet counted.", nil, nil),
+		backlog: prometheus.NewDesc("ringmaster_aggregator_backlog_messages", "Event log messages (each of many events) the health aggregator has not yet counted.", nil, nil),
+		aggregated: prometheus.NewDesc("ringmaster_aggregated_events_total", "Device events the health aggregator took from the stream since start: processed, and of those, counted as new device outcomes, repeating an outcome already counted (a device reporting again, a redelivered batch), repeating an event id in the same batch, or citing no known deployment.",
+			[]string{"result"}, nil),
 		jobs:            prometheus.NewDesc("ringmaster_jobs", "Jobs in the durable job queue, by state.", []string{"state"}, nil),
 		webhookFailures: prometheus.NewDesc("ringmaster_webhook_delivery_failures_total", "Failed alert webhook delivery attempts since start (each is retried with backoff).", []string{"webhook"}, nil),
 		tufExpiry:       prometheus.NewDesc("ringmaster_tuf_metadata_expiry_timestamp_seconds", "When each role's newest signed TUF metadata expires (Unix time).", []string{"role"}, nil),
@@ -46,7 +48,7 @@ func newRolloutCollector(a *App) *rolloutCollector {
 }
 
 func (c *rolloutCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.wave, c.percent, c.offered, c.reported, c.verdict, c.backlog, c.jobs, c.webhookFailures, c.tufExpiry, c.scrapeErr} {
+	for _, d := range []*prometheus.Desc{c.info, c.wave, c.percent, c.offered, c.reported, c.verdict, c.backlog, c.aggregated, c.jobs, c.webhookFailures, c.tufExpiry, c.scrapeErr} {
 		ch <- d
 	}
 }
@@ -65,6 +67,13 @@ func (c *rolloutCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.backlog, float64(n))
 	} else {
 		failed["aggregator"] = 1
+	}
+	// One snapshot, so that what became of the processed events adds up
+	// to them in every scrape.
+	st := c.a.Aggregator.Stats()
+	for result, n := range map[string]int64{"processed": st.Processed, "counted": st.Counted, "repeat": st.Repeats,
+		"duplicate": st.Duplicates, "unattributed": st.Unattributed} {
+		ch <- prometheus.MustNewConstMetric(c.aggregated, prometheus.CounterValue, float64(n), result)
 	}
 	if counts, err := c.a.Store.JobCounts(ctx); err == nil {
 		for state, n := range counts {
