@@ -9,8 +9,12 @@ import (
 const checkpointInterval = 250 * time.Millisecond
 
 // writerCheckpointPages is the writer's own autocheckpoint threshold
-// (pages of write-ahead log, 40 MB).
-const writerCheckpointPages = 10_000
+// (pages of write-ahead log, 160 MB: the most the log's file grows to, but
+// for one transaction). A catching-up aggregator's transaction writes tens
+// of megabytes of log: at 40 MB nearly every one ended in the writer's own
+// checkpoint, whose fsyncs held the store's only connection for a sixth of
+// the aggregator's time.
+var writerCheckpointPages = 40_000 // a variable only for tests, which lower it
 
 // checkpointer copies SQLite's write-ahead log into the database file from
 // a connection of its own. With only the writer checkpointing (SQLite's

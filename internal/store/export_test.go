@@ -37,3 +37,11 @@ func (s *Store) Exec(ctx context.Context, query string) error {
 	_, err := s.db.ExecContext(ctx, query)
 	return err
 }
+
+// SetWriterCheckpointPages sets the writer's checkpoint threshold of the
+// SQLite stores opened until restore is called.
+func SetWriterCheckpointPages(pages int) (restore func()) {
+	was := writerCheckpointPages
+	writerCheckpointPages = pages
+	return func() { writerCheckpointPages = was }
+}
