@@ -74,6 +74,9 @@ type CheckinConfig struct {
 	// Progress, when set, hears what the benchmark is doing (seeding, each
 	// phase) for a person watching; results never go through it.
 	Progress func(msg string) `json:"-"`
+	// once ends a phase early when every body has been sent once (a
+	// phase of fresh events sends none twice).
+	once bool
 }
 
 func (c CheckinConfig) say(format string, args ...any) {
@@ -302,7 +305,7 @@ func drive(ctx context.Context, c *http.Client, urls []string, bodies []request,
 		wg.Go(func() {
 			mine := make([]time.Duration, 0, 1<<16)
 			buf := make([]byte, 32<<10)
-			for i := w; ctx.Err() == nil; i += cfg.Concurrency {
+			for i := w; ctx.Err() == nil && (!cfg.once || i < len(bodies)); i += cfg.Concurrency {
 				body := bodies[i%len(bodies)]
 				req := body.newRequest(ctx, urls[i%len(urls)])
 				t0 := time.Now()

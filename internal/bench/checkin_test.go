@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -84,5 +85,28 @@ func TestRunEventsSmoke(t *testing.T) {
 				t.Fatalf("lag series: %+v", rep.Lag)
 			}
 		})
+	}
+}
+
+// TestDriveOnce: a phase of fresh bodies sends each exactly once and ends
+// when they run out, well before the minute it was to last.
+func TestDriveOnce(t *testing.T) {
+	url, stop, err := startBaseline(baselineBody(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	bodies := make([]request, 7)
+	for i := range bodies {
+		bodies[i] = request{body: []byte(`{"events":[]}`)}
+	}
+	cfg := CheckinConfig{Concurrency: 3, Duration: time.Minute, once: true}
+	var r Result
+	if err := drive(context.Background(), &http.Client{}, []string{url + "/v1/device/events"}, bodies, cfg, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != int64(len(bodies)) || r.Errors != 0 {
+		// Without once it would cycle through them for the whole minute.
+		t.Fatalf("sent %d requests (%d errors), want each of %d bodies once", r.Requests, r.Errors, len(bodies))
 	}
 }

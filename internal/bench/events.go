@@ -37,8 +37,9 @@ type EventsReport struct {
 	AggregatedPerSecond float64 `json:"aggregated_per_second"`
 	AggregateEvents     int     `json:"aggregate_events"`
 	// CountedToAccepted is AggregatedPerSecond over EventsPerSecond, each
-	// measured alone: below 1, a sustained burst at the accepted rate
-	// outruns the counting. EndToEnd.CountedToAccepted is the same with
+	// from its own phase (events accepted while the aggregator counts what
+	// arrives; counted from the log with nothing posted): below 1, a
+	// sustained burst at the accepted rate outruns the counting. EndToEnd.CountedToAccepted is the same with
 	// both running at once, sharing the machine as they do in service.
 	CountedToAccepted float64 `json:"counted_to_accepted"`
 	// AllocsPerEvent is the accept phase's allocations per event (whole
@@ -60,9 +61,11 @@ type EventsReport struct {
 // EndToEnd is a phase of events accepted over HTTP, through the event
 // log, counted in the database, with both running at once.
 type EndToEnd struct {
-	// Accepted events, and their rate while they were being posted.
+	// Accepted events, and their rate while they were being posted (for
+	// the phase's duration, or less if every fresh batch was sent).
 	Accepted          int64   `json:"accepted"`
 	AcceptedPerSecond float64 `json:"accepted_per_second"`
+	PostedSeconds     float64 `json:"posted_seconds"`
 	// Counted is how many of them were new device outcomes (the rest
 	// repeat an outcome already counted: a batch is one device's, so its
 	// events often repeat a deployment and outcome).
@@ -227,8 +230,9 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	if err := waitIdle(ctx, processed); err != nil {
 		return nil, err
 	}
-	// Enough batches that none is sent twice (half again the accepted
-	// rate's worth).
+	// Half again the accepted rate's worth of batches, none sent twice:
+	// should posting outpace the earlier phase by more, it ends when they
+	// run out.
 	fresh := make([]request, max(len(bodies), int(1.5*rep.Ringmaster.PerSecond*cfg.Duration.Seconds())))
 	for i := range fresh {
 		fresh[i] = newBatch()
@@ -237,11 +241,14 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	p0 = processed()
 	c0 := a.Aggregator.Stats().Counted
 	var e2e Result
+	once := cfg.CheckinConfig
+	once.once = true
 	start = time.Now()
-	if err := drive(ctx, client, []string{url + "/v1/device/events"}, fresh, cfg.CheckinConfig, &e2e); err != nil {
+	if err := drive(ctx, client, []string{url + "/v1/device/events"}, fresh, once, &e2e); err != nil {
 		return nil, err
 	}
 	posted := time.Since(start)
+	rep.EndToEnd.PostedSeconds = posted.Seconds()
 	rep.EndToEnd.Accepted = e2e.Requests * int64(cfg.BatchSize)
 	for processed()-p0 < rep.EndToEnd.Accepted {
 		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {

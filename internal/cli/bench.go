@@ -196,11 +196,11 @@ stored and counts nothing.`,
 			fmt.Fprintf(g.stdout, "ratio (ringmaster / baseline throughput): %.2f\n", rep.Ratio)
 			fmt.Fprintf(g.stdout, "aggregated end to end (publish -> counted in the database, %s): %.0f events/s over %d events\n",
 				rep.Engine, rep.AggregatedPerSecond, rep.AggregateEvents)
-			fmt.Fprintf(g.stdout, "counted from the log alone / accepted alone: %.2f\n", rep.CountedToAccepted)
+			fmt.Fprintf(g.stdout, "counted from the log alone / accepted (counting meanwhile): %.2f\n", rep.CountedToAccepted)
 			fmt.Fprintf(g.stdout, "aggregator backlog (published - counted) over time: %s\n", lagLine(rep.Lag))
 			e := rep.EndToEnd
-			fmt.Fprintf(g.stdout, "end to end (HTTP -> event log -> counted in the database, at once, %s): %.0f events/s; %d accepted at %.0f/s (%d new outcomes), the last counted %.1fs after posting stopped\n",
-				rep.Engine, e.PerSecond, e.Accepted, e.AcceptedPerSecond, e.Counted, e.DrainSeconds)
+			fmt.Fprintf(g.stdout, "end to end (HTTP -> event log -> counted in the database, at once, %s): %.0f events/s; %d accepted at %.0f/s over %.1fs (%d new outcomes), the last counted %.1fs after posting stopped\n",
+				rep.Engine, e.PerSecond, e.Accepted, e.AcceptedPerSecond, e.PostedSeconds, e.Counted, e.DrainSeconds)
 			fmt.Fprintf(g.stdout, "counted / accepted, at once: %.2f\n", e.CountedToAccepted)
 			fmt.Fprintf(g.stdout, "allocations per event accepted: %.1f (baseline %.1f)\n", rep.AllocsPerEvent, rep.BaselineAllocsPerEvent)
 			return nil
