@@ -157,9 +157,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err 
 	// A batch in progress is kept from redelivery while it is counted
 	// (eventlog.Consume); a crashed aggregator's batch comes back after
 	// the ack wait. A fetch takes up to about 40,000 events (Batch times
-	// the log's size estimate): an aggregator catching up writes each
-	// index page once for more of its outcomes, and counts an event in
-	// about 15% less time than at half that (BenchmarkRecordEvents).
+	// the log's size estimate): in an aggregator's larger transactions
+	// while it catches up, more outcomes share each index page written,
+	// and an event is counted in about 15% less time than at half that
+	// (BenchmarkRecordEvents).
 	a.Aggregator = &aggregate.Aggregator{Log: a.Events, Store: a.Store, Batch: 32000, Workers: aggregatorWorkers(a.Store.Dialect()), AckWait: 15 * time.Second,
 		Cohort: store.Cohort{Attributes: cfg.CohortAttributes, MaxValues: cfg.CohortMaxValues},
 		Logger: log.With("component", "health"), Failpoints: a.failpoints()}
