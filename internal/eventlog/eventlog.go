@@ -206,6 +206,10 @@ func (l *Log) fetch(ctx context.Context, cons jetstream.Consumer, durable string
 	// saying they are in progress: well under a third of ackWait, then
 	// waitTurn's first third, and they are still ours.
 	wait := min(100*time.Millisecond, ackWait/3)
+	// Each batch's slice is made the size of the last: appending tens of
+	// thousands of events one at a time would copy the batch over and
+	// over as it grew.
+	size := 0
 	for ctx.Err() == nil {
 		msgs, err := cons.Fetch(batch, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(wait))
 		if err != nil {
@@ -215,7 +219,7 @@ func (l *Log) fetch(ctx context.Context, cons jetstream.Consumer, durable string
 			}
 			continue
 		}
-		var f fetched
+		f := fetched{events: make([]telemetry.Event, 0, size)}
 		for m := range msgs.Messages() {
 			var err error
 			if f.events, err = telemetry.DecodeLogged(f.events, m.Data()); err != nil {
@@ -228,6 +232,7 @@ func (l *Log) fetch(ctx context.Context, cons jetstream.Consumer, durable string
 		if len(f.events) == 0 {
 			continue
 		}
+		size = len(f.events)
 		if !waitTurn(ctx, next, f, ackWait) {
 			nakAll(f.msgs) // back to whoever consumes next
 			return
