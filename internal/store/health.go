@@ -54,14 +54,17 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		// 2. Device outcomes never counted before.
 		deps := map[string]*rollout.Deployment{}
 		type outcome struct {
+			key  string // deployment|device|outcome, as the insert returns it
 			e    *telemetry.Event
 			dep  *rollout.Deployment
 			wave int
 			risk float64 // predicted risk, in risk-ordered deployments
 		}
 		models := map[string]*risk.Model{}
-		pending := map[string]outcome{}
-		var order []string // pending keys in event order: cohort values are admitted first come, first served
+		// The batch's outcomes in event order (cohort values are admitted
+		// first come, first served), each once.
+		pending := make([]outcome, 0, len(events))
+		isPending := make(map[string]bool, len(events))
 		for i := range events {
 			e := &events[i]
 			if seen[e.ID] {
@@ -81,7 +84,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			}
 			// '|' appears in none of these (validated character sets).
 			k := d.ID + "|" + e.DeviceID + "|" + string(e.Type)
-			if _, dup := pending[k]; dup {
+			if isPending[k] {
 				t.Repeats++
 				continue
 			}
@@ -90,20 +93,24 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				return err
 			}
 			// The wave the server offered it in, as its signed receipt says.
-			o := outcome{e: e, dep: d, wave: e.Wave}
+			o := outcome{key: k, e: e, dep: d, wave: e.Wave}
 			if m != nil {
 				o.risk = m.Score(e.Attributes)
 			}
-			pending[k] = o
-			order = append(order, k)
+			isPending[k] = true
+			pending = append(pending, o)
 		}
 		// Rows go in key order, as every aggregator writes them: concurrent
 		// batches that share outcomes (aggregators on PostgreSQL, each
 		// replica's and each worker's) then wait for one another rather
 		// than deadlock.
-		rows := make([]any, 0, 5*len(order))
-		for _, k := range slices.Sorted(maps.Keys(pending)) {
-			o := pending[k]
+		sorted := make([]*outcome, len(pending))
+		for i := range pending {
+			sorted[i] = &pending[i]
+		}
+		slices.SortFunc(sorted, func(a, b *outcome) int { return strings.Compare(a.key, b.key) })
+		rows := make([]any, 0, 5*len(sorted))
+		for _, o := range sorted {
 			rows = append(rows, o.dep.ID, o.e.DeviceID, o.e.Type, o.wave, o.e.Time.UTC())
 		}
 		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
@@ -116,10 +123,9 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		// check-in's batch was written comes back then. (An outcome counted
 		// before had its offer recorded then.)
 		offerOf := map[string]outcome{}
-		for _, k := range order {
-			o := pending[k]
+		for _, o := range pending {
 			od := o.dep.ID + "|" + o.e.DeviceID
-			if _, ok := offerOf[od]; counted[k] && !ok {
+			if _, ok := offerOf[od]; counted[o.key] && !ok {
 				offerOf[od] = o
 			}
 		}
@@ -152,9 +158,8 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		}
 		hours := map[hourKey]health.Installs{}
 		admitted := map[string]map[string]bool{}
-		for _, k := range order {
-			o := pending[k]
-			if !counted[k] {
+		for _, o := range pending {
+			if !counted[o.key] {
 				t.Repeats++
 				continue
 			}
