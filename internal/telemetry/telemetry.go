@@ -123,8 +123,9 @@ func ParseBatch(body []byte, now time.Time) ([]Event, []Result, error) {
 	results := make([]Result, len(items))
 	seen := make(map[string]bool, len(items))
 	in := interner{}
+	var last lastAttributes
 	for i, it := range items {
-		e, err := parseEvent(it, now, in)
+		e, err := parseEvent(it, now, in, &last)
 		results[i] = Result{Index: i, EventID: e.ID, Status: "accepted"}
 		if err == nil && seen[e.ID] {
 			err = fmt.Errorf("event_id %q appears twice in the batch", e.ID)
@@ -154,7 +155,32 @@ func (in interner) of(b []byte) string {
 	return s
 }
 
-func parseEvent(v *fastjson.Value, now time.Time, in interner) (Event, error) {
+// lastAttributes is the last attributes object a batch's parse built a
+// map for: its keys and values in the order sent, and the map.
+type lastAttributes struct {
+	kv []string // key, value, key, value...
+	m  map[string]string
+}
+
+// sameAs says whether o holds the same keys and values in the same order
+// (and so, duplicates and all, makes the same map).
+func (l *lastAttributes) sameAs(o *fastjson.Object) bool {
+	if l.m == nil || 2*o.Len() != len(l.kv) {
+		return false
+	}
+	i, same := 0, true
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		b, err := v.StringBytes()
+		same = same && err == nil && l.kv[i] == string(k) && l.kv[i+1] == string(b)
+		i += 2
+	})
+	return same
+}
+
+// parseEvent reads one event. Events of a batch share one attributes map
+// when they send the same attributes (a batch is one device's): last is
+// the batch's last map, and the maps are not to be changed.
+func parseEvent(v *fastjson.Value, now time.Time, in interner, last *lastAttributes) (Event, error) {
 	var e Event
 	if v.Type() != fastjson.TypeObject {
 		return e, fmt.Errorf("an event must be an object")
@@ -193,7 +219,13 @@ func parseEvent(v *fastjson.Value, now time.Time, in interner) (Event, error) {
 		if err != nil || o.Len() > MaxAttributes {
 			return e, fmt.Errorf("attributes must be an object of at most %d string values", MaxAttributes)
 		}
+		if last.sameAs(o) {
+			e.Attributes = last.m
+			return e, nil
+		}
 		e.Attributes = make(map[string]string, o.Len())
+		kv := last.kv[:0]
+		last.m = nil // kv is rewritten: no match until it is whole again
 		o.Visit(func(k []byte, val *fastjson.Value) {
 			if err != nil {
 				return
@@ -203,11 +235,14 @@ func parseEvent(v *fastjson.Value, now time.Time, in interner) (Event, error) {
 				err = fmt.Errorf("attribute %q must be a string of at most 256 bytes", clip(string(k)))
 				return
 			}
-			e.Attributes[in.of(k)] = in.of(b)
+			ks, vs := in.of(k), in.of(b)
+			e.Attributes[ks] = vs
+			kv = append(kv, ks, vs)
 		})
 		if err != nil {
 			return e, err
 		}
+		last.kv, last.m = kv, e.Attributes
 	}
 	return e, nil
 }

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +65,60 @@ func TestParseBatch(t *testing.T) {
 	}
 	if _, _, err := ParseBatch([]byte(`{"events":["`+strings.Repeat("x", MaxBatchBytes)+`"]}`), now); !fault.Is(err, fault.TooLarge) {
 		t.Errorf("oversized batch: %v", err)
+	}
+}
+
+// TestParseBatchAttributes: events of a batch with the same attributes
+// share one map, and every event reads exactly what it sent, whatever came
+// before it.
+func TestParseBatchAttributes(t *testing.T) {
+	attrs := []string{
+		`{"oem":"contoso","arch":"x64"}`,
+		`{"oem":"contoso","arch":"x64"}`,
+		`{"arch":"x64","oem":"contoso"}`,
+		`{"oem":"contoso","arch":"arm64"}`,
+		`{"oem":"contoso","arch":"x64"}`,
+		`{"oem":"fabrikam","arch":5}`, // rejected after a key that differs
+		`{"oem":"fabrikam","arch":"x64"}`,
+		`{"oem":"contoso","oem":"contoso"}`, // a duplicate key: one attribute
+		`{"oem":"contoso","arch":"x64"}`,
+		`{}`,
+		`{"oem":"contoso","arch":"x64"}`,
+	}
+	var evs []string
+	for i, a := range attrs {
+		evs = append(evs, ev(fmt.Sprintf("e%d", i), "offered", `,"attributes":`+a))
+	}
+	events, results, err := ParseBatch([]byte(`{"events":[`+strings.Join(evs, ",")+`]}`), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]Event{}
+	for _, e := range events {
+		byID[e.ID] = e
+	}
+	for i, a := range attrs {
+		var want map[string]any
+		if err := json.Unmarshal([]byte(a), &want); err != nil {
+			t.Fatal(err)
+		}
+		e, ok := byID[fmt.Sprintf("e%d", i)]
+		if _, number := want["arch"].(float64); number {
+			if ok || results[i].Status != "rejected" {
+				t.Errorf("event %d (%s): %+v", i, a, results[i])
+			}
+			continue
+		}
+		got := map[string]any{}
+		for k, v := range e.Attributes {
+			got[k] = v
+		}
+		if !ok || !maps.Equal(got, want) {
+			t.Errorf("event %d sent %s, read %v", i, a, e.Attributes)
+		}
+	}
+	if reflect.ValueOf(byID["e0"].Attributes).UnsafePointer() != reflect.ValueOf(byID["e1"].Attributes).UnsafePointer() {
+		t.Error("events with the same attributes do not share them")
 	}
 }
 
