@@ -112,25 +112,26 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	oems := []string{"contoso", "fabrikam", "northwind", "tailspin"}
 	seq := 0
 	offeredAt := time.Now().Add(-time.Hour).Truncate(time.Second).UTC()
-	newEvent := func(device string) telemetry.Event {
+	// Device n's events carry its attributes, the same in each.
+	newEvent := func(n int) telemetry.Event {
 		seq++
-		d := deps[rng.IntN(len(deps))]
+		d, device := deps[rng.IntN(len(deps))], deviceName(n)
 		// Each event cites the server's receipt for its offer, as devices do.
 		return telemetry.Event{ID: fmt.Sprintf("bench-%d-%d", cfg.Seed, seq), DeviceID: device,
 			UpdateID: d.UpdateID, DeploymentID: d.ID, Type: types[rng.IntN(len(types))], Time: time.Now().Add(-time.Minute).UTC(),
-			Attributes:   map[string]string{"oem": oems[rng.IntN(len(oems))], "arch": []string{"x64", "arm64"}[rng.IntN(2)]},
+			Attributes:   map[string]string{"oem": oems[n%len(oems)], "arch": []string{"x64", "arm64"}[n/len(oems)%2]},
 			OfferReceipt: a.OfferReceipt(device, d.UpdateID, d.ID, 0, offeredAt)}
 	}
 	// Enough distinct batches that the endpoint rarely sees a repeat; each
 	// is one enrolled device's, sent with its credential.
 	newBatch := func() request {
-		dev := deviceName(rng.IntN(cfg.Devices))
+		n := rng.IntN(cfg.Devices)
 		batch := make([]telemetry.Event, cfg.BatchSize)
 		for j := range batch {
-			batch[j] = newEvent(dev)
+			batch[j] = newEvent(n)
 		}
 		body, _ := json.Marshal(map[string]any{"events": batch})
-		return request{body: body, auth: "Bearer " + a.DeviceCredential(dev)}
+		return request{body: body, auth: "Bearer " + a.DeviceCredential(deviceName(n))}
 	}
 	bodies := make([]request, 2000)
 	for i := range bodies {
@@ -212,7 +213,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 		n := min(500, cfg.Aggregate-sent)
 		batch := make([]telemetry.Event, n)
 		for j := range batch {
-			batch[j] = newEvent(deviceName(rng.IntN(cfg.Devices)))
+			batch[j] = newEvent(rng.IntN(cfg.Devices))
 			// As the device API publishes it, with its verified offer.
 			batch[j].Received, batch[j].OfferedAt = time.Now().UTC(), offeredAt
 		}
