@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"encoding/json"
 	"maps"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -161,6 +163,67 @@ func TestLoggedIsProtocolBuffers(t *testing.T) {
 
 // TestDecodeLoggedRejects checks that a message that is not events is an
 // error, not a zero event.
+// TestDecodeLoggedSharesAttributes: events of a message logged with the
+// same attributes decode to one map, and each event reads exactly the
+// attribute fields it was logged with, however another encoder placed them.
+func TestDecodeLoggedSharesAttributes(t *testing.T) {
+	attr := func(k, v string) []byte {
+		entry := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), k)
+		entry = protowire.AppendString(protowire.AppendTag(entry, 2, protowire.BytesType), v)
+		return protowire.AppendBytes(protowire.AppendTag(nil, 8, protowire.BytesType), entry)
+	}
+	id := func(s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), s)
+	}
+	// Hand-made events, each its fields in the order given.
+	event := func(fields ...[]byte) []byte {
+		var rec []byte
+		for _, f := range fields {
+			rec = append(rec, f...)
+		}
+		return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rec)
+	}
+	logged := func(attributes map[string]string, id string) []byte {
+		return telemetry.AppendLogged(nil, &telemetry.Event{ID: id, Type: telemetry.Offered, Attributes: attributes})
+	}
+	contoso := map[string]string{"oem": "contoso", "arch": "x64", "ram": "16"}
+	cases := []struct {
+		rec  []byte
+		want map[string]string
+	}{
+		{logged(contoso, "a"), contoso},
+		{logged(maps.Clone(contoso), "b"), contoso},
+		{logged(map[string]string{"oem": "contoso", "arch": "arm64"}, "c"), map[string]string{"oem": "contoso", "arch": "arm64"}},
+		{logged(nil, "d"), nil},
+		{logged(contoso, "e"), contoso},
+		// Attribute fields apart: none may stand for the map alone.
+		{event(attr("oem", "x"), id("f"), attr("arch", "y")), map[string]string{"oem": "x", "arch": "y"}},
+		{event(attr("oem", "x"), id("g")), map[string]string{"oem": "x"}},
+		// The last map's fields, then one more: the one more alone is not it.
+		{event(attr("oem", "x"), attr("ram", "8")), map[string]string{"oem": "x", "ram": "8"}},
+		{event(attr("ram", "8")), map[string]string{"ram": "8"}},
+		{event(attr("oem", "x"), attr("oem", "z")), map[string]string{"oem": "z"}},
+		{event(attr("oem", "x")), map[string]string{"oem": "x"}},
+	}
+	var msg []byte
+	for _, c := range cases {
+		msg = append(msg, c.rec...)
+	}
+	events, err := telemetry.DecodeLogged(nil, msg)
+	if err != nil || len(events) != len(cases) {
+		t.Fatalf("DecodeLogged: %d events, %v", len(events), err)
+	}
+	for i, c := range cases {
+		if !maps.Equal(events[i].Attributes, c.want) {
+			t.Errorf("event %d: attributes %v, want %v", i, events[i].Attributes, c.want)
+		}
+	}
+	if reflect.ValueOf(events[0].Attributes).UnsafePointer() != reflect.ValueOf(events[1].Attributes).UnsafePointer() ||
+		reflect.ValueOf(events[0].Attributes).UnsafePointer() == reflect.ValueOf(events[2].Attributes).UnsafePointer() {
+		t.Error("events logged with the same attributes do not share one map, or different ones do")
+	}
+}
+
 func TestDecodeLoggedRejects(t *testing.T) {
 	for _, msg := range []string{``, `nope`, `[1]`, `{"time": "yesterday"}`, `{"wave": "2"}`, `{"attributes": {"a": 1}}`, `[{"event_id": 5}]`,
 		"\x0a",                 // an event's tag and nothing more

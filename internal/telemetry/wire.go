@@ -1,7 +1,10 @@
 package telemetry
 
 import (
+	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -57,7 +60,16 @@ func AppendLogged(dst []byte, e *Event) []byte {
 	dst = appendField(dst, fieldType, string(e.Type))
 	dst = appendTimestamp(dst, fieldTime, e.Time)
 	dst = appendField(dst, fieldErrorCode, e.ErrorCode)
-	for k, v := range e.Attributes {
+	// In key order: the same attributes make the same bytes, which the
+	// reader then decodes once per message.
+	var buf [8]string // most events' keys, without allocating
+	keys := buf[:0]
+	for k := range e.Attributes {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := e.Attributes[k]
 		dst = protowire.AppendTag(dst, fieldAttribute, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(stringSize(fieldKey, k)+stringSize(fieldValue, v)))
 		dst = appendField(dst, fieldKey, k)
@@ -137,6 +149,7 @@ func decodeWire(events []Event, data []byte) ([]Event, error) {
 	// The events of a message came in together: ids, types, attributes
 	// repeat across them and are copied once per message.
 	shared := interner{}
+	var last loggedAttributes
 	r := wireReader{data: data, what: "message"}
 	for r.next() {
 		if r.num != fieldEvent {
@@ -147,7 +160,7 @@ func decodeWire(events []Event, data []byte) ([]Event, error) {
 		if r.err != nil {
 			break
 		}
-		e, err := decodeEvent(rec, shared)
+		e, err := decodeEvent(rec, shared, &last)
 		if err != nil {
 			return events, err
 		}
@@ -156,10 +169,28 @@ func decodeWire(events []Event, data []byte) ([]Event, error) {
 	return events, r.err
 }
 
-func decodeEvent(data []byte, shared interner) (Event, error) {
+// loggedAttributes is the attribute fields of a message's last event
+// whose attributes were decoded into a map, as they were logged, and
+// that map.
+type loggedAttributes struct {
+	raw []byte
+	m   map[string]string
+}
+
+// decodeEvent reads one event. An event whose attribute fields are the
+// same bytes as the last decoded ones shares that map (not to be changed).
+func decodeEvent(data []byte, shared interner, last *loggedAttributes) (Event, error) {
 	var e Event
 	r := wireReader{data: data, what: "event"}
-	for r.next() {
+	// The attribute fields decoded into a map of e's own: from first
+	// (where the first began) to end (where the last ended), when nothing
+	// else came between them.
+	var first, end []byte
+	own, together := false, true
+	for rest := r.data; r.next(); rest = r.data {
+		if r.num != fieldAttribute && first != nil && end == nil {
+			end = rest
+		}
 		switch r.num {
 		case fieldID:
 			e.ID = string(r.bytes())
@@ -184,13 +215,30 @@ func decodeEvent(data []byte, shared interner) (Event, error) {
 		case fieldWave:
 			e.Wave = int(int64(r.varint()))
 		case fieldAttribute:
-			if e.Attributes == nil {
-				e.Attributes = map[string]string{}
+			if e.Attributes == nil && last.m != nil && bytes.HasPrefix(rest, last.raw) {
+				r.data, e.Attributes = rest[len(last.raw):], last.m
+				continue
+			}
+			if !own {
+				// The first of its own, or more after the shared ones
+				// (then the map is more than these fields).
+				together = e.Attributes == nil
+				m := make(map[string]string, len(e.Attributes)+2)
+				maps.Copy(m, e.Attributes)
+				e.Attributes, own, first = m, true, rest
+			} else if end != nil {
+				together = false
 			}
 			r.attribute(e.Attributes, shared)
 		default:
 			r.skip()
 		}
+	}
+	if own && together && r.err == nil {
+		if end == nil {
+			end = r.data
+		}
+		last.raw, last.m = first[:len(first)-len(end)], e.Attributes
 	}
 	return e, r.err
 }
