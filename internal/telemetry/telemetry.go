@@ -44,14 +44,16 @@ func (t Type) Failure() bool {
 
 // Event is one report from a device.
 type Event struct {
-	ID           string            `json:"event_id"`
-	DeviceID     string            `json:"device_id"`
-	UpdateID     string            `json:"update_id"`
-	DeploymentID string            `json:"deployment_id,omitempty"`
-	Type         Type              `json:"type"`
-	Time         time.Time         `json:"time"`
-	ErrorCode    string            `json:"error_code,omitempty"`
-	Attributes   map[string]string `json:"attributes,omitempty"`
+	ID           string    `json:"event_id"`
+	DeviceID     string    `json:"device_id"`
+	UpdateID     string    `json:"update_id"`
+	DeploymentID string    `json:"deployment_id,omitempty"`
+	Type         Type      `json:"type"`
+	Time         time.Time `json:"time"`
+	ErrorCode    string    `json:"error_code,omitempty"`
+	// Attributes are read only: ParseBatch and DecodeLogged give events
+	// that carry the same attributes one map.
+	Attributes map[string]string `json:"attributes,omitempty"`
 	// OfferReceipt is the offer_receipt of the check-in answer that offered
 	// the update: the device's proof that the server offered it.
 	OfferReceipt string `json:"offer_receipt,omitempty"`
