@@ -65,8 +65,7 @@ func (s *Store) RecordSightings(ctx context.Context, batch []registry.Seen) erro
 		if err := tx.reindex(ctx, changed); err != nil {
 			return err
 		}
-		_, err = tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, "")
-		return err
+		return tx.insertNew(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers)
 	})
 }
 

@@ -13,7 +13,8 @@ func (s *Store) RebuildInstallHours(ctx context.Context) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM install_hours`); err != nil {
 		return err
 	}
-	if err := backfillInstallHours(ctx, tx); err != nil {
+	if err := backfillInstallHours(ctx, tx, `SELECT dn.deployment_id, `+outcomeCase("o.outcome", false)+`, o.at FROM device_outcomes o
+		JOIN deployment_numbers dn ON dn.number = o.deployment WHERE o.outcome IN `+installCodes); err != nil {
 		return err
 	}
 	return tx.Commit()

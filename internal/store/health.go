@@ -54,7 +54,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		// 2. Device outcomes never counted before.
 		deps := map[string]*rollout.Deployment{}
 		type outcome struct {
-			key  string // deployment|device|outcome, as the insert returns it
+			key  outcomeKey // its device_outcomes key
 			e    *telemetry.Event
 			dep  *rollout.Deployment
 			wave int
@@ -64,7 +64,12 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		// The batch's outcomes in event order (cohort values are admitted
 		// first come, first served), each once.
 		pending := make([]outcome, 0, len(events))
-		isPending := make(map[string]bool, len(events))
+		type named struct {
+			dep, device string
+			outcome     telemetry.Type
+		}
+		isPending := make(map[named]bool, len(events))
+		depIDs, deviceIDs := map[string]bool{}, map[string]bool{}
 		for i := range events {
 			e := &events[i]
 			if seen[e.ID] {
@@ -82,8 +87,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				t.Unattributed++
 				continue
 			}
-			// '|' appears in none of these (validated character sets).
-			k := d.ID + "|" + e.DeviceID + "|" + string(e.Type)
+			k := named{d.ID, e.DeviceID, e.Type}
 			if isPending[k] {
 				t.Repeats++
 				continue
@@ -93,12 +97,25 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 				return err
 			}
 			// The wave the server offered it in, as its signed receipt says.
-			o := outcome{key: k, e: e, dep: d, wave: e.Wave}
+			o := outcome{e: e, dep: d, wave: e.Wave}
 			if m != nil {
 				o.risk = m.Score(e.Attributes)
 			}
 			isPending[k] = true
+			depIDs[d.ID], deviceIDs[e.DeviceID] = true, true
 			pending = append(pending, o)
+		}
+		depNumbers, err := tx.numbers(ctx, "deployment_numbers", "deployment_id", slices.Sorted(maps.Keys(depIDs)))
+		if err != nil {
+			return err
+		}
+		deviceNumbers, err := tx.numbers(ctx, "device_numbers", "device_id", slices.Sorted(maps.Keys(deviceIDs)))
+		if err != nil {
+			return err
+		}
+		for i := range pending {
+			o := &pending[i]
+			o.key = outcomeKey{depNumbers[o.dep.ID], deviceNumbers[o.e.DeviceID], outcomeCodes[o.e.Type]}
 		}
 		// Rows go in key order, as every aggregator writes them: concurrent
 		// batches that share outcomes (aggregators on PostgreSQL, each
@@ -108,14 +125,19 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 		for i := range pending {
 			sorted[i] = &pending[i]
 		}
-		slices.SortFunc(sorted, func(a, b *outcome) int { return strings.Compare(a.key, b.key) })
+		slices.SortFunc(sorted, func(a, b *outcome) int { return a.key.compare(b.key) })
 		rows := make([]any, 0, 5*len(sorted))
 		for _, o := range sorted {
-			rows = append(rows, o.dep.ID, o.e.DeviceID, o.e.Type, o.wave, o.e.Time.UTC())
+			rows = append(rows, o.key.deployment, o.key.device, o.key.outcome, o.wave, o.e.Time.UTC())
 		}
-		counted, err := tx.insertReturning(ctx, "device_outcomes (deployment_id, device_id, outcome, wave, at)", 5, rows,
-			"deployment_id || '|' || device_id || '|' || outcome")
-		if err != nil {
+		counted := make(map[outcomeKey]bool, len(sorted))
+		if err := tx.writeRows(ctx, "INSERT INTO device_outcomes (deployment, device, outcome, wave, at)", 5, rows,
+			" ON CONFLICT DO NOTHING RETURNING deployment, device, outcome", func(rows *sql.Rows) error {
+				var k outcomeKey
+				err := rows.Scan(&k.deployment, &k.device, &k.outcome)
+				counted[k] = true
+				return err
+			}); err != nil {
 			return err
 		}
 		// The offer's record, re-derived from the receipt with the first
@@ -134,7 +156,7 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			o := offerOf[od]
 			offers = append(offers, o.dep.ID, o.e.DeviceID, o.e.Wave, o.e.OfferedAt.UTC())
 		}
-		if _, err := tx.insertReturning(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers, ""); err != nil {
+		if err := tx.insertNew(ctx, "offers (deployment_id, device_id, wave, offered_at)", 4, offers); err != nil {
 			return err
 		}
 
@@ -220,23 +242,20 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 	return t, err
 }
 
-// insertReturning inserts rows of width columns into table (many per
-// statement), skipping conflicts, and returns the set of `returning` values
-// of the rows it inserted (none when returning is empty).
-func (q *queries) insertReturning(ctx context.Context, table string, width int, args []any, returning string) (map[string]bool, error) {
-	out := map[string]bool{}
-	tail := ` ON CONFLICT DO NOTHING`
-	var scan func(*sql.Rows) error
-	if returning != "" {
-		tail += ` RETURNING ` + returning
-		scan = func(rows *sql.Rows) error {
-			var v string
-			err := rows.Scan(&v)
-			out[v] = true
-			return err
-		}
-	}
-	return out, q.writeRows(ctx, `INSERT INTO `+table, width, args, tail, scan)
+// insertNew inserts rows of width columns into table (many per
+// statement), skipping those whose key is there already.
+func (q *queries) insertNew(ctx context.Context, table string, width int, args []any) error {
+	return q.writeRows(ctx, `INSERT INTO `+table, width, args, ` ON CONFLICT DO NOTHING`, nil)
+}
+
+// outcomeKey is a device_outcomes row's key.
+type outcomeKey struct {
+	deployment, device int64
+	outcome            int
+}
+
+func (k outcomeKey) compare(o outcomeKey) int {
+	return cmp.Or(cmp.Compare(k.deployment, o.deployment), cmp.Compare(k.device, o.device), cmp.Compare(k.outcome, o.outcome))
 }
 
 // rowsPerStatement is how many rows writeRows puts in one statement.
@@ -514,7 +533,8 @@ func (q *queries) PreviousRelease(ctx context.Context, product, excludeID string
 	return rollout.Deployment{}, nil, fault.E(fault.NotFound, "no previous release of %s with %d reports", product, minReports)
 }
 
-// installOutcomes are the outcomes an install failure rate is made of.
+// installOutcomes are the outcomes an install failure rate is made of, by
+// name (installCodes has their codes).
 const installOutcomes = `('install_succeeded', 'install_failed', 'download_failed')`
 
 // maxAmbientCellRows bounds the installs HourlyInstalls reads for a cell.
@@ -554,8 +574,11 @@ func (q *queries) HourlyInstalls(ctx context.Context, id string, others bool, ce
 		return out, unavailable(rows.Err())
 	}
 	from, to = time.Unix(first*3600, 0), time.Unix((last+1)*3600, 0)
-	rows, err := q.db.QueryContext(ctx, `SELECT o.at, o.outcome, dv.attributes FROM device_outcomes o JOIN devices dv ON dv.id = o.device_id
-		WHERE o.at >= $1 AND o.at < $2 AND o.deployment_id `+which+` $3 AND o.outcome IN `+installOutcomes+`
+	rows, err := q.db.QueryContext(ctx, `SELECT o.at, o.outcome, dv.attributes FROM device_outcomes o
+		JOIN deployment_numbers dn ON dn.number = o.deployment
+		JOIN device_numbers vn ON vn.number = o.device
+		JOIN devices dv ON dv.id = vn.device_id
+		WHERE o.at >= $1 AND o.at < $2 AND dn.deployment_id `+which+` $3 AND o.outcome IN `+installCodes+`
 		LIMIT $4`, from.UTC(), to.UTC(), id, maxAmbientCellRows)
 	if err != nil {
 		return nil, unavailable(err)
@@ -563,7 +586,8 @@ func (q *queries) HourlyInstalls(ctx context.Context, id string, others bool, ce
 	defer rows.Close()
 	for rows.Next() {
 		var at time.Time
-		var outcome, attrs string
+		var outcome int
+		var attrs string
 		if err := rows.Scan(&at, &outcome, &attrs); err != nil {
 			return nil, unavailable(err)
 		}
@@ -576,7 +600,7 @@ func (q *queries) HourlyInstalls(ctx context.Context, id string, others bool, ce
 			match = match && a[k] == v
 		}
 		if match {
-			out.Count(health.HourOf(at), outcome, 1)
+			out.Count(health.HourOf(at), string(outcomeOf(outcome)), 1)
 		}
 	}
 	return out, unavailable(rows.Err())

@@ -27,16 +27,18 @@ func installHoursMigration() *goose.Migration {
 		)`); err != nil {
 			return fmt.Errorf("create install_hours: %w", err)
 		}
-		return backfillInstallHours(ctx, tx)
+		return backfillInstallHours(ctx, tx, `SELECT deployment_id, outcome, at FROM device_outcomes WHERE outcome IN `+installOutcomes)
 	}}, &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `DROP TABLE install_hours`)
 		return err
 	}})
 }
 
-// backfillInstallHours fills install_hours from device_outcomes.
-func backfillInstallHours(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT deployment_id, outcome, at FROM device_outcomes WHERE outcome IN `+installOutcomes)
+// backfillInstallHours fills install_hours from device outcomes: query
+// returns each install outcome's deployment id, outcome name and time
+// (device_outcomes had names, not numbers, when install_hours came).
+func backfillInstallHours(ctx context.Context, tx *sql.Tx, query string) error {
+	rows, err := tx.QueryContext(ctx, query)
 	if err != nil {
 		return err
 	}

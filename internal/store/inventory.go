@@ -391,17 +391,21 @@ func (q *queries) DeviceHistory(ctx context.Context, deviceID string, deployment
 	if err := rows.Err(); err != nil {
 		return nil, nil, unavailable(err)
 	}
-	rows, err = q.db.QueryContext(ctx, `SELECT deployment_id, outcome, wave, at FROM device_outcomes WHERE device_id = $1 AND `+in+` ORDER BY at DESC`, args...)
+	rows, err = q.db.QueryContext(ctx, `SELECT dn.deployment_id, o.outcome, o.wave, o.at FROM device_outcomes o
+		JOIN deployment_numbers dn ON dn.number = o.deployment
+		JOIN device_numbers vn ON vn.number = o.device
+		WHERE vn.device_id = $1 AND dn.`+in+` ORDER BY o.at DESC`, args...) // in names deployment_id
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var o DeviceOutcome
-		if err := rows.Scan(&o.DeploymentID, &o.Outcome, &o.Wave, &o.At); err != nil {
+		var outcome int
+		if err := rows.Scan(&o.DeploymentID, &outcome, &o.Wave, &o.At); err != nil {
 			return nil, nil, unavailable(err)
 		}
-		o.At = o.At.UTC()
+		o.Outcome, o.At = string(outcomeOf(outcome)), o.At.UTC()
 		outcomes = append(outcomes, o)
 	}
 	return offers, outcomes, unavailable(rows.Err())

@@ -10,6 +10,7 @@ import (
 	"github.com/ringmaster/ringmaster/internal/audit"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/risk"
+	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
 // RiskModel is a stored risk model of a product.
@@ -73,10 +74,12 @@ func (q *queries) riskModel(ctx context.Context, query, arg, notFound string) (R
 // first): each device's registry attributes and whether it failed.
 func (q *queries) RiskExamples(ctx context.Context, product string, limit int) ([]risk.Example, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT dv.attributes, o.outcome FROM device_outcomes o
-		JOIN deployments d ON d.id = o.deployment_id
+		JOIN deployment_numbers dn ON dn.number = o.deployment
+		JOIN deployments d ON d.id = dn.deployment_id
 		JOIN updates u ON u.id = d.update_id
-		JOIN devices dv ON dv.id = o.device_id
-		WHERE u.product = $1 AND o.outcome IN ('install_succeeded', 'install_failed', 'download_failed')
+		JOIN device_numbers vn ON vn.number = o.device
+		JOIN devices dv ON dv.id = vn.device_id
+		WHERE u.product = $1 AND o.outcome IN `+installCodes+`
 		ORDER BY o.at DESC LIMIT $2`, product, limit)
 	if err != nil {
 		return nil, unavailable(err)
@@ -84,11 +87,12 @@ func (q *queries) RiskExamples(ctx context.Context, product string, limit int) (
 	defer rows.Close()
 	var out []risk.Example
 	for rows.Next() {
-		var attrs, outcome string
+		var attrs string
+		var outcome int
 		if err := rows.Scan(&attrs, &outcome); err != nil {
 			return nil, unavailable(err)
 		}
-		e := risk.Example{Failed: outcome != "install_succeeded"}
+		e := risk.Example{Failed: outcome != outcomeCodes[telemetry.InstallSucceeded]}
 		if json.Unmarshal([]byte(attrs), &e.Attributes) != nil {
 			continue
 		}

@@ -161,7 +161,7 @@ func (s *Store) migrations() (*goose.Provider, error) {
 	if s.dialect == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration(), clusteredCountsMigration(s.dialect), inventoryMigration(s.dialect)))
+	p, err := goose.NewProvider(dialect, s.db, fsys, goose.WithGoMigrations(installHoursMigration(), clusteredCountsMigration(s.dialect), inventoryMigration(s.dialect), outcomeNumbersMigration(s.dialect)))
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}

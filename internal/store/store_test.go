@@ -724,6 +724,14 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 	if got, err := s.HourlyInstalls(ctx, d.ID, false, nil, c.t.Add(-3*time.Hour), c.t.Add(3*time.Hour)); err != nil || !reflect.DeepEqual(got, everyone) {
 		t.Fatalf("HourlyInstalls after the backfill = %v, %v; want %v", got, err, everyone)
 	}
+	// The counted outcomes (stored by number since migration 23) keep
+	// their deployment, device, outcome and time, and still count once.
+	if _, after, err := s.DeviceHistory(ctx, "d1", []string{d.ID}); err != nil || !reflect.DeepEqual(after, outcomes) {
+		t.Fatalf("DeviceHistory(d1) after remigrating = %+v, %v; want %+v", after, err, outcomes)
+	}
+	if tally, err := s.RecordEvents(ctx, batch, cohort); err != nil || tally != (store.Tally{Repeats: 4, Unattributed: 2}) {
+		t.Fatalf("redelivery after remigrating: %+v, %v", tally, err)
+	}
 	// Per cohort cell, by the registry's attributes of each device.
 	if err := s.RecordSightings(ctx, []registry.Seen{
 		{DeviceID: "d1", Attributes: map[string]string{"oem": "contoso", "arch": "x64"}, At: c.t, CheckIns: 1},
