@@ -10,6 +10,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 
+	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
 
@@ -175,7 +176,15 @@ func (q *queries) numbers(ctx context.Context, table, column string, names []str
 	if err := q.writeRows(ctx, `INSERT INTO `+table+` (`+column+`)`, 1, args, ` ON CONFLICT DO NOTHING`, nil); err != nil {
 		return nil, err
 	}
-	return out, q.readNumbers(ctx, table, column, missing, out)
+	if err := q.readNumbers(ctx, table, column, missing, out); err != nil {
+		return nil, err
+	}
+	if len(out) != len(names) {
+		// Not expected: the insert numbers every name or finds it
+		// numbered by a committed transaction, which the read then sees.
+		return nil, fault.E(fault.Unavailable, "%d of %d names in %s have no number", len(names)-len(out), len(names), table)
+	}
+	return out, nil
 }
 
 // readNumbers adds to out the numbers names have in table.
