@@ -107,7 +107,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 			replicas = min(3, len(l.nc.Servers())) // the seeds given and the servers they announced
 		}
 	}
-	if _, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := l.createStream(ctx, jetstream.StreamConfig{
 		Name: Stream, Subjects: []string{subject}, Storage: jetstream.FileStorage,
 		MaxAge: cfg.MaxAge, Duplicates: 10 * time.Minute, Replicas: replicas,
 	}); err != nil {
@@ -116,6 +116,35 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l.pub = startPublisher(l.js)
 	return l, nil
+}
+
+// streamWait bounds how long Open waits for a forming cluster.
+const streamWait = time.Minute
+
+// createStream creates or updates the stream. A cluster whose nodes have
+// just started answers before its nodes know one another: until then it
+// has no peers to place the replicas on (or no JetStream leader), and the
+// stream is asked for again every half second, for up to streamWait.
+func (l *Log) createStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	deadline := time.Now().Add(streamWait)
+	for warned := false; ; {
+		_, err := l.js.CreateOrUpdateStream(ctx, cfg)
+		var api *jetstream.APIError
+		forming := errors.As(err, &api) && (api.ErrorCode == jetstream.ErrorCode(server.JSClusterNoPeersErrF) ||
+			api.ErrorCode == jetstream.ErrorCode(server.JSClusterNotAvailErr))
+		if !forming || time.Now().After(deadline) {
+			return err
+		}
+		if !warned && l.log != nil {
+			l.log.Warn("waiting for the NATS cluster to place the event stream's replicas", "replicas", cfg.Replicas, "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // Close disconnects and stops the embedded server.

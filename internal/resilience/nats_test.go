@@ -3,11 +3,13 @@ package resilience
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +52,21 @@ func natsServer(t *testing.T) string {
 // once the cluster has elected its meta leader.
 func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
 	t.Helper()
+	urls, start := natsNodes(t, n)
+	procs := map[string]*exec.Cmd{}
+	for i := range n {
+		name, cmd := start(i)
+		procs[name] = cmd
+	}
+	waitMetaLeader(t, urls)
+	return urls, procs
+}
+
+// natsNodes configures n nats-server processes as one JetStream cluster
+// and returns their client URLs and a function starting node i (killed
+// when t ends).
+func natsNodes(t *testing.T, n int) ([]string, func(i int) (string, *exec.Cmd)) {
+	t.Helper()
 	bin := natsServer(t)
 	var urls, routes []string
 	ports := make([][2]int, n)
@@ -58,17 +75,22 @@ func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][0]))
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][1]))
 	}
-	procs := map[string]*exec.Cmd{}
-	for i, p := range ports {
+	return urls, func(i int) (string, *exec.Cmd) {
 		name := fmt.Sprintf("n%d", i+1)
-		cmd := exec.Command(bin, "-js", "-sd", filepath.Join(t.TempDir(), name), "-a", "127.0.0.1", "-p", fmt.Sprint(p[0]),
+		cmd := exec.Command(bin, "-js", "-sd", filepath.Join(t.TempDir(), name), "-a", "127.0.0.1", "-p", fmt.Sprint(ports[i][0]),
 			"-n", name, "--cluster_name", "ringmaster-test", "--cluster", routes[i], "--routes", strings.Join(routes, ","))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		procs[name] = cmd
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return name, cmd
 	}
+}
+
+// waitMetaLeader waits until the cluster at urls answers JetStream
+// requests (it has a meta leader).
+func waitMetaLeader(t *testing.T, urls []string) {
+	t.Helper()
 	nc, err := nats.Connect(strings.Join(urls, ","), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +103,65 @@ func natsCluster(t *testing.T, n int) ([]string, map[string]*exec.Cmd) {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	})
-	return urls, procs
+}
+
+// signalWriter closes seen when a write contains phrase.
+type signalWriter struct {
+	phrase string
+	seen   chan struct{}
+	once   sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.phrase) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+// TestEventLogWaitsForFormingCluster: a server started with a NATS
+// cluster whose third node is not up yet (so no three peers to place the
+// stream's replicas on) waits for it rather than failing to start, and
+// then has the stream on all three.
+func TestEventLogWaitsForFormingCluster(t *testing.T) {
+	urls, start := natsNodes(t, 3)
+	start(0)
+	start(1)
+	waitMetaLeader(t, urls) // two of three elect a leader
+	w := &signalWriter{phrase: "waiting for the NATS cluster", seen: make(chan struct{})}
+	type opened struct {
+		l   *eventlog.Log
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		l, err := eventlog.Open(context.Background(), eventlog.Config{URL: strings.Join(urls, ","), Log: slog.New(slog.NewTextHandler(w, nil))})
+		done <- opened{l, err}
+	}()
+	select {
+	case o := <-done:
+		t.Fatalf("Open with two of three nodes up returned without waiting: %v", o.err)
+	case <-w.seen:
+	}
+	start(2)
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("Open once the third node is up: %v", o.err)
+	}
+	defer o.l.Close()
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(context.Background(), eventlog.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(context.Background()); err != nil || info.Config.Replicas != 3 {
+		t.Fatalf("the event stream: %+v, %v", info, err)
+	}
 }
 
 // TestNATSCluster: the event log on a 3-node NATS cluster is a stream
