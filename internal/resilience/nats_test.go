@@ -149,18 +149,8 @@ func TestEventLogWaitsForFormingCluster(t *testing.T) {
 		t.Fatalf("Open once the third node is up: %v", o.err)
 	}
 	defer o.l.Close()
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	stream, err := js.Stream(context.Background(), eventlog.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := stream.Info(context.Background()); err != nil || info.Config.Replicas != 3 {
-		t.Fatalf("the event stream: %+v, %v", info, err)
+	if info := eventStreamInfo(t, urls); info.Config.Replicas != 3 {
+		t.Fatalf("the event stream has %d replicas, want 3", info.Config.Replicas)
 	}
 }
 

@@ -534,6 +534,16 @@ func riverLeader(t *testing.T, dsn string) int {
 // natsStreamLeader names the node leading the event stream.
 func natsStreamLeader(t *testing.T, urls []string) string {
 	t.Helper()
+	info := eventStreamInfo(t, urls)
+	if info.Cluster == nil {
+		t.Fatalf("event stream %+v has no cluster", info)
+	}
+	return info.Cluster.Leader
+}
+
+// eventStreamInfo reads the event stream's info from the servers at urls.
+func eventStreamInfo(t *testing.T, urls []string) *jetstream.StreamInfo {
+	t.Helper()
 	nc, err := nats.Connect(strings.Join(urls, ","))
 	if err != nil {
 		t.Fatal(err)
@@ -545,8 +555,8 @@ func natsStreamLeader(t *testing.T, urls []string) string {
 		t.Fatal(err)
 	}
 	info, err := stream.Info(context.Background())
-	if err != nil || info.Cluster == nil {
+	if err != nil {
 		t.Fatalf("event stream: %v", err)
 	}
-	return info.Cluster.Leader
+	return info
 }

@@ -391,10 +391,11 @@ func (q *queries) DeviceHistory(ctx context.Context, deviceID string, deployment
 	if err := rows.Err(); err != nil {
 		return nil, nil, unavailable(err)
 	}
+	numbered := []any{deviceID}
 	rows, err = q.db.QueryContext(ctx, `SELECT dn.deployment_id, o.outcome, o.wave, o.at FROM device_outcomes o
 		JOIN deployment_numbers dn ON dn.number = o.deployment
 		JOIN device_numbers vn ON vn.number = o.device
-		WHERE vn.device_id = $1 AND dn.`+in+` ORDER BY o.at DESC`, args...) // in names deployment_id
+		WHERE vn.device_id = $1 AND `+inList("dn.deployment_id", deployments, &numbered)+` ORDER BY o.at DESC`, numbered...)
 	if err != nil {
 		return nil, nil, unavailable(err)
 	}

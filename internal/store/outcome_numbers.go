@@ -37,15 +37,17 @@ var outcomeCodes = map[telemetry.Type]int{
 	telemetry.PostInstallCrash:  9,
 }
 
-// outcomeOf is the outcome of a code (an unknown code is "").
-func outcomeOf(code int) telemetry.Type {
+// outcomeNames is outcomeCodes inverted: the outcome of each code.
+var outcomeNames = func() map[int]telemetry.Type {
+	names := make(map[int]telemetry.Type, len(outcomeCodes))
 	for t, c := range outcomeCodes {
-		if c == code {
-			return t
-		}
+		names[c] = t
 	}
-	return ""
-}
+	return names
+}()
+
+// outcomeOf is the outcome of a code (an unknown code is "").
+func outcomeOf(code int) telemetry.Type { return outcomeNames[code] }
 
 // codeList is "(c1, c2, ...)": the codes of outcomes, for an IN clause.
 func codeList(outcomes ...telemetry.Type) string {
