@@ -5,22 +5,21 @@ package deviceapi
 import (
 	"bytes"
 	"context"
-
 	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/ringmaster/ringmaster/internal/access"
-	"github.com/ringmaster/ringmaster/internal/ratelimit"
-
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringmaster/ringmaster/internal/access"
 	"github.com/ringmaster/ringmaster/internal/content"
 	"github.com/ringmaster/ringmaster/internal/delivery"
 	"github.com/ringmaster/ringmaster/internal/fault"
 	"github.com/ringmaster/ringmaster/internal/httpapi"
+	"github.com/ringmaster/ringmaster/internal/ratelimit"
 	"github.com/ringmaster/ringmaster/internal/registry"
 	"github.com/ringmaster/ringmaster/internal/telemetry"
 )
@@ -207,9 +206,41 @@ func (a *API) postEvents(w http.ResponseWriter, r *http.Request) {
 	a.events.WithLabelValues("accepted").Add(float64(len(events)))
 	a.events.WithLabelValues("rejected").Add(float64(rejected))
 	a.events.WithLabelValues("not_offered").Add(float64(notOffered))
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{
-		"accepted": len(events), "rejected": rejected, "not_offered": notOffered, "results": results,
-	})
+	// Written as encoding/json would write the map (keys in order), without
+	// reflection: a batch answers every event.
+	httpapi.WriteJSONBytes(w, http.StatusOK, appendEventsAnswer(make([]byte, 0, 64+64*len(results)), len(events), notOffered, rejected, results))
+}
+
+// appendEventsAnswer appends postEvents' answer and a newline:
+// {"accepted":n,"not_offered":n,"rejected":n,"results":[...]}.
+func appendEventsAnswer(dst []byte, accepted, notOffered, rejected int, results []telemetry.Result) []byte {
+	dst = strconv.AppendInt(append(dst, `{"accepted":`...), int64(accepted), 10)
+	dst = strconv.AppendInt(append(dst, `,"not_offered":`...), int64(notOffered), 10)
+	dst = strconv.AppendInt(append(dst, `,"rejected":`...), int64(rejected), 10)
+	dst = append(dst, `,"results":[`...)
+	for i, r := range results {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '{')
+		if r.EventID != "" {
+			dst = append(quoteJSON(append(dst, `"event_id":`...), r.EventID), ',')
+		}
+		dst = strconv.AppendInt(append(dst, `"index":`...), int64(r.Index), 10)
+		dst = quoteJSON(append(dst, `,"status":`...), r.Status)
+		if r.Error != "" {
+			dst = quoteJSON(append(dst, `,"error":`...), r.Error)
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}\n"...)
+}
+
+// quoteJSON appends s as a JSON string. Invalid UTF-8 (an error message
+// may quote a value cut short) becomes U+FFFD, as encoding/json makes it.
+func quoteJSON(dst []byte, s string) []byte {
+	dst, _ = jsontext.AppendQuote(dst, s)
+	return dst
 }
 
 // OfferClockSkew is how far before the offer an event's time may be: the

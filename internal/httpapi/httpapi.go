@@ -108,10 +108,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, "encoding failed", http.StatusInternalServerError)
 		return
 	}
+	WriteJSONBytes(w, status, append(body, '\n'))
+}
+
+// WriteJSONBytes writes body, JSON already encoded (ending in a newline,
+// as WriteJSON's do), with status.
+func WriteJSONBytes(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }
 
 // DecodeJSON reads a JSON request body of at most limit bytes into dst.

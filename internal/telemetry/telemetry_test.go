@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
 )
@@ -186,13 +187,21 @@ func TestParseBatchStrictJSON(t *testing.T) {
 		`{"events":[` + ev("e1", "install_failed", "") + `]} x`,
 		strings.Repeat(`[`, 400) + strings.Repeat(`]`, 400),
 		" \t",
+		"{\"events\":[" + ev("e1", "install_failed", ",\"attributes\":{\"oem\":\"a\xffb\"}") + `]}`,
+		`{"events":[` + ev("e1", "install_failed", "") + `]} {}`,
 	} {
-		if json.Valid([]byte(body)) && !strings.HasPrefix(body, "[") {
+		// (encoding/json lets invalid UTF-8 through, which RFC 8259 does not.)
+		if json.Valid([]byte(body)) && !strings.HasPrefix(body, "[") && utf8.ValidString(body) {
 			t.Fatalf("%q is valid JSON; the case is wrong", body)
 		}
 		if _, _, err := ParseBatch([]byte(body), now); fault.KindOf(err) != fault.Invalid {
 			t.Errorf("ParseBatch(%.60q) = %v, want Invalid", body, err)
 		}
+	}
+	// The error says where.
+	body := `{"events":[` + ev("e1", "offered", "") + `,` + ev("e2", "offered", `,"n":01`) + `]}`
+	if _, _, err := ParseBatch([]byte(body), now); !strings.Contains(fault.Message(err), `"/events/1"`) {
+		t.Errorf("error %q does not name the second event", fault.Message(err))
 	}
 }
 
