@@ -29,6 +29,9 @@ func (s *Store) Remigrate(ctx context.Context, version int64) error {
 	if _, err := p.DownTo(ctx, version); err != nil {
 		return err
 	}
+	// Down past migration 23 the numbers go, and up again they are made
+	// anew: those remembered are of the old tables.
+	s.numbered = newCommittedNumbers()
 	_, err = p.Up(ctx)
 	return err
 }

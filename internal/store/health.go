@@ -45,6 +45,13 @@ type Cohort struct {
 // fails nothing is counted, so the batch can be redelivered safely. Rows
 // are written many per statement.
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
+	// The numbers the batch read or made are remembered once they commit.
+	learned := func() {}
+	defer func() {
+		if err == nil {
+			learned()
+		}
+	}()
 	err = s.InTx(ctx, func(tx *Tx) error {
 		t = Tally{}
 		// 1. Each event id once (a resent event or a redelivered batch
@@ -105,13 +112,17 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			depIDs[d.ID], deviceIDs[e.DeviceID] = true, true
 			pending = append(pending, o)
 		}
-		depNumbers, err := tx.numbers(ctx, "deployment_numbers", "deployment_id", slices.Sorted(maps.Keys(depIDs)))
+		depNumbers, depFresh, err := tx.numbers(ctx, "deployment_numbers", "deployment_id", slices.Sorted(maps.Keys(depIDs)), s.numbered.deployments)
 		if err != nil {
 			return err
 		}
-		deviceNumbers, err := tx.numbers(ctx, "device_numbers", "device_id", slices.Sorted(maps.Keys(deviceIDs)))
+		deviceNumbers, deviceFresh, err := tx.numbers(ctx, "device_numbers", "device_id", slices.Sorted(maps.Keys(deviceIDs)), s.numbered.devices)
 		if err != nil {
 			return err
+		}
+		learned = func() {
+			remember(s.numbered.deployments, depFresh)
+			remember(s.numbered.devices, deviceFresh)
 		}
 		for i := range pending {
 			o := &pending[i]

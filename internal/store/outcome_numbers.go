@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/pressly/goose/v3"
 
 	"github.com/ringmaster/ringmaster/internal/fault"
@@ -160,37 +162,78 @@ const numbersPerLookup = 500
 // or device_numbers, whose name column is column), numbering those that
 // have none. names must be sorted and distinct: concurrent aggregators
 // then number in one order and wait for one another rather than deadlock.
-// Most names have a number already: they are read first, and only the
-// rest inserted (on PostgreSQL an insert that conflicts still spends a
-// number).
-func (q *queries) numbers(ctx context.Context, table, column string, names []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(names))
-	if err := q.readNumbers(ctx, table, column, names, out); err != nil {
-		return nil, err
+// Names in known (numbers committed earlier) are not read again; the
+// others are read first, and only those without a number inserted (on
+// PostgreSQL an insert that conflicts still spends a number). Those read
+// or made are in fresh too, for known once the transaction commits.
+func (q *queries) numbers(ctx context.Context, table, column string, names []string, known *lru.Cache[string, int64]) (all, fresh map[string]int64, err error) {
+	all = make(map[string]int64, len(names))
+	var unknown []string
+	for _, n := range names {
+		if v, ok := known.Get(n); ok {
+			all[n] = v
+		} else {
+			unknown = append(unknown, n)
+		}
+	}
+	fresh = make(map[string]int64, len(unknown))
+	if len(unknown) == 0 {
+		return all, fresh, nil
+	}
+	if err := q.readNumbers(ctx, table, column, unknown, fresh); err != nil {
+		return nil, nil, err
 	}
 	var missing []string
 	var args []any
-	for _, n := range names {
-		if _, ok := out[n]; !ok {
+	for _, n := range unknown {
+		if _, ok := fresh[n]; !ok {
 			missing = append(missing, n)
 			args = append(args, n)
 		}
 	}
-	if len(missing) == 0 {
-		return out, nil
+	if len(missing) > 0 {
+		if err := q.writeRows(ctx, `INSERT INTO `+table+` (`+column+`)`, 1, args, ` ON CONFLICT DO NOTHING`, nil); err != nil {
+			return nil, nil, err
+		}
+		if err := q.readNumbers(ctx, table, column, missing, fresh); err != nil {
+			return nil, nil, err
+		}
 	}
-	if err := q.writeRows(ctx, `INSERT INTO `+table+` (`+column+`)`, 1, args, ` ON CONFLICT DO NOTHING`, nil); err != nil {
-		return nil, err
-	}
-	if err := q.readNumbers(ctx, table, column, missing, out); err != nil {
-		return nil, err
-	}
-	if len(out) != len(names) {
+	if len(fresh) != len(unknown) {
 		// Not expected: the insert numbers every name or finds it
 		// numbered by a committed transaction, which the read then sees.
-		return nil, fault.E(fault.Unavailable, "%d of %d names in %s have no number", len(names)-len(out), len(names), table)
+		return nil, nil, fault.E(fault.Unavailable, "%d of %d names in %s have no number", len(unknown)-len(fresh), len(names), table)
 	}
-	return out, nil
+	maps.Copy(all, fresh)
+	return all, fresh, nil
+}
+
+// committedNumbers remembers the numbers of names whose numbering has
+// committed, most recently used first, so that a batch reads only the
+// names it has not met lately. A number never changes or goes away once
+// committed, so a remembered one is never wrong.
+type committedNumbers struct {
+	deployments, devices *lru.Cache[string, int64]
+}
+
+// Bounds on committedNumbers: every deployment that is counting, and the
+// devices that reported lately (some 20 MB).
+const (
+	rememberedDeployments = 1 << 12
+	rememberedDevices     = 1 << 17
+)
+
+func newCommittedNumbers() committedNumbers {
+	deployments, _ := lru.New[string, int64](rememberedDeployments)
+	devices, _ := lru.New[string, int64](rememberedDevices)
+	return committedNumbers{deployments, devices}
+}
+
+// remember adds numbers that have committed to c.
+func remember(c *lru.Cache[string, int64], numbers map[string]int64) {
+	for n, v := range numbers {
+		c.Add(n, v)
+	}
 }
 
 // readNumbers adds to out the numbers names have in table.

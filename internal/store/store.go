@@ -55,8 +55,10 @@ type Store struct {
 	dialect     Dialect
 	// failpoints stop named steps for crash tests.
 	failpoints failpoint.Set
-	closeOnce  sync.Once
-	closeErr   error
+	// numbered remembers committed numbers (see RecordEvents).
+	numbered  committedNumbers
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Options tune Open.
@@ -90,6 +92,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.queries = queries{db: s.db, dialect: s.dialect, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
 	s.failpoints = opts.Failpoints
+	s.numbered = newCommittedNumbers()
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

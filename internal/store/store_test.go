@@ -773,6 +773,19 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 			t.Fatalf("overall counts include cell %q", hc.Cell)
 		}
 	}
+	// A batch that fails after numbering a new device commits nothing, and
+	// its number is not remembered (PostgreSQL never gives it again): the
+	// next batch numbers the device anew, and its outcome is in the device's
+	// history.
+	if _, err := s.RecordEvents(ctx, []telemetry.Event{ev("e7", "d8", "no_such_outcome", "contoso")}, cohort); err == nil {
+		t.Fatal("an outcome with no code was counted")
+	}
+	if tally, err := s.RecordEvents(ctx, []telemetry.Event{ev("e8", "d8", telemetry.Offered, "contoso")}, cohort); err != nil || tally.Counted != 1 {
+		t.Fatalf("after a failed batch: %+v, %v", tally, err)
+	}
+	if _, outcomes, err := s.DeviceHistory(ctx, "d8", []string{d.ID}); err != nil || len(outcomes) != 1 || outcomes[0].Outcome != string(telemetry.Offered) {
+		t.Fatalf("DeviceHistory(d8) after a failed batch = %+v, %v", outcomes, err)
+	}
 }
 
 func testTokens(t *testing.T, s *store.Store, c *clock) {
