@@ -30,8 +30,8 @@ func (s *Store) Remigrate(ctx context.Context, version int64) error {
 		return err
 	}
 	// Down past migration 23 the numbers go, and up again they are made
-	// anew: those remembered are of the old tables.
-	s.numbered = newCommittedNumbers()
+	// anew: what is remembered is of the old tables.
+	s.committed = newCommitted()
 	_, err = p.Up(ctx)
 	return err
 }

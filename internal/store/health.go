@@ -45,7 +45,7 @@ type Cohort struct {
 // fails nothing is counted, so the batch can be redelivered safely. Rows
 // are written many per statement.
 func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, cohort Cohort) (t Tally, err error) {
-	// The numbers the batch read or made are remembered once they commit.
+	// What the batch numbered and counted is remembered once it commits.
 	learned := func() {}
 	defer func() {
 		if err == nil {
@@ -112,30 +112,36 @@ func (s *Store) RecordEvents(ctx context.Context, events []telemetry.Event, coho
 			depIDs[d.ID], deviceIDs[e.DeviceID] = true, true
 			pending = append(pending, o)
 		}
-		depNumbers, depFresh, err := tx.numbers(ctx, "deployment_numbers", "deployment_id", slices.Sorted(maps.Keys(depIDs)), s.numbered.deployments)
+		depNumbers, depFresh, err := tx.numbers(ctx, "deployment_numbers", "deployment_id", slices.Sorted(maps.Keys(depIDs)), s.committed.deployments)
 		if err != nil {
 			return err
 		}
-		deviceNumbers, deviceFresh, err := tx.numbers(ctx, "device_numbers", "device_id", slices.Sorted(maps.Keys(deviceIDs)), s.numbered.devices)
+		deviceNumbers, deviceFresh, err := tx.numbers(ctx, "device_numbers", "device_id", slices.Sorted(maps.Keys(deviceIDs)), s.committed.devices)
 		if err != nil {
 			return err
 		}
-		learned = func() {
-			remember(s.numbered.deployments, depFresh)
-			remember(s.numbered.devices, deviceFresh)
-		}
+		// Outcomes remembered as counted are repeats; the others go to the
+		// database, which counts those it has not.
+		sorted := make([]*outcome, 0, len(pending))
 		for i := range pending {
 			o := &pending[i]
 			o.key = outcomeKey{depNumbers[o.dep.ID], deviceNumbers[o.e.DeviceID], outcomeCodes[o.e.Type]}
+			if !s.committed.outcomes.Contains(o.key) {
+				sorted = append(sorted, o)
+			}
+		}
+		learned = func() {
+			remember(s.committed.deployments, depFresh)
+			remember(s.committed.devices, deviceFresh)
+			// Each is in device_outcomes now, counted by this batch or before.
+			for _, o := range sorted {
+				s.committed.outcomes.Add(o.key, struct{}{})
+			}
 		}
 		// Rows go in key order, as every aggregator writes them: concurrent
 		// batches that share outcomes (aggregators on PostgreSQL, each
 		// replica's and each worker's) then wait for one another rather
 		// than deadlock.
-		sorted := make([]*outcome, len(pending))
-		for i := range pending {
-			sorted[i] = &pending[i]
-		}
 		slices.SortFunc(sorted, func(a, b *outcome) int { return a.key.compare(b.key) })
 		rows := make([]any, 0, 5*len(sorted))
 		for _, o := range sorted {

@@ -170,7 +170,7 @@ func (q *queries) numbers(ctx context.Context, table, column string, names []str
 	all = make(map[string]int64, len(names))
 	var unknown []string
 	for _, n := range names {
-		if v, ok := known.Get(n); ok {
+		if v, ok := known.Peek(n); ok {
 			all[n] = v
 		} else {
 			unknown = append(unknown, n)
@@ -208,25 +208,33 @@ func (q *queries) numbers(ctx context.Context, table, column string, names []str
 	return all, fresh, nil
 }
 
-// committedNumbers remembers the numbers of names whose numbering has
-// committed, most recently used first, so that a batch reads only the
-// names it has not met lately. A number never changes or goes away once
-// committed, so a remembered one is never wrong.
-type committedNumbers struct {
+// committed remembers the latest of what the aggregator's transactions
+// committed (looked up without moving, the oldest forgotten first): the
+// numbers of names, so that a batch reads only
+// the names it has not met lately, and the device outcomes in
+// device_outcomes, so that a batch sends the database only those it has
+// not counted lately. A number never changes or goes away once committed,
+// nor does a counted outcome, so nothing remembered is ever wrong.
+type committed struct {
 	deployments, devices *lru.Cache[string, int64]
+	outcomes             *lru.Cache[outcomeKey, struct{}]
 }
 
-// Bounds on committedNumbers: every deployment that is counting, and the
-// devices that reported lately (some 20 MB).
+// Bounds on what is remembered: every deployment that is counting; the
+// devices that reported lately; and as many outcomes, enough for a batch
+// redelivered after a crash and for devices that report an outcome again
+// (a retry, an agent resending its state). About 20 MB each at most.
 const (
 	rememberedDeployments = 1 << 12
 	rememberedDevices     = 1 << 17
+	rememberedOutcomes    = 1 << 17
 )
 
-func newCommittedNumbers() committedNumbers {
+func newCommitted() committed {
 	deployments, _ := lru.New[string, int64](rememberedDeployments)
 	devices, _ := lru.New[string, int64](rememberedDevices)
-	return committedNumbers{deployments, devices}
+	outcomes, _ := lru.New[outcomeKey, struct{}](rememberedOutcomes)
+	return committed{deployments, devices, outcomes}
 }
 
 // remember adds numbers that have committed to c.

@@ -55,8 +55,8 @@ type Store struct {
 	dialect     Dialect
 	// failpoints stop named steps for crash tests.
 	failpoints failpoint.Set
-	// numbered remembers committed numbers (see RecordEvents).
-	numbered  committedNumbers
+	// committed remembers what RecordEvents committed.
+	committed committed
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -92,7 +92,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.queries = queries{db: s.db, dialect: s.dialect, now: func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) }}
 	s.failpoints = opts.Failpoints
-	s.numbered = newCommittedNumbers()
+	s.committed = newCommitted()
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

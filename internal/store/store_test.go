@@ -773,11 +773,13 @@ func testHealthCounting(t *testing.T, s *store.Store, c *clock) {
 			t.Fatalf("overall counts include cell %q", hc.Cell)
 		}
 	}
-	// A batch that fails after numbering a new device commits nothing, and
-	// its number is not remembered (PostgreSQL never gives it again): the
-	// next batch numbers the device anew, and its outcome is in the device's
-	// history.
-	if _, err := s.RecordEvents(ctx, []telemetry.Event{ev("e7", "d8", "no_such_outcome", "contoso")}, cohort); err == nil {
+	// A batch that fails after numbering a new device and sending its
+	// outcomes commits nothing, and neither its number nor its outcomes are
+	// remembered (PostgreSQL never gives the number again): the next batch
+	// numbers the device anew, counts the outcome, and it is in the
+	// device's history.
+	failing := []telemetry.Event{ev("e8", "d8", telemetry.Offered, "contoso"), ev("e7", "d8", "no_such_outcome", "contoso")}
+	if _, err := s.RecordEvents(ctx, failing, cohort); err == nil {
 		t.Fatal("an outcome with no code was counted")
 	}
 	if tally, err := s.RecordEvents(ctx, []telemetry.Event{ev("e8", "d8", telemetry.Offered, "contoso")}, cohort); err != nil || tally.Counted != 1 {
