@@ -78,7 +78,8 @@ func TestRunEventsSmoke(t *testing.T) {
 			// At once, every accepted event is counted, and no faster than
 			// it was accepted (the count's clock runs on past the posts).
 			if e := rep.EndToEnd; e.Accepted == 0 || e.Counted == 0 || e.Counted > e.Accepted ||
-				e.CountedToAccepted <= 0 || e.CountedToAccepted > 1 || e.DrainSeconds < 0 {
+				e.CountedToAccepted <= 0 || e.CountedToAccepted > 1 || e.DrainSeconds < 0 ||
+				e.AcceptRatio <= 0 || e.AcceptRatio >= 1 {
 				t.Fatalf("end to end: %+v", e)
 			}
 			if rep.Engine != be.Name {

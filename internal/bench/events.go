@@ -81,6 +81,11 @@ type EndToEnd struct {
 	// a burst's accepted rate that is counted while the burst lasts (1
 	// when counting keeps up, whatever the backlog's wait for a fetch).
 	CountedToAccepted float64 `json:"counted_to_accepted"`
+	// AcceptRatio is AcceptedPerSecond over the baseline's events per
+	// second: Ratio for fresh bodies only, every event new and counted
+	// meanwhile. (Ratio's phase recycles its bodies, and the aggregator
+	// counts a repeated event for little.)
+	AcceptRatio float64 `json:"accept_ratio"`
 }
 
 // LagSample is the aggregator's backlog at one moment.
@@ -269,6 +274,7 @@ func RunEvents(ctx context.Context, cfg EventsConfig, log *slog.Logger) (*Events
 	rep.EndToEnd.PerSecond = float64(rep.EndToEnd.Accepted) / time.Since(start).Seconds()
 	rep.EndToEnd.DrainSeconds = (time.Since(start) - posted).Seconds()
 	rep.EndToEnd.CountedToAccepted = rep.EndToEnd.PerSecond / rep.EndToEnd.AcceptedPerSecond
+	rep.EndToEnd.AcceptRatio = rep.EndToEnd.AcceptedPerSecond / (rep.Baseline.PerSecond * float64(cfg.BatchSize))
 	rep.EndToEnd.Counted = a.Aggregator.Stats().Counted - c0
 	rep.AllocsPerEvent = rep.Ringmaster.AllocsPerReq / float64(cfg.BatchSize)
 	rep.BaselineAllocsPerEvent = rep.Baseline.AllocsPerReq / float64(cfg.BatchSize)

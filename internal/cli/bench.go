@@ -202,6 +202,7 @@ stored and counts nothing.`,
 			fmt.Fprintf(g.stdout, "end to end (HTTP -> event log -> counted in the database, at once, %s): %.0f events/s; %d accepted at %.0f/s over %.1fs (%d new outcomes), the last counted %.1fs after posting stopped\n",
 				rep.Engine, e.PerSecond, e.Accepted, e.AcceptedPerSecond, e.PostedSeconds, e.Counted, e.DrainSeconds)
 			fmt.Fprintf(g.stdout, "counted / accepted, at once: %.2f\n", e.CountedToAccepted)
+			fmt.Fprintf(g.stdout, "accepted at once / baseline (fresh bodies only): %.3f\n", e.AcceptRatio)
 			fmt.Fprintf(g.stdout, "allocations per event accepted: %.1f (baseline %.1f)\n", rep.AllocsPerEvent, rep.BaselineAllocsPerEvent)
 			return nil
 		},
