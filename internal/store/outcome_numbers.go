@@ -210,10 +210,9 @@ func (q *queries) numbers(ctx context.Context, table, column string, names []str
 
 // committed remembers the latest of what the aggregator's transactions
 // committed (looked up without moving, the oldest forgotten first): the
-// numbers of names, so that a batch reads only
-// the names it has not met lately, and the device outcomes in
-// device_outcomes, so that a batch sends the database only those it has
-// not counted lately. A number never changes or goes away once committed,
+// numbers of names, so that a batch reads only the names it has not met
+// lately, and the device outcomes in device_outcomes, so that a batch
+// sends the database only those it has not counted lately. A number never changes or goes away once committed,
 // nor does a counted outcome, so nothing remembered is ever wrong.
 type committed struct {
 	deployments, devices *lru.Cache[string, int64]

@@ -151,7 +151,7 @@ type batchReader struct {
 	fields  [jsonCount][]byte // the event being read: each field's string, nil if absent or not a string
 	scratch []byte            // unescaped strings of the event being read
 	kv      []string          // its attributes, key, value, key, value... in the order sent
-	prev    [jsonCount]string // the previous event\'s shared strings
+	prev    [jsonCount]string // the previous event's shared strings
 	last    lastAttributes
 }
 
